@@ -1,0 +1,419 @@
+"""The search engine: plan, mutate, evaluate (with a cascade), archive, checkpoint.
+
+Determinism with parallel work: candidates are numbered in plan order. Candidate ``i`` is
+planned from the archive exactly as it stood after applying candidates ``< i - window + 1``,
+results are applied strictly in index order, and duplicates are checked in index order.
+So the run depends only on the seed, the window and what the mutator and evaluator return,
+never on which worker finished first. Every applied candidate is checkpointed, so a killed
+run resumes where it was and loses at most the work in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from retune.evaluate.contract import (
+    SUBSET_FULL,
+    SUBSET_QUICK,
+    EvaluationContext,
+    EvaluationOutcome,
+    EvaluationTask,
+    Executor,
+    FailureReason,
+)
+from retune.search.archive import Archive, Elite
+from retune.search.ledger import Budget, Ledger
+from retune.search.mutation import Inspiration, MutationKind, MutationRequest, Mutator
+from retune.search.program import normalised_hash
+from retune.search.selection import Tiering, choose_inspirations, choose_kind, choose_parent
+from retune.search.state import (
+    Candidate,
+    EngineState,
+    HistoryPoint,
+    Origin,
+    Stage,
+    decode_state,
+    encode_state,
+)
+from retune.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class EngineConfig(BaseModel):
+    """Everything that shapes a search. Its fingerprint guards resumes."""
+
+    seed: int = 0
+    budget: Budget = Field(default_factory=Budget)
+    cells: int = 64
+    initial_population: int = 12
+    structural: list[str] = Field(default_factory=lambda: ["loops", "branches", "depth", "math_ops"])
+    behavioural: list[str] = Field(default_factory=list)
+    cascade: bool = True
+    quick_threshold: float = 0.9
+    tiering: Tiering = Field(default_factory=Tiering)
+    window: int = 4
+    context: EvaluationContext = Field(default_factory=EvaluationContext)
+    fingerprint: str = ""
+
+
+class Progress(BaseModel):
+    evaluations: int
+    max_evaluations: int | None
+    best_score: float | None
+    seed_score: float | None
+    usd: float
+    coverage: float
+    wall_seconds: float
+
+
+class EngineError(RuntimeError):
+    """The search cannot go on (for example, the seed policy itself fails)."""
+
+
+class Engine:
+    """Runs one search to its budget, checkpointing as it goes."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        seed_code: str,
+        mutator: Mutator,
+        executor: Executor,
+        store: Store,
+        ledger: Ledger | None = None,
+        warm_programs: list[str] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.config = config
+        self.seed_code = seed_code
+        self.warm_programs = warm_programs or []
+        self.mutator = mutator
+        self.executor = executor
+        self.store = store
+        self.on_progress = on_progress
+        self.rng = random.Random(config.seed)
+        self.state = self._initial_state(resume)
+        self.archive = Archive(self.state.archive)
+        self.ledger = ledger or Ledger(config.budget)
+        self.ledger.restore(self.state.ledger)
+        self._futures: dict[Future[Any], tuple[int, Stage]] = {}
+        self._last_tick = time.monotonic()
+
+    # -- state -------------------------------------------------------------------------
+    def _initial_state(self, resume: bool) -> EngineState:
+        document = self.store.load() if resume else None
+        if document is not None:
+            state = decode_state(document)
+            if state.fingerprint != self.config.fingerprint:
+                raise EngineError(
+                    "the checkpoint belongs to a different target or configuration; "
+                    "start without --resume or use another output directory"
+                )
+            version, internal, gauss = state.rng_state
+            self.rng.setstate((version, tuple(internal), gauss))  # type: ignore[arg-type]
+            return state
+        archive = Archive.empty(self.config.structural, self.config.behavioural, self.config.cells)
+        return EngineState(
+            fingerprint=self.config.fingerprint,
+            window=self.config.window,
+            rng_state=[],
+            archive=archive.state,
+        )
+
+    def checkpoint(self) -> None:
+        now = time.monotonic()
+        self.ledger.add_wall_seconds(now - self._last_tick)
+        self._last_tick = now
+        self.state.ledger = self.ledger.snapshot()
+        version, internal, gauss = self.rng.getstate()
+        self.state.rng_state = [version, list(internal), gauss]
+        self.store.save(encode_state(self.state))
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self) -> EngineState:
+        """Search until a budget is reached; return the final state."""
+        if self.state.stop_reason:
+            return self.state
+        mutations = ThreadPoolExecutor(max_workers=max(1, self.mutator.concurrency))
+        try:
+            self._restart_pending(mutations)
+            self._top_up(mutations)
+            while self.state.pending:
+                if self._wall_time_exhausted():
+                    self.state.stop_reason = "wall-time budget reached"
+                    break
+                done, _ = wait(list(self._futures), timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: self._futures[f]):
+                    index, stage = self._futures.pop(future)
+                    self._on_finished(index, stage, future, mutations)
+                self._check_in_order()
+                while self._apply_next():
+                    self._top_up(mutations)
+                    self.checkpoint()
+                    self._report()
+            if self.state.stop_reason is None:
+                self.state.stop_reason = self._budget_reason()
+            self.checkpoint()
+            self._report()
+            return self.state
+        finally:
+            for future in self._futures:
+                future.cancel()
+            mutations.shutdown(wait=True, cancel_futures=True)
+
+    def _restart_pending(self, mutations: ThreadPoolExecutor) -> None:
+        """After a resume, put back in flight whatever was in flight."""
+        for index in sorted(self.state.pending):
+            candidate = self.state.pending[index]
+            if candidate.stage is Stage.PLANNED:
+                self._submit_mutation(candidate, mutations)
+            elif candidate.stage is Stage.QUICK:
+                self._submit_evaluation(candidate, SUBSET_QUICK)
+            elif candidate.stage is Stage.FULL:
+                self._submit_evaluation(candidate, SUBSET_FULL)
+
+    def _budget_reason(self) -> str:
+        if self.state.usd_exhausted:
+            return "USD budget reached"
+        return "evaluation budget reached"
+
+    def _wall_time_exhausted(self) -> bool:
+        left = self.ledger.wall_seconds_left(time.monotonic() - self._last_tick)
+        return left is not None and left <= 0
+
+    # -- planning ----------------------------------------------------------------------
+    def _may_plan(self) -> bool:
+        if self.state.usd_exhausted or len(self.state.pending) >= self.state.window:
+            return False
+        limit = self.config.budget.max_evaluations
+        upper_bound = self.state.next_index - self.state.skipped_applied
+        return limit is None or upper_bound < limit
+
+    def _top_up(self, mutations: ThreadPoolExecutor) -> None:
+        while self._may_plan():
+            candidate = self._plan(self.state.next_index)
+            self.state.next_index += 1
+            self.state.pending[candidate.index] = candidate
+            if candidate.code is not None:
+                candidate.stage = Stage.MUTATED
+            else:
+                self._submit_mutation(candidate, mutations)
+        self._check_in_order()
+
+    def _plan(self, index: int) -> Candidate:
+        if index == 0:
+            return Candidate(index=0, origin=Origin.SEED, code=self.seed_code)
+        if index <= len(self.warm_programs):
+            return Candidate(index=index, origin=Origin.WARM, code=self.warm_programs[index - 1])
+        elites = self.archive.elites() or ([self.state.seed_elite] if self.state.seed_elite else [])
+        evaluations = self.state.applied - self.state.skipped_applied
+        if index < self.config.initial_population:
+            initial_strong = index - len(self.warm_programs) <= self.config.tiering.initial_seeds
+            kind = MutationKind.INIT if initial_strong else MutationKind.MUTATE
+        else:
+            kind = choose_kind(
+                self.config.tiering, evaluations, self.state.last_improvement, self.state.last_paradigm
+            )
+            if kind is MutationKind.PARADIGM:
+                self.state.last_paradigm = evaluations
+        if elites:
+            parent: Elite | None = choose_parent(elites, kind, self.rng)
+            inspirations = choose_inspirations(elites, parent, self.rng) if parent else []
+        else:  # only the seed is known so far, and it is still being scored
+            parent, inspirations = None, []
+        seed = self.rng.getrandbits(63)
+        request = MutationRequest(
+            kind=kind,
+            parent_code=parent.code if parent else self.seed_code,
+            parent_score=parent.score if parent else None,
+            parent_subscores=parent.subscores if parent else {},
+            parent_feedback=parent.feedback if parent else "",
+            inspirations=[
+                Inspiration(code=e.code, score=e.score, subscores=e.subscores) for e in inspirations
+            ],
+            seed=seed,
+            candidate_index=index,
+        )
+        return Candidate(
+            index=index,
+            kind=kind,
+            parent=parent.index if parent else 0,
+            parent_quick_score=parent.quick_score if parent else None,
+            inspirations=[e.index for e in inspirations],
+            seed=seed,
+            request=request,
+            known_below=self.state.applied,
+        )
+
+    # -- mutation ----------------------------------------------------------------------
+    def _submit_mutation(self, candidate: Candidate, mutations: ThreadPoolExecutor) -> None:
+        assert candidate.request is not None
+        seen, below = self.state.seen, candidate.known_below
+
+        def is_duplicate(code: str) -> bool:
+            # Only programs applied before this candidate was planned count, so the
+            # answer does not depend on how far other work has got.
+            return seen.get(normalised_hash(code), below) < below
+
+        future = mutations.submit(self.mutator.mutate, candidate.request, is_duplicate)
+        self._futures[future] = (candidate.index, Stage.PLANNED)
+
+    def _check_in_order(self) -> None:
+        """Dedup and dispatch mutated candidates strictly in index order."""
+        while True:
+            candidate = self.state.pending.get(self.state.checked)
+            if candidate is None or candidate.stage is Stage.PLANNED:
+                return
+            self.state.checked += 1
+            if candidate.stage is not Stage.MUTATED:
+                continue
+            if candidate.skipped is not None:
+                candidate.stage = Stage.DONE
+                continue
+            assert candidate.code is not None
+            candidate.code_hash = normalised_hash(candidate.code)
+            if candidate.code_hash in self.state.seen:
+                candidate.skipped = "duplicate"
+                candidate.stage = Stage.DONE
+                self.ledger.record_duplicate()
+                continue
+            self.state.seen[candidate.code_hash] = candidate.index
+            quick_first = self.config.cascade and candidate.origin is Origin.MUTATION
+            self._submit_evaluation(candidate, SUBSET_QUICK if quick_first else SUBSET_FULL)
+
+    def _submit_evaluation(self, candidate: Candidate, subset: str) -> None:
+        assert candidate.code is not None
+        candidate.stage = Stage.QUICK if subset == SUBSET_QUICK else Stage.FULL
+        task = EvaluationTask(
+            task_id=f"c{candidate.index}-{subset}",
+            policy_code=candidate.code,
+            context=self.config.context,
+            subset=subset,
+        )
+        self._futures[self.executor.submit(task)] = (candidate.index, candidate.stage)
+
+    # -- completions -------------------------------------------------------------------
+    def _on_finished(
+        self, index: int, stage: Stage, future: Future[Any], mutations: ThreadPoolExecutor
+    ) -> None:
+        candidate = self.state.pending[index]
+        if stage is Stage.PLANNED:
+            result = future.result()
+            candidate.stage = Stage.MUTATED
+            candidate.model = result.model
+            candidate.description = result.description
+            if result.ok:
+                candidate.code = result.code
+            else:
+                candidate.skipped = f"mutation failed: {result.failure}"
+                self.ledger.record_failed_mutation()
+            return
+        try:
+            outcome: EvaluationOutcome = future.result()
+        except Exception as exc:  # an executor bug must not end the run
+            outcome = EvaluationOutcome.failed(FailureReason.INFRASTRUCTURE, repr(exc))
+        if stage is Stage.QUICK:
+            candidate.quick = outcome
+            if outcome.ok and candidate.origin is Origin.MUTATION and self._passes_cascade(candidate):
+                self._submit_evaluation(candidate, SUBSET_FULL)
+                return
+            candidate.cascade_rejected = outcome.ok
+        else:
+            candidate.full = outcome
+        candidate.stage = Stage.DONE
+        failed = not outcome.ok
+        self.ledger.record_evaluation(subset_quick=stage is Stage.QUICK, failed=failed)
+
+    def _passes_cascade(self, candidate: Candidate) -> bool:
+        assert candidate.quick is not None and candidate.quick.result is not None
+        reference = candidate.parent_quick_score
+        if reference is None:
+            return True
+        margin = (1.0 - self.config.quick_threshold) * abs(reference)
+        return candidate.quick.result.score >= reference - margin
+
+    # -- applying ----------------------------------------------------------------------
+    def _apply_next(self) -> bool:
+        candidate = self.state.pending.get(self.state.applied)
+        if candidate is None or candidate.stage is not Stage.DONE:
+            return False
+        del self.state.pending[candidate.index]
+        self.state.applied += 1
+        kept = False
+        failure = None
+        if not candidate.evaluated:
+            self.state.skipped_applied += 1
+        evaluations = self.state.applied - self.state.skipped_applied
+        if not candidate.evaluated:
+            failure = candidate.skipped
+            if (failure or "").startswith("mutation failed: budget"):
+                self.state.usd_exhausted = True
+        elif candidate.full is not None and candidate.full.result is not None:
+            result = candidate.full.result
+            elite = Elite(
+                index=candidate.index,
+                code=candidate.code or "",
+                code_hash=candidate.code_hash or "",
+                score=result.score,
+                quick_score=candidate.quick.result.score
+                if candidate.quick and candidate.quick.result
+                else None,
+                subscores=result.subscores,
+                feedback=result.feedback,
+                parent=candidate.parent,
+                model=candidate.model,
+                description=candidate.description,
+            )
+            if candidate.origin is Origin.SEED:
+                self.state.seed_elite = elite
+            kept = self.archive.insert(elite)
+            if self.state.best is None or elite.score > self.state.best.score:
+                self.state.best = elite
+                self.state.last_improvement = evaluations
+        else:
+            outcome = candidate.full or candidate.quick
+            failure = "cascade" if candidate.cascade_rejected else (
+                f"{outcome.failure}: {outcome.detail[:200]}" if outcome else "no outcome"
+            )
+        if candidate.origin is Origin.SEED and self.state.seed_elite is None:
+            raise EngineError(f"the seed policy failed its evaluation: {failure}")
+        if not self.archive.frozen and self.state.applied >= self.config.initial_population:
+            self.archive.freeze(self.rng)
+        self.state.history.append(
+            HistoryPoint(
+                index=candidate.index,
+                evaluations=evaluations,
+                score=candidate.score,
+                best=self.state.best.score if self.state.best else None,
+                usd=self.ledger.usd_spent,
+                kept=kept,
+                failure=failure,
+            )
+        )
+        return True
+
+    def _report(self) -> None:
+        if self.on_progress is None:
+            return
+        ledger = self.ledger.snapshot()
+        self.on_progress(
+            Progress(
+                evaluations=ledger.evaluations,
+                max_evaluations=self.config.budget.max_evaluations,
+                best_score=self.state.best.score if self.state.best else None,
+                seed_score=self.state.seed_elite.score if self.state.seed_elite else None,
+                usd=ledger.usd_spent,
+                coverage=self.archive.coverage,
+                wall_seconds=ledger.wall_seconds,
+            )
+        )

@@ -1,0 +1,249 @@
+"""One OpenAI-compatible endpoint, and the retry loop around it.
+
+The ``openai`` client is used with ``max_retries=0``: retries are ours, so that every
+attempt is reserved, settled and audited on its own, and so that backoff jitter comes from
+a seeded RNG (a run replays with the same waits) rather than from the clock.
+
+:meth:`ChatEndpoint.complete` makes exactly one HTTP request and never raises: every
+way a call can go wrong (timeout, refused connection, 429, 5xx, a body that is not JSON,
+no choices, no content) becomes a :class:`CallResult` with an ``outcome`` and the tokens
+the server says it served.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import openai
+
+from retune.search.llm.pricing import estimate_tokens
+
+T = TypeVar("T")
+
+OK = "ok"
+_RETRYABLE_STATUS = {408, 409, 429}
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What one request to an endpoint came to."""
+
+    outcome: str  # "ok", or why not: timeout, connection, rate_limited, server_error, ...
+    text: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_reported: bool = False
+    retryable: bool = False
+    retry_after: float | None = None
+    detail: str = ""
+    latency_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == OK
+
+
+class ChatEndpoint:
+    """A model behind an OpenAI-compatible ``/v1/chat/completions``."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        model: str,
+        timeout_seconds: float,
+        client: Any | None = None,
+    ) -> None:
+        self.model = model
+        self._secret = api_key
+        self._client = client or openai.OpenAI(
+            base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_seconds
+        )
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+    ) -> CallResult:
+        """One request; never raises. ``seed`` is OpenAI's best-effort sampling seed."""
+        started = time.monotonic()
+        try:
+            response = self._client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed,
+            )
+        except openai.APITimeoutError:
+            return self._failed(started, "timeout", retryable=True, detail="no answer in time")
+        except openai.APIConnectionError as error:
+            return self._failed(started, "connection", retryable=True, detail=str(error))
+        except openai.APIStatusError as error:
+            return self._status_failure(started, error)
+        except Exception as error:  # a body that is not a chat completion (bad JSON, ...)
+            detail = f"{type(error).__name__}: {error}"
+            return self._failed(started, "malformed", retryable=True, detail=detail)
+        return self._answered(started, messages, response)
+
+    def _answered(self, started: float, messages: list[dict[str, str]], response: Any) -> CallResult:
+        latency = time.monotonic() - started
+        choices = getattr(response, "choices", None) or []
+        choice = choices[0] if choices else None
+        message = getattr(choice, "message", None)
+        text = getattr(message, "content", None)
+        text = text if isinstance(text, str) else None
+        usage = getattr(response, "usage", None)
+        prompt_tokens = _int(getattr(usage, "prompt_tokens", None))
+        completion_tokens = _int(getattr(usage, "completion_tokens", None))
+        reported = prompt_tokens is not None and completion_tokens is not None
+        if not reported:  # the server served tokens but did not say how many: estimate
+            prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
+            completion_tokens = estimate_tokens(text or "")
+        common: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens or 0,
+            "completion_tokens": completion_tokens or 0,
+            "usage_reported": reported,
+            "latency_seconds": latency,
+        }
+        if choice is None:
+            return CallResult("empty_choices", retryable=True, detail="no choices", **common)
+        if not text or not text.strip():
+            return CallResult("no_content", retryable=True, detail="empty message", **common)
+        finish = getattr(choice, "finish_reason", None)
+        return CallResult(OK, text=text, finish_reason=finish, **common)
+
+    def _status_failure(self, started: float, error: openai.APIStatusError) -> CallResult:
+        status = error.status_code
+        retry_after = retry_after_seconds(error.response.headers)
+        if status == 429:
+            outcome = "rate_limited"
+        elif status >= 500:
+            outcome = "server_error"
+        else:
+            outcome = f"http_{status}"
+        retryable = status in _RETRYABLE_STATUS or status >= 500
+        detail = f"HTTP {status}: {_body_message(error)}"
+        return self._failed(started, outcome, retryable=retryable, retry_after=retry_after, detail=detail)
+
+    def _failed(
+        self,
+        started: float,
+        outcome: str,
+        *,
+        retryable: bool,
+        detail: str,
+        retry_after: float | None = None,
+    ) -> CallResult:
+        return CallResult(
+            outcome,
+            retryable=retryable,
+            retry_after=retry_after,
+            detail=self.redact(detail)[:300],
+            latency_seconds=time.monotonic() - started,
+        )
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key blanked out (error messages sometimes echo it)."""
+        return text.replace(self._secret, "[redacted]") if len(self._secret) >= 4 else text
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """The wait a 429/503 asks for: ``retry-after-ms``, or ``Retry-After`` (seconds or date)."""
+    try:
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            return max(0.0, float(millis) / 1000)
+        value = headers.get("retry-after")
+    except (AttributeError, ValueError):
+        return None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+# -- the retry loop ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and how patiently, one tier is tried for one mutation."""
+
+    max_attempts: int = 3
+    base_delay_seconds: float = 0.5
+    max_delay_seconds: float = 8.0
+    max_retry_after_seconds: float = 30.0  # a server asking for more: use another tier
+
+    def delay(self, retry_index: int, rng: random.Random, retry_after: float | None) -> float | None:
+        """Seconds to wait before retry ``retry_index`` (0-based); ``None``: do not retry.
+
+        Exponential backoff with "equal jitter" (half fixed, half drawn from ``rng``), or
+        what the server's Retry-After asks for, plus a little jitter so that callers told
+        the same thing do not all come back at once.
+        """
+        if retry_after is not None:
+            if retry_after > self.max_retry_after_seconds:
+                return None
+            return retry_after + rng.uniform(0, min(1.0, self.base_delay_seconds))
+        cap = min(self.max_delay_seconds, self.base_delay_seconds * 2**retry_index)
+        return cap / 2 + rng.uniform(0, cap / 2)
+
+
+@dataclass(frozen=True)
+class Step(Generic[T]):
+    """What one attempt came to: a value, or whether (and how) to try again."""
+
+    value: T | None = None
+    retry: bool = False
+    backoff: bool = True  # wait before the next attempt (endpoint trouble, not bad content)
+    retry_after: float | None = None
+
+
+def with_retries(
+    attempt: Callable[[int], Step[T]],
+    policy: RetryPolicy,
+    rng: random.Random,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T | None:
+    """Call ``attempt(0)``, ``attempt(1)``, ... until one returns a value or gives up."""
+    for index in range(policy.max_attempts):
+        step = attempt(index)
+        if step.value is not None:
+            return step.value
+        if not step.retry or index + 1 == policy.max_attempts:
+            return None
+        if step.backoff:
+            wait = policy.delay(index, rng, step.retry_after)
+            if wait is None:
+                return None
+            sleep(wait)
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _body_message(error: openai.APIStatusError) -> str:
+    body = error.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+    return error.message

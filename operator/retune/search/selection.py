@@ -1,0 +1,49 @@
+"""Choosing what to mutate next: the parent, its inspirations and the mutation kind."""
+
+from __future__ import annotations
+
+import random
+
+from pydantic import BaseModel
+
+from retune.search.archive import Elite
+from retune.search.mutation import MutationKind
+
+
+class Tiering(BaseModel):
+    """When to ask for a paradigm shift instead of an ordinary mutation."""
+
+    stagnation_evaluations: int = 40
+    paradigm_every: int = 100
+    initial_seeds: int = 3
+
+
+def choose_kind(
+    tiering: Tiering, evaluations: int, last_improvement: int, last_paradigm: int
+) -> MutationKind:
+    """PARADIGM when the best has not moved for a while, or on schedule; else MUTATE."""
+    stagnant = evaluations - max(last_improvement, last_paradigm)
+    if tiering.stagnation_evaluations and stagnant >= tiering.stagnation_evaluations:
+        return MutationKind.PARADIGM
+    if tiering.paradigm_every and evaluations - last_paradigm >= tiering.paradigm_every:
+        return MutationKind.PARADIGM
+    return MutationKind.MUTATE
+
+
+def choose_parent(elites: list[Elite], kind: MutationKind, rng: random.Random) -> Elite:
+    """Mostly exploit (a tournament on score), sometimes explore (any niche)."""
+    if kind is MutationKind.PARADIGM:
+        ranked = sorted(elites, key=lambda e: (-e.score, e.index))
+        return rng.choice(ranked[: max(1, len(ranked) // 4)])
+    if rng.random() < 0.65:
+        contenders = [rng.choice(elites) for _ in range(min(3, len(elites)))]
+        return max(contenders, key=lambda e: (e.score, -e.index))
+    return rng.choice(elites)
+
+
+def choose_inspirations(
+    elites: list[Elite], parent: Elite, rng: random.Random, count: int = 2
+) -> list[Elite]:
+    """Other niches' programs, shown to an LLM mutator for contrast."""
+    others = [e for e in elites if e.index != parent.index]
+    return rng.sample(others, min(count, len(others)))

@@ -1,0 +1,106 @@
+"""The engine's complete state: what a checkpoint holds and a resume restores."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from retune.evaluate.contract import EvaluationOutcome
+from retune.search.archive import ArchiveState, Elite
+from retune.search.ledger import LedgerState
+from retune.search.mutation import MutationKind, MutationRequest
+
+CHECKPOINT_VERSION = 1
+
+
+class Stage(StrEnum):
+    PLANNED = "planned"  # parent and seed chosen; mutation not done
+    MUTATED = "mutated"  # program written; waiting for its in-order dedup check
+    QUICK = "quick"  # quick (cascade) evaluation in flight
+    FULL = "full"  # full evaluation in flight
+    DONE = "done"  # finished; waiting to be applied in order
+
+
+class Origin(StrEnum):
+    SEED = "seed"
+    WARM = "warm"  # an elite of an earlier search, re-scored here
+    MUTATION = "mutation"
+
+
+class Candidate(BaseModel):
+    """One planned program, from plan to verdict."""
+
+    index: int
+    origin: Origin = Origin.MUTATION
+    kind: MutationKind = MutationKind.MUTATE
+    parent: int | None = None
+    parent_quick_score: float | None = None
+    seed: int = 0
+    inspirations: list[int] = Field(default_factory=list)
+    request: MutationRequest | None = None  # kept so a resume asks for the same mutation
+    known_below: int = 0  # programs of candidates below this count as known duplicates
+    stage: Stage = Stage.PLANNED
+    code: str | None = None
+    code_hash: str | None = None
+    model: str | None = None
+    description: str = ""
+    skipped: str | None = None  # why it was never evaluated (duplicate, failed mutation)
+    cascade_rejected: bool = False
+    quick: EvaluationOutcome | None = None
+    full: EvaluationOutcome | None = None
+
+    @property
+    def evaluated(self) -> bool:
+        return self.skipped is None
+
+    @property
+    def score(self) -> float | None:
+        return self.full.result.score if self.full and self.full.result else None
+
+
+class HistoryPoint(BaseModel):
+    """One applied candidate, for progress reports and the report's plot."""
+
+    index: int
+    evaluations: int
+    score: float | None
+    best: float | None
+    usd: float
+    kept: bool = False
+    failure: str | None = None
+
+
+class EngineState(BaseModel):
+    version: int = CHECKPOINT_VERSION
+    fingerprint: str  # of the configuration; a resume with another one is refused
+    window: int
+    rng_state: list[object]
+    next_index: int = 0  # the next candidate to plan
+    checked: int = 0  # candidates below this passed the in-order dedup check
+    applied: int = 0  # candidates below this are applied to the archive
+    pending: dict[int, Candidate] = Field(default_factory=dict)
+    seen: dict[str, int] = Field(default_factory=dict)  # normalised hash -> candidate index
+    archive: ArchiveState
+    ledger: LedgerState = Field(default_factory=LedgerState)
+    history: list[HistoryPoint] = Field(default_factory=list)
+    best: Elite | None = None
+    seed_elite: Elite | None = None
+    skipped_applied: int = 0  # applied candidates that were never evaluated
+    last_improvement: int = 0  # evaluations count when the best last improved
+    last_paradigm: int = 0  # evaluations count at the last paradigm call
+    usd_exhausted: bool = False
+    stop_reason: str | None = None
+
+
+def encode_state(state: EngineState) -> bytes:
+    return zlib.compress(state.model_dump_json().encode(), level=6)
+
+
+def decode_state(document: bytes) -> EngineState:
+    data = json.loads(zlib.decompress(document))
+    if data.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint version {data.get('version')} is not {CHECKPOINT_VERSION}")
+    return EngineState.model_validate(data)

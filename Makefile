@@ -1,0 +1,62 @@
+# retune: the two commands a new user runs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast test-cluster test-e2e lint bootstrap testbin prometheus crd clean
+
+$(INSTALLED): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "retune needs Python >= 3.11 (none found on PATH)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+bootstrap: $(INSTALLED)
+
+## demo: tune the bundled cache-eviction example locally (no cluster, no LLM)
+demo: $(INSTALLED)
+	@rm -rf runs/demo
+	$(VENV)/bin/retune run examples/01-cache-eviction/target.yaml --output runs/demo
+
+## lint: ruff, formatting, mypy and the layer contract
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check operator tests bench examples
+	$(VENV)/bin/ruff format --check operator tests bench examples
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+## testbin: build the Kubernetes control plane and helm from Go modules (cached)
+testbin:
+	tests/cluster/build-binaries
+
+## prometheus: install Debian's prometheus when missing (needs root)
+prometheus:
+	tests/cluster/install-prometheus
+
+## test: everything — lint, unit tests, real control plane and Prometheus tests
+test: $(INSTALLED) testbin prometheus lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-fast: unit tests only (no control plane, no Prometheus)
+test-fast: $(INSTALLED)
+	$(PY) -m pytest -m "not cluster and not prometheus and not e2e" $(PYTEST_ARGS)
+
+## test-cluster: only the tests that need the control plane
+test-cluster: $(INSTALLED) testbin prometheus
+	$(PY) -m pytest -m "cluster or prometheus" $(PYTEST_ARGS)
+
+## test-e2e: the operator end to end on the control plane
+test-e2e: $(INSTALLED) testbin prometheus
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+## crd: regenerate crds/ from the models
+crd: $(INSTALLED)
+	$(VENV)/bin/retune crd > crds/optimizationtarget.yaml
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

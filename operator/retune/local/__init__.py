@@ -1,0 +1,1 @@
+"""Local mode: the same engine, evaluator contract and store on one machine."""

@@ -1,0 +1,73 @@
+"""From a target's spec to the engine's configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from retune.evaluate.contract import EvaluationContext
+from retune.search.builtin import BuiltinMutator, ParameterBounds
+from retune.search.engine import EngineConfig
+from retune.search.ledger import Budget
+from retune.search.selection import Tiering
+from retune.spec import PolicySpec, TargetSpec
+
+
+def window_for(spec: TargetSpec) -> int:
+    """Candidates in flight. Fixed by the spec, not the machine, so runs replay anywhere."""
+    parallelism = spec.search.max_concurrency or spec.evaluator.parallelism
+    return max(2, 2 * parallelism)
+
+
+def engine_config(
+    spec: TargetSpec,
+    context: EvaluationContext,
+    *,
+    seed_code: str,
+    evaluator_source: str = "",
+    budget: Budget | None = None,
+    seed: int | None = None,
+) -> EngineConfig:
+    """The engine configuration for ``spec``; ``budget`` and ``seed`` override the spec's."""
+    search = spec.search
+    budget = budget or Budget(
+        max_evaluations=search.budget.max_evaluations,
+        max_usd=search.budget.max_usd,
+        max_wall_seconds=search.budget.max_wall_seconds,
+    )
+    seed = search.seed if seed is None else seed
+    config = EngineConfig(
+        seed=seed,
+        budget=budget,
+        cells=search.archive.cells,
+        initial_population=search.archive.initial_population,
+        structural=list(search.archive.structural_descriptors),
+        behavioural=list(search.archive.behavioural_descriptors),
+        cascade=search.cascade.enabled,
+        quick_threshold=search.cascade.quick_threshold,
+        tiering=Tiering(
+            stagnation_evaluations=search.tiering.stagnation_evaluations,
+            paradigm_every=search.tiering.paradigm_every,
+            initial_seeds=search.tiering.initial_seeds,
+        ),
+        window=window_for(spec),
+        context=context,
+    )
+    # Budgets may change between a run and its resume; everything else may not.
+    identity = config.model_dump(mode="json", exclude={"budget", "fingerprint"})
+    identity["seed_code"] = seed_code
+    identity["evaluator"] = hashlib.sha256(evaluator_source.encode()).hexdigest()
+    identity["mutator"] = spec.search.mutator
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    config.fingerprint = digest
+    return config
+
+
+def builtin_mutator(policy: PolicySpec) -> BuiltinMutator:
+    bounds = [
+        ParameterBounds(
+            name=p.name, low=p.min, high=p.max, integer=p.integer, step=p.step
+        )
+        for p in policy.parameters
+    ]
+    return BuiltinMutator(policy.entrypoint, bounds if policy.kind == "parameters" else None)

@@ -1,0 +1,47 @@
+"""The per-call audit log: one JSON line for every attempt at calling a model.
+
+A line records what was asked of which model and what it cost; it never holds the API key
+(the endpoint redacts it from error details before they get here) nor the prompt itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class AuditEntry(BaseModel):
+    """One attempt at one tier for one planned mutation."""
+
+    time: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    model: str
+    tier: str
+    role: str
+    kind: str
+    candidate_index: int
+    attempt: int
+    outcome: str  # ok, duplicate, budget, a call failure (timeout, ...) or a parse failure
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_reported: bool = False
+    usd: float = 0.0
+    reserved_usd: float = 0.0
+    latency_seconds: float = 0.0
+    detail: str = ""
+
+
+class AuditLog:
+    """Appends :class:`AuditEntry` lines to a JSONL file; safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, entry: AuditEntry) -> None:
+        line = entry.model_dump_json() + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)

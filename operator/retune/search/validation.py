@@ -1,0 +1,76 @@
+"""Validation before rollout: the best candidate against the stable policy on held-out
+seeds of the full evaluation. Only a clear win on every required subset passes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from retune.evaluate.contract import SUBSET_HOLDOUT, EvaluationContext, EvaluationTask, Executor
+
+
+class ValidationReport(BaseModel):
+    passed: bool
+    candidate_score: float | None
+    stable_score: float | None
+    improvement: float | None  # relative to |stable score|
+    subsets: dict[str, tuple[float, float]] = Field(default_factory=dict)  # name -> (candidate, stable)
+    reasons: list[str] = Field(default_factory=list)
+
+
+def relative_improvement(candidate: float, stable: float) -> float:
+    return (candidate - stable) / max(abs(stable), 1e-12)
+
+
+def validate(
+    executor: Executor,
+    context: EvaluationContext,
+    *,
+    candidate_code: str,
+    stable_code: str,
+    min_improvement: float,
+    required_subsets: list[str],
+) -> ValidationReport:
+    """Re-score both programs on held-out seeds, side by side, and decide."""
+    futures = [
+        executor.submit(
+            EvaluationTask(task_id=f"validate-{name}", policy_code=code, context=context, subset=SUBSET_HOLDOUT)
+        )
+        for name, code in (("candidate", candidate_code), ("stable", stable_code))
+    ]
+    candidate, stable = (f.result() for f in futures)
+    reasons = []
+    if candidate.result is None:
+        reasons.append(f"candidate failed on held-out seeds: {candidate.failure}: {candidate.detail[:200]}")
+    if stable.result is None:
+        reasons.append(f"stable policy failed on held-out seeds: {stable.failure}: {stable.detail[:200]}")
+    if candidate.result is None or stable.result is None:
+        return ValidationReport(
+            passed=False,
+            candidate_score=candidate.result.score if candidate.result else None,
+            stable_score=stable.result.score if stable.result else None,
+            improvement=None,
+            reasons=reasons,
+        )
+    improvement = relative_improvement(candidate.result.score, stable.result.score)
+    if improvement < min_improvement:
+        reasons.append(
+            f"improvement {improvement:+.2%} on held-out seeds is below the required {min_improvement:.2%}"
+        )
+    subsets = {}
+    for name in required_subsets:
+        ours = candidate.result.subscores.get(name)
+        theirs = stable.result.subscores.get(name)
+        if ours is None or theirs is None:
+            reasons.append(f"required subset {name!r} was not reported by the evaluator")
+            continue
+        subsets[name] = (ours, theirs)
+        if ours < theirs:
+            reasons.append(f"worse than the stable policy on required subset {name!r}: {ours:.4f} < {theirs:.4f}")
+    return ValidationReport(
+        passed=not reasons,
+        candidate_score=candidate.result.score,
+        stable_score=stable.result.score,
+        improvement=improvement,
+        subsets=subsets,
+        reasons=reasons,
+    )

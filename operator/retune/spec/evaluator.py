@@ -1,0 +1,82 @@
+"""How candidates are scored, and how a winner is validated before rollout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from retune.spec.base import (
+    Name,
+    Quantity,
+    RelativePath,
+    Seconds,
+    SpecModel,
+    duplicates,
+    invalid,
+)
+from retune.spec.units import parse_quantity
+
+
+class Resources(SpecModel):
+    """CPU and memory of one evaluation, used as both request and limit."""
+
+    cpu: Quantity = "1"
+    """CPU, e.g. ``500m`` or ``2``."""
+    memory: Quantity = "1Gi"
+    """Memory, e.g. ``512Mi`` or ``2Gi``."""
+
+    @property
+    def cpu_cores(self) -> float:
+        """The CPU quantity in cores."""
+        return parse_quantity(self.cpu)
+
+    @property
+    def memory_bytes(self) -> int:
+        """The memory quantity in bytes."""
+        return int(parse_quantity(self.memory))
+
+
+class EvaluatorSpec(SpecModel):
+    """The evaluator that scores candidates, where it runs, and how a winner is validated."""
+
+    module: RelativePath | None = None
+    """Path of the evaluator's Python module, relative to the target file. Local mode."""
+    image: str | None = Field(default=None, min_length=1, max_length=1024)
+    """Container image with the evaluator, for evaluation pods in the cluster."""
+    command: list[str] = Field(default=["retune-evaluate"], min_length=1)
+    """Command that runs the evaluator contract in the image."""
+    resources: Resources = Field(default_factory=Resources)
+    """CPU and memory of each evaluation."""
+    timeout_seconds: Seconds = Field(default=60, ge=1, le=86400)
+    """Wall-time limit of one evaluation."""
+    parallelism: int = Field(default=2, ge=1, le=256)
+    """How many evaluations run at once."""
+    params: dict[str, Any] = {}
+    """The evaluator's own parameters, passed through unchanged."""
+    node_selector: dict[str, str] | None = None
+    """Node selector of evaluation pods; unset means the workload's own."""
+    affinity: dict[str, Any] | None = None
+    """Affinity of evaluation pods; unset means the workload's own."""
+    tolerations: list[dict[str, Any]] | None = None
+    """Tolerations of evaluation pods; unset means the workload's own."""
+    required_subsets: list[Name] = []
+    """Subscores on which a candidate must beat the stable policy to be rolled out."""
+    min_improvement: float = Field(default=0.01, ge=0)
+    """Relative improvement over the stable policy a candidate needs (0.01 = 1 %)."""
+    holdout_seeds: int = Field(default=3, ge=1, le=100)
+    """Held-out seeds on which candidate and stable policy are re-scored before rollout."""
+
+    @property
+    def memory_mb_limit(self) -> int:
+        """The memory limit of one evaluation in MiB."""
+        return self.resources.memory_bytes // 2**20
+
+    @model_validator(mode="after")
+    def _module_or_image(self) -> EvaluatorSpec:
+        if self.module is None and self.image is None:
+            raise invalid("set module (local mode), image (cluster), or both")
+        repeated = duplicates(self.required_subsets)
+        if repeated:
+            raise invalid(f"duplicate subset {repeated[0]!r}", "requiredSubsets")
+        return self

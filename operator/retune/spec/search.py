@@ -1,0 +1,221 @@
+"""How the search runs: budget, mutator, model tiers, archive, cascade and tiering."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from retune.spec.base import (
+    FloatSeconds,
+    Identifier,
+    KeyRef,
+    Name,
+    NonEmptyStr,
+    SpecModel,
+    Url,
+    duplicates,
+    invalid,
+)
+
+
+class BudgetSpec(SpecModel):
+    """Limits of one search; it stops before any of them would be exceeded."""
+
+    max_evaluations: int | None = Field(default=None, ge=1)
+    """Most candidate evaluations (quick and full) the search may run."""
+    max_usd: float | None = Field(default=None, ge=0)
+    """Most money the search may spend on model calls, in US dollars."""
+    max_wall_seconds: FloatSeconds | None = Field(
+        default=None, gt=0, validation_alias="maxWallTime", serialization_alias="maxWallTime"
+    )
+    """Longest the search may run, e.g. ``2h``."""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> BudgetSpec:
+        if self.max_evaluations is None and self.max_usd is None and self.max_wall_seconds is None:
+            raise invalid("set at least one of maxEvaluations, maxUsd or maxWallTime")
+        return self
+
+
+class ApiKeySource(SpecModel):
+    """Where a model endpoint's API key comes from: an environment variable (local mode and
+    the operator's own environment) and/or a Secret key (in the cluster)."""
+
+    env: Identifier | None = None
+    """Environment variable holding the key."""
+    secret_key_ref: KeyRef | None = None
+    """Secret key holding the key, in the target's namespace."""
+
+    @model_validator(mode="after")
+    def _some_source(self) -> ApiKeySource:
+        if self.env is None and self.secret_key_ref is None:
+            raise invalid("set env, secretKeyRef, or both (omit apiKey for no key)")
+        return self
+
+
+class Pricing(SpecModel):
+    """What a model costs: per-million-token prices, or for a self-hosted model the GPU's
+    hourly price and its generation throughput."""
+
+    input_per_million: float | None = Field(default=None, ge=0)
+    """US dollars per million prompt tokens."""
+    output_per_million: float | None = Field(default=None, ge=0)
+    """US dollars per million completion tokens."""
+    gpu_hour_usd: float | None = Field(default=None, ge=0)
+    """Self-hosted: US dollars per hour of the serving GPU(s)."""
+    tokens_per_second: float | None = Field(default=None, gt=0)
+    """Self-hosted: tokens per second the server generates."""
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Pricing:
+        per_token = (self.input_per_million, self.output_per_million)
+        per_hour = (self.gpu_hour_usd, self.tokens_per_second)
+        uses_tokens = any(value is not None for value in per_token)
+        uses_hours = any(value is not None for value in per_hour)
+        if uses_tokens and uses_hours:
+            raise invalid(
+                "set either inputPerMillion/outputPerMillion or gpuHourUsd/tokensPerSecond"
+            )
+        if not uses_tokens and not uses_hours:
+            raise invalid(
+                "set inputPerMillion and outputPerMillion, or gpuHourUsd and tokensPerSecond"
+            )
+        pairs = (
+            (("inputPerMillion", per_token[0]), ("outputPerMillion", per_token[1]))
+            if uses_tokens
+            else (("gpuHourUsd", per_hour[0]), ("tokensPerSecond", per_hour[1]))
+        )
+        for key, value in pairs:
+            if value is None:
+                raise invalid("required field missing", key)
+        return self
+
+    def per_million(self) -> tuple[float, float]:
+        """US dollars per million (prompt, completion) tokens.
+
+        A self-hosted model is charged its GPU time for every token at the generation
+        rate, prompt tokens included: an upper bound, so the budget is never overshot.
+        """
+        if self.input_per_million is not None and self.output_per_million is not None:
+            return self.input_per_million, self.output_per_million
+        assert self.gpu_hour_usd is not None and self.tokens_per_second is not None
+        usd = self.gpu_hour_usd / 3600.0 / self.tokens_per_second * 1e6
+        return usd, usd
+
+
+class ModelTier(SpecModel):
+    """An OpenAI-compatible model endpoint and the role it plays in the search."""
+
+    name: Name
+    """Name of the tier, used in the ledger and in events."""
+    role: Literal["mutate", "paradigm", "init"] = "mutate"
+    """``mutate``: ordinary mutations (the cheap tier). ``paradigm``: rare paradigm shifts
+    on stagnation (the strong tier). ``init``: diversifying the initial population."""
+    base_url: Url
+    """Base URL of the OpenAI-compatible API, e.g. ``https://api.openai.com/v1``."""
+    model: NonEmptyStr
+    """Model name sent to the endpoint."""
+    api_key: ApiKeySource | None = None
+    """Where the API key comes from; unset means the endpoint needs none."""
+    pricing: Pricing
+    """What calls cost; every call is priced, a self-hosted model too."""
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    """Most calls in flight to this tier."""
+    timeout_seconds: FloatSeconds = Field(default=60.0, gt=0, le=3600)
+    """Timeout of one call."""
+    max_output_tokens: int = Field(default=2048, ge=16, le=1_000_000)
+    """Most completion tokens per call (also what a call reserves from the budget)."""
+    temperature: float = Field(default=0.8, ge=0, le=2)
+    """Sampling temperature."""
+
+
+class ArchiveSpec(SpecModel):
+    """The quality-diversity archive (CVT-MAP-Elites)."""
+
+    cells: int = Field(default=64, ge=4, le=4096)
+    """Number of niches (centroids)."""
+    initial_population: int = Field(default=12, ge=2, le=1000)
+    """Programs evaluated before the centroids and normalisation are fixed."""
+    structural_descriptors: list[Identifier] = ["loops", "branches", "depth", "math_ops"]
+    """Features of the program's syntax tree that place it in the archive."""
+    behavioural_descriptors: list[Name] = []
+    """Subscores that place a program in the archive; empty means every subscore the
+    evaluator reports."""
+
+    @model_validator(mode="after")
+    def _unique(self) -> ArchiveSpec:
+        for key, names in (
+            ("structuralDescriptors", self.structural_descriptors),
+            ("behaviouralDescriptors", self.behavioural_descriptors),
+        ):
+            repeated = duplicates(names)
+            if repeated:
+                raise invalid(f"duplicate descriptor {repeated[0]!r}", key)
+        return self
+
+
+class CascadeSpec(SpecModel):
+    """A quick evaluation first; only promising candidates get the full one."""
+
+    enabled: bool = True
+    """Whether candidates are screened on the quick subset first."""
+    quick_threshold: float = Field(default=0.9, ge=0, le=1)
+    """Fraction of its parent's quick score a child needs to go on to the full evaluation."""
+
+
+class TieringSpec(SpecModel):
+    """When the strong (paradigm) tier is called instead of the cheap one."""
+
+    stagnation_evaluations: int = Field(default=40, ge=1)
+    """Evaluations without a new best after which a paradigm shift is requested."""
+    paradigm_every: int = Field(default=100, ge=0)
+    """Request a paradigm shift every this many evaluations regardless; 0 disables."""
+    initial_seeds: int = Field(default=3, ge=0, le=100)
+    """Diversified programs asked of the init tier for the initial population."""
+
+
+def _default_budget() -> BudgetSpec:
+    return BudgetSpec(max_evaluations=200)
+
+
+class SearchSpec(SpecModel):
+    """How the search for a better policy runs."""
+
+    seed: int = Field(default=0, ge=0)
+    """Seed of every random choice; with the same model answers a run replays exactly."""
+    budget: BudgetSpec = Field(default_factory=_default_budget)
+    """Limits of one search; without a budget section, 200 evaluations."""
+    mutator: Literal["builtin", "llm"] = "builtin"
+    """``builtin``: AST-level mutations, no model needed. ``llm``: the model tiers."""
+    models: list[ModelTier] = []
+    """Model tiers; at least one ``mutate`` tier when the mutator is ``llm``."""
+    archive: ArchiveSpec = Field(default_factory=ArchiveSpec)
+    """The quality-diversity archive."""
+    cascade: CascadeSpec = Field(default_factory=CascadeSpec)
+    """Quick-then-full evaluation."""
+    tiering: TieringSpec = Field(default_factory=TieringSpec)
+    """When the strong tier is used."""
+    max_concurrency: int | None = Field(default=None, ge=1, le=1024)
+    """Most candidates in flight (being generated or evaluated); unset means the
+    evaluator's parallelism."""
+
+    @model_validator(mode="after")
+    def _tiers(self) -> SearchSpec:
+        repeated = duplicates([tier.name for tier in self.models])
+        if repeated:
+            raise invalid(f"duplicate model tier name {repeated[0]!r}", "models")
+        if self.mutator == "llm" and not any(tier.role == "mutate" for tier in self.models):
+            raise invalid("mutator 'llm' needs at least one model tier with role 'mutate'", "models")
+        return self
+
+    def tiers(self, role: Literal["mutate", "paradigm", "init"]) -> list[ModelTier]:
+        """The tiers for ``role``, falling back to stronger-to-weaker defaults: ``init`` uses
+        the paradigm tiers if it has none of its own, and both fall back to ``mutate``."""
+        order = {"mutate": ["mutate"], "paradigm": ["paradigm", "mutate"]}
+        order["init"] = ["init", "paradigm", "mutate"]
+        for candidate in order[role]:
+            found = [tier for tier in self.models if tier.role == candidate]
+            if found:
+                return found
+        return []

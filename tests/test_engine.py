@@ -1,0 +1,201 @@
+"""The search engine: determinism, exact resume, budgets, dedup, cascade, archive."""
+
+from __future__ import annotations
+
+import ast
+import random
+from pathlib import Path
+
+import pytest
+
+from retune.search.archive import Archive
+from retune.search.builtin import BuiltinMutator
+from retune.search.engine import Engine, EngineConfig, EngineError, Progress
+from retune.search.ledger import Budget
+from retune.search.program import normalised_hash
+from retune.search.state import decode_state
+from retune.store.file import FileStore
+from tests.staticscore import StaticExecutor
+
+SEED = """def f(x, y):
+    z = x * 2.0 + y
+    if z > 3:
+        return z - 1.5
+    return z + 0.5
+"""
+
+
+def make_engine(tmp: Path, evaluations: int = 80, resume: bool = False, **kwargs: object) -> Engine:
+    config = EngineConfig(
+        seed=11,
+        budget=Budget(max_evaluations=evaluations),
+        cells=12,
+        initial_population=6,
+        window=4,
+        fingerprint="test",
+    )
+    return Engine(
+        config,
+        seed_code=kwargs.pop("seed_code", SEED),  # type: ignore[arg-type]
+        mutator=BuiltinMutator("f"),
+        executor=kwargs.pop("executor", StaticExecutor()),  # type: ignore[arg-type]
+        store=FileStore(tmp / "ck"),
+        resume=resume,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def fingerprint(engine_state) -> list[tuple[int, float | None, str | None]]:  # type: ignore[no-untyped-def]
+    return [(h.index, h.score, h.failure) for h in engine_state.history]
+
+
+def test_same_seed_gives_identical_runs(tmp_path: Path) -> None:
+    a = make_engine(tmp_path / "a").run()
+    b = make_engine(tmp_path / "b").run()
+    assert fingerprint(a) == fingerprint(b)
+    assert a.best is not None and b.best is not None
+    assert a.best.code == b.best.code
+    assert a.best.score > a.seed_elite.score  # type: ignore[union-attr]
+
+
+def test_a_different_seed_explores_differently(tmp_path: Path) -> None:
+    a = make_engine(tmp_path / "a").run()
+    engine = make_engine(tmp_path / "b")
+    engine.rng.seed(12)
+    b = engine.run()
+    assert fingerprint(a) != fingerprint(b)
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_after", [3, 9, 27, 55])
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path, stop_after: int) -> None:
+    reference = make_engine(tmp_path / "ref").run()
+    calls = 0
+
+    def crash(_: Progress) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == stop_after:
+            raise Stop
+
+    with pytest.raises(Stop):
+        make_engine(tmp_path / "run", on_progress=crash).run()
+    saved = decode_state(FileStore(tmp_path / "run" / "ck").load() or b"")
+    assert saved.applied == stop_after
+    resumed = make_engine(tmp_path / "run", resume=True).run()
+    assert fingerprint(resumed) == fingerprint(reference)
+    assert resumed.ledger.evaluations == reference.ledger.evaluations
+
+
+def test_evaluation_budget_is_never_exceeded(tmp_path: Path) -> None:
+    executor = StaticExecutor()
+    state = make_engine(tmp_path, evaluations=37, executor=executor).run()
+    assert state.ledger.evaluations == 37
+    candidates = {t.task_id.split("-")[0] for t in executor.tasks}
+    assert len(candidates) == 37
+
+
+def test_no_program_is_evaluated_twice(tmp_path: Path) -> None:
+    executor = StaticExecutor()
+    make_engine(tmp_path, evaluations=120, executor=executor).run()
+    full = [normalised_hash(t.policy_code) for t in executor.tasks if t.subset == "full"]
+    assert len(full) == len(set(full))
+
+
+def test_cascade_stops_weak_candidates_before_the_full_evaluation(tmp_path: Path) -> None:
+    executor = StaticExecutor()
+    state = make_engine(tmp_path, evaluations=120, executor=executor).run()
+    quick = {t.task_id.split("-")[0] for t in executor.tasks if t.subset == "quick"}
+    full = {t.task_id.split("-")[0] for t in executor.tasks if t.subset == "full"}
+    assert state.ledger.quick_evaluations > 0
+    assert quick - full, "some candidates should stop after the quick subset"
+    assert sum(1 for h in state.history if h.failure == "cascade") == len(quick - full)
+
+
+def test_archive_cells_are_fixed_after_the_initial_population(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, evaluations=100)
+    state = engine.run()
+    archive = Archive(state.archive)
+    assert archive.frozen and state.archive.centroids is not None
+    for cell, elite in state.archive.cells.items():
+        assert archive.cell_of(elite) == cell
+    assert len(state.archive.cells) >= 3
+
+
+def test_a_failing_seed_stops_the_run_with_a_reason(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="seed policy failed"):
+        make_engine(tmp_path, seed_code="def f(x, y):\n    return fail_me\n").run()
+
+
+def test_checkpoint_holds_in_flight_work_and_rng(tmp_path: Path) -> None:
+    def crash(progress: Progress) -> None:
+        if progress.evaluations >= 10:
+            raise Stop
+
+    with pytest.raises(Stop):
+        make_engine(tmp_path, on_progress=crash).run()
+    state = decode_state(FileStore(tmp_path / "ck").load() or b"")
+    assert state.pending, "candidates in flight are part of the checkpoint"
+    assert all(c.request is not None for c in state.pending.values() if c.origin == "mutation")
+    assert len(state.rng_state) == 3
+
+
+def test_resume_refuses_another_configuration(tmp_path: Path) -> None:
+    make_engine(tmp_path, evaluations=10).run()
+    config = EngineConfig(seed=11, budget=Budget(max_evaluations=10), fingerprint="other")
+    with pytest.raises(EngineError, match="different target"):
+        Engine(
+            config,
+            seed_code=SEED,
+            mutator=BuiltinMutator("f"),
+            executor=StaticExecutor(),
+            store=FileStore(tmp_path / "ck"),
+            resume=True,
+        )
+
+
+def test_normalised_hash_ignores_layout_comments_and_local_names() -> None:
+    a = "def f(x):\n    '''doc'''\n    t = x + 1  # comment\n    return t\n"
+    b = "def f(x):\n    s = (x + 1)\n\n    return s\n"
+    c = "def f(x):\n    s = x + 2\n    return s\n"
+    assert normalised_hash(a) == normalised_hash(b)
+    assert normalised_hash(a) != normalised_hash(c)
+
+
+def test_builtin_mutator_is_deterministic_and_parses() -> None:
+    from retune.search.mutation import MutationRequest
+
+    mutator = BuiltinMutator("f")
+    for seed in range(50):
+        request = MutationRequest(parent_code=SEED, seed=seed)
+        first = mutator.mutate(request, lambda _: False)
+        second = mutator.mutate(request, lambda _: False)
+        assert first.code == second.code and first.code is not None
+        compile(first.code, "<m>", "exec")
+        assert normalised_hash(first.code) != normalised_hash(SEED)
+
+
+def test_builtin_mutator_moves_parameters_within_bounds() -> None:
+    from retune.search.builtin import ParameterBounds
+    from retune.search.mutation import MutationKind, MutationRequest
+
+    code = "BATCH = 32\nTIMEOUT = 0.5\n\ndef f():\n    return BATCH\n"
+    bounds = [ParameterBounds("BATCH", 1, 64, integer=True), ParameterBounds("TIMEOUT", 0.1, 1.0)]
+    mutator = BuiltinMutator("f", bounds)
+    rng = random.Random(0)
+    for _ in range(100):
+        kind = rng.choice(list(MutationKind))
+        result = mutator.mutate(MutationRequest(parent_code=code, seed=rng.getrandbits(32), kind=kind), lambda _: False)
+        assert result.code is not None
+        namespace = {  # read, never run: generated programs only run in the sandbox
+            node.targets[0].id: node.value.value
+            for node in ast.parse(result.code).body
+            if isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Constant)
+        }
+        assert 1 <= namespace["BATCH"] <= 64 and isinstance(namespace["BATCH"], int)  # type: ignore[operator]
+        assert 0.1 <= namespace["TIMEOUT"] <= 1.0  # type: ignore[operator]

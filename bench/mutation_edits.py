@@ -30,19 +30,41 @@ class Edit:
     text: str
     label: str
 
-    def conflicts(self, other: Edit) -> bool:
-        if self.start == self.end:
-            return other.start < self.start < other.end
-        if other.start == other.end:
-            return self.start < other.start < self.end
-        return self.start < other.end and other.start < self.end
+
+@dataclass(frozen=True)
+class Hints:
+    """What the prompt's signature says about types (``size: int``, ``-> float``)."""
+
+    numeric_params: frozenset[str] = frozenset()
+    numeric_return: bool | None = None  # None: the signature does not say
+
+
+_NUMERIC_TYPES = {"int", "float"}
+
+
+def hints_from_signature(signature: str) -> Hints:
+    """Numeric parameters and return of a signature like ``f(a: int, b) -> float``."""
+    text = signature.strip().removeprefix("def ").rstrip(":").strip()
+    try:
+        node = ast.parse(f"def {text}:\n    pass\n").body[0]
+    except SyntaxError:
+        return Hints()
+    assert isinstance(node, ast.FunctionDef)
+    numeric = frozenset(
+        a.arg
+        for a in node.args.posonlyargs + node.args.args
+        if a.annotation is not None and ast.unparse(a.annotation) in _NUMERIC_TYPES
+    )
+    returns = None if node.returns is None else ast.unparse(node.returns) in _NUMERIC_TYPES
+    return Hints(numeric, returns)
 
 
 class Program:
     """A parsed program and the numeric places in it that edits may touch."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, hints: Hints | None = None) -> None:
         self.source = source
+        self.hints = hints or Hints()
         self.tree = ast.parse(source)
         self._lines = source.splitlines(keepends=True)
         self._line_starts = [0]
@@ -89,9 +111,10 @@ class Program:
         return found
 
     def numeric_terms(self, function: ast.FunctionDef) -> list[str]:
-        """Operands of arithmetic rooted at a parameter or a module-level name."""
-        params = {a.arg for a in function.args.args + function.args.posonlyargs}
-        visible = params | self.module_names
+        """Operands of arithmetic rooted at a parameter or a module-level name, then the
+        parameters the signature calls numeric (or that are returned as a number)."""
+        params = [a.arg for a in function.args.posonlyargs + function.args.args]
+        visible = set(params) | self.module_names
         terms: list[str] = []
         for node in ast.walk(function):
             if isinstance(node, ast.BinOp) and isinstance(node.op, _ARITHMETIC):
@@ -100,11 +123,44 @@ class Program:
                     text = self.segment(operand)
                     if root in visible and text not in terms and "\n" not in text:
                         terms.append(text)
+        returned = {
+            node.value.id
+            for node in ast.walk(function)
+            if isinstance(node, ast.Return) and isinstance(node.value, ast.Name)
+        }
+        objects = _used_as_objects(function)
+        for name in params:
+            numeric = (
+                name in self.hints.numeric_params
+                # A function declared to return a number, with unannotated parameters
+                # never used as objects: take them as numbers, as the prompt's prose does.
+                or (self.hints.numeric_return is True and name not in objects)
+                or (name in returned and self.hints.numeric_return is not False)
+            )
+            if numeric and name not in terms:
+                terms.append(name)
         return terms
 
     def parameter_terms(self, function: ast.FunctionDef) -> list[str]:
         params = {a.arg for a in function.args.args + function.args.posonlyargs}
         return [t for t in self.numeric_terms(function) if t.split(".")[0].split("[")[0] in params]
+
+
+def _used_as_objects(function: ast.FunctionDef) -> set[str]:
+    """Names that are indexed, have attributes read, are called or are iterated over."""
+    used: set[str] = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.Attribute | ast.Subscript):
+            target: ast.AST = node.value
+        elif isinstance(node, ast.Call):
+            target = node.func
+        elif isinstance(node, ast.For | ast.comprehension):
+            target = node.iter
+        else:
+            continue
+        if isinstance(target, ast.Name):
+            used.add(target.id)
+    return used
 
 
 def _root_name(node: ast.AST) -> str | None:
@@ -121,10 +177,10 @@ def _number(value: float) -> str:
 
 
 # -- edit operations ---------------------------------------------------------------------
-EditOp = Callable[[Program, random.Random, set[str]], list[Edit]]
+EditOp = Callable[[Program, random.Random], list[Edit]]
 
 
-def perturb_constant(program: Program, rng: random.Random, _names: set[str]) -> list[Edit]:
+def perturb_constant(program: Program, rng: random.Random) -> list[Edit]:
     in_slices = {
         id(n)
         for _f, _s, node in program.body_nodes()
@@ -144,6 +200,7 @@ def perturb_constant(program: Program, rng: random.Random, _names: set[str]) -> 
         return []
     node = rng.choice(pool)
     old = node.value
+    assert isinstance(old, int | float)
     if isinstance(old, float):
         new_text = _number(old * rng.choice([0.5, 0.8, 1.25, 1.5, 2.0]) if old else 0.1)
     else:
@@ -151,10 +208,12 @@ def perturb_constant(program: Program, rng: random.Random, _names: set[str]) -> 
     if new_text == program.segment(node):
         return []
     start, end = program.span(node)
-    return [Edit(start, end, new_text, f"change the constant {program.segment(node)} to {new_text}")]
+    return [
+        Edit(start, end, new_text, f"change the constant {program.segment(node)} to {new_text}")
+    ]
 
 
-def swap_operator(program: Program, rng: random.Random, _names: set[str]) -> list[Edit]:
+def swap_operator(program: Program, rng: random.Random) -> list[Edit]:
     places: list[Edit] = []
     for _f, _s, node in program.body_nodes():
         if isinstance(node, ast.BinOp) and type(node.op) in _SWAPS:
@@ -187,18 +246,27 @@ def _between(
     return [Edit(start, start + len(old), replacement, f"use {replacement} instead of {old}")]
 
 
-def _numeric_expressions(program: Program) -> list[tuple[ast.FunctionDef, ast.stmt, ast.BinOp]]:
-    return [
-        (f, s, node)
-        for f, s, node in program.body_nodes()
-        if isinstance(node, ast.BinOp)
-        and isinstance(node.op, _ARITHMETIC)
-        and "\n" not in program.segment(node)
+def _numeric_expressions(program: Program) -> list[tuple[ast.FunctionDef, ast.stmt, ast.expr]]:
+    """Arithmetic, and returned values that are plainly numbers (``return last_access``)."""
+    found: list[tuple[ast.FunctionDef, ast.stmt, ast.expr]] = []
+    for function, statement, node in program.body_nodes():
+        if isinstance(node, ast.BinOp) and isinstance(node.op, _ARITHMETIC):
+            found.append((function, statement, node))
+        elif isinstance(node, ast.Return) and node.value is not None:
+            value = node.value
+            numeric_constant = isinstance(value, ast.Constant) and type(value.value) in (int, float)
+            numeric_name = isinstance(value, ast.Name) and value.id in program.numeric_terms(
+                function
+            )
+            if numeric_constant or numeric_name:
+                found.append((function, statement, value))
+    return [(f, s, n) for f, s, n in found if "\n" not in program.segment(n)]
+
+
+def add_term(program: Program, rng: random.Random) -> list[Edit]:
+    places = [
+        (f, node) for f, _s, node in _numeric_expressions(program) if program.numeric_terms(f)
     ]
-
-
-def add_term(program: Program, rng: random.Random, _names: set[str]) -> list[Edit]:
-    places = [(f, node) for f, _s, node in _numeric_expressions(program) if program.numeric_terms(f)]
     if not places:
         return []
     function, node = rng.choice(places)
@@ -210,23 +278,40 @@ def add_term(program: Program, rng: random.Random, _names: set[str]) -> list[Edi
     return [Edit(start, end, text, f"add the term {sign} {weight} * {term}")]
 
 
-def add_branch(program: Program, rng: random.Random, names: set[str]) -> list[Edit]:
+def add_branch(program: Program, rng: random.Random) -> list[Edit]:
     places = []
     for function, statement, node in _numeric_expressions(program):
-        decorated = isinstance(statement, ast.FunctionDef | ast.ClassDef) and statement.decorator_list
-        if program.parameter_terms(function) and statement.lineno != function.lineno and not decorated:
+        decorated = (
+            isinstance(statement, ast.FunctionDef | ast.ClassDef) and statement.decorator_list
+        )
+        if (
+            program.parameter_terms(function)
+            and statement.lineno != function.lineno
+            and not decorated
+        ):
             places.append((function, statement, node))
     if not places:
         return []
     function, statement, node = rng.choice(places)
-    term = rng.choice(program.parameter_terms(function))
+    terms = program.parameter_terms(function)
+    term = rng.choice(terms)
     constants = sorted(
-        {float(n.value) for n in ast.walk(function) if isinstance(n, ast.Constant)
-         and type(n.value) in (int, float) and n.value > 0}
+        {
+            float(n.value)
+            for n in ast.walk(function)
+            if isinstance(n, ast.Constant)
+            and isinstance(n.value, int | float)
+            and not isinstance(n.value, bool)
+            and n.value > 0
+        }
     )
-    threshold = _number(rng.choice(constants) if constants else 1.0)
+    others = [t for t in terms if t != term]
+    if others and rng.random() < 0.5:
+        threshold = rng.choice(others)  # compare two signals: "hits > evictions"
+    else:
+        threshold = _number(rng.choice(constants) if constants else 1.0)
     factor = _number(rng.choice([0.5, 0.75, 1.5, 2.0]))
-    weight = _fresh_name(program, names)
+    weight = _fresh_name(program)
     indent = program.indent_of(statement.lineno)
     inserted = (
         f"{indent}{weight} = 1.0\n"
@@ -236,14 +321,16 @@ def add_branch(program: Program, rng: random.Random, names: set[str]) -> list[Ed
     at = program.line_start(statement.lineno)
     start, end = program.span(node)
     label = f"reweight by {factor} when {term} > {threshold}"
-    return [Edit(at, at, inserted, label), Edit(start, end, f"({program.segment(node)}) * {weight}", label)]
+    return [
+        Edit(at, at, inserted, label),
+        Edit(start, end, f"({program.segment(node)}) * {weight}", label),
+    ]
 
 
-def _fresh_name(program: Program, taken: set[str]) -> str:
+def _fresh_name(program: Program) -> str:
     index = 1
-    while f"_w{index}" in program.source or f"_w{index}" in taken:
+    while re.search(rf"\b_w{index}\b", program.source):
         index += 1
-    taken.add(f"_w{index}")
     return f"_w{index}"
 
 
@@ -257,37 +344,40 @@ class Style:
     structural: bool  # may add branches
 
 
-SMALL_OPS: list[tuple[EditOp, float]] = [(perturb_constant, 0.5), (swap_operator, 0.2), (add_term, 0.3)]
+SMALL_OPS: list[tuple[EditOp, float]] = [
+    (perturb_constant, 0.5),
+    (swap_operator, 0.2),
+    (add_term, 0.3),
+]
 BOLD_OPS: list[tuple[EditOp, float]] = [*SMALL_OPS, (add_branch, 0.4)]
 
 
-def mutate_source(source: str, style: Style, rng: random.Random) -> tuple[str, list[str]] | None:
-    """``source`` with a few seeded edits, and what they were; ``None`` if nothing applies."""
+def mutate_source(
+    source: str, style: Style, rng: random.Random, hints: Hints | None = None
+) -> tuple[str, list[str]] | None:
+    """``source`` with a few seeded edits, and what they were; ``None`` if nothing applies.
+
+    Edits are made one after another, each on the program the previous one left, so a bold
+    model can stack them (a term added inside a reweighted expression).
+    """
     try:
-        program = Program(source)
+        Program(source, hints)
     except SyntaxError:
         return None
     ops = BOLD_OPS if style.structural else SMALL_OPS
     wanted = rng.randint(style.min_edits, style.max_edits)
-    chosen: list[Edit] = []
-    labels: list[str] = []
-    names: set[str] = set()
+    current, labels = source, list[str]()
     first: list[EditOp] = [add_branch] if style.structural else []
-    for round_index in range(wanted * 4):
+    for _ in range(wanted * 4):
         if len(labels) >= wanted:
             break
         op = first.pop() if first else rng.choices([o for o, _ in ops], [w for _, w in ops])[0]
-        edits = op(program, rng, names)
-        if not edits or any(e.conflicts(c) for e in edits for c in chosen):
-            continue
-        chosen += edits
-        labels.append(edits[0].label)
-        del round_index
-    for keep in range(len(chosen), 0, -1):  # an edit that breaks the program is dropped
-        new = _apply(source, chosen[:keep])
-        if _valid_change(source, new):
-            return new, labels[: max(1, len({e.label for e in chosen[:keep]}))]
-    return None
+        edits = op(Program(current, hints), rng)
+        new = _apply(current, edits)
+        if edits and _valid_change(current, new):
+            current = new
+            labels.append(edits[0].label)
+    return (current, labels) if labels else None
 
 
 def _apply(source: str, edits: list[Edit]) -> str:

@@ -188,7 +188,9 @@ def test_builtin_mutator_moves_parameters_within_bounds() -> None:
     rng = random.Random(0)
     for _ in range(100):
         kind = rng.choice(list(MutationKind))
-        result = mutator.mutate(MutationRequest(parent_code=code, seed=rng.getrandbits(32), kind=kind), lambda _: False)
+        result = mutator.mutate(
+            MutationRequest(parent_code=code, seed=rng.getrandbits(32), kind=kind), lambda _: False
+        )
         assert result.code is not None
         namespace = {  # read, never run: generated programs only run in the sandbox
             node.targets[0].id: node.value.value

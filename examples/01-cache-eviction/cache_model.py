@@ -40,9 +40,9 @@ class CacheParams(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo in a knob should fail, not be ignored
 
     sim_keys: int = Field(20000, ge=500, le=500_000, description="keys in the scaled trace")
-    requests_full: int = Field(40000, ge=1000, description="requests per phase, full/holdout")
-    requests_quick: int = Field(7000, ge=500, description="requests per phase, quick")
-    warmup_fraction: float = Field(0.25, ge=0.0, lt=0.9, description="unscored trace prefix")
+    requests_full: int = Field(80000, ge=1000, description="requests per phase, full/holdout")
+    requests_quick: int = Field(24000, ge=500, description="requests per phase, quick")
+    warmup_fraction: float = Field(0.3, ge=0.0, lt=0.9, description="unscored trace prefix")
     eviction_samples: int = Field(8, ge=1, le=64, description="candidates per eviction")
     cache_memory_fraction: float = Field(0.5, gt=0.0, le=1.0, description="node memory used")
     memory_bytes: float | None = Field(None, gt=0, description="overrides the node's memory")

@@ -61,7 +61,7 @@ def score_policy(priority: PriorityFn | None, profile: dict, subset: str) -> dic
 
     results: dict[str, PhaseResult] = {}
     for index, phase in enumerate(PHASES):
-        if weights[phase] <= 0 and subset != "quick":
+        if weights[phase] <= 0:
             continue
         trace = generate(workload, params, phase, length, [seed, SUBSET_SEEDS[subset], index])
         size = max(1, int(trace.working_set_bytes * capacity["cache_share"]))

@@ -29,20 +29,27 @@ def _positive_float(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="retune", description="Keep a deployment's policy tuned to its own workload and hardware."
+        prog="retune",
+        description="Keep a deployment's policy tuned to its own workload and hardware.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="tune a target locally (no cluster needed)")
     run.add_argument("target", type=Path, help="the OptimizationTarget YAML")
-    run.add_argument("--seed", type=int, help="seed for every random choice (default: spec.search.seed)")
+    run.add_argument(
+        "--seed", type=int, help="seed for every random choice (default: spec.search.seed)"
+    )
     run.add_argument("--max-evaluations", type=_positive_int, help="evaluation budget")
     run.add_argument("--max-seconds", type=_positive_float, help="wall-time budget in seconds")
     run.add_argument("--max-usd", type=float, help="USD budget for LLM calls")
-    run.add_argument("--output", type=Path, help="directory for result.json, report.html, checkpoint")
+    run.add_argument(
+        "--output", type=Path, help="directory for result.json, report.html, checkpoint"
+    )
     run.add_argument("--resume", action="store_true", help="continue the run saved in --output")
-    run.add_argument("--workers", type=_positive_int, help="evaluation processes (default: all cores)")
+    run.add_argument(
+        "--workers", type=_positive_int, help="evaluation processes (default: all cores)"
+    )
     run.add_argument("--mutator", choices=["builtin", "llm"], help="override spec.search.mutator")
     run.add_argument("--llm-base-url", help="an OpenAI-compatible endpoint for both model tiers")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -136,7 +143,9 @@ def _summarise(result: dict[str, object], output: Path) -> None:
     )
     validation = result.get("validation")
     if isinstance(validation, dict):
-        verdict = "passed" if validation["passed"] else "failed: " + "; ".join(validation["reasons"])
+        verdict = (
+            "passed" if validation["passed"] else "failed: " + "; ".join(validation["reasons"])
+        )
         print(f"validation on held-out seeds {verdict}")
     print(f"best policy: {output / str(result['best_policy_path'])}")
     print(f"report:      {output / 'report.html'}")

@@ -57,16 +57,32 @@ _BUILTIN_REASONS = {
         ("exec", "eval", "compile", "__import__"),
         "policies cannot run generated code; write the computation directly",
     ),
-    **dict.fromkeys(("open",), "policies cannot touch files; " + _WHY_PURE),
+    "open": "policies cannot touch files; pass what you need through the function's arguments",
     **dict.fromkeys(
         (
-            "getattr", "setattr", "delattr", "hasattr", "globals", "locals", "vars",
-            "dir", "type", "object", "super", "id", "isinstance", "issubclass",
-            "classmethod", "staticmethod", "property", "memoryview", "callable",
+            "getattr",
+            "setattr",
+            "delattr",
+            "hasattr",
+            "globals",
+            "locals",
+            "vars",
+            "dir",
+            "type",
+            "object",
+            "super",
+            "id",
+            "isinstance",
+            "issubclass",
+            "classmethod",
+            "staticmethod",
+            "property",
+            "memoryview",
+            "callable",
         ),
         "introspection can reach interpreter internals; use plain attribute access "
         "(obj.name) and the values you are given",
-    ),  # fmt: skip
+    ),
     **dict.fromkeys(
         ("print", "input", "breakpoint", "help", "exit", "quit"),
         "policies have no console; return values and let the evaluator report them",
@@ -89,8 +105,7 @@ _DENIED_ATTRIBUTES = {
 _DENIED_ATTRIBUTE_PREFIXES = ("gi_", "cr_", "ag_", "tb_", "co_")
 
 _REFUSED_STATEMENTS: dict[type[ast.AST], str] = {
-    ast.ClassDef: "class definitions are not allowed: use functions, and dicts or tuples "
-    "for data",
+    ast.ClassDef: "class definitions are not allowed: use functions, and dicts or tuples for data",
     ast.AsyncFunctionDef: "async code is not allowed: policies are plain functions",
     ast.AsyncFor: "async code is not allowed: policies are plain functions",
     ast.AsyncWith: "async code is not allowed: policies are plain functions",
@@ -98,11 +113,9 @@ _REFUSED_STATEMENTS: dict[type[ast.AST], str] = {
     ast.With: "with-statements are not allowed: policies hold no resources (files, locks)",
     ast.Global: "'global' is not allowed: policies keep no state between calls; return "
     "the value instead",
-    ast.Nonlocal: "'nonlocal' is not allowed: return the value from the inner function "
-    "instead",
+    ast.Nonlocal: "'nonlocal' is not allowed: return the value from the inner function instead",
     ast.Yield: "generators (yield) are not allowed: build and return a list instead",
-    ast.YieldFrom: "generators (yield from) are not allowed: build and return a list "
-    "instead",
+    ast.YieldFrom: "generators (yield from) are not allowed: build and return a list instead",
     ast.Match: "match statements are not supported: use if/elif",
     ast.TryStar: "except* is not supported: use a plain except clause",
 }
@@ -136,25 +149,29 @@ class Rejection:
 def check_policy(code: str, entrypoint: str) -> list[Rejection]:
     """Check a policy against the allowlist; an empty list means it may run.
 
-    ``entrypoint`` is the name of the top-level function the workload calls.
+    ``entrypoint`` is the name of the top-level function the workload calls. Rejections
+    come sorted by position; a syntax error is reported alone, with ``syntax=True``.
     """
     if len(code) > MAX_CODE_CHARS:
-        return [_at(None, f"the policy is {len(code)} characters long; the limit is "
-                          f"{MAX_CODE_CHARS}: keep policies small")]  # fmt: skip
+        reason = f"the policy is {len(code)} characters long; the limit is {MAX_CODE_CHARS}"
+        return [Rejection(1, 0, reason)]
     try:
         tree = ast.parse(code, filename="<policy>", mode="exec")
     except SyntaxError as exc:
         line, col = exc.lineno or 1, max((exc.offset or 1) - 1, 0)
         return [Rejection(line, col, f"syntax error: {exc.msg}", syntax=True)]
-    except (ValueError, MemoryError, RecursionError) as exc:
-        return [Rejection(1, 0, f"syntax error: {exc or 'the program is too complex'}", True)]
-    size = _size_problem(tree)
-    if size is not None:
-        return [size]
+    except ValueError as exc:  # e.g. null bytes in the source
+        return [Rejection(1, 0, f"syntax error: {exc}", syntax=True)]
+    except (MemoryError, RecursionError):
+        reason = "the code is nested too deeply to parse: split it into helper functions"
+        return [Rejection(1, 0, reason, syntax=True)]
+    nodes = _flatten(tree)
+    if isinstance(nodes, Rejection):
+        return [nodes]
     rejections = _check_module_level(tree, entrypoint)
-    bound = _bound_names(tree)
-    for node in ast.walk(tree):
-        rejections.extend(_check_node(node, bound))
+    checker = _NodeChecker(tree, nodes)
+    for node in nodes:
+        rejections.extend(checker.check(node))
     return sorted(set(rejections), key=lambda r: (r.line, r.col, r.reason))
 
 
@@ -162,166 +179,195 @@ def _at(node: ast.AST | None, reason: str) -> Rejection:
     return Rejection(getattr(node, "lineno", 1), getattr(node, "col_offset", 0), reason)
 
 
-def _size_problem(tree: ast.Module) -> Rejection | None:
-    """Count nodes and depth without recursion, so a hostile tree cannot blow the stack."""
-    count, stack = 0, [(tree, 1)]
+def _flatten(tree: ast.Module) -> list[ast.AST] | Rejection:
+    """All nodes, in one pass without recursion (a hostile tree cannot blow the stack),
+    or the size limit it breaks."""
+    nodes: list[ast.AST] = []
+    stack: list[tuple[ast.AST, int]] = [(tree, 1)]
     while stack:
         node, depth = stack.pop()
-        count += 1
-        if count > MAX_NODES:
-            return _at(None, f"the policy has more than {MAX_NODES} syntax nodes: keep "
-                             "policies small")  # fmt: skip
+        nodes.append(node)
+        if len(nodes) > MAX_NODES:
+            return _at(None, f"the policy has more than {MAX_NODES} syntax nodes; keep it small")
         if depth > MAX_DEPTH:
-            return _at(node, f"the code is nested more than {MAX_DEPTH} levels deep: split "
-                             "it into helper functions")  # fmt: skip
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
-    return None
+            reason = f"the code is nested more than {MAX_DEPTH} levels deep: split it up"
+            return _at(node, reason)
+        for field in node._fields:
+            value = getattr(node, field, None)
+            if isinstance(value, ast.AST):
+                stack.append((value, depth + 1))
+            elif isinstance(value, list):
+                stack.extend((v, depth + 1) for v in value if isinstance(v, ast.AST))
+    return nodes
+
+
+_MODULE_LEVEL_OK = (ast.FunctionDef, ast.Import, ast.ImportFrom, *_REFUSED_STATEMENTS)
 
 
 def _check_module_level(tree: ast.Module, entrypoint: str) -> list[Rejection]:
     out: list[Rejection] = []
-    found = False
+    defined = False
     for index, stmt in enumerate(tree.body):
-        if isinstance(stmt, ast.FunctionDef):
-            found = found or stmt.name == entrypoint
+        if isinstance(stmt, ast.FunctionDef) and stmt.name == entrypoint:
+            defined = True
         elif isinstance(stmt, ast.Assign | ast.AnnAssign):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
             if not all(_is_plain_target(t) for t in targets):
-                out.append(_at(stmt, "module-level assignments must bind plain names "
-                                     "(constants such as WEIGHT = 0.5)"))  # fmt: skip
+                out.append(_at(stmt, "module-level assignments must bind plain names"))
             names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
             if entrypoint in names:
-                out.append(_at(stmt, f"the entrypoint '{entrypoint}' must be a top-level "
-                                     f"'def {entrypoint}(...)', not an assignment"))  # fmt: skip
+                reason = f"the entrypoint '{entrypoint}' must be a top-level 'def', not an "
+                out.append(_at(stmt, reason + "assignment"))
         elif isinstance(stmt, ast.Expr) and index == 0 and isinstance(stmt.value, ast.Constant):
-            continue  # module docstring
-        elif not isinstance(stmt, ast.Import | ast.ImportFrom | *_REFUSED_STATEMENTS):
-            out.append(_at(stmt, "module-level code must be 'import math', function "
-                                 "definitions and constants: move this into a function"))  # fmt: skip
-    if not found:
-        out.append(_at(None, f"the entrypoint '{entrypoint}' is not defined: define it as a "
-                             f"top-level function, 'def {entrypoint}(...):'"))  # fmt: skip
-    # Imports anywhere but at module level are refused in _check_node.
+            continue  # the module docstring
+        elif not isinstance(stmt, _MODULE_LEVEL_OK):
+            reason = "module-level code must be 'import math', function definitions and "
+            out.append(_at(stmt, reason + "constants (WEIGHT = 0.5): move this into a function"))
+    if not defined:
+        reason = f"the entrypoint '{entrypoint}' is not defined: define it as a top-level "
+        out.append(_at(None, reason + f"function, 'def {entrypoint}(...):'"))
     return out
 
 
 def _is_plain_target(target: ast.expr) -> bool:
     if isinstance(target, ast.Name):
         return True
-    return isinstance(target, ast.Tuple | ast.List) and all(
-        _is_plain_target(t) for t in target.elts
-    )
+    return isinstance(target, ast.Tuple | ast.List) and all(map(_is_plain_target, target.elts))
 
 
-def _bound_names(tree: ast.Module) -> set[str]:
-    """Every name the policy binds itself (arguments, assignments, defs, imports, ...)."""
-    bound: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            bound.add(node.id)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, ast.FunctionDef):
-            bound.add(node.name)
-        elif isinstance(node, ast.alias):
-            bound.add(node.asname or node.name)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            bound.add(node.name)
-    return bound
+class _NodeChecker:
+    """Per-node rules; needs to know the names the policy binds and its top-level imports."""
+
+    def __init__(self, tree: ast.Module, nodes: list[ast.AST]) -> None:
+        self.top_level_imports = {
+            id(s) for s in tree.body if isinstance(s, ast.Import | ast.ImportFrom)
+        }
+        self.bound: set[str] = set()
+        for node in nodes:
+            if isinstance(node, ast.Name):
+                if isinstance(node.ctx, ast.Store):
+                    self.bound.add(node.id)
+            elif isinstance(node, ast.arg):
+                self.bound.add(node.arg)
+            elif isinstance(node, ast.FunctionDef):
+                self.bound.add(node.name)
+            elif isinstance(node, ast.alias):
+                self.bound.add(node.asname or node.name)
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                self.bound.add(node.name)
+
+    def check(self, node: ast.AST) -> list[Rejection]:
+        kind = type(node)
+        if kind in _PLAIN_NODES:
+            return []
+        refused = _REFUSED_STATEMENTS.get(kind)
+        if refused is not None:
+            return [_at(node, refused)]
+        if isinstance(node, _PARTS_OF_REFUSED):
+            return []  # the statement they belong to is already refused
+        if not isinstance(node, _ALLOWED_NODES):
+            return [_at(node, f"{kind.__name__} is not allowed in a policy")]
+        if isinstance(node, ast.Name):
+            return _identifier(node, node.id) or self._name(node)
+        if isinstance(node, ast.Attribute):
+            return _attribute(node)
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            return self._import(node)
+        if isinstance(node, ast.FunctionDef):
+            found = _identifier(node, node.name)
+            if node.decorator_list:
+                found.append(_at(node, "decorators are not allowed: call the helper directly"))
+            return found
+        if isinstance(node, ast.arg):
+            return _identifier(node, node.arg)
+        if isinstance(node, ast.keyword) and node.arg is not None:
+            return _identifier(node, node.arg)
+        if isinstance(node, ast.alias):
+            return _identifier(node, node.name) or _identifier(node, node.asname or "")
+        if isinstance(node, ast.ExceptHandler):
+            return _handler(node)
+        if isinstance(node, ast.Delete):
+            reason = "only local names and items can be deleted"
+            return [_at(t, reason) for t in node.targets if isinstance(t, ast.Attribute)]
+        return []
+
+    def _name(self, node: ast.Name) -> list[Rejection]:
+        name = node.id
+        if name in self.bound or name in SAFE_BUILTIN_NAMES or name in SAFE_EXCEPTION_NAMES:
+            return []
+        if name in _BUILTIN_REASONS:
+            return [_at(node, f"'{name}' is not allowed: {_BUILTIN_REASONS[name]}")]
+        if hasattr(builtins, name):
+            return [_at(node, f"'{name}' is not available to policies: {_AVAILABLE}")]
+        return []  # an unknown name fails at run time with a NameError the user can read
+
+    def _import(self, node: ast.Import | ast.ImportFrom) -> list[Rejection]:
+        if id(node) not in self.top_level_imports:
+            return [_at(node, "imports belong at the top of the policy: 'import math'")]
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        else:
+            modules = ["." * node.level + (node.module or "")]
+            if any(a.name == "*" for a in node.names):
+                return [_at(node, "'from math import *' is not allowed: name what you use")]
+        return [
+            _at(node, f"import of '{m}' is not allowed: {_WHY_PURE} (only 'math' is available)")
+            for m in modules
+            if m not in ALLOWED_MODULES
+        ]
 
 
-def _check_node(node: ast.AST, bound: set[str]) -> list[Rejection]:
-    refused = _REFUSED_STATEMENTS.get(type(node))
-    if refused is not None:
-        return [_at(node, refused)]
-    if not isinstance(node, _ALLOWED_NODES):
-        return [_at(node, f"{type(node).__name__} is not allowed in a policy")]
-    if isinstance(node, ast.Name):
-        return _check_name(node, node.id, bound)
-    if isinstance(node, ast.Attribute):
-        return _check_attribute(node)
-    if isinstance(node, ast.Import | ast.ImportFrom):
-        return _check_import(node)
-    if isinstance(node, ast.FunctionDef):
-        found = _check_identifier(node, node.name)
-        if node.decorator_list:
-            found.append(_at(node, "decorators are not allowed: call the helper function "
-                                   "explicitly"))  # fmt: skip
-        return found
-    if isinstance(node, ast.arg):
-        return _check_identifier(node, node.arg)
-    if isinstance(node, ast.keyword) and node.arg is not None:
-        return _check_identifier(node, node.arg)
-    if isinstance(node, ast.ExceptHandler):
-        return _check_handler(node)
-    if isinstance(node, ast.Delete):
-        return [_at(t, "only local names and items can be deleted") for t in node.targets
-                if not isinstance(t, ast.Name | ast.Subscript)]  # fmt: skip
-    return []
+# Allowed nodes with no rule of their own: skipped by exact type, which is fast.
+_PLAIN_NODES = frozenset(
+    kind
+    for base in (ast.expr_context, ast.boolop, ast.operator, ast.unaryop, ast.cmpop)
+    for kind in base.__subclasses__()
+) | {
+    ast.Module, ast.Return, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.While,
+    ast.If, ast.Raise, ast.Try, ast.Assert, ast.Expr, ast.Pass, ast.Break, ast.Continue,
+    ast.BoolOp, ast.NamedExpr, ast.BinOp, ast.UnaryOp, ast.Lambda, ast.IfExp, ast.Dict,
+    ast.Set, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Compare,
+    ast.Call, ast.FormattedValue, ast.JoinedStr, ast.Constant, ast.Subscript, ast.Starred,
+    ast.List, ast.Tuple, ast.Slice, ast.comprehension, ast.arguments,
+}  # fmt: skip
+
+_PARTS_OF_REFUSED = (ast.withitem, ast.match_case, ast.pattern)
+
+_AVAILABLE = (
+    f"the builtins are {', '.join(sorted(SAFE_BUILTIN_NAMES))}; the exceptions are "
+    f"{', '.join(sorted(SAFE_EXCEPTION_NAMES))}; and 'math'"
+)
 
 
-def _check_identifier(node: ast.AST, name: str) -> list[Rejection]:
+def _identifier(node: ast.AST, name: str) -> list[Rejection]:
     if name.startswith("_") and name != "_":
-        return [_at(node, f"name '{name}' is not allowed: names starting with '_' are "
-                          "reserved for interpreter internals; rename it")]  # fmt: skip
+        reason = f"name '{name}' is not allowed: names starting with '_' are reserved for "
+        return [_at(node, reason + "interpreter internals; rename it")]
     return []
 
 
-def _check_name(node: ast.Name, name: str, bound: set[str]) -> list[Rejection]:
-    found = _check_identifier(node, name)
-    if found or name in bound or name in SAFE_BUILTIN_NAMES or name in SAFE_EXCEPTION_NAMES:
-        return found
-    if name in _BUILTIN_REASONS:
-        return [_at(node, f"'{name}' is not allowed: {_BUILTIN_REASONS[name]}")]
-    if hasattr(builtins, name):
-        return [_at(node, f"'{name}' is not available to policies: the builtins are "
-                          f"{', '.join(sorted(SAFE_BUILTIN_NAMES))}, the exceptions "
-                          f"{', '.join(sorted(SAFE_EXCEPTION_NAMES))}, and 'math'")]  # fmt: skip
-    return []  # an unknown name fails at run time with a NameError the user can read
-
-
-def _check_attribute(node: ast.Attribute) -> list[Rejection]:
+def _attribute(node: ast.Attribute) -> list[Rejection]:
     name = node.attr
     if name.startswith("_"):
-        return [_at(node, f"attribute '{name}' is not allowed: attributes starting with '_' "
-                          "reach interpreter internals; use the object's public "
-                          "attributes")]  # fmt: skip
-    reason = _DENIED_ATTRIBUTES.get(name)
-    if reason is None and name.startswith(_DENIED_ATTRIBUTE_PREFIXES):
-        reason = "generators, coroutines, tracebacks and code objects are interpreter internals"
-    if reason is not None:
-        return [_at(node, f"attribute '.{name}' is not allowed: {reason}")]
+        reason = f"attribute '{name}' is not allowed: attributes starting with '_' reach "
+        return [_at(node, reason + "interpreter internals; use the object's public attributes")]
+    denied = _DENIED_ATTRIBUTES.get(name)
+    if denied is None and name.startswith(_DENIED_ATTRIBUTE_PREFIXES):
+        denied = "generators, coroutines, tracebacks and code objects are interpreter internals"
+    if denied is not None:
+        return [_at(node, f"attribute '.{name}' is not allowed: {denied}")]
     if not isinstance(node.ctx, ast.Load):
-        return [_at(node, f"assigning to or deleting attribute '{name}' is not allowed: "
-                          "policies must not change the objects they are given; return "
-                          "the value instead")]  # fmt: skip
+        reason = f"assigning to or deleting attribute '{name}' is not allowed: policies must "
+        return [_at(node, reason + "not change the objects they are given; return a value")]
     return []
 
 
-def _check_import(node: ast.Import | ast.ImportFrom) -> list[Rejection]:
-    if isinstance(node, ast.ImportFrom):
-        module = node.module or ""
-        if node.level or module not in ALLOWED_MODULES:
-            return [_import_refused(node, "." * node.level + module)]
-        return [_at(node, "'from math import *' is not allowed: name the functions you use")
-                if alias.name == "*" else r
-                for alias in node.names
-                for r in (_check_identifier(node, alias.name) or [None])
-                if alias.name == "*" or r is not None]  # fmt: skip
-    return [_import_refused(node, a.name) for a in node.names if a.name not in ALLOWED_MODULES]
-
-
-def _import_refused(node: ast.AST, module: str) -> Rejection:
-    return _at(node, f"import of '{module}' is not allowed: {_WHY_PURE} (only 'import math' "
-                     "is available)")  # fmt: skip
-
-
-def _check_handler(node: ast.ExceptHandler) -> list[Rejection]:
+def _handler(node: ast.ExceptHandler) -> list[Rejection]:
     if node.type is None:
-        return [_at(node, "a bare 'except:' is not allowed: name the exception you expect, "
-                          "e.g. 'except ZeroDivisionError:'")]  # fmt: skip
+        reason = "a bare 'except:' is not allowed: name the exception you expect, e.g. "
+        return [_at(node, reason + "'except ZeroDivisionError:'")]
     kinds = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
     if all(isinstance(k, ast.Name) and k.id in SAFE_EXCEPTION_NAMES for k in kinds):
         return []
-    return [_at(node, "except clauses may name only "
-                      f"{', '.join(sorted(SAFE_EXCEPTION_NAMES))}")]  # fmt: skip
+    names = ", ".join(sorted(SAFE_EXCEPTION_NAMES))
+    return [_at(node, f"except clauses may name only these exceptions: {names}")]

@@ -55,12 +55,16 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def _scale(values: list[float], low: float, high: float, out_low: float, out_high: float) -> list[float]:
+def _scale(
+    values: list[float], low: float, high: float, out_low: float, out_high: float
+) -> list[float]:
     span = (high - low) or 1.0
     return [out_low + (v - low) / span * (out_high - out_low) for v in values]
 
 
-def _axes(width: int, height: int, pad: int, x_label: str, y_label: str, y_range: tuple[float, float]) -> str:
+def _axes(
+    width: int, height: int, pad: int, x_label: str, y_label: str, y_range: tuple[float, float]
+) -> str:
     return (
         f'<line x1="{pad}" y1="{height - pad}" x2="{width - 10}" y2="{height - pad}" stroke="#999"/>'
         f'<line x1="{pad}" y1="10" x2="{pad}" y2="{height - pad}" stroke="#999"/>'
@@ -81,7 +85,10 @@ def _score_chart(state: EngineState, width: int = 480, height: int = 300, pad: i
     x_high = max(h.evaluations for h in state.history) or 1
     xs = _scale([float(e) for e, _ in points], 0, x_high, pad, width - 10)
     ys = _scale([max(low, s) for _, s in points], low, high, height - pad, 10)
-    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="#9ab"/>' for x, y in zip(xs, ys, strict=True))
+    dots = "".join(
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="#9ab"/>'
+        for x, y in zip(xs, ys, strict=True)
+    )
     bx = _scale([float(e) for e, _ in bests], 0, x_high, pad, width - 10)
     by = _scale([max(low, b) for _, b in bests], low, high, height - pad, 10)
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(bx, by, strict=True))
@@ -112,11 +119,25 @@ def _archive_map(archive: Archive, size: int = 320) -> str:
     centroids = np.array([c for c, _ in cells])
     centred = centroids - centroids.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    projected = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred[:, 0], np.zeros(len(centred))]
+    projected = (
+        centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred[:, 0], np.zeros(len(centred))]
+    )
     scores = [s for _, s in cells if s is not None]
     low, high = (min(scores), max(scores)) if scores else (0.0, 1.0)
-    xs = _scale(projected[:, 0].tolist(), float(projected[:, 0].min()), float(projected[:, 0].max()), 16, size - 16)
-    ys = _scale(projected[:, 1].tolist(), float(projected[:, 1].min()), float(projected[:, 1].max()), size - 16, 16)
+    xs = _scale(
+        projected[:, 0].tolist(),
+        float(projected[:, 0].min()),
+        float(projected[:, 0].max()),
+        16,
+        size - 16,
+    )
+    ys = _scale(
+        projected[:, 1].tolist(),
+        float(projected[:, 1].min()),
+        float(projected[:, 1].max()),
+        size - 16,
+        16,
+    )
     circles = []
     for (x, y), (_, score) in zip(zip(xs, ys, strict=True), cells, strict=True):
         if score is None:
@@ -125,7 +146,9 @@ def _archive_map(archive: Archive, size: int = 320) -> str:
             t = (score - low) / ((high - low) or 1.0)
             fill = f"rgb({int(255 * t)},{int(80 + 60 * (1 - t))},{int(255 * (1 - t))})"
         label = "empty" if score is None else f"{score:.4f}"
-        circles.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="8" fill="{fill}"><title>{label}</title></circle>')
+        circles.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="8" fill="{fill}"><title>{label}</title></circle>'
+        )
     return f'<svg width="{size}" height="{size}">{"".join(circles)}</svg>'
 
 

@@ -82,7 +82,9 @@ def read_profile(spec: TargetSpec, base: Path) -> dict[str, float]:
     profile = {}
     for name, value in data.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise RunError(f"spec.profile.recorded: {path}: {name!r} must be a number, got {value!r}")
+            raise RunError(
+                f"spec.profile.recorded: {path}: {name!r} must be a number, got {value!r}"
+            )
         profile[str(name)] = float(value)
     missing = sorted(set(spec.profile.queries) - set(profile))
     if missing:
@@ -90,21 +92,12 @@ def read_profile(spec: TargetSpec, base: Path) -> dict[str, float]:
     return profile
 
 
-def memory_mb(quantity: str) -> int:
-    """Kubernetes memory quantity ('512Mi', '1Gi', '1G', '1048576') in MiB."""
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-    for suffix, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
-        if quantity.endswith(suffix):
-            return max(1, int(float(quantity[: -len(suffix)]) * factor / 2**20))
-    return max(1, int(float(quantity) / 2**20))
-
-
 def sandbox_limits(spec: TargetSpec) -> SandboxLimits:
     timeout = float(spec.evaluator.timeout_seconds)
     return SandboxLimits(
         wall_seconds=timeout,
         cpu_seconds=timeout,
-        memory_mb=memory_mb(spec.evaluator.resources.memory),
+        memory_mb=spec.evaluator.memory_mb_limit,
     )
 
 
@@ -119,7 +112,9 @@ def build_mutator(
 
     search = spec.search
     if options.llm_base_url:
-        search = search.model_copy(update={"models": tiers_for_base_url(search.models, options.llm_base_url)})
+        search = search.model_copy(
+            update={"models": tiers_for_base_url(search.models, options.llm_base_url)}
+        )
     return build_llm_mutator(
         search, spec.policy, ledger, fallback, audit_path, seed=options.seed or search.seed
     )
@@ -149,8 +144,14 @@ def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
         max_usd=options.max_usd if options.max_usd is not None else spec.search.budget.max_usd,
         max_wall_seconds=options.max_seconds or spec.search.budget.max_wall_seconds,
     )
-    if budget.max_evaluations is None and budget.max_wall_seconds is None and budget.max_usd is None:
-        raise RunError("spec.search.budget: set maxEvaluations, maxWallTime or maxUSD (or pass --max-evaluations)")
+    if (
+        budget.max_evaluations is None
+        and budget.max_wall_seconds is None
+        and budget.max_usd is None
+    ):
+        raise RunError(
+            "spec.search.budget: set maxEvaluations, maxWallTime or maxUSD (or pass --max-evaluations)"
+        )
     config = engine_config(
         spec,
         context,
@@ -206,6 +207,7 @@ def _validate(
         stable_code=state.seed_elite.code,
         min_improvement=spec.evaluator.min_improvement,
         required_subsets=list(spec.evaluator.required_subsets),
+        seeds=spec.evaluator.holdout_seeds,
     )
 
 
@@ -220,7 +222,8 @@ def _write_outputs(
         "target": target.metadata.name,
         "seed_score": state.seed_elite.score,
         "best_score": state.best.score,
-        "improvement": (state.best.score - state.seed_elite.score) / max(abs(state.seed_elite.score), 1e-12),
+        "improvement": (state.best.score - state.seed_elite.score)
+        / max(abs(state.seed_elite.score), 1e-12),
         "evaluations": ledger.evaluations,
         "failed_evaluations": ledger.failed_evaluations,
         "cascade_stopped": ledger.quick_evaluations,

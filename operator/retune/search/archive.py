@@ -92,7 +92,9 @@ class Archive:
         # can move either way: leave room on both sides.
         low_out = np.where(np.arange(len(low)) < structural_dims, 0.0, low - 0.5 * span)
         high_out = np.where(
-            np.arange(len(high)) < structural_dims, np.maximum(high * 2.0, high + 2.0), high + 0.5 * span
+            np.arange(len(high)) < structural_dims,
+            np.maximum(high * 2.0, high + 2.0),
+            high + 0.5 * span,
         )
         self.state.normaliser = Normaliser(low=low_out.tolist(), high=high_out.tolist())
         self._centroids = _cvt_centroids(self.state.cells_wanted, len(low), rng)

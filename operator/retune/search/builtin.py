@@ -67,7 +67,11 @@ class BuiltinMutator:
             tree = ast.parse(request.parent_code)
         except SyntaxError as exc:
             return MutationResult(failure=f"parent does not parse: {exc.msg}")
-        edits = {MutationKind.MUTATE: (1, 2), MutationKind.PARADIGM: (3, 6), MutationKind.INIT: (2, 5)}
+        edits = {
+            MutationKind.MUTATE: (1, 2),
+            MutationKind.PARADIGM: (3, 6),
+            MutationKind.INIT: (2, 5),
+        }
         low, high = edits[request.kind]
         for _ in range(_MAX_ATTEMPTS):
             if self.parameters:
@@ -79,7 +83,9 @@ class BuiltinMutator:
         return MutationResult(failure="no new program found after repeated edits")
 
     # -- code policies -----------------------------------------------------------------
-    def _edit(self, tree: ast.Module, rng: random.Random, count: int) -> tuple[str | None, list[str]]:
+    def _edit(
+        self, tree: ast.Module, rng: random.Random, count: int
+    ) -> tuple[str | None, list[str]]:
         child = copy.deepcopy(tree)
         function = _find_function(child, self.entrypoint)
         if function is None:
@@ -204,6 +210,7 @@ def _perturb_constant(function: ast.FunctionDef, rng: random.Random) -> str | No
     node = rng.choice(constants)
     assert isinstance(node, ast.Constant)
     old = node.value
+    assert isinstance(old, int | float)
     if isinstance(old, int) and rng.random() < 0.5:
         new: float = old + rng.choice([-2, -1, 1, 2])
     elif old == 0:
@@ -215,8 +222,12 @@ def _perturb_constant(function: ast.FunctionDef, rng: random.Random) -> str | No
 
 
 def _swap_operator(function: ast.FunctionDef, rng: random.Random) -> str | None:
-    ops = [n for n in _nodes(function, ast.BinOp) if type(n.op) in _ARITH_SWAPS]  # type: ignore[attr-defined]
-    calls = [
+    ops: list[ast.AST] = [
+        n
+        for n in _nodes(function, ast.BinOp)
+        if isinstance(n, ast.BinOp) and type(n.op) in _ARITH_SWAPS
+    ]
+    calls: list[ast.AST] = [
         n
         for n in _nodes(function, ast.Call)
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in {"min", "max"}
@@ -307,11 +318,11 @@ def _wrap_bound(function: ast.FunctionDef, rng: random.Random) -> str | None:
         return None
     site = rng.choice(sites)
     name = rng.choice(["min", "max"])
-    bound = ast.Constant(round(rng.uniform(-2.0, 10.0), 3))
-    wrapped = _call(name, [copy.deepcopy(site), bound])
+    limit = round(rng.uniform(-2.0, 10.0), 3)
+    wrapped = _call(name, [copy.deepcopy(site), ast.Constant(limit)])
     if not _replace(function, site, wrapped):
         return None
-    return f"bound with {name}(..., {bound.value})"
+    return f"bound with {name}(..., {limit})"
 
 
 def _conditional_return(function: ast.FunctionDef, rng: random.Random) -> str | None:
@@ -341,7 +352,10 @@ def _swap_branches(function: ast.FunctionDef, rng: random.Random) -> str | None:
     node = rng.choice(branches)
     assert isinstance(node, ast.If | ast.IfExp)
     # Swapping the branches under the same test inverts the decision.
-    node.body, node.orelse = node.orelse, node.body  # type: ignore[assignment]
+    if isinstance(node, ast.If):
+        node.body, node.orelse = node.orelse, node.body
+    else:
+        node.body, node.orelse = node.orelse, node.body
     return "swap branches"
 
 

@@ -65,9 +65,7 @@ def engine_config(
 
 def builtin_mutator(policy: PolicySpec) -> BuiltinMutator:
     bounds = [
-        ParameterBounds(
-            name=p.name, low=p.min, high=p.max, integer=p.integer, step=p.step
-        )
+        ParameterBounds(name=p.name, low=p.min, high=p.max, integer=p.integer, step=p.step)
         for p in policy.parameters
     ]
     return BuiltinMutator(policy.entrypoint, bounds if policy.kind == "parameters" else None)

@@ -54,7 +54,9 @@ class EngineConfig(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     cells: int = 64
     initial_population: int = 12
-    structural: list[str] = Field(default_factory=lambda: ["loops", "branches", "depth", "math_ops"])
+    structural: list[str] = Field(
+        default_factory=lambda: ["loops", "branches", "depth", "math_ops"]
+    )
     behavioural: list[str] = Field(default_factory=list)
     cascade: bool = True
     quick_threshold: float = 0.9
@@ -222,7 +224,10 @@ class Engine:
             kind = MutationKind.INIT if initial_strong else MutationKind.MUTATE
         else:
             kind = choose_kind(
-                self.config.tiering, evaluations, self.state.last_improvement, self.state.last_paradigm
+                self.config.tiering,
+                evaluations,
+                self.state.last_improvement,
+                self.state.last_paradigm,
             )
             if kind is MutationKind.PARADIGM:
                 self.state.last_paradigm = evaluations
@@ -324,7 +329,11 @@ class Engine:
             outcome = EvaluationOutcome.failed(FailureReason.INFRASTRUCTURE, repr(exc))
         if stage is Stage.QUICK:
             candidate.quick = outcome
-            if outcome.ok and candidate.origin is Origin.MUTATION and self._passes_cascade(candidate):
+            if (
+                outcome.ok
+                and candidate.origin is Origin.MUTATION
+                and self._passes_cascade(candidate)
+            ):
                 self._submit_evaluation(candidate, SUBSET_FULL)
                 return
             candidate.cascade_rejected = outcome.ok
@@ -382,8 +391,10 @@ class Engine:
                 self.state.last_improvement = evaluations
         else:
             outcome = candidate.full or candidate.quick
-            failure = "cascade" if candidate.cascade_rejected else (
-                f"{outcome.failure}: {outcome.detail[:200]}" if outcome else "no outcome"
+            failure = (
+                "cascade"
+                if candidate.cascade_rejected
+                else (f"{outcome.failure}: {outcome.detail[:200]}" if outcome else "no outcome")
             )
         if candidate.origin is Origin.SEED and self.state.seed_elite is None:
             raise EngineError(f"the seed policy failed its evaluation: {failure}")

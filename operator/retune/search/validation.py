@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from retune.evaluate.contract import SUBSET_HOLDOUT, EvaluationContext, EvaluationTask, Executor
+from retune.evaluate.contract import (
+    SUBSET_HOLDOUT,
+    EvaluationContext,
+    EvaluationOutcome,
+    EvaluationResult,
+    EvaluationTask,
+    Executor,
+)
 
 
 class ValidationReport(BaseModel):
@@ -13,7 +20,9 @@ class ValidationReport(BaseModel):
     candidate_score: float | None
     stable_score: float | None
     improvement: float | None  # relative to |stable score|
-    subsets: dict[str, tuple[float, float]] = Field(default_factory=dict)  # name -> (candidate, stable)
+    subsets: dict[str, tuple[float, float]] = Field(
+        default_factory=dict
+    )  # name -> (candidate, stable)
     reasons: list[str] = Field(default_factory=list)
 
 
@@ -29,20 +38,36 @@ def validate(
     stable_code: str,
     min_improvement: float,
     required_subsets: list[str],
+    seeds: int = 3,
 ) -> ValidationReport:
-    """Re-score both programs on held-out seeds, side by side, and decide."""
-    futures = [
-        executor.submit(
-            EvaluationTask(task_id=f"validate-{name}", policy_code=code, context=context, subset=SUBSET_HOLDOUT)
+    """Re-score both programs on ``seeds`` held-out seeds, side by side, and decide.
+
+    Each program's held-out score is the mean over the seeds; so are its subscores.
+    """
+    tasks = {
+        (name, k): executor.submit(
+            EvaluationTask(
+                task_id=f"validate-{name}-{k}",
+                policy_code=code,
+                context=context.model_copy(update={"seed": context.seed + 1 + k}),
+                subset=SUBSET_HOLDOUT,
+            )
         )
         for name, code in (("candidate", candidate_code), ("stable", stable_code))
-    ]
-    candidate, stable = (f.result() for f in futures)
+        for k in range(seeds)
+    }
+    outcomes = {key: future.result() for key, future in tasks.items()}
+    candidate = _mean_outcome([outcomes["candidate", k] for k in range(seeds)])
+    stable = _mean_outcome([outcomes["stable", k] for k in range(seeds)])
     reasons = []
     if candidate.result is None:
-        reasons.append(f"candidate failed on held-out seeds: {candidate.failure}: {candidate.detail[:200]}")
+        reasons.append(
+            f"candidate failed on held-out seeds: {candidate.failure}: {candidate.detail[:200]}"
+        )
     if stable.result is None:
-        reasons.append(f"stable policy failed on held-out seeds: {stable.failure}: {stable.detail[:200]}")
+        reasons.append(
+            f"stable policy failed on held-out seeds: {stable.failure}: {stable.detail[:200]}"
+        )
     if candidate.result is None or stable.result is None:
         return ValidationReport(
             passed=False,
@@ -65,7 +90,9 @@ def validate(
             continue
         subsets[name] = (ours, theirs)
         if ours < theirs:
-            reasons.append(f"worse than the stable policy on required subset {name!r}: {ours:.4f} < {theirs:.4f}")
+            reasons.append(
+                f"worse than the stable policy on required subset {name!r}: {ours:.4f} < {theirs:.4f}"
+            )
     return ValidationReport(
         passed=not reasons,
         candidate_score=candidate.result.score,
@@ -73,4 +100,21 @@ def validate(
         improvement=improvement,
         subsets=subsets,
         reasons=reasons,
+    )
+
+
+def _mean_outcome(outcomes: list[EvaluationOutcome]) -> EvaluationOutcome:
+    """The mean of several seeds' results; the first failure if any seed failed."""
+    for outcome in outcomes:
+        if outcome.result is None:
+            return outcome
+    results = [o.result for o in outcomes if o.result is not None]
+    names = set.intersection(*(set(r.subscores) for r in results))
+    return EvaluationOutcome(
+        result=EvaluationResult(
+            score=sum(r.score for r in results) / len(results),
+            subscores={
+                n: sum(r.subscores[n] for r in results) / len(results) for n in sorted(names)
+            },
+        )
     )

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    PlainSerializer,
     StringConstraints,
     WithJsonSchema,
     model_validator,
@@ -159,7 +160,18 @@ def _whole_seconds(value: Any) -> int:
 Seconds = Annotated[int, BeforeValidator(_whole_seconds), WithJsonSchema(_DURATION_SCHEMA)]
 """A duration stored as whole seconds."""
 
-FloatSeconds = Annotated[float, BeforeValidator(_seconds), WithJsonSchema(_DURATION_SCHEMA)]
+
+def _dump_seconds(seconds: float) -> int | str:
+    # The CRD declares durations int-or-string, so a fraction is written as a string.
+    return int(seconds) if seconds == int(seconds) else f"{seconds:g}s"
+
+
+FloatSeconds = Annotated[
+    float,
+    BeforeValidator(_seconds),
+    PlainSerializer(_dump_seconds),
+    WithJsonSchema(_DURATION_SCHEMA),
+]
 """A duration stored as (possibly fractional) seconds."""
 
 

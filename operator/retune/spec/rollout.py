@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -73,11 +74,11 @@ class RolloutSpec(SpecModel):
     @field_validator("steps")
     @classmethod
     def _increasing_percentages(cls, steps: list[int]) -> list[int]:
-        for step in steps:
+        for index, step in enumerate(steps):
             if not 1 <= step <= 100:
-                raise invalid(f"each step must be a percentage from 1 to 100 (got {step})")
-        if any(later <= earlier for earlier, later in zip(steps, steps[1:], strict=False)):
-            raise invalid(f"steps must increase (got {steps})")
+                raise invalid(f"must be a percentage from 1 to 100 (got {step})", str(index))
+        if any(later <= earlier for earlier, later in itertools.pairwise(steps)):
+            raise invalid(f"must increase from step to step (got {steps})")
         return steps
 
     @field_validator("analysis")

@@ -206,16 +206,7 @@ class SearchSpec(SpecModel):
         if repeated:
             raise invalid(f"duplicate model tier name {repeated[0]!r}", "models")
         if self.mutator == "llm" and not any(tier.role == "mutate" for tier in self.models):
-            raise invalid("mutator 'llm' needs at least one model tier with role 'mutate'", "models")
+            raise invalid(
+                "mutator 'llm' needs at least one model tier with role 'mutate'", "models"
+            )
         return self
-
-    def tiers(self, role: Literal["mutate", "paradigm", "init"]) -> list[ModelTier]:
-        """The tiers for ``role``, falling back to stronger-to-weaker defaults: ``init`` uses
-        the paradigm tiers if it has none of its own, and both fall back to ``mutate``."""
-        order = {"mutate": ["mutate"], "paradigm": ["paradigm", "mutate"]}
-        order["init"] = ["init", "paradigm", "mutate"]
-        for candidate in order[role]:
-            found = [tier for tier in self.models if tier.role == candidate]
-            if found:
-                return found
-        return []

@@ -15,7 +15,6 @@ from retune.spec.base import (
     SpecModel,
     Url,
     check_placeholders,
-    duplicates,
     invalid,
     render_query,
 )
@@ -28,6 +27,7 @@ Comparison = Literal["below", "above"]
 def within(value: float, threshold: float, comparison: Comparison) -> bool:
     """Whether ``value`` respects ``threshold`` under ``comparison`` (bounds included)."""
     return value <= threshold if comparison == "below" else value >= threshold
+
 
 DEFAULT_HARDWARE_LABEL_KEYS: tuple[str, ...] = (
     "node.kubernetes.io/instance-type",
@@ -87,12 +87,12 @@ class HardwareSpec(SpecModel):
     @field_validator("label_keys")
     @classmethod
     def _stable_keys(cls, keys: list[str]) -> list[str]:
-        for key in keys:
+        for index, key in enumerate(keys):
             if key in VOLATILE_LABEL_KEYS:
-                raise invalid(f"{key!r} changes without the hardware changing; remove it")
-        repeated = duplicates(keys)
-        if repeated:
-            raise invalid(f"duplicate label key {repeated[0]!r}")
+                message = f"{key!r} changes without the hardware changing; remove it"
+                raise invalid(message, str(index))
+            if key in keys[:index]:
+                raise invalid(f"duplicate label key {key!r}", str(index))
         return keys
 
 
@@ -117,7 +117,10 @@ class BurnRateWindow(SpecModel):
         return self
 
 
-DEFAULT_BURN_RATE_WINDOWS: tuple[tuple[int, int, float], ...] = ((3600, 300, 14.4), (21600, 1800, 6.0))
+DEFAULT_BURN_RATE_WINDOWS: tuple[tuple[int, int, float], ...] = (
+    (3600, 300, 14.4),
+    (21600, 1800, 6.0),
+)
 """(long, short, burn rate) pairs of the SRE workbook's multi-window alerts."""
 
 
@@ -173,9 +176,7 @@ class SLO(SpecModel):
             value is not None for value in (self.error_query, self.total_query, self.objective)
         )
         if threshold_form and budget_form:
-            raise invalid(
-                "set either query/threshold or errorQuery/totalQuery/objective, not both"
-            )
+            raise invalid("set either query/threshold or errorQuery/totalQuery/objective, not both")
         if not threshold_form and not budget_form:
             raise invalid("set query and threshold, or errorQuery, totalQuery and objective")
         required = (
@@ -201,4 +202,3 @@ class SLO(SpecModel):
             raise ValueError(f"SLO {self.name!r} is not an error-budget SLO")
         values = {"window": format_duration(window_seconds)}
         return render_query(self.error_query, values), render_query(self.total_query, values)
-

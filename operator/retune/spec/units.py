@@ -84,28 +84,15 @@ def parse_quantity(value: str) -> float:
 
 
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_CRON_FIELDS = (
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+# (name, lowest, highest, names accepted in place of numbers) of each cron field.
+_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day-of-month", 1, 31, {}),
-    (
-        "month",
-        1,
-        12,
-        {
-            name: i + 1
-            for i, name in enumerate(
-                ["jan", "feb", "mar", "apr", "may", "jun"]
-                + ["jul", "aug", "sep", "oct", "nov", "dec"]
-            )
-        },
-    ),
-    (
-        "day-of-week",
-        0,
-        7,
-        {name: i for i, name in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])},
-    ),
+    ("month", 1, 12, {name: number for number, name in enumerate(_MONTHS, start=1)}),
+    ("day-of-week", 0, 7, {name: number for number, name in enumerate(_WEEKDAYS)}),
 )
 CRON_HINT = "a cron schedule with 5 fields (minute hour day-of-month month day-of-week)"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from retune.search.ledger import Ledger
 from retune.search.llm.audit import AuditEntry, AuditLog
@@ -16,9 +15,7 @@ from retune.search.llm.client import ChatEndpoint, RetryPolicy
 from retune.search.llm.mutator import LLMMutator, Tier
 from retune.search.llm.prompts import PolicyBrief
 from retune.search.mutation import Mutator
-
-if TYPE_CHECKING:
-    from retune.spec import ApiKeySource, PolicySpec, SearchSpec
+from retune.spec import ApiKeySource, ModelTier, PolicySpec, Pricing, SearchSpec
 
 __all__ = [
     "AuditEntry",
@@ -29,12 +26,13 @@ __all__ = [
     "Tier",
     "build_llm_mutator",
     "env_api_key",
+    "tiers_for_base_url",
 ]
 
-# What an OpenAI client is given for an endpoint that needs no key (a local server).
+# What the OpenAI client is given for an endpoint that needs no key (a local server).
 NO_KEY = "no-key"
 
-ApiKeyResolver = Callable[["ApiKeySource"], "str | None"]
+ApiKeyResolver = Callable[[ApiKeySource], str | None]
 
 
 class LLMConfigError(ValueError):
@@ -43,8 +41,7 @@ class LLMConfigError(ValueError):
 
 def env_api_key(source: ApiKeySource) -> str | None:
     """The key from the environment variable ``source`` names (local mode)."""
-    name = getattr(source, "env", None)
-    return os.environ.get(name) if name else None
+    return os.environ.get(source.env) if source.env else None
 
 
 def build_llm_mutator(
@@ -66,45 +63,58 @@ def build_llm_mutator(
     """
     resolve = resolve_api_key or env_api_key
     if not search_spec.models:
-        raise LLMConfigError("search.models: the llm mutator needs at least one model tier")
+        raise LLMConfigError("spec.search.models: the llm mutator needs at least one model tier")
     tiers = [_tier(index, model, resolve) for index, model in enumerate(search_spec.models)]
     policy = PolicyBrief(
         entrypoint=policy_spec.entrypoint,
-        signature=policy_spec.signature or "",
-        description=policy_spec.description or "",
-        kind=str(getattr(policy_spec, "kind", "") or ""),
+        signature=policy_spec.signature,
+        description=policy_spec.description,
+        kind=policy_spec.kind,
     )
-    return LLMMutator(
-        tiers,
-        policy,
-        ledger,
-        fallback,
-        seed=seed,
-        audit=AuditLog(audit_path) if audit_path is not None else None,
-        retry=retry,
-    )
+    audit = AuditLog(audit_path) if audit_path is not None else None
+    return LLMMutator(tiers, policy, ledger, fallback, seed=seed, audit=audit, retry=retry)
 
 
-def _tier(index: int, model: object, resolve: ApiKeyResolver) -> Tier:
-    from retune.spec import ModelTier  # noqa: F401  (documents the expected type)
+def tiers_for_base_url(models: list[ModelTier], base_url: str) -> list[ModelTier]:
+    """``models`` pointed at ``base_url``; with none configured, the two models of the
+    stand-in server (``bench/mutation_server.py``): ``small`` mutates, ``large`` makes
+    paradigm shifts, at that server's prices."""
+    if models:
+        return [model.model_copy(update={"base_url": base_url}) for model in models]
+    return [
+        ModelTier(
+            name="small",
+            role="mutate",
+            base_url=base_url,
+            model="small",
+            pricing=Pricing(input_per_million=0.15, output_per_million=0.60),
+        ),
+        ModelTier(
+            name="large",
+            role="paradigm",
+            base_url=base_url,
+            model="large",
+            pricing=Pricing(input_per_million=2.50, output_per_million=10.00),
+        ),
+    ]
 
-    assert isinstance(model, ModelTier)
-    source = model.api_key
-    key = resolve(source) if source is not None else NO_KEY
+
+def _tier(index: int, model: ModelTier, resolve: ApiKeyResolver) -> Tier:
+    key = resolve(model.api_key) if model.api_key is not None else NO_KEY
     if not key:
-        where = f"search.models[{index}].apiKey"
-        env = getattr(source, "env", None)
+        where = f"spec.search.models[{index}].apiKey"
+        env = model.api_key.env if model.api_key is not None else None
         hint = f"set the environment variable {env}" if env else "check the referenced Secret"
         raise LLMConfigError(f"{where}: no API key for tier {model.name!r}; {hint}")
     endpoint = ChatEndpoint(
         base_url=model.base_url,
         api_key=key,
         model=model.model,
-        timeout_seconds=model.timeout_seconds,
+        timeout_seconds=float(model.timeout_seconds),
     )
     return Tier(
         name=model.name,
-        role=str(getattr(model.role, "value", model.role)),
+        role=model.role,
         endpoint=endpoint,
         prices=model.pricing,
         max_concurrency=model.max_concurrency,

@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import openai
 
@@ -80,7 +80,7 @@ class ChatEndpoint:
         try:
             response = self._client.chat.completions.create(
                 model=self.model,
-                messages=messages,
+                messages=cast(Any, messages),  # plain dicts are the wire format
                 max_tokens=max_tokens,
                 temperature=temperature,
                 seed=seed,
@@ -96,7 +96,9 @@ class ChatEndpoint:
             return self._failed(started, "malformed", retryable=True, detail=detail)
         return self._answered(started, messages, response)
 
-    def _answered(self, started: float, messages: list[dict[str, str]], response: Any) -> CallResult:
+    def _answered(
+        self, started: float, messages: list[dict[str, str]], response: Any
+    ) -> CallResult:
         latency = time.monotonic() - started
         choices = getattr(response, "choices", None) or []
         choice = choices[0] if choices else None
@@ -134,7 +136,9 @@ class ChatEndpoint:
             outcome = f"http_{status}"
         retryable = status in _RETRYABLE_STATUS or status >= 500
         detail = f"HTTP {status}: {_body_message(error)}"
-        return self._failed(started, outcome, retryable=retryable, retry_after=retry_after, detail=detail)
+        return self._failed(
+            started, outcome, retryable=retryable, retry_after=retry_after, detail=detail
+        )
 
     def _failed(
         self,
@@ -190,7 +194,9 @@ class RetryPolicy:
     max_delay_seconds: float = 8.0
     max_retry_after_seconds: float = 30.0  # a server asking for more: use another tier
 
-    def delay(self, retry_index: int, rng: random.Random, retry_after: float | None) -> float | None:
+    def delay(
+        self, retry_index: int, rng: random.Random, retry_after: float | None
+    ) -> float | None:
         """Seconds to wait before retry ``retry_index`` (0-based); ``None``: do not retry.
 
         Exponential backoff with "equal jitter" (half fixed, half drawn from ``rng``), or

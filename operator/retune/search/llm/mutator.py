@@ -35,7 +35,13 @@ from retune.search.llm.client import ChatEndpoint, RetryPolicy, Step, with_retri
 from retune.search.llm.parse import parse_answer
 from retune.search.llm.pricing import PerMillionPrices, cost_usd, worst_case_usd
 from retune.search.llm.prompts import PolicyBrief, Prompt, build_prompt
-from retune.search.mutation import DuplicateCheck, MutationKind, MutationRequest, MutationResult, Mutator
+from retune.search.mutation import (
+    DuplicateCheck,
+    MutationKind,
+    MutationRequest,
+    MutationResult,
+    Mutator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +224,7 @@ class LLMMutator:
                 failure = f"{call.outcome}: {call.detail}"
             self.ledger.settle(
                 reservation,
-                model=tier.model,
+                model=tier.name,
                 usd=usd,
                 prompt_tokens=call.prompt_tokens,
                 completion_tokens=call.completion_tokens,
@@ -252,11 +258,11 @@ class LLMMutator:
         )
         if parsed.code is None:
             return None, parsed.failure or "no_code"
-        description = f"{tier.model} {request.kind}: {parsed.summary}"
+        description = f"{tier.name} ({tier.model}) {request.kind}: {parsed.summary}"
         gist = _gist(text)
         if gist:
             description += f" -- {gist}"
-        return MutationResult(code=parsed.code, description=description, model=tier.model), ""
+        return MutationResult(code=parsed.code, description=description, model=tier.name), ""
 
     def _audit(self, entry: AuditEntry) -> None:
         if self.audit is None:

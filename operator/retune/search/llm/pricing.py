@@ -47,6 +47,8 @@ def cost_usd(prices: PerMillionPrices, prompt_tokens: int, completion_tokens: in
     return (prompt_tokens * per_in + completion_tokens * per_out) / 1_000_000
 
 
-def worst_case_usd(prices: PerMillionPrices, messages: Sequence[str], max_output_tokens: int) -> float:
+def worst_case_usd(
+    prices: PerMillionPrices, messages: Sequence[str], max_output_tokens: int
+) -> float:
     """The most a call with this prompt and output cap can cost; what a call reserves."""
     return cost_usd(prices, prompt_token_bound(messages), max_output_tokens)

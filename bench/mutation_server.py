@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""A deterministic, OpenAI-compatible stand-in for real models.
+
+It answers ``POST /v1/chat/completions`` with seeded mutations of the program in the
+prompt, in the format the prompt asks for (SEARCH/REPLACE blocks, or a whole program in a
+```python fence), with prose around them as a real model writes. An answer is a function
+of the model name, the prompt text, the request's ``seed`` field and ``--seed`` only --
+never of request order -- so a run replays whatever the client's concurrency.
+
+Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /stats`` (tokens
+served per model), ``GET|POST /admin/faults`` (read or replace the fault spec),
+``POST /admin/reset`` (zero the stats). Standard library only.
+
+Faults (``--faults``, comma-separated ``KIND[@MODEL]:P`` or ``KIND[@MODEL]:#N``): with
+probability P per request (a seeded draw from the request's content), or for the next N
+matching requests. Kinds: ``stall`` (alias ``timeout``: no answer for
+``--stall-seconds``, then the connection closes), ``429`` (with Retry-After), ``500``,
+``503``, ``drop`` (the connection closes with no answer), ``malformed`` (a 200 whose body
+is not JSON), ``empty`` (a 200 with no choices), ``garbage`` (a 200 with prose and no
+code), ``truncate`` (a 200 cut off at half length, finish_reason ``length``). Tokens are
+counted in /stats exactly when a response carries a ``usage`` block: never for stall,
+429, 5xx, drop or malformed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import random
+import re
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutation_edits import Hints, Style, hints_from_signature, mutate_source
+from mutation_faults import Faults, parse_faults
+
+TOKEN = re.compile(r"\w+|[^\w\s]")
+PARENT_HEADING = "## Current program"  # the heading retune's prompts put the parent under
+DIFF_MARKER = "SEARCH/REPLACE"
+_SIGNATURE = re.compile(r"signature: `([^`]+)`")  # how retune's prompts state it
+_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)\n[ \t]*```", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    input_per_million: float
+    output_per_million: float
+    style: Style
+
+
+MODELS = {
+    "small": ModelCard("small", 0.15, 0.60, Style(min_edits=1, max_edits=2, structural=False)),
+    "large": ModelCard("large", 2.50, 10.00, Style(min_edits=3, max_edits=5, structural=True)),
+}
+
+
+def count_tokens(text: str) -> int:
+    """The stand-in tokenizer: words and single punctuation characters."""
+    return len(TOKEN.findall(text))
+
+
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    return 3 + sum(4 + count_tokens(str(m.get("content") or "")) for m in messages)
+
+
+def _draw(*parts: object) -> random.Random:
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+# -- answers -------------------------------------------------------------------------------
+def parent_program(prompt: str) -> str | None:
+    at = prompt.find(PARENT_HEADING)
+    match = _FENCE.search(prompt, at if at >= 0 else 0)
+    return match.group(1) + "\n" if match else None
+
+
+def write_answer(card: ModelCard, prompt: str, rng: random.Random) -> str:
+    parent = parent_program(prompt)
+    signature = _SIGNATURE.search(prompt)
+    hints = hints_from_signature(signature.group(1)) if signature else Hints()
+    mutated = mutate_source(parent, card.style, rng, hints) if parent else None
+    if parent is None or mutated is None:
+        return garbage_answer(rng)
+    new, labels = mutated
+    changes = _join(labels)
+    if DIFF_MARKER in prompt:
+        opener = rng.choice(
+            [
+                f"Looking at the per-subset scores, I'd {changes}.",
+                f"The feedback points at one weakness; a focused fix is to {changes}.",
+                f"One targeted improvement: {changes}.",
+            ]
+        )
+        return f"{opener}\n\n{diff_blocks(parent, new)}\n\nThe interface is unchanged.\n"
+    opener = rng.choice(
+        [
+            "Here is a restructured version of the policy.",
+            "Let me take a different approach to this policy.",
+            "I rewrote the policy around a different weighting.",
+        ]
+    )
+    bullets = "\n".join(f"- {label[0].upper()}{label[1:]}" for label in labels)
+    return f"{opener}\n\n```python\n{new.rstrip()}\n```\n\nWhat changed:\n{bullets}\n"
+
+
+def garbage_answer(rng: random.Random) -> str:
+    return rng.choice(
+        [
+            "I'm not sure what you would like me to change. Could you share more about the "
+            "workload and the metric you care about?",
+            "Great question! Tuning a policy like this depends on many factors, such as the "
+            "access pattern, the cache size and the hardware. Consider profiling first.",
+            "The current program already looks reasonable to me; I would keep it as it is.",
+        ]
+    )
+
+
+def diff_blocks(old: str, new: str) -> str:
+    """SEARCH/REPLACE blocks turning ``old`` into ``new``, each SEARCH unique in ``old``."""
+    import difflib
+
+    a, b = old.splitlines(), new.splitlines()
+    for context in range(1, 5):
+        groups = list(
+            difflib.SequenceMatcher(None, a, b, autojunk=False).get_grouped_opcodes(context)
+        )
+        blocks = []
+        for group in groups:
+            search = a[group[0][1] : group[-1][2]]
+            replace = b[group[0][3] : group[-1][4]]
+            blocks.append((search, replace))
+        if all(_unique(old, s) for s, _ in blocks):
+            break
+    else:
+        blocks = [(a, b)]
+    return "\n\n".join(
+        "<<<<<<< SEARCH\n" + "\n".join(s) + "\n=======\n" + "\n".join(r) + "\n>>>>>>> REPLACE"
+        for s, r in blocks
+    )
+
+
+def _unique(text: str, lines: list[str]) -> bool:
+    needle = "\n".join(lines) + "\n"
+    return bool(lines) and any(line.strip() for line in lines) and (text.count(needle) == 1)
+
+
+def _join(labels: list[str]) -> str:
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def truncate_tokens(text: str, limit: int) -> str:
+    """The prefix of ``text`` holding its first ``limit`` tokens."""
+    matches = list(TOKEN.finditer(text))
+    return text if len(matches) <= limit else text[: matches[limit - 1].end()] if limit else ""
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], args: argparse.Namespace) -> None:
+        super().__init__(address, Handler)
+        self.seed: int = args.seed
+        self.faults = Faults(args.faults)
+        self.stall_seconds: float = args.stall_seconds
+        self.retry_after: float = args.retry_after
+        self.verbose: bool = args.verbose
+        self.stats: dict[str, dict[str, int]] = {}
+        self.stats_lock = threading.Lock()
+
+    def count(self, model: str, prompt: int, completion: int) -> None:
+        with self.stats_lock:
+            served = self.stats.setdefault(model, {"prompt_tokens": 0, "completion_tokens": 0})
+            served["prompt_tokens"] += prompt
+            served["completion_tokens"] += completion
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+    # -- routing ---------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        if self.path == "/v1/models":
+            data = [
+                {
+                    "id": c.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "retune-bench",
+                    "pricing": {
+                        "input_per_million": c.input_per_million,
+                        "output_per_million": c.output_per_million,
+                    },
+                    "edits": [c.style.min_edits, c.style.max_edits],
+                }
+                for c in MODELS.values()
+            ]
+            self._json(200, {"object": "list", "data": data})
+        elif self.path == "/stats":
+            with self.server.stats_lock:
+                self._json(200, json.loads(json.dumps(self.server.stats)))
+        elif self.path == "/admin/faults":
+            self._json(200, {"faults": self.server.faults.spec})
+        else:
+            self._error(404, f"no route {self.path}", "not_found")
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/v1/chat/completions":
+            self._chat(body)
+        elif self.path == "/admin/faults":
+            try:
+                text = body.decode()
+                spec = json.loads(text)["faults"] if text.lstrip().startswith("{") else text
+                self.server.faults.replace(spec)
+            except (ValueError, KeyError, TypeError) as error:
+                self._error(400, str(error), "invalid_request_error")
+                return
+            self._json(200, {"faults": self.server.faults.spec})
+        elif self.path == "/admin/reset":
+            with self.server.stats_lock:
+                self.server.stats.clear()
+            self._json(200, {})
+        else:
+            self._error(404, f"no route {self.path}", "not_found")
+
+    # -- chat ------------------------------------------------------------------------------
+    def _chat(self, body: bytes) -> None:
+        try:
+            request = json.loads(body)
+            model, messages = request["model"], request["messages"]
+            assert isinstance(messages, list)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            self._error(
+                400, "the body must be JSON with `model` and `messages`", "invalid_request_error"
+            )
+            return
+        card = MODELS.get(model)
+        if card is None:
+            self._error(404, f"the model `{model}` does not exist", "model_not_found")
+            return
+        prompt = "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
+        key = (self.server.seed, model, prompt, request.get("seed"))
+        fault = self.server.faults.pick(model, _draw(*key, "fault").random())
+        if fault in ("stall", "drop"):
+            if fault == "stall":
+                time.sleep(self.server.stall_seconds)
+            self._drop()
+        elif fault == "429":
+            wait = self.server.retry_after
+            headers = {"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000))}
+            self._error(429, "rate limit reached for requests", "rate_limit_exceeded", headers)
+        elif fault in ("500", "503"):
+            self._error(
+                int(fault), "the server had an error while processing your request", "server_error"
+            )
+        elif fault == "malformed":
+            self._send(200, b'{"id": "chatcmpl-x", "object": "chat.completion", "choices": [{"mess')
+        else:
+            self._complete(card, prompt, messages, request, key, fault)
+
+    def _complete(
+        self,
+        card: ModelCard,
+        prompt: str,
+        messages: list[Any],
+        request: dict[str, Any],
+        key: tuple[object, ...],
+        fault: str | None,
+    ) -> None:
+        rng = _draw(*key, "answer")
+        text = garbage_answer(rng) if fault == "garbage" else write_answer(card, prompt, rng)
+        finish = "stop"
+        limit = request.get("max_completion_tokens") or request.get("max_tokens")
+        if fault == "truncate":
+            text, finish = truncate_tokens(text, count_tokens(text) // 2), "length"
+        if isinstance(limit, int) and count_tokens(text) > limit:
+            text, finish = truncate_tokens(text, limit), "length"
+        usage_in = prompt_tokens([m for m in messages if isinstance(m, dict)])
+        usage_out = 0 if fault == "empty" else count_tokens(text)
+        choices = (
+            []
+            if fault == "empty"
+            else [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                }
+            ]
+        )
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+        self.server.count(card.name, usage_in, usage_out)
+        self._json(
+            200,
+            {
+                "id": f"chatcmpl-{digest}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": card.name,
+                "choices": choices,
+                "usage": {
+                    "prompt_tokens": usage_in,
+                    "completion_tokens": usage_out,
+                    "total_tokens": usage_in + usage_out,
+                },
+            },
+        )
+
+    # -- wire ------------------------------------------------------------------------------
+    def _json(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(payload).encode(), headers)
+
+    def _error(
+        self, status: int, message: str, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        payload = {"error": {"message": message, "type": code, "param": None, "code": code}}
+        self._json(status, payload, headers)
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:  # the client went away (it timed out, say)
+            self.close_connection = True
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--faults", default="", help='e.g. "429:0.2,500:0.1,stall@large:#1"')
+    parser.add_argument("--stall-seconds", type=float, default=30.0)
+    parser.add_argument("--retry-after", type=float, default=1.0, help="seconds a 429 asks for")
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    args = parser.parse_args(argv)
+    try:
+        parse_faults(args.faults)
+    except ValueError as error:
+        parser.error(str(error))
+    server = Server((args.host, args.port), args)
+    port = server.server_address[1]
+    print(f"mutation server listening on http://{args.host}:{port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""The status the operator writes: where the target is, what it found, what it spent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from retune.spec.base import StatusModel
+
+HISTORY_LIMIT = 10
+"""How many finished rollouts the status keeps."""
+
+
+class Phase(StrEnum):
+    """Where a target is in its loop."""
+
+    IDLE = "Idle"
+    PROFILING = "Profiling"
+    SEARCHING = "Searching"
+    VALIDATING = "Validating"
+    CANARY = "Canary"
+    STABLE = "Stable"
+    DEGRADED = "Degraded"
+    PAUSED = "Paused"
+
+
+class ConditionType(StrEnum):
+    """Condition types the operator sets."""
+
+    READY = "Ready"
+    SEARCHING = "Searching"
+    DEGRADED = "Degraded"
+    DRIFTED = "Drifted"
+    CANARY_PROGRESSING = "CanaryProgressing"
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(StatusModel):
+    """A Kubernetes-style condition."""
+
+    type: str
+    """Condition type, e.g. ``Ready``."""
+    status: ConditionStatus = "Unknown"
+    """``True``, ``False`` or ``Unknown``."""
+    reason: str = ""
+    """One CamelCase word saying why."""
+    message: str = ""
+    """Human-readable detail."""
+    last_transition_time: datetime | None = None
+    """When the status last changed."""
+    observed_generation: int | None = None
+    """The spec generation the condition was computed from."""
+
+
+class ModelUsageStatus(StatusModel):
+    """What one model tier has been used for."""
+
+    calls: int = 0
+    """Calls made, failed ones included."""
+    prompt_tokens: int = 0
+    """Prompt tokens sent."""
+    completion_tokens: int = 0
+    """Completion tokens received."""
+    usd: float = 0.0
+    """US dollars spent."""
+
+
+class LedgerStatus(StatusModel):
+    """What the current (or last) search has spent."""
+
+    evaluations: int = 0
+    """Candidate evaluations run."""
+    usd: float = 0.0
+    """US dollars spent on model calls."""
+    models: dict[str, ModelUsageStatus] = {}
+    """Usage per model tier name."""
+
+
+class RolloutStatus(StatusModel):
+    """The rollout in flight; kept in the status so a restarted operator resumes it."""
+
+    revision: str
+    """The policy revision (ConfigMap) being rolled out."""
+    step: int = 0
+    """Index of the current canary step."""
+    share: int = 0
+    """Canary share of the replicas at this step, in percent."""
+    analysis: dict[str, float | None] = {}
+    """Last value of each analysis query; null when the query returned no data."""
+    failures: int = 0
+    """Failed analyses so far."""
+    no_data_intervals: int = 0
+    """Analyses in a row that returned no data."""
+    started_at: datetime | None = None
+    """When the rollout started."""
+    step_started_at: datetime | None = None
+    """When the current step started."""
+
+
+class RolloutRecord(StatusModel):
+    """A finished rollout and how it ended."""
+
+    revision: str
+    """The policy revision that was rolled out."""
+    outcome: Literal["Promoted", "RolledBack", "Aborted"]
+    """How it ended."""
+    reason: str = ""
+    """Why it ended so (e.g. the failing analysis)."""
+    score: float | None = None
+    """The revision's validated score."""
+    started_at: datetime | None = None
+    """When the rollout started."""
+    finished_at: datetime | None = None
+    """When it ended."""
+
+
+class TargetStatus(StatusModel):
+    """Status of an OptimizationTarget."""
+
+    phase: Phase = Phase.IDLE
+    """Where the target is in its loop."""
+    conditions: list[Condition] = Field(
+        default=[],
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    """Kubernetes-style conditions, one per type."""
+    observed_generation: int | None = None
+    """The spec generation the status reflects."""
+    hardware_fingerprint: str | None = None
+    """Fingerprint of the hardware class the stable policy was tuned for."""
+    hardware: dict[str, str] = {}
+    """The hardware labels behind the fingerprint."""
+    profile: dict[str, float] = {}
+    """The workload profile the stable policy (or the running search) was tuned on."""
+    best_score: float | None = None
+    """Score of the best candidate found."""
+    seed_score: float | None = None
+    """Score of the seed policy, for comparison."""
+    best_candidate: str | None = None
+    """Identifier of the best candidate found."""
+    stable_revision: str | None = None
+    """The policy revision the workload runs."""
+    canary_revision: str | None = None
+    """The policy revision being rolled out, if any."""
+    ledger: LedgerStatus = Field(default_factory=LedgerStatus)
+    """What the current (or last) search has spent."""
+    rollout: RolloutStatus | None = None
+    """The rollout in flight, if any."""
+    history: list[RolloutRecord] = []
+    """The last finished rollouts, newest last."""
+    last_retune_time: datetime | None = None
+    """When the last search started (the cooldown counts from its end)."""
+    last_retune_reason: str | None = None
+    """What triggered the last search."""
+    last_search_end_time: datetime | None = None
+    """When the last search ended."""
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of ``type_``, if set."""
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def set_condition(
+        self,
+        type_: str,
+        status: ConditionStatus,
+        reason: str,
+        message: str,
+        *,
+        now: datetime,
+        generation: int | None = None,
+    ) -> bool:
+        """Set a condition; its transition time moves only when its status changes.
+
+        Returns whether anything changed.
+        """
+        current = self.condition(type_)
+        if current is None:
+            self.conditions.append(
+                Condition(
+                    type=type_,
+                    status=status,
+                    reason=reason,
+                    message=message,
+                    last_transition_time=now,
+                    observed_generation=generation,
+                )
+            )
+            return True
+        before = current.model_dump()
+        if current.status != status:
+            current.last_transition_time = now
+        current.status = status
+        current.reason = reason
+        current.message = message
+        current.observed_generation = generation
+        return current.model_dump() != before
+
+    def record_rollout(self, record: RolloutRecord, limit: int = HISTORY_LIMIT) -> None:
+        """Append a finished rollout, keeping the last ``limit``."""
+        self.history = [*self.history, record][-limit:]

@@ -1,0 +1,1 @@
+"""Real control plane, node agent and Prometheus fixtures for the test suite."""

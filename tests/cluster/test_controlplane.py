@@ -1,0 +1,254 @@
+"""The test control plane behaves like a real cluster, node agent included."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.processes import wait_until
+
+pytestmark = pytest.mark.cluster
+
+def _job_pods(core: client.CoreV1Api, namespace: str, job: str) -> list[client.V1Pod]:
+    return core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+
+
+def _python_container(name: str, code: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "image": "python:3.11-slim", "command": ["python", "-c", code], **extra}
+
+
+def _optimization_target(name: str, max_evaluations: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "retune.dev/v1alpha1",
+        "kind": "OptimizationTarget",
+        "metadata": {"name": name},
+        "spec": {
+            "workloadRef": {"name": "cache"},
+            "policy": {"entrypoint": "evict", "signature": "evict(cache, request)", "seed": {"inline": "def evict(cache, request):\n    return 0\n"}},
+            "evaluator": {"module": "examples.cache.evaluator"},
+            "search": {"budget": {"maxEvaluations": max_evaluations}},
+        },
+    }
+
+
+def test_optimization_target_with_an_invalid_field_is_rejected_naming_the_field(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    objects = client.CustomObjectsApi(cluster.api())
+    where = ("retune.dev", "v1alpha1", namespace, "optimizationtargets")
+
+    with pytest.raises(ApiException) as rejected:
+        objects.create_namespaced_custom_object(*where, _optimization_target("no-budget", 0))
+    assert rejected.value.status == 422
+    assert "spec.search.budget.maxEvaluations" in rejected.value.body
+
+    objects.create_namespaced_custom_object(*where, _optimization_target("cache", 10))
+    created = objects.get_namespaced_custom_object(*where, "cache")
+    assert created["spec"]["search"]["budget"]["maxEvaluations"] == 10
+
+
+def test_gpu_job_runs_on_a_gpu_node_and_its_termination_message_is_read_back(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    core, batch = client.CoreV1Api(cluster.api()), client.BatchV1Api(cluster.api())
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "batch"}, "data": {"candidates.json": json.dumps([1, 2, 3])}}
+    )
+    # Reads the mounted ConfigMap and reports through the termination message, as an
+    # evaluation pod does; both paths go through RETUNE_PATH_PREFIX.
+    code = (
+        "import json, os\n"
+        "root = os.environ['RETUNE_PATH_PREFIX']\n"
+        "values = json.load(open(root + '/etc/retune/batch/candidates.json'))\n"
+        "result = {'sum': sum(values), 'gpu': os.environ['GPU_PRODUCT']}\n"
+        "open(root + '/dev/termination-log', 'w').write(json.dumps(result))\n"
+    )
+    container = _python_container(
+        "evaluate",
+        code,
+        env=[{"name": "GPU_PRODUCT", "value": "NVIDIA-H100-80GB-HBM3"}],
+        resources={"limits": {"nvidia.com/gpu": "1"}},
+        volumeMounts=[{"name": "batch", "mountPath": "/etc/retune/batch", "readOnly": True}],
+    )
+    job = {
+        "metadata": {"name": "evaluate"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "activeDeadlineSeconds": 120,
+                    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                    "containers": [container],
+                    "volumes": [{"name": "batch", "configMap": {"name": "batch"}}],
+                }
+            },
+        },
+    }
+    batch.create_namespaced_job(namespace, job)
+
+    def complete() -> bool:
+        status = batch.read_namespaced_job_status("evaluate", namespace).status
+        assert not status.failed, f"job failed: {status.conditions}"
+        return bool(status.succeeded)
+
+    wait_until(complete, 60, "the GPU job to complete")
+    (pod,) = _job_pods(core, namespace, "evaluate")
+    node = core.read_node(pod.spec.node_name)
+    assert node.metadata.labels["retune.dev/pool"] == "gpu"
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert terminated.exit_code == 0 and terminated.reason == "Completed"
+    assert json.loads(terminated.message) == {"sum": 6, "gpu": "NVIDIA-H100-80GB-HBM3"}
+    assert pod.status.pod_ip == "127.0.0.1"
+
+
+def test_deployment_pods_are_created_by_the_controller_manager_and_bound_by_the_scheduler(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    apps, core = client.AppsV1Api(cluster.api()), client.CoreV1Api(cluster.api())
+    labels = {"app": "cache"}
+    deployment = {
+        "metadata": {"name": "cache"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {"retune.dev/pool": "cpu"},
+                    "containers": [{"name": "cache", "image": "registry.example/cache:1", "resources": {"requests": {"cpu": "100m"}}}],
+                },
+            },
+        },
+    }
+    apps.create_namespaced_deployment(namespace, deployment)
+    wait_until(
+        lambda: apps.read_namespaced_deployment_status("cache", namespace).status.ready_replicas == 3,
+        60,
+        "3 ready replicas",
+    )
+    pods = core.list_namespaced_pod(namespace, label_selector="app=cache").items
+    assert len(pods) == 3
+    for pod in pods:
+        assert pod.metadata.owner_references[0].kind == "ReplicaSet"
+        assert pod.spec.node_name in {"cpu-pool-0", "cpu-pool-1"}
+        scheduled = next(c for c in pod.status.conditions if c.type == "PodScheduled")
+        assert scheduled.status == "True"
+    events = core.list_namespaced_event(namespace, field_selector="reason=Scheduled").items
+    assert {e.involved_object.name for e in events} == {p.metadata.name for p in pods}
+
+
+def test_serviceaccount_is_denied_without_a_role_and_allowed_with_one(cluster: ControlPlane, namespace: str) -> None:
+    core, rbac = client.CoreV1Api(cluster.api()), client.RbacAuthorizationV1Api(cluster.api())
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "reader"}})
+    as_reader = client.CoreV1Api(cluster.api(cluster.serviceaccount_kubeconfig(namespace, "reader")))
+
+    with pytest.raises(ApiException) as denied:
+        as_reader.list_namespaced_config_map(namespace)
+    assert denied.value.status == 403
+    assert f"system:serviceaccount:{namespace}:reader" in denied.value.body
+
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "reader"}, "rules": [rule]})
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+        },
+    )
+    wait_until(lambda: as_reader.list_namespaced_config_map(namespace) is not None, 10, "the RoleBinding to apply")
+    with pytest.raises(ApiException) as still_denied:
+        as_reader.delete_namespaced_config_map("kube-root-ca.crt", namespace)
+    assert still_denied.value.status == 403
+
+
+def test_relabelling_a_node_is_seen_by_a_watch(cluster: ControlPlane) -> None:
+    core = client.CoreV1Api(cluster.api())
+    version = core.list_node().metadata.resource_version
+    cluster.relabel_node("gpu-pool-0", {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": None})
+
+    # Other writers (the node-lifecycle controller) modify nodes too: find our change.
+    seen = None
+    for event in watch.Watch().stream(core.list_node, resource_version=version, timeout_seconds=10):
+        node = event["object"]
+        if event["type"] == "MODIFIED" and node.metadata.name == "gpu-pool-0":
+            if node.metadata.labels.get("nvidia.com/gpu.product") == "NVIDIA-A100-SXM4-80GB":
+                seen = node.metadata.labels
+                break
+    assert seen is not None, "the watch saw no relabelling of gpu-pool-0"
+    assert "nvidia.com/gpu.memory" not in seen
+
+
+def test_pods_land_on_an_added_node_and_nodes_reset_after_the_test(cluster: ControlPlane, namespace: str) -> None:
+    core = client.CoreV1Api(cluster.api())
+    cluster.add_node("gpu-pool-9", "gpu", labels={"nvidia.com/gpu.product": "NVIDIA-L4", "nvidia.com/gpu.memory": "23034"})
+    pod = {
+        "metadata": {"name": "on-l4"},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"},
+            "containers": [_python_container("main", "print('hello from', __import__('os').environ['HOSTNAME'])")],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+    wait_until(lambda: core.read_namespaced_pod("on-l4", namespace).status.phase == "Succeeded", 30, "the pod to succeed")
+    assert core.read_namespaced_pod("on-l4", namespace).spec.node_name == "gpu-pool-9"
+    assert cluster.pod_log(namespace, "on-l4") == "hello from on-l4\n"
+
+
+def test_node_reset_restored_the_default_nodes(cluster: ControlPlane) -> None:
+    names = {node.metadata.name for node in client.CoreV1Api(cluster.api()).list_node().items}
+    assert names == {"cpu-pool-0", "cpu-pool-1", "gpu-pool-0"}
+    labels = client.CoreV1Api(cluster.api()).read_node("gpu-pool-0").metadata.labels
+    assert labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+
+
+def test_active_deadline_fails_the_pod_and_kills_its_process(cluster: ControlPlane, namespace: str) -> None:
+    core = client.CoreV1Api(cluster.api())
+    pod = {
+        "metadata": {"name": "too-slow"},
+        "spec": {
+            "restartPolicy": "Never",
+            "activeDeadlineSeconds": 2,
+            "containers": [_python_container("main", "import time; time.sleep(120)")],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+    wait_until(lambda: core.read_namespaced_pod("too-slow", namespace).status.phase == "Failed", 30, "the deadline")
+    status = core.read_namespaced_pod("too-slow", namespace).status
+    assert status.reason == "DeadlineExceeded"
+    assert status.container_statuses[0].state.terminated.exit_code in (137, 143)
+
+
+def test_deleting_a_running_pod_kills_its_process_and_removes_the_pod(cluster: ControlPlane, namespace: str) -> None:
+    core = client.CoreV1Api(cluster.api())
+    pod = {"metadata": {"name": "server"}, "spec": {"containers": [_python_container("main", "import time; time.sleep(300)")]}}
+    core.create_namespaced_pod(namespace, pod)
+
+    def running_pid() -> int | None:
+        statuses = core.read_namespaced_pod("server", namespace).status.container_statuses or []
+        if statuses and statuses[0].state.running:
+            return int(statuses[0].container_id.rsplit("/", 1)[1])
+        return None
+
+    pid = wait_until(running_pid, 30, "the pod to run")
+    core.delete_namespaced_pod("server", namespace)  # default grace period, as kubectl delete
+
+    def gone() -> bool:
+        try:
+            core.read_namespaced_pod("server", namespace)
+            return False
+        except ApiException as error:
+            return error.status == 404
+
+    wait_until(gone, 30, "the pod to be removed")
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)  # type: ignore[call-overload]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -236,6 +237,19 @@ def test_concurrent_callers_never_overshoot_together(server: MutationServer) -> 
     assert any((r.failure or "").startswith("budget") for r in results)
     assert ledger.usd_spent <= budget
     assert ledger_tokens(ledger) == server.stats()
+
+
+def test_a_rewrite_the_strong_tier_cannot_afford_goes_to_the_cheap_one(
+    server: MutationServer,
+) -> None:
+    probe = make_mutator(server)
+    planned = request(0, MutationKind.PARADIGM)
+    budget = worst_case(probe, "small", planned) * 1.5
+    assert worst_case(probe, "large", planned) > budget
+    ledger = Ledger(Budget(max_usd=budget))
+    result = make_mutator(server, ledger).mutate(planned, never_duplicate)
+    assert result.ok and result.model == "small"
+    assert set(server.stats()) == {"small"}
 
 
 # -- faults ------------------------------------------------------------------------------
@@ -512,6 +526,48 @@ class _SlowCompletions:
         with self._lock:
             self.running -= 1
         raise RuntimeError("not a completion")
+
+
+def _answer(text: str) -> Any:
+    message = SimpleNamespace(content=text)
+    return SimpleNamespace(
+        choices=[SimpleNamespace(message=message, finish_reason="stop")],
+        usage=SimpleNamespace(prompt_tokens=100, completion_tokens=50),
+    )
+
+
+class _SlowAnswers:
+    """A slow endpoint that answers every call with a new program."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def create(self, **_: Any) -> Any:
+        time.sleep(0.2)
+        with self._lock:
+            self.count += 1
+            return _answer(f"```python\n{PARENT}\nBIAS = {self.count}\n```")
+
+
+def test_a_call_waits_for_calls_in_flight_to_settle_rather_than_fail() -> None:
+    completions = _SlowAnswers()
+    client = SimpleNamespace(chat=SimpleNamespace(completions=completions))
+    endpoint = ChatEndpoint(
+        base_url="http://unused/v1", api_key="k", model="m", timeout_seconds=1, client=client
+    )
+    prices = Pricing(input_per_million=1, output_per_million=1)
+    tier = Tier(name="only", role="mutate", endpoint=endpoint, prices=prices, max_concurrency=4)
+    brief = PolicyBrief("priority", SIGNATURE, "", "code")
+    planned = request(0)
+    worst = worst_case_usd(prices, build_prompt(planned, brief).texts(), tier.max_output_tokens)
+    # Room for one call in flight at a time, and for several at their actual cost.
+    ledger = Ledger(Budget(max_usd=worst * 1.5))
+    mutator = LLMMutator([tier], brief, ledger, None, seed=0)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda i: mutator.mutate(request(i), never_duplicate), range(3)))
+    assert all(result.ok for result in results), [r.failure for r in results]
+    assert ledger.usd_spent == pytest.approx(3 * 150 / 1e6)
 
 
 def test_a_tier_never_has_more_calls_in_flight_than_its_limit() -> None:

@@ -38,7 +38,9 @@ class FakePrometheus:
 
 
 def vector(*values: str) -> str:
-    result = [{"metric": {"pod": f"p{i}"}, "value": [1700000000.0, v]} for i, v in enumerate(values)]
+    result = [
+        {"metric": {"pod": f"p{i}"}, "value": [1700000000.0, v]} for i, v in enumerate(values)
+    ]
     return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
 
 
@@ -51,7 +53,7 @@ def fake() -> Iterator[FakePrometheus]:
     state = FakePrometheus(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             state.requests.append(
                 (parse_qs(urlparse(self.path).query), {k: v for k, v in self.headers.items()})
             )
@@ -122,7 +124,7 @@ def test_a_successful_query_sends_the_query_and_its_timeout(fake: FakePrometheus
     assert PrometheusProvider(fake.url, timeout=4).query("sum(up)") == Value(3.0)
     params, _ = fake.requests[0]
     assert params["query"] == ["sum(up)"]
-    assert params["timeout"] == ["4s"]
+    assert params["timeout"] == ["4"]  # seconds; Prometheus also parses fractions
 
 
 def test_several_series_over_http_are_invalid(fake: FakePrometheus) -> None:
@@ -155,7 +157,9 @@ def test_a_500_is_unavailable_without_retry(fake: FakePrometheus) -> None:
     assert len(fake.requests) == 1
 
 
-@pytest.mark.parametrize(("status", "hint"), [(401, "credentials"), (403, "credentials"), (404, "check the URL")])
+@pytest.mark.parametrize(
+    ("status", "hint"), [(401, "credentials"), (403, "credentials"), (404, "check the URL")]
+)
 def test_auth_and_path_errors_are_unavailable_with_a_hint(
     fake: FakePrometheus, status: int, hint: str
 ) -> None:
@@ -200,7 +204,9 @@ def test_tls_failure_is_unavailable(fake: FakePrometheus) -> None:
 
 def test_bearer_token_and_headers_are_sent(fake: FakePrometheus) -> None:
     fake.reply = Reply(body=vector("1"))
-    PrometheusProvider(fake.url, bearer_token="s3cret", headers={"X-Scope-OrgID": "team-a"}).query("up")
+    PrometheusProvider(fake.url, bearer_token="s3cret", headers={"X-Scope-OrgID": "team-a"}).query(
+        "up"
+    )
     _, headers = fake.requests[0]
     assert headers["Authorization"] == "Bearer s3cret"
     assert headers["X-Scope-OrgID"] == "team-a"

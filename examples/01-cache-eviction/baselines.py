@@ -23,8 +23,11 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import evaluator  # noqa: E402  (needs HERE on sys.path)
-from cache_model import parse_inputs  # noqa: E402
+from cache_model import parse_inputs  # noqa: E402  (needs HERE on sys.path)
+
+from retune.evaluate.loader import load_evaluator  # noqa: E402
+
+evaluator = load_evaluator(HERE / "evaluator.py")
 
 # (row label, policy file in baselines/, built-in reference or None)
 BASELINES: tuple[tuple[str, str, str | None], ...] = (
@@ -74,6 +77,26 @@ def baseline_table(hardware: dict[str, str] | None = None) -> list[dict[str, Any
     return rows
 
 
+def table_lines(hardware: dict[str, str] | None = None) -> list[str]:
+    """The table as printed (and as pasted into the README)."""
+    context = recorded_context(hardware)
+    workload, params, _ = parse_inputs(context)
+    cache = evaluator.cache_capacity(workload, params, context["hardware"])
+    lines = [
+        f"hardware {context['hardware']}: {cache['cache_bytes'] / 2**30:.1f} GiB of cache "
+        f"({cache['memory_source']}), {cache['cache_share']:.1%} of the working set",
+        "",
+        "| policy | full | steady | scan | shift | holdout |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in baseline_table(hardware):
+        lines.append(
+            f"| {row['policy']} | {row['score']:.4f} | {row['steady']:.4f} | {row['scan']:.4f} "
+            f"| {row['shift']:.4f} | {row['holdout']:.4f} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -84,21 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         help="override a recorded hardware label, e.g. node.kubernetes.io/instance-type=r6i.2xlarge",
     )
     args = parser.parse_args(argv)
-    hardware = dict(item.split("=", 1) for item in args.hardware)
-    context = recorded_context(hardware)
-    workload, params, _ = parse_inputs(context)
-    cache = evaluator.cache_capacity(workload, params, context["hardware"])
-    print(
-        f"hardware: {context['hardware']}: {cache['cache_bytes'] / 2**30:.1f} GiB of cache "
-        f"({cache['memory_source']}), {cache['cache_share']:.1%} of the working set"
-    )
-    print("| policy | full | steady | scan | shift | holdout |")
-    print("|---|---|---|---|---|---|")
-    for row in baseline_table(hardware):
-        print(
-            f"| {row['policy']} | {row['score']:.4f} | {row['steady']:.4f} | {row['scan']:.4f} "
-            f"| {row['shift']:.4f} | {row['holdout']:.4f} |"
-        )
+    print("\n".join(table_lines(dict(item.split("=", 1) for item in args.hardware))))
     return 0
 
 

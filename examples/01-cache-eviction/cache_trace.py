@@ -51,10 +51,10 @@ def generate(
         rng, n_keys, workload.object_size_mean_bytes, workload.object_size_median_bytes
     )
     ranks = np.arange(1, n_keys + 1, dtype=np.float64)
-    cdf = np.cumsum(ranks ** -workload.zipf_alpha)
+    cdf = np.cumsum(ranks**-workload.zipf_alpha)
     cdf /= cdf[-1]
 
-    n_scan = int(round(workload.scan_fraction * length)) if phase == "scan" else 0
+    n_scan = round(workload.scan_fraction * length) if phase == "scan" else 0
     n_regular = length - n_scan
     rank = np.searchsorted(cdf, rng.random(n_regular), side="right")
     rank = np.minimum(rank, n_keys - 1)
@@ -72,7 +72,7 @@ def generate(
     is_scan = np.zeros(n_keys + n_scan, dtype=np.uint8)
     if n_scan:
         # Scans read fresh objects back to back; each scan is inserted at a random point.
-        scan_len = max(1, int(round(workload.scan_length_mean / scale)))
+        scan_len = max(1, round(workload.scan_length_mean / scale))
         n_scans = -(-n_scan // scan_len)
         starts = np.sort(rng.integers(0, n_regular + 1, n_scans))
         where = np.repeat(starts, scan_len)[:n_scan]

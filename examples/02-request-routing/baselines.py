@@ -20,10 +20,9 @@ from typing import Any
 import yaml
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+from retune.evaluate.loader import load_evaluator  # noqa: E402
 
-import evaluator  # noqa: E402  (needs HERE on sys.path)
+evaluator = load_evaluator(HERE / "evaluator.py")
 
 GPU_LABEL = "nvidia.com/gpu.product"
 DEFAULT_GPUS = ("NVIDIA-H100-80GB-HBM3", "NVIDIA-L4")
@@ -43,7 +42,7 @@ def recorded_context(gpu: str | None = None) -> dict[str, Any]:
     """The evaluation context ``retune run`` builds from target.yaml (seed 0)."""
     spec = yaml.safe_load((HERE / "target.yaml").read_text())["spec"]
     hardware = dict(spec["hardware"]["recorded"])
-    if gpu is not None:
+    if gpu is not None and gpu != hardware.get(GPU_LABEL):
         # Another node pool: drop the recorded node's instance type and GPU labels.
         hardware = {
             key: value
@@ -77,32 +76,43 @@ def baseline_table(gpus: tuple[str, ...] = DEFAULT_GPUS) -> dict[str, dict[str, 
     return table
 
 
+def best_single_idea(rows: dict[str, dict]) -> str:
+    """The best of the four single-idea rules (the hybrid left out)."""
+    return max((label for label, _ in HAND_PICKED), key=lambda label: rows[label]["score"])
+
+
+def table_lines(gpus: tuple[str, ...] = DEFAULT_GPUS) -> list[str]:
+    """The tables as printed (and as pasted into the README)."""
+    table = baseline_table(gpus)
+    lines: list[str] = []
+    for gpu in gpus:
+        pool = next(iter(table[gpu].values()))["metrics"]
+        lines += [
+            f"{gpu}: {pool['replicas']:.0f} replicas, each with a "
+            f"{pool['prefix_cache_tokens'] / 1000:.0f}k-token prefix cache and "
+            f"{pool['max_running']:.0f} decode slots",
+            "",
+            "| policy | full | low | medium | high | holdout | p99 TTFT at high load |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for label, result in table[gpu].items():
+            sub = result["subscores"]
+            lines.append(
+                f"| {label} | {result['score']:.4f} | {sub['low']:.4f} | {sub['medium']:.4f} "
+                f"| {sub['high']:.4f} | {result['holdout']:.4f} "
+                f"| {result['metrics']['high_p99_ttft_s']:.2f} s |"
+            )
+        lines += ["", f"best single-idea rule: {best_single_idea(table[gpu])}", ""]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--gpu", action="append", metavar="PRODUCT", help=f"a {GPU_LABEL} value (repeatable)"
     )
     args = parser.parse_args(argv)
-    gpus = tuple(args.gpu or DEFAULT_GPUS)
-    table = baseline_table(gpus)
-    for gpu in gpus:
-        some = next(iter(table[gpu].values()))["metrics"]
-        print(
-            f"\n{gpu}: {some['replicas']:.0f} replicas, prefix cache "
-            f"{some['prefix_cache_tokens'] / 1000:.0f}k tokens and {some['max_running']:.0f} "
-            "decode slots each"
-        )
-        print("| policy | full | low | medium | high | holdout | p99 TTFT high (s) |")
-        print("|---|---|---|---|---|---|---|")
-        for label, result in table[gpu].items():
-            sub = result["subscores"]
-            print(
-                f"| {label} | {result['score']:.4f} | {sub['low']:.4f} | {sub['medium']:.4f} "
-                f"| {sub['high']:.4f} | {result['holdout']:.4f} "
-                f"| {result['metrics']['high_p99_ttft_s']:.2f} |"
-            )
-        best = max(HAND_PICKED, key=lambda row: table[gpu][row[0]]["score"])[0]
-        print(f"best single-idea rule on {gpu}: {best}")
+    print("\n".join(table_lines(tuple(args.gpu or DEFAULT_GPUS))))
     return 0
 
 

@@ -59,7 +59,9 @@ def score_policy(choose: ChooseFn, profile: dict, subset: str) -> dict:
     stats = {level: _level_stats(result, slo) for level, result in results.items()}
     subscores = {level: round(s["score"], 6) for level, s in stats.items()}
     total = sum(params.level_weights[level] for level in results)
-    score = sum(params.level_weights[lv] * subscores[lv] for lv in results) / total if total else 0.0
+    score = (
+        sum(params.level_weights[lv] * subscores[lv] for lv in results) / total if total else 0.0
+    )
     return {
         "score": round(score, 6),
         "subscores": subscores,

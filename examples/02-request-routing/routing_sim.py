@@ -135,7 +135,9 @@ class LevelResult:
     policy_calls: int
 
 
-def simulate(arrivals: Arrivals, pool: Pool, params: RoutingParams, choose: ChooseFn) -> LevelResult:
+def simulate(
+    arrivals: Arrivals, pool: Pool, params: RoutingParams, choose: ChooseFn
+) -> LevelResult:
     """Route every arrival with ``choose`` and return the first-token times."""
     n = pool.replicas
     prefill_tps = pool.gpu.prefill_tokens_per_s
@@ -158,7 +160,11 @@ def simulate(arrivals: Arrivals, pool: Pool, params: RoutingParams, choose: Choo
     start_scoring = arrivals.measured_from
 
     times, ids = arrivals.times, arrivals.prefix_ids
-    prefixes, suffixes, outputs = arrivals.prefix_tokens, arrivals.suffix_tokens, arrivals.output_tokens
+    prefixes, suffixes, outputs = (
+        arrivals.prefix_tokens,
+        arrivals.suffix_tokens,
+        arrivals.output_tokens,
+    )
     for i in range(len(times)):
         now = times[i]
         pid = ids[i]

@@ -55,9 +55,13 @@ def _kubeconfig(server: str, ca: Path, user: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "retune-test", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "clusters": [
+            {"name": "retune-test", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
         "users": [{"name": "user", "user": user}],
-        "contexts": [{"name": "retune-test", "context": {"cluster": "retune-test", "user": "user"}}],
+        "contexts": [
+            {"name": "retune-test", "context": {"cluster": "retune-test", "user": "user"}}
+        ],
         "current-context": "retune-test",
     }
 
@@ -108,9 +112,12 @@ class ControlPlane:
         self._wait_http(apiserver, f"{self.server}/readyz", admin_tls)
         cm_port, scheduler_port = _free_port(self._ports), _free_port(self._ports)
         controller_manager = self._spawn(
-            "kube-controller-manager", self._controller_manager_args(kubeconfigs["controller-manager"], cm_port)
+            "kube-controller-manager",
+            self._controller_manager_args(kubeconfigs["controller-manager"], cm_port),
         )
-        scheduler = self._spawn("kube-scheduler", self._scheduler_args(kubeconfigs["scheduler"], scheduler_port))
+        scheduler = self._spawn(
+            "kube-scheduler", self._scheduler_args(kubeconfigs["scheduler"], scheduler_port)
+        )
         anonymous_tls = ssl.create_default_context()
         anonymous_tls.check_hostname, anonymous_tls.verify_mode = False, ssl.CERT_NONE
         self._wait_http(controller_manager, f"https://127.0.0.1:{cm_port}/healthz", anonymous_tls)
@@ -146,7 +153,12 @@ class ControlPlane:
         parent_death_signal: str = "KILL",
     ) -> ManagedProcess:
         process = ManagedProcess(
-            name, argv, self.logs_dir / f"{name}.log", cwd=cwd, env=env, parent_death_signal=parent_death_signal
+            name,
+            argv,
+            self.logs_dir / f"{name}.log",
+            cwd=cwd,
+            env=env,
+            parent_death_signal=parent_death_signal,
         )
         process.start()
         self.processes.append(process)
@@ -244,12 +256,16 @@ class ControlPlane:
             self._admin = config.new_client_from_config(str(self.kubeconfig))
         return self._admin
 
-    def serviceaccount_token(self, namespace: str, name: str, expiration_seconds: int = 3600) -> str:
+    def serviceaccount_token(
+        self, namespace: str, name: str, expiration_seconds: int = 3600
+    ) -> str:
         """A bound token for the ServiceAccount, from the TokenRequest API."""
         request = client.AuthenticationV1TokenRequest(
             spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
         )
-        response = client.CoreV1Api(self.api()).create_namespaced_service_account_token(name, namespace, request)
+        response = client.CoreV1Api(self.api()).create_namespaced_service_account_token(
+            name, namespace, request
+        )
         return str(response.status.token)
 
     def serviceaccount_kubeconfig(self, namespace: str, name: str) -> Path:
@@ -281,7 +297,9 @@ class ControlPlane:
     def relabel_node(self, name: str, labels: Mapping[str, str | None]) -> client.V1Node:
         """Set labels on a node; a value of None removes that label."""
         body = {"metadata": {"labels": dict(labels)}}
-        return client.CoreV1Api(self.api()).patch_node(name, body, _content_type="application/merge-patch+json")
+        return client.CoreV1Api(self.api()).patch_node(
+            name, body, _content_type="application/merge-patch+json"
+        )
 
     def remove_node(self, name: str, wait: bool = True) -> None:
         """Delete a node (its pods are left to the pod garbage collector, as in a real cluster)."""
@@ -309,7 +327,9 @@ class ControlPlane:
             if labels != wanted:
                 self.relabel_node(name, {**{key: None for key in labels}, **wanted})
         for name in set(current) - set(DEFAULT_NODES):
-            wait_until(lambda name=name: not self._node_exists(name), 30, f"node {name} to be deleted")
+            wait_until(
+                lambda name=name: not self._node_exists(name), 30, f"node {name} to be deleted"
+            )
 
     def _node_exists(self, name: str) -> bool:
         try:
@@ -337,7 +357,9 @@ class ControlPlane:
         if container is not None:
             matches = [path for path in matches if path.stem == container]
         if not matches:
-            raise FileNotFoundError(f"no log for pod {namespace}/{pod} container {container or '(any)'}")
+            raise FileNotFoundError(
+                f"no log for pod {namespace}/{pod} container {container or '(any)'}"
+            )
         return matches[-1].read_text(errors="replace")
 
     def diagnostics(self, lines: int = 15) -> str:

@@ -23,7 +23,9 @@ def load_crds(directories: Iterable[Path]) -> list[dict[str, Any]]:
                 if not document:
                     continue
                 if document.get("kind") != "CustomResourceDefinition":
-                    raise ValueError(f"{path}: expected only CustomResourceDefinitions, found kind {document.get('kind')!r}")
+                    raise ValueError(
+                        f"{path}: expected only CustomResourceDefinitions, found kind {document.get('kind')!r}"
+                    )
                 crds.append(document)
     return crds
 
@@ -39,7 +41,13 @@ def install_crds(api: client.ApiClient, crds: list[dict[str, Any]], timeout: flo
             if error.status != 409:
                 raise RuntimeError(f"CRD {name} was rejected: {error.body}") from None
             current = extensions.read_custom_resource_definition(name)
-            body = {**crd, "metadata": {**crd["metadata"], "resourceVersion": current.metadata.resource_version}}
+            body = {
+                **crd,
+                "metadata": {
+                    **crd["metadata"],
+                    "resourceVersion": current.metadata.resource_version,
+                },
+            }
             extensions.replace_custom_resource_definition(name, body)
     deadline = time.monotonic() + timeout
     for crd in crds:

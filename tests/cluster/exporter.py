@@ -24,7 +24,7 @@ class MetricsExporter:
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404)
                     return
@@ -39,7 +39,9 @@ class MetricsExporter:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-exporter", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-exporter", daemon=True
+        )
 
     @property
     def address(self) -> str:
@@ -67,7 +69,9 @@ class MetricsExporter:
                 lines.append(f"# TYPE {name} gauge")
                 for labels, value in sorted(series.items()):
                     rendered = ",".join(f'{key}="{_escape(val)}"' for key, val in labels)
-                    lines.append(f"{name}{{{rendered}}} {value!r}" if rendered else f"{name} {value!r}")
+                    lines.append(
+                        f"{name}{{{rendered}}} {value!r}" if rendered else f"{name} {value!r}"
+                    )
         return "\n".join(lines) + "\n"
 
     def start(self) -> MetricsExporter:

@@ -59,13 +59,17 @@ class NodeAgent:
             try:
                 for node in self.core.list_node().items:
                     self._renew_lease(node)
-            except Exception as error:  # noqa: BLE001 - keep beating through API hiccups
+            except Exception as error:
                 log.warning("heartbeat failed: %s", error)
             self.stopping.wait(self.heartbeat_seconds)
 
     def _renew_lease(self, node: client.V1Node) -> None:
         name = node.metadata.name
-        spec = {"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": _micro_time()}
+        spec = {
+            "holderIdentity": name,
+            "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+            "renewTime": _micro_time(),
+        }
         try:
             self.leases.patch_namespaced_lease(
                 name, LEASE_NAMESPACE, {"spec": spec}, _content_type="application/merge-patch+json"
@@ -88,12 +92,14 @@ class NodeAgent:
                 if error.status != 410:  # 410 Gone: our resourceVersion is too old, relist
                     log.warning("pod watch failed: %s", error.reason)
                     time.sleep(1)
-            except Exception as error:  # noqa: BLE001 - reconnect on anything
+            except Exception as error:
                 log.warning("pod watch broken: %s", error)
                 time.sleep(1)
 
     def _relist(self) -> str:
-        response = self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=", _preload_content=False)
+        response = self.core.list_pod_for_all_namespaces(
+            field_selector="spec.nodeName!=", _preload_content=False
+        )
         listing = json.loads(response.data)
         seen = set()
         for pod in listing["items"]:
@@ -136,7 +142,12 @@ class NodeAgent:
             return
         phase = (pod.get("status") or {}).get("phase")
         if runner is None and phase not in ("Succeeded", "Failed"):
-            log.info("pod %s/%s bound to %s: starting", meta["namespace"], meta["name"], pod["spec"]["nodeName"])
+            log.info(
+                "pod %s/%s bound to %s: starting",
+                meta["namespace"],
+                meta["name"],
+                pod["spec"]["nodeName"],
+            )
             runner = PodRunner(self.api, pod, self.workdir)
             self.runners[uid] = runner
             runner.start()
@@ -160,10 +171,14 @@ class NodeAgent:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True, type=Path)
-    parser.add_argument("--workdir", required=True, type=Path, help="where pod directories and logs go")
+    parser.add_argument(
+        "--workdir", required=True, type=Path, help="where pod directories and logs go"
+    )
     parser.add_argument("--heartbeat-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s: %(message)s"
+    )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
 
     def terminate(signum: int, _frame: object) -> None:
@@ -172,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGHUP, terminate)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    agent = NodeAgent(config.new_client_from_config(str(args.kubeconfig)), args.workdir, args.heartbeat_seconds)
+    agent = NodeAgent(
+        config.new_client_from_config(str(args.kubeconfig)), args.workdir, args.heartbeat_seconds
+    )
     threading.Thread(target=agent.heartbeat_forever, name="heartbeat", daemon=True).start()
     log.info("node agent running; pods in %s", args.workdir)
     try:

@@ -119,8 +119,15 @@ def node_manifest(
             "capacity": resources,
             "allocatable": resources,
             "conditions": [
-                condition("Ready", "True", "KubeletReady", "retune test node agent is posting ready status"),
-                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "sufficient memory"),
+                condition(
+                    "Ready",
+                    "True",
+                    "KubeletReady",
+                    "retune test node agent is posting ready status",
+                ),
+                condition(
+                    "MemoryPressure", "False", "KubeletHasSufficientMemory", "sufficient memory"
+                ),
                 condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure"),
                 condition("PIDPressure", "False", "KubeletHasSufficientPID", "sufficient PID"),
             ],

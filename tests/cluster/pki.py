@@ -40,14 +40,30 @@ def _openssl(*args: str) -> None:
 
 
 def _new_key(path: Path) -> None:
-    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(path))
+    _openssl(
+        "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(path)
+    )
     path.chmod(0o600)
 
 
-def _signed_cert(directory: Path, name: str, subject: str, ca: ClientCert, extensions: list[str]) -> ClientCert:
+def _signed_cert(
+    directory: Path, name: str, subject: str, ca: ClientCert, extensions: list[str]
+) -> ClientCert:
     key, cert = directory / f"{name}.key", directory / f"{name}.crt"
     _new_key(key)
-    args = ["req", "-new", "-x509", "-key", str(key), "-out", str(cert), "-days", _DAYS, "-subj", subject]
+    args = [
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        str(key),
+        "-out",
+        str(cert),
+        "-days",
+        _DAYS,
+        "-subj",
+        subject,
+    ]
     args += ["-CA", str(ca.cert), "-CAkey", str(ca.key)]
     for extension in ["basicConstraints=critical,CA:FALSE", *extensions]:
         args += ["-addext", extension]
@@ -62,7 +78,9 @@ def create_pki(directory: Path, client_subjects: dict[str, str]) -> ClusterPKI:
     ``/O=system:masters/CN=retune-admin`` (O is the group, CN the user name).
     """
     if shutil.which("openssl") is None:
-        raise RuntimeError("the openssl command is needed to create test certificates (apt-get install openssl)")
+        raise RuntimeError(
+            "the openssl command is needed to create test certificates (apt-get install openssl)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     ca = ClientCert(cert=directory / "ca.crt", key=directory / "ca.key")
     _new_key(ca.key)
@@ -80,11 +98,12 @@ def create_pki(directory: Path, client_subjects: dict[str, str]) -> ClusterPKI:
         [f"subjectAltName={san}", "keyUsage=critical,digitalSignature,keyEncipherment",
          "extendedKeyUsage=serverAuth"],
     )  # fmt: skip
+    client_usage = [
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        "extendedKeyUsage=clientAuth",
+    ]
     clients = {
-        name: _signed_cert(
-            directory, name, subject, ca,
-            ["keyUsage=critical,digitalSignature,keyEncipherment", "extendedKeyUsage=clientAuth"],
-        )  # fmt: skip
+        name: _signed_cert(directory, name, subject, ca, client_usage)
         for name, subject in client_subjects.items()
     }
     sa_private, sa_public = directory / "sa.key", directory / "sa.pub"

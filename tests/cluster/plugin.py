@@ -39,15 +39,40 @@ KEEP_ENV = "RETUNE_KEEP_TEST_DIRS"
 _services: dict[str, ControlPlane | PrometheusServer] = {}
 _failures = {"count": 0}
 
+# Fixtures that need a service, and the marker a test using them gets automatically, so
+# that `-m "not cluster"` never starts a control plane by accident.
+_MARKER_BY_FIXTURE = {
+    "control_plane": "cluster",
+    "cluster": "cluster",
+    "namespace": "cluster",
+    "prometheus_server": "prometheus",
+    "prometheus": "prometheus",
+}
+
+
+def _services_used(item: pytest.Item) -> set[str]:
+    """The services (``cluster``, ``prometheus``) whose fixtures a test uses."""
+    used = set(getattr(item, "fixturenames", ()))
+    return {_MARKER_BY_FIXTURE[name] for name in used & set(_MARKER_BY_FIXTURE)}
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "cluster: needs the test Kubernetes control plane (built by tests/cluster/build-binaries)"
+        "markers",
+        "cluster: needs the test Kubernetes control plane (built by tests/cluster/build-binaries)",
     )
     config.addinivalue_line(
-        "markers", "prometheus: needs a Prometheus server (installed by tests/cluster/install-prometheus)"
+        "markers",
+        "prometheus: needs a Prometheus server (installed by tests/cluster/install-prometheus)",
     )
     install_signal_handlers()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker in sorted(_services_used(item)):
+            item.add_marker(marker)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -55,18 +80,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = yield
     if report.failed:
         _failures["count"] += 1
-        names = set(getattr(item, "fixturenames", ()))
-        for fixtures, key in ((("cluster", "control_plane", "namespace"), "cluster"), (("prometheus", "prometheus_server"), "prometheus")):  # fmt: skip
-            if key in _services and names.intersection(fixtures):
+        for key in sorted(_services_used(item)):
+            if key in _services:
                 report.sections.append((f"test {key} diagnostics", _services[key].diagnostics()))
     return report
 
 
-def _start(start: Callable[[], None], stop: Callable[[], None], diagnostics: Callable[[], str], what: str) -> str:
+def _start(
+    start: Callable[[], None], stop: Callable[[], None], diagnostics: Callable[[], str], what: str
+) -> str:
     """Start a service; on failure stop what did start and return the reason with the logs."""
     try:
         start()
-    except Exception as error:  # noqa: BLE001 - reported as one test failure with the logs
+    except Exception as error:
         stop()
         _failures["count"] += 1  # keep the logs
         return f"{what} did not start: {error}\n{diagnostics()}"
@@ -111,7 +137,11 @@ def namespace(cluster: ControlPlane, request: pytest.FixtureRequest) -> Iterator
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name}})
     # Pods are refused until the controller-manager has made the default ServiceAccount.
-    wait_until(lambda: core.read_namespaced_service_account("default", name), 30, f"ServiceAccount {name}/default")
+    wait_until(
+        lambda: core.read_namespaced_service_account("default", name),
+        30,
+        f"ServiceAccount {name}/default",
+    )
     yield name
     core.delete_namespace(name)
 

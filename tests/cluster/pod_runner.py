@@ -1,4 +1,4 @@
-"""How the test node agent runs one pod: its volumes, its processes, its status.
+"""How the test node agent runs one pod: its processes and the status it reports.
 
 Test-only. A container is a local process: ``command`` + ``args`` run in the agent's
 environment plus the pod's env vars, with the current interpreter's bin directory first on
@@ -11,15 +11,12 @@ from ``$RETUNE_PATH_PREFIX/dev/termination-log`` (or the container's own
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import datetime as dt
 import logging
-import os
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +25,9 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from tests.cluster.pod_setup import NotReadyYet, PodSetup, expand
+from tests.cluster.processes import signal_group
 
 log = logging.getLogger("node-agent")
 
@@ -40,16 +40,6 @@ DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadlin
 # A container without a command has nothing we can run (there are no images): it idles.
 IDLE_COMMAND = ["sleep", "infinity"]
 _SETPRIV = shutil.which("setpriv")
-_VAR_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-
-
-class NotReadyYet(Exception):
-    """Something the pod needs (a ConfigMap, a Secret) is missing; the kubelet retries."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 def now_rfc3339() -> str:
@@ -64,13 +54,16 @@ class Container:
     root: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
-    state: dict[str, Any] = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    state: dict[str, Any] = field(
+        default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}}
+    )
     last_state: dict[str, Any] = field(default_factory=dict)
     restart_count: int = 0
     restart_at: float | None = None  # monotonic time of a pending restart
     done: bool = False  # terminated for good
     variables: dict[str, str] = field(default_factory=dict)  # the pod's env vars, for $(VAR)
     env: dict[str, str] = field(default_factory=dict)  # the process's whole environment
+    cwd: Path | None = None
 
     @property
     def name(self) -> str:
@@ -78,37 +71,9 @@ class Container:
 
     @property
     def message_path(self) -> Path:
-        return self.root / self.spec.get("terminationMessagePath", "/dev/termination-log").lstrip("/")
-
-
-def _field_value(pod: dict[str, Any], path: str) -> str:
-    """The value of a downward-API ``fieldPath`` such as ``metadata.labels['app']``."""
-    meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
-    if match := re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path):
-        return str((meta.get(match[1]) or {}).get(match[2], ""))
-    values = {
-        "metadata.name": meta.get("name"),
-        "metadata.namespace": meta.get("namespace"),
-        "metadata.uid": meta.get("uid"),
-        "spec.nodeName": spec.get("nodeName"),
-        "spec.serviceAccountName": spec.get("serviceAccountName"),
-        "status.hostIP": "127.0.0.1",
-        "status.hostIPs": "127.0.0.1",
-        "status.podIP": "127.0.0.1",
-        "status.podIPs": "127.0.0.1",
-    }
-    return str(values.get(path) or status.get(path.removeprefix("status.")) or "")
-
-
-def expand(text: str, variables: dict[str, str]) -> str:
-    """Kubernetes ``$(VAR)`` expansion: defined names are replaced, ``$$`` escapes ``$``."""
-
-    def replace(match: re.Match[str]) -> str:
-        if match[0] == "$$":
-            return "$"
-        return variables.get(match[1], match[0])
-
-    return _VAR_REFERENCE.sub(replace, text)
+        """The termination-message file, remapped under the container's root."""
+        path = self.spec.get("terminationMessagePath") or "/dev/termination-log"
+        return self.root / path.lstrip("/")
 
 
 class PodRunner(threading.Thread):
@@ -123,10 +88,15 @@ class PodRunner(threading.Thread):
         self.pod_name: str = meta["name"]
         self.uid: str = meta["uid"]
         self.dir = workdir / f"{self.namespace}_{self.pod_name}_{self.uid[:8]}"
+        self.setup = PodSetup(self.core, pod, self.dir)
         self.containers = [
-            Container(spec=spec, root=self.dir / "containers" / spec["name"], log_path=self.dir / "logs" / f"{spec['name']}.log")
+            Container(
+                spec=spec,
+                root=self.dir / "containers" / spec["name"],
+                log_path=self.dir / "logs" / f"{spec['name']}.log",
+            )
             for spec in pod["spec"]["containers"]
-        ]  # fmt: skip
+        ]
         self.started_monotonic: float | None = None
         self.start_time = (pod.get("status") or {}).get("startTime") or now_rfc3339()
         self.phase = "Pending"
@@ -158,15 +128,19 @@ class PodRunner(threading.Thread):
     def kill_now(self) -> None:
         for container in self.containers:
             if container.process is not None:
-                _signal_group(container.process.pid, signal.SIGKILL)
+                signal_group(container.process.pid, signal.SIGKILL)
 
     # -- the pod's life ------------------------------------------------------------------
     def run(self) -> None:
         try:
             self._run()
-        except Exception:  # noqa: BLE001 - a broken pod must not take the agent down
+        except Exception:
             log.exception("pod %s/%s: agent error", self.namespace, self.pod_name)
-            self.phase, self.reason, self.message = "Failed", "NodeAgentError", "the test node agent failed; see its log"
+            self.phase, self.reason, self.message = (
+                "Failed",
+                "NodeAgentError",
+                "the test node agent failed; see its log",
+            )
             self._report()
         finally:
             self._kill_all(self._grace)
@@ -194,7 +168,11 @@ class PodRunner(threading.Thread):
             if deadline is not None and time.monotonic() - self.started_monotonic >= deadline:
                 self._kill_all(grace=2.0)
                 self._collect_exits(allow_restart=False)
-                self.phase, self.reason, self.message = "Failed", "DeadlineExceeded", DEADLINE_MESSAGE
+                self.phase, self.reason, self.message = (
+                    "Failed",
+                    "DeadlineExceeded",
+                    DEADLINE_MESSAGE,
+                )
                 self._report()
                 return
             changed = self._collect_exits(allow_restart=True)
@@ -211,148 +189,36 @@ class PodRunner(threading.Thread):
         """Materialise volumes and env; retried like a kubelet until it works or the pod goes."""
         while True:
             try:
-                self._materialise_volumes()
+                self.setup.materialise_volumes()
                 for container in self.containers:
-                    container.variables = self._declared_env(container)
-                    container.env = self._process_env(container)
+                    container.cwd = self.setup.lay_out_root(
+                        container.root, container.spec, container.message_path
+                    )
+                    container.log_path.parent.mkdir(parents=True, exist_ok=True)
+                    container.variables = self.setup.declared_env(container.spec)
+                    container.env = self.setup.process_env(container.root, container.variables)
                 return True
             except NotReadyYet as missing:
                 for container in self.containers:
-                    container.state = {"waiting": {"reason": missing.reason, "message": missing.message}}
+                    container.state = {
+                        "waiting": {"reason": missing.reason, "message": missing.message}
+                    }
                 self._report()
             if self._stop.wait(1.0):
                 return False
 
-    # -- volumes and environment ---------------------------------------------------------
-    def _read(self, kind: str, name: str, optional: bool) -> dict[str, bytes] | None:
-        """The data of a ConfigMap or Secret as bytes per key; None if optional and absent."""
-        try:
-            if kind == "configMap":
-                obj = self.core.read_namespaced_config_map(name, self.namespace)
-                data = {k: v.encode() for k, v in (obj.data or {}).items()}
-                data.update({k: base64.b64decode(v) for k, v in (obj.binary_data or {}).items()})
-                return data
-            secret = self.core.read_namespaced_secret(name, self.namespace)
-            return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            if optional:
-                return None
-            label = "configmap" if kind == "configMap" else "secret"
-            raise NotReadyYet("CreateContainerConfigError", f'{label} "{name}" not found') from None
-
-    def _write_keys(self, target: Path, source: dict[str, Any], kind: str, default_mode: int) -> None:
-        name = source.get("name") or source.get("secretName") or ""
-        data = self._read(kind, name, bool(source.get("optional")))
-        if data is None:
-            return
-        items = source.get("items") or [{"key": key, "path": key} for key in data]
-        for item in items:
-            if item["key"] not in data:
-                if source.get("optional"):
-                    continue
-                raise NotReadyYet("CreateContainerConfigError", f'key "{item["key"]}" not found in {kind} "{name}"')
-            _write_file(target / item["path"], data[item["key"]], item.get("mode", default_mode))
-
-    def _materialise_volumes(self) -> None:
-        for volume in self.pod["spec"].get("volumes") or []:
-            target = self.dir / "volumes" / volume["name"]
-            shutil.rmtree(target, ignore_errors=True)
-            target.mkdir(parents=True)
-            if "configMap" in volume:
-                source = volume["configMap"]
-                self._write_keys(target, source, "configMap", source.get("defaultMode", 0o644))
-            elif "secret" in volume:
-                source = volume["secret"]
-                self._write_keys(target, source, "secret", source.get("defaultMode", 0o644))
-            elif "downwardAPI" in volume:
-                self._write_downward(target, volume["downwardAPI"].get("items") or [])
-            elif "projected" in volume:
-                for source in volume["projected"].get("sources") or []:
-                    if "configMap" in source:
-                        self._write_keys(target, source["configMap"], "configMap", 0o644)
-                    elif "secret" in source:
-                        self._write_keys(target, source["secret"], "secret", 0o644)
-                    elif "downwardAPI" in source:
-                        self._write_downward(target, source["downwardAPI"].get("items") or [])
-            elif "hostPath" in volume:
-                target.rmdir()
-                target.symlink_to(volume["hostPath"]["path"])
-            elif "emptyDir" not in volume:
-                log.info("pod %s/%s: volume %s: unsupported type, mounted empty", self.namespace, self.pod_name, volume["name"])
-        for container in self.containers:
-            self._mount(container)
-
-    def _write_downward(self, target: Path, items: list[dict[str, Any]]) -> None:
-        for item in items:
-            if "fieldRef" in item:
-                value = _field_value(self.pod, item["fieldRef"]["fieldPath"])
-                _write_file(target / item["path"], value.encode(), item.get("mode", 0o644))
-
-    def _mount(self, container: Container) -> None:
-        """Lay out the container's root: its volume mounts and its termination-log file."""
-        shutil.rmtree(container.root, ignore_errors=True)
-        container.root.mkdir(parents=True)
-        for mount in container.spec.get("volumeMounts") or []:
-            source = self.dir / "volumes" / mount["name"]
-            if mount.get("subPath"):
-                source = source / mount["subPath"]
-            where = container.root / mount["mountPath"].lstrip("/")
-            where.parent.mkdir(parents=True, exist_ok=True)
-            if not where.exists():
-                where.symlink_to(source)
-        container.message_path.parent.mkdir(parents=True, exist_ok=True)
-        container.message_path.write_bytes(b"")
-        container.log_path.parent.mkdir(parents=True, exist_ok=True)
-        workdir = container.root / (container.spec.get("workingDir") or "/").lstrip("/")
-        workdir.mkdir(parents=True, exist_ok=True)
-
-    def _declared_env(self, container: Container) -> dict[str, str]:
-        """The container's ``envFrom`` and ``env`` variables, resolved."""
-        declared: dict[str, str] = {}
-        for source in container.spec.get("envFrom") or []:
-            prefix = source.get("prefix", "")
-            ref_kind = "configMap" if "configMapRef" in source else "secret"
-            ref = source.get("configMapRef") or source.get("secretRef") or {}
-            data = self._read(ref_kind, ref["name"], bool(ref.get("optional"))) or {}
-            declared.update({prefix + key: value.decode() for key, value in data.items()})
-        for var in container.spec.get("env") or []:
-            declared[var["name"]] = self._env_value(var, declared)
-        return declared
-
-    def _process_env(self, container: Container) -> dict[str, str]:
-        """Environment of the process: the agent's, then the pod's env vars."""
-        env = dict(os.environ)
-        interpreter_bin = str(Path(sys.executable).parent)
-        env["PATH"] = os.pathsep.join([interpreter_bin, env.get("PATH", os.defpath)])
-        env["HOSTNAME"] = self.pod_name
-        env["RETUNE_PATH_PREFIX"] = str(container.root)
-        env.update(container.variables)
-        return env
-
-    def _env_value(self, var: dict[str, Any], declared: dict[str, str]) -> str:
-        if "value" in var:
-            return expand(var["value"] or "", declared)
-        source = var.get("valueFrom") or {}
-        if "fieldRef" in source:
-            return _field_value(self.pod, source["fieldRef"]["fieldPath"])
-        for kind, key in (("configMap", "configMapKeyRef"), ("secret", "secretKeyRef")):
-            if key in source:
-                ref = source[key]
-                data = self._read(kind, ref["name"], bool(ref.get("optional"))) or {}
-                if ref["key"] not in data and not ref.get("optional"):
-                    raise NotReadyYet("CreateContainerConfigError", f'couldn\'t find key {ref["key"]} in {kind} {ref["name"]}')
-                return data.get(ref["key"], b"").decode()
-        return ""  # resourceFieldRef is not supported
-
     # -- processes -----------------------------------------------------------------------
     def _start(self, container: Container) -> None:
         spec = container.spec
-        argv = [expand(a, container.variables) for a in (spec.get("command") or []) + (spec.get("args") or [])]
+        argv = [
+            expand(a, container.variables)
+            for a in (spec.get("command") or []) + (spec.get("args") or [])
+        ]
         if not spec.get("command"):
             argv = list(IDLE_COMMAND)
-        executable = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=container.env["PATH"])
+        executable = (
+            argv[0] if "/" in argv[0] else shutil.which(argv[0], path=container.env["PATH"])
+        )
         started_at = now_rfc3339()
         container.restart_at = None
         if executable is None:
@@ -362,10 +228,9 @@ class PodRunner(threading.Thread):
         argv[0] = executable
         if _SETPRIV:
             argv = [_SETPRIV, "--pdeathsig=KILL", "--", *argv]
-        cwd = container.root / (spec.get("workingDir") or "/").lstrip("/")
         with open(container.log_path, "ab") as log_file:
             container.process = subprocess.Popen(
-                argv, cwd=cwd, env=container.env, stdin=subprocess.DEVNULL, stdout=log_file,
+                argv, cwd=container.cwd, env=container.env, stdin=subprocess.DEVNULL, stdout=log_file,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         container.state = {"running": {"startedAt": started_at}}
@@ -383,14 +248,22 @@ class PodRunner(threading.Thread):
             code = process.returncode if process.returncode >= 0 else 128 - process.returncode
             started = container.state.get("running", {}).get("startedAt", self.start_time)
             reason = "Completed" if code == 0 else "Error"
-            self._finish(container, code, reason, self._message(container, code), started, allow_restart)
+            self._finish(
+                container, code, reason, self._message(container, code), started, allow_restart
+            )
             container.state["terminated"]["containerID"] = f"retune-agent://{process.pid}"
             container.process = None
             changed = True
         return changed
 
     def _finish(
-        self, container: Container, code: int, reason: str, message: str, started_at: str, allow_restart: bool
+        self,
+        container: Container,
+        code: int,
+        reason: str,
+        message: str,
+        started_at: str,
+        allow_restart: bool,
     ) -> None:
         """Record a container's exit, and schedule its restart if the restart policy says so."""
         container.state = _terminated(code, reason, message, started_at)
@@ -418,23 +291,27 @@ class PodRunner(threading.Thread):
                 message = handle.read(limit)
         except OSError:
             message = b""
-        if not message and exit_code != 0 and container.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+        if (
+            not message
+            and exit_code != 0
+            and container.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ):
             lines = container.log_path.read_bytes().splitlines()[-FALLBACK_LOG_LINES:]
             message = b"\n".join(lines)[-limit:]
         return message.decode(errors="replace")
 
     def _kill_all(self, grace: float) -> None:
-        running = [c.process for c in self.containers if c.process is not None and c.process.poll() is None]
+        running = [
+            c.process for c in self.containers if c.process is not None and c.process.poll() is None
+        ]
         for process in running:
-            _signal_group(process.pid, signal.SIGTERM)
+            signal_group(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process in running:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
         for process in running:
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
             process.wait()
 
     # -- API -----------------------------------------------------------------------------
@@ -457,11 +334,17 @@ class PodRunner(threading.Thread):
                 status["containerID"] = f"retune-agent://{container.process.pid}"
             statuses.append(status)
         terminal = self.phase in ("Succeeded", "Failed")
-        if not terminal and any("running" in c.state or c.restart_at is not None for c in self.containers):
+        if not terminal and any(
+            "running" in c.state or c.restart_at is not None for c in self.containers
+        ):
             self.phase = "Running"
         all_ready = not terminal and all("running" in c.state for c in self.containers)
         ready_reason = "PodCompleted" if terminal else ("" if all_ready else "ContainersNotReady")
-        conditions = [c for c in (self.pod.get("status") or {}).get("conditions") or [] if c["type"] == "PodScheduled"]
+        conditions = [
+            c
+            for c in (self.pod.get("status") or {}).get("conditions") or []
+            if c["type"] == "PodScheduled"
+        ]
         conditions += [
             _condition("PodReadyToStartContainers", self.volumes_ready and not terminal, ""),
             _condition("Initialized", True, ""),
@@ -482,13 +365,21 @@ class PodRunner(threading.Thread):
         }
         try:
             self.core.patch_namespaced_pod_status(
-                self.pod_name, self.namespace, {"status": status_patch}, _content_type="application/merge-patch+json"
+                self.pod_name,
+                self.namespace,
+                {"status": status_patch},
+                _content_type="application/merge-patch+json",
             )
         except ApiException as error:
             if error.status == 404:
                 self._stop.set()
             else:
-                log.warning("pod %s/%s: status update failed: %s", self.namespace, self.pod_name, error.reason)
+                log.warning(
+                    "pod %s/%s: status update failed: %s",
+                    self.namespace,
+                    self.pod_name,
+                    error.reason,
+                )
 
     def _keep_transition_times(self, conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         previous = {c["type"]: c for c in self._last_conditions}
@@ -500,10 +391,11 @@ class PodRunner(threading.Thread):
         return conditions
 
 
-
 def delete_pod_now(core: client.CoreV1Api, namespace: str, name: str, uid: str) -> None:
     """Confirm a pod's deletion with grace period 0, as the kubelet does once it is stopped."""
-    options = client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid))
+    options = client.V1DeleteOptions(
+        grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
+    )
     try:
         core.delete_namespaced_pod(name, namespace, grace_period_seconds=0, body=options)
     except ApiException as error:
@@ -512,27 +404,23 @@ def delete_pod_now(core: client.CoreV1Api, namespace: str, name: str, uid: str) 
 
 
 def _terminated(code: int, reason: str, message: str, started_at: str) -> dict[str, Any]:
-    state: dict[str, Any] = {"exitCode": code, "reason": reason, "startedAt": started_at, "finishedAt": now_rfc3339()}
+    state: dict[str, Any] = {
+        "exitCode": code,
+        "reason": reason,
+        "startedAt": started_at,
+        "finishedAt": now_rfc3339(),
+    }
     if message:
         state["message"] = message
     return {"terminated": state}
 
 
 def _condition(kind: str, true: bool, reason: str) -> dict[str, Any]:
-    condition: dict[str, Any] = {"type": kind, "status": "True" if true else "False", "lastTransitionTime": now_rfc3339()}
+    condition: dict[str, Any] = {
+        "type": kind,
+        "status": "True" if true else "False",
+        "lastTransitionTime": now_rfc3339(),
+    }
     if reason and not true:
         condition["reason"] = reason
     return condition
-
-
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(mode)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -11,6 +11,7 @@ registered (pytest interrupted by Ctrl-C, or by SIGTERM/SIGHUP, which
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -83,17 +84,13 @@ class ManagedProcess:
         if popen is None:
             return
         if popen.poll() is None:
-            _signal_group(popen.pid, signal.SIGTERM)
-            try:
+            signal_group(popen.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         # Also after a clean exit: children that stayed in the group go too.
-        _signal_group(popen.pid, signal.SIGKILL)
-        try:
+        signal_group(popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
         with _live_lock:
             _live.discard(self)
 
@@ -110,11 +107,10 @@ class ManagedProcess:
         return f"{self.name} exited with code {self.returncode} (log: {self.log_path})"
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to a process group that may already be gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def stop_all(timeout: float = 3.0) -> None:
@@ -167,7 +163,7 @@ def wait_until(
             result = condition()
             if result:
                 return result
-        except Exception as error:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception as error:
             last_error = error
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error})" if last_error else ""

@@ -80,7 +80,12 @@ class PrometheusServer:
         def died() -> str | None:
             return None if process.running else process.describe_exit()
 
-        wait_until(lambda: self._get("/-/ready", parse=False), STARTUP_TIMEOUT, "prometheus to be ready", abort=died)
+        wait_until(
+            lambda: self._get("/-/ready", parse=False),
+            STARTUP_TIMEOUT,
+            "prometheus to be ready",
+            abort=died,
+        )
 
     def stop(self) -> None:
         """Stop the server; queries fail with connection refused until ``start``."""
@@ -90,10 +95,16 @@ class PrometheusServer:
 
     # -- scrape targets ------------------------------------------------------------------
     def add_target(
-        self, job: str, address: str, labels: dict[str, str] | None = None, metrics_path: str = "/metrics"
+        self,
+        job: str,
+        address: str,
+        labels: dict[str, str] | None = None,
+        metrics_path: str = "/metrics",
     ) -> None:
         """Scrape ``address`` (host:port) under ``job`` from now on; waits for the reload."""
-        entry = self._jobs.setdefault(job, {"job_name": job, "metrics_path": metrics_path, "static_configs": []})
+        entry = self._jobs.setdefault(
+            job, {"job_name": job, "metrics_path": metrics_path, "static_configs": []}
+        )
         entry["static_configs"].append({"targets": [address], "labels": dict(labels or {})})
         self._apply()
 
@@ -126,7 +137,9 @@ class PrometheusServer:
             with urllib.request.urlopen(request, timeout=10):
                 pass
         except urllib.error.HTTPError as error:
-            raise RuntimeError(f"prometheus rejected its new config: {error.read().decode(errors='replace')}") from None
+            raise RuntimeError(
+                f"prometheus rejected its new config: {error.read().decode(errors='replace')}"
+            ) from None
 
     # -- queries -------------------------------------------------------------------------
     def query(self, promql: str) -> list[dict[str, Any]]:
@@ -135,11 +148,15 @@ class PrometheusServer:
         if payload.get("status") != "success":
             raise RuntimeError(f"query {promql!r} failed: {payload.get('error')}")
         data = payload["data"]
-        return list(data["result"]) if data["resultType"] in ("vector", "matrix") else [data["result"]]
+        return (
+            list(data["result"]) if data["resultType"] in ("vector", "matrix") else [data["result"]]
+        )
 
     def wait_for_query(self, promql: str, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Wait until ``promql`` returns data, and return it."""
-        return wait_until(lambda: self.query(promql), timeout, f"data for {promql!r}", interval=0.25)  # type: ignore[return-value]
+        return wait_until(
+            lambda: self.query(promql), timeout, f"data for {promql!r}", interval=0.25
+        )  # type: ignore[return-value]
 
     def targets_up(self) -> dict[str, str]:
         """scrapeUrl -> health (up/down/unknown) of the active targets."""
@@ -155,6 +172,7 @@ class PrometheusServer:
     def diagnostics(self, lines: int = 15) -> str:
         log = self.workdir / "prometheus.log"
         state = "running" if self.running else "stopped"
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+        tail = (
+            "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+        )
         return f"prometheus at {self.url} ({state}); config {self.config_path}; log {log}:\n{tail}"
-

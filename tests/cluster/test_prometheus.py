@@ -12,7 +12,9 @@ from tests.cluster.prometheus import PrometheusServer
 pytestmark = pytest.mark.prometheus
 
 
-def test_query_returns_data_from_a_test_exporter(prometheus: PrometheusServer, metrics_exporter: MetricsExporter) -> None:
+def test_query_returns_data_from_a_test_exporter(
+    prometheus: PrometheusServer, metrics_exporter: MetricsExporter
+) -> None:
     metrics_exporter.set("retune_test_cache_hit_ratio", 0.75, route="/api")
     prometheus.add_target("cache", metrics_exporter.address, labels={"tier": "test"})
 
@@ -21,7 +23,9 @@ def test_query_returns_data_from_a_test_exporter(prometheus: PrometheusServer, m
     assert sample["metric"]["job"] == "cache" and sample["metric"]["tier"] == "test"
 
 
-def test_prometheus_down_then_up_again(prometheus: PrometheusServer, metrics_exporter: MetricsExporter) -> None:
+def test_prometheus_down_then_up_again(
+    prometheus: PrometheusServer, metrics_exporter: MetricsExporter
+) -> None:
     metrics_exporter.set("retune_test_up_marker", 1)
     prometheus.add_target("marker", metrics_exporter.address)
     prometheus.wait_for_query("retune_test_up_marker", timeout=30)

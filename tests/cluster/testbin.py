@@ -18,7 +18,9 @@ def testbin_dir() -> Path:
     Never builds (a cold build takes many minutes); ``build-binaries --check`` verifies the
     cached set against its stamp.
     """
-    result = subprocess.run([str(BUILD_SCRIPT), "--check"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(BUILD_SCRIPT), "--check"], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or [f"{BUILD_SCRIPT} --check failed"]
         raise TestbinMissing(lines[-1])

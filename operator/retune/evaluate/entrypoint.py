@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from retune.evaluate.confine import isolate_process_network
 from retune.evaluate.contract import (
     EvaluationOutcome,
     EvaluationResult,
@@ -32,7 +33,7 @@ from retune.evaluate.contract import (
     SandboxLimits,
 )
 from retune.evaluate.loader import load_evaluator
-from retune.evaluate.sandbox import SandboxHarness, isolate_process_network
+from retune.evaluate.sandbox import SandboxHarness
 
 DEFAULT_BATCH = "/etc/retune/batch/batch.json"
 DEFAULT_OUTPUT = "/dev/termination-log"

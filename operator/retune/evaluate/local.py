@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import retune
+from retune.evaluate.confine import die_with_parent, isolate_process_network
 from retune.evaluate.contract import (
     EvaluationContext,
     EvaluationOutcome,
@@ -38,7 +39,7 @@ from retune.evaluate.contract import (
     SandboxLimits,
 )
 from retune.evaluate.loader import EvaluatorLoadError, load_evaluator
-from retune.evaluate.sandbox import SandboxHarness, die_with_parent, isolate_process_network
+from retune.evaluate.sandbox import SandboxHarness
 
 _STARTUP_SECONDS = 60.0
 _REPLY_SLACK_SECONDS = 30.0  # beyond the wall limit, before a silent worker counts as lost

@@ -1,30 +1,26 @@
 """The harness: runs one candidate in a fresh, confined process and judges the outcome.
 
 The process that owns a :class:`SandboxHarness` is a trusted *zygote*: it has already
-imported the evaluator, and it forks one child per candidate. Before any untrusted code
-runs, the child points stdin/stdout/stderr at /dev/null, closes every other descriptor but
-its result pipe, sets rlimits (address space, CPU, no core, no file writes, few
-descriptors), leaves the network (a fresh network namespace, when permitted), drops to
-uid/gid 65534 when root, forbids new processes (``RLIMIT_NPROC=0``), applies a Landlock
-ruleset when the kernel has one (no file writes, no exec, no TCP, no signals out), and
-clears the environment. It then calls the evaluator, which loads the policy through
-:func:`retune.evaluate.loader.load_policy` (allowlist + restricted builtins), and writes
-one JSON frame carrying a per-task nonce to the pipe.
+imported the evaluator and forks one child per candidate. To keep fork and confinement
+off the critical path, the next candidate's process is forked and confined (see
+:mod:`retune.evaluate.confine`) while the current one runs; it then waits, unable to do
+anything but read, for its single task. A process never runs a second candidate.
 
-The zygote enforces the wall-time limit (SIGKILL to the child's process group), waits for
-the child to be gone, and only then classifies: a clean exit with a valid frame and a
-valid :class:`EvaluationResult` is the only way to a score.
+The child calls the evaluator, which loads the policy through
+:func:`retune.evaluate.loader.load_policy` (allowlist + restricted builtins), and writes
+one JSON frame, carrying the task's random nonce, to a dedicated pipe; stdout and stderr
+go to /dev/null. The zygote enforces the wall-time limit (SIGKILL to the child's process
+group), waits for the child to be gone, and only then classifies: a clean exit with a
+valid frame and a valid :class:`EvaluationResult` is the only way to a score.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import math
 import mmap
 import os
-import resource
 import secrets
 import select
 import shutil
@@ -42,6 +38,7 @@ from pydantic import ValidationError
 
 from retune.evaluate import loader
 from retune.evaluate.allowlist import check_policy
+from retune.evaluate.confine import confine_candidate
 from retune.evaluate.contract import (
     EvaluationOutcome,
     EvaluationResult,
@@ -50,17 +47,11 @@ from retune.evaluate.contract import (
     SandboxLimits,
 )
 
-NOBODY = 65534
 MAX_FRAME_BYTES = 1 << 20
-MAX_OPEN_FILES = 32
-_BALLAST_BYTES = 4 << 20  # freed on MemoryError so the child can still report it
+_BALLAST_BYTES = 4 << 20  # address space released on MemoryError, to report it
 _EXIT_REPORTED = 3  # the child reported a failure through the pipe
 _EXIT_HARNESS = 70  # the child's own harness code failed
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
-_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS = 1, 4, 38
-_SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_RESTRICT_SELF = 444, 446
+_PROBE_SECONDS = 10.0
 
 
 def precheck(code: str, entrypoint: str) -> EvaluationOutcome | None:
@@ -72,24 +63,22 @@ def precheck(code: str, entrypoint: str) -> EvaluationOutcome | None:
     return EvaluationOutcome.failed(reason, "; ".join(str(r) for r in rejections))
 
 
-def isolate_process_network() -> bool:
-    """Move the calling process (a zygote) into an empty network namespace, if permitted.
+@dataclass
+class _Spare:
+    """A forked, confined process waiting for its one task."""
 
-    Its children then inherit the isolation and skip the per-candidate ``unshare``.
-    """
-    return _libc.unshare(_CLONE_NEWNET) == 0
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when the thread that started it exits."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    pid: int
+    task_fd: int  # the zygote writes the request here, then closes it
+    result_fd: int  # the zygote reads the frame here
 
 
 class SandboxHarness:
     """Runs candidates of one evaluator, one fresh child process each.
 
     ``enforce_allowlist=False`` is for the escape tests only: it proves the process
-    confinement holds on its own. Not thread-safe: one candidate at a time.
+    confinement holds on its own. ``network_isolated`` says the calling process already
+    left the network (:func:`retune.evaluate.confine.isolate_process_network`). Not
+    thread-safe: one candidate at a time. Close it to stop the waiting spare process.
     """
 
     def __init__(
@@ -106,16 +95,23 @@ class SandboxHarness:
         self.entrypoint = entrypoint
         self.limits = limits
         self.enforce_allowlist = enforce_allowlist
-        self.network_isolated = network_isolated  # set when the zygote left the network
+        self.network_isolated = network_isolated
         self._own_dir = policy_dir is None
         self.policy_dir = policy_dir or Path(tempfile.mkdtemp(prefix="retune-policies-"))
         self.policy_dir.chmod(0o711)  # the candidate, as nobody, may read its own file
         self._watch = _snapshot_trusted_code(evaluator)
+        self._spare: _Spare | None = None
         self._counter = 0
         self.last_isolation: dict[str, Any] = {}
 
     def close(self) -> None:
-        """Remove the policy directory if this harness created it."""
+        """Kill the waiting spare process; remove the policy directory if it is ours."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            _kill_group(spare.pid)
+            os.waitpid(spare.pid, 0)
+            os.close(spare.task_fd)
+            os.close(spare.result_fd)
         if self._own_dir:
             shutil.rmtree(self.policy_dir, ignore_errors=True)
 
@@ -132,67 +128,92 @@ class SandboxHarness:
             if verdict is not None:
                 return verdict
         self._counter += 1
-        policy_path = self.policy_dir / f"policy-{self._counter}.py"
-        descriptor = os.open(policy_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        path = self.policy_dir / f"policy-{self._counter}.py"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             os.fchmod(descriptor, 0o644)
             handle.write(task.policy_code)
+        nonce = secrets.token_hex(16)
+        request = {
+            "nonce": nonce,
+            "kind": "task",
+            "path": str(path),
+            "code": task.policy_code,
+            "context": task.context.model_dump(mode="json"),
+            "subset": task.subset,
+        }
         try:
-            return self._run_forked(task, str(policy_path))
+            started = time.monotonic()
+            end = self._dispatch(request, self.limits.wall_seconds)
+            outcome, isolation = _classify(end, nonce, self.limits, time.monotonic() - started)
         finally:
-            policy_path.unlink(missing_ok=True)
-
-    def probe(self) -> dict[str, Any]:
-        """Fork one confined child that runs nothing, and report which layers took."""
-        nonce = secrets.token_hex(16)
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_fd)
-            frame: dict[str, Any] = {"nonce": nonce, "kind": "probe"}
-            try:
-                frame["isolation"] = self._confine(write_fd, os.getppid())
-            except BaseException as exc:
-                frame = {"nonce": nonce, "kind": "setup", "detail": repr(exc)}
-            _send_and_exit(write_fd, frame)
-        os.close(write_fd)
-        end = _supervise(pid, read_fd, time.monotonic() + 10.0)
-        parsed = _parse_frame(end.data, nonce)
-        if isinstance(parsed, dict) and parsed.get("kind") == "probe":
-            self.last_isolation = parsed.get("isolation") or {}
-            return self.last_isolation
-        return {"error": str(parsed.get("detail") if isinstance(parsed, dict) else parsed)}
-
-    def _run_forked(self, task: EvaluationTask, policy_path: str) -> EvaluationOutcome:
-        nonce = secrets.token_hex(16)
-        read_fd, write_fd = os.pipe()
-        parent = os.getpid()
-        started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:  # the candidate process; never returns
-            os.close(read_fd)
-            self._child(task, policy_path, write_fd, nonce, parent)
-        os.close(write_fd)
-        end = _supervise(pid, read_fd, started + self.limits.wall_seconds)
-        outcome, isolation = _classify(end, nonce, self.limits, time.monotonic() - started)
+            path.unlink(missing_ok=True)
         if isolation:
             self.last_isolation = isolation
         return outcome
 
-    def _child(
-        self, task: EvaluationTask, policy_path: str, write_fd: int, nonce: str, parent: int
-    ) -> NoReturn:
-        frame: dict[str, Any] = {"nonce": nonce}
+    def probe(self) -> dict[str, Any]:
+        """Confine one process that runs nothing, and report which layers took."""
+        nonce = secrets.token_hex(16)
+        end = self._dispatch({"nonce": nonce, "kind": "probe"}, _PROBE_SECONDS)
+        frame = _parse_frame(end.data, nonce)
+        if isinstance(frame, dict) and frame.get("kind") == "probe":
+            self.last_isolation = frame.get("isolation") or {}
+            return self.last_isolation
+        detail = frame.get("detail") if isinstance(frame, dict) else frame
+        return {"error": str(detail or "the probe process failed")}
+
+    def _dispatch(self, request: dict[str, Any], wall_seconds: float) -> _ChildEnd:
+        """Hand the request to a spare, fork the next spare, supervise the first."""
+        payload = json.dumps(request).encode()
+        for _ in range(2):
+            spare, self._spare = self._spare or self._fork_spare(), None
+            started = time.monotonic()
+            if _hand_over(spare, payload):
+                break
+            _kill_group(spare.pid)  # it died waiting (or cannot read): use a fresh one
+            os.waitpid(spare.pid, 0)
+            os.close(spare.result_fd)
+        else:
+            raise OSError("the candidate process exited before it received its task")
+        self._spare = self._fork_spare()
+        return _supervise(spare.pid, spare.result_fd, started + wall_seconds)
+
+    def _fork_spare(self) -> _Spare:
+        task_read, task_write = os.pipe()
+        result_read, result_write = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the candidate process; never returns
+            try:
+                os.close(task_write)
+                os.close(result_read)
+                self._candidate(task_read, result_write, parent)
+            finally:
+                os._exit(_EXIT_HARNESS)
+        os.close(task_read)
+        os.close(result_write)
+        with contextlib.suppress(OSError):  # the child does it too; whoever is first
+            os.setpgid(pid, pid)
+        return _Spare(pid, task_write, result_read)
+
+    def _candidate(self, task_fd: int, result_fd: int, parent: int) -> NoReturn:
+        setup_error, isolation = "", {}
         try:
-            loader.activate(policy_path, task.policy_code, self.entrypoint)
             ballast = mmap.mmap(-1, _BALLAST_BYTES)  # reserved address space, untouched
-            frame["isolation"] = self._confine(write_fd, parent)
+            keep = (task_fd, result_fd)
+            isolation = confine_candidate(keep, self.limits, self.network_isolated, parent)
         except BaseException as exc:  # confinement failed: nothing untrusted may run
-            frame.update(kind="setup", detail=f"sandbox setup failed: {exc!r}")
-            _send_and_exit(write_fd, frame)
+            setup_error = f"sandbox setup failed: {exc!r}"
+        request = json.loads(_read_all(task_fd))
+        frame: dict[str, Any] = {"nonce": request["nonce"], "isolation": isolation}
+        if setup_error or request["kind"] == "probe":
+            frame.update(kind="setup" if setup_error else "probe", detail=setup_error)
+            _send_and_exit(result_fd, frame)
+        loader.activate(request["path"], request["code"], self.entrypoint)
         started = time.perf_counter()
         try:
-            value = self._evaluate(policy_path, task.context.model_dump(), task.subset)
+            value = self._evaluate(request["path"], request["context"], request["subset"])
             frame.update(kind="result", value=value)
         except BaseException as exc:
             ballast.close()  # room to describe the failure if memory ran out
@@ -201,101 +222,28 @@ class SandboxHarness:
         tampered = _tampered(self._watch)
         if tampered:
             frame.update(kind="tampered", value=None, detail=tampered)
-        _send_and_exit(write_fd, frame)
-
-    def _confine(self, keep_fd: int, parent: int) -> dict[str, Any]:
-        """Everything that must hold before untrusted code runs, in this order."""
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGXCPU):
-            signal.signal(signum, signal.SIG_DFL)
-        os.setpgid(0, 0)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            if fd != devnull:
-                os.dup2(devnull, fd)
-        os.closerange(3, keep_fd)
-        os.closerange(keep_fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        limits = self.limits
-        cpu = max(1, math.ceil(limits.cpu_seconds))
-        mapped = _mapped_bytes()
-        for which, value in (
-            (resource.RLIMIT_CORE, 0),
-            (resource.RLIMIT_FSIZE, 0),
-            (resource.RLIMIT_NOFILE, MAX_OPEN_FILES),
-            (resource.RLIMIT_AS, mapped + limits.memory_mb * (1 << 20)),
-        ):
-            resource.setrlimit(which, (value, value))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        network = "zygote" if self.network_isolated else "none"
-        if not self.network_isolated and _libc.unshare(_CLONE_NEWNET) == 0:
-            network = "namespace"
-        user = "unchanged"
-        if os.geteuid() == 0:
-            os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
-            if os.getresuid() != (NOBODY,) * 3 or os.getresgid() != (NOBODY,) * 3:
-                raise PermissionError("could not drop privileges to nobody")
-            user = "nobody"
-        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
-        no_new_privs = _prctl(_PR_SET_NO_NEW_PRIVS, 1)
-        _prctl(_PR_SET_DUMPABLE, 0)
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which clears it
-        if os.getppid() != parent:  # the zygote died before the death signal was armed
-            os._exit(_EXIT_HARNESS)
-        landlock = _landlock_restrict() if no_new_privs else 0
-        os.environ.clear()
-        return {
-            "network": network,
-            "user": user,
-            "landlock_abi": landlock,
-            "no_new_privs": no_new_privs,
-        }
+        _send_and_exit(result_fd, frame)
 
 
-def _mapped_bytes() -> int:
-    """The address space already mapped, so memory_mb is what the candidate may add."""
-    with open("/proc/self/statm", "rb") as handle:
-        return int(handle.read().split()[0]) * resource.getpagesize()
-
-
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = [
-        ("handled_access_fs", ctypes.c_uint64),
-        ("handled_access_net", ctypes.c_uint64),
-        ("scoped", ctypes.c_uint64),
-    ]
-
-
-def _landlock_restrict() -> int:
-    """Deny file writes, exec, TCP and outbound signals; returns the ABI used, 0 if none."""
-    abi = _syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0, 1)
-    if abi < 1:
-        return 0
-    # v1 rights except READ_FILE (1 << 2) and READ_DIR (1 << 3); later ABIs add more.
-    fs = (1 << 13) - 1 - (1 << 2) - (1 << 3)
-    fs |= (1 << 13) if abi >= 2 else 0  # REFER
-    fs |= (1 << 14) if abi >= 3 else 0  # TRUNCATE
-    fs |= (1 << 15) if abi >= 5 else 0  # IOCTL_DEV
-    attr = _RulesetAttr(fs, 0b11 if abi >= 4 else 0, 0b11 if abi >= 6 else 0)
-    size = 8 if abi < 4 else 16 if abi < 6 else 24
-    ruleset = _syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
-    if ruleset < 0:
-        return 0
+def _hand_over(spare: _Spare, payload: bytes) -> bool:
+    """Write the whole request and close the pipe; False if the spare is gone."""
     try:
-        ok = _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) == 0
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(spare.task_fd, view) :]
+        return True
+    except OSError:
+        return False
     finally:
-        os.close(ruleset)
-    return abi if ok else 0
+        os.close(spare.task_fd)
 
 
-def _syscall(number: int, *args: Any) -> int:
-    """A raw syscall with every integer passed as a full machine word."""
-    words = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
-    return int(_libc.syscall(ctypes.c_long(number), *words))
-
-
-def _prctl(option: int, value: int) -> bool:
-    return int(_libc.prctl(*(ctypes.c_ulong(a) for a in (option, value, 0, 0, 0)))) == 0
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
 
 
 def _snapshot_trusted_code(evaluator: types.ModuleType) -> list[tuple[dict[str, Any], str, Any]]:

@@ -94,7 +94,7 @@ class PrometheusProvider:
             return Unavailable(f"cannot read bearer token file {self._token_file}: {error}")
         try:
             result = self._client.custom_query(
-                promql, params={"timeout": f"{self.timeout:g}s"}, timeout=self.timeout
+                promql, params={"timeout": f"{self.timeout:g}"}, timeout=self.timeout
             )
         except PrometheusApiClientException as error:
             return _http_problem(str(error), self.url)

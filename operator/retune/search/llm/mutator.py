@@ -6,8 +6,8 @@ a tier:
 
 1. waits for a slot of that tier's concurrency limit;
 2. reserves its worst-case cost on the ledger (an upper bound on the prompt tokens plus
-   ``max_output_tokens``, at the tier's prices) -- if the budget cannot cover it, the tier
-   is not called at all;
+   ``max_output_tokens``, at the tier's prices), waiting while calls in flight hold the
+   rest of the budget -- if what is left unspent cannot cover it, the tier is not called;
 3. makes one request, settles the reservation with what the server says it served (a
    200 with useless content still consumed tokens; a 5xx consumed none);
 4. parses the answer into a program, or records why that failed;
@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from retune.search.ledger import Ledger
+from retune.search.ledger import Ledger, Reservation
 from retune.search.llm.audit import AuditEntry, AuditLog
 from retune.search.llm.client import ChatEndpoint, RetryPolicy, Step, with_retries
 from retune.search.llm.parse import parse_answer
@@ -46,6 +46,7 @@ from retune.search.mutation import (
 log = logging.getLogger(__name__)
 
 BUDGET = "budget"
+RESERVATION_POLL_SECONDS = 0.02
 
 # Which tier roles may serve a kind of mutation, best first.
 ROLE_PREFERENCE: dict[MutationKind, tuple[str, ...]] = {
@@ -134,15 +135,17 @@ class LLMMutator:
     def _mutate(self, request: MutationRequest, is_duplicate: DuplicateCheck) -> MutationResult:
         prompt = build_prompt(request, self.policy)
         failures: list[str] = []
-        budget_refused = False
-        for tier in self.tier_chain(request.kind):
+        unaffordable = 0
+        chain = self.tier_chain(request.kind)
+        for tier in chain:
             outcome = self._try_tier(tier, request, prompt, is_duplicate)
             if outcome.result is not None:
                 return outcome.result
-            budget_refused = budget_refused or outcome.budget_refused
+            unaffordable += outcome.budget_refused
             failures.append(f"{tier.name}: {outcome.failure}")
-        if budget_refused:
-            # The money is gone: the fallback mutator would hide that from the engine.
+        if unaffordable == len(chain):
+            # No tier can be paid for any more: say so, rather than let the free fallback
+            # mutator hide it from the engine.
             return MutationResult(failure=f"{BUDGET}: " + "; ".join(failures))
         return self._fall_back(request, is_duplicate, failures)
 
@@ -205,7 +208,7 @@ class LLMMutator:
             reserved_usd=worst_usd,
         )
         with tier.slots:
-            reservation = self.ledger.reserve_usd(worst_usd)
+            reservation = self._reserve(worst_usd)
             if reservation is None:
                 entry.detail = f"a call may cost up to ${worst_usd:.6f}; the budget cannot cover it"
                 self._audit(entry)
@@ -243,6 +246,22 @@ class LLMMutator:
         if not call.ok:
             return Step(retry=call.retryable, retry_after=call.retry_after), failure, False
         return Step(retry=True, backoff=False), failure, False  # useless answer: ask again
+
+    def _reserve(self, usd: float) -> Reservation | None:
+        """Reserve ``usd``; ``None`` once the budget itself cannot cover it.
+
+        A refusal while other calls hold reservations is only temporary: they settle at
+        their actual cost, usually far below their worst case, so wait for them rather
+        than end the search with money left.
+        """
+        while True:
+            reservation = self.ledger.reserve_usd(usd)
+            if reservation is not None:
+                return reservation
+            limit = self.ledger.budget.max_usd
+            if limit is None or self.ledger.usd_spent + usd > limit:
+                return None
+            time.sleep(RESERVATION_POLL_SECONDS)
 
     def _read_answer(
         self, tier: Tier, request: MutationRequest, text: str | None, finish_reason: str | None

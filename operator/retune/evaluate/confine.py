@@ -1,0 +1,146 @@
+"""Operating-system confinement of a candidate process (Linux).
+
+:func:`confine_candidate` runs in a freshly forked child before any untrusted code: it
+points stdin/stdout/stderr at /dev/null, closes every other descriptor it was not told to
+keep, sets rlimits, leaves the network when it can, drops to uid/gid 65534 when root,
+forbids new processes, applies a Landlock ruleset when the kernel offers one, and clears
+the environment. Mandatory steps raise on failure (the candidate must then not run);
+best-effort ones (network namespace, Landlock, no_new_privs) report whether they took.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import resource
+import signal
+from typing import Any
+
+from retune.evaluate.contract import SandboxLimits
+
+NOBODY = 65534
+MAX_OPEN_FILES = 32
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS = 1, 4, 38
+_SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_RESTRICT_SELF = 444, 446
+_EXIT_ORPHANED = 70
+
+
+def isolate_process_network() -> bool:
+    """Move the calling process (a zygote) into an empty network namespace, if permitted.
+
+    Its children then inherit the isolation and need no ``unshare`` of their own.
+    """
+    return int(_libc.unshare(_CLONE_NEWNET)) == 0
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when the thread that started it exits."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def confine_candidate(
+    keep_fds: tuple[int, ...], limits: SandboxLimits, network_isolated: bool, parent: int
+) -> dict[str, Any]:
+    """Confine this (freshly forked) process; returns which optional layers took."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGXCPU):
+        signal.signal(signum, signal.SIG_DFL)
+    os.setpgid(0, 0)  # the zygote kills the whole group on timeout
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd != devnull:
+            os.dup2(devnull, fd)
+    low = 3
+    for fd in sorted(keep_fds):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    mapped = _mapped_bytes()
+    for which, value in (
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_FSIZE, 0),
+        (resource.RLIMIT_NOFILE, MAX_OPEN_FILES),
+        (resource.RLIMIT_AS, mapped + limits.memory_mb * (1 << 20)),
+    ):
+        resource.setrlimit(which, (value, value))
+    cpu = max(1, math.ceil(limits.cpu_seconds))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, then SIGKILL
+    network = "zygote" if network_isolated else "none"
+    if not network_isolated and int(_libc.unshare(_CLONE_NEWNET)) == 0:
+        network = "namespace"
+    user = "unchanged"
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+        if os.getresuid() != (NOBODY,) * 3 or os.getresgid() != (NOBODY,) * 3:
+            raise PermissionError("could not drop privileges to nobody")
+        user = "nobody"
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # after the uid change, or it is moot
+    no_new_privs = _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(_PR_SET_DUMPABLE, 0)  # no ptrace, /proc/<pid> owned by root
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which clears it
+    if os.getppid() != parent:  # the zygote died before the death signal was armed
+        os._exit(_EXIT_ORPHANED)
+    landlock = _landlock_restrict() if no_new_privs else 0
+    os.environ.clear()
+    return {
+        "network": network,
+        "user": user,
+        "landlock_abi": landlock,
+        "no_new_privs": no_new_privs,
+    }
+
+
+def _mapped_bytes() -> int:
+    """The address space already mapped, so memory_mb is what the candidate may add."""
+    with open("/proc/self/statm", "rb") as handle:
+        return int(handle.read().split()[0]) * resource.getpagesize()
+
+
+def _syscall(number: int, *args: Any) -> int:
+    """A raw syscall with every integer passed as a full machine word."""
+    words = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    return int(_libc.syscall(ctypes.c_long(number), *words))
+
+
+def _prctl(option: int, value: int) -> bool:
+    return int(_libc.prctl(*(ctypes.c_ulong(a) for a in (option, value, 0, 0, 0)))) == 0
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
+
+
+def _landlock_restrict() -> int:
+    """Deny file writes, exec, TCP and outbound signals; returns the ABI used, 0 if none.
+
+    Reads stay allowed: evaluators may read their data files.
+    """
+    abi = _syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0, 1)  # 1: ask for the ABI version
+    if abi < 1:
+        return 0
+    # Every v1 right except READ_FILE (1 << 2) and READ_DIR (1 << 3); later ABIs add more.
+    fs = (1 << 13) - 1 - (1 << 2) - (1 << 3)
+    fs |= (1 << 13) if abi >= 2 else 0  # REFER
+    fs |= (1 << 14) if abi >= 3 else 0  # TRUNCATE
+    fs |= (1 << 15) if abi >= 5 else 0  # IOCTL_DEV
+    net = 0b11 if abi >= 4 else 0  # BIND_TCP, CONNECT_TCP
+    scoped = 0b11 if abi >= 6 else 0  # abstract unix sockets, signals
+    attr = _RulesetAttr(fs, net, scoped)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    ruleset = _syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
+    if ruleset < 0:
+        return 0
+    try:
+        ok = _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) == 0
+    finally:
+        os.close(ruleset)
+    return abi if ok else 0

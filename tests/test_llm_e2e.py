@@ -1,0 +1,98 @@
+"""`retune run --mutator llm` end to end, against the stand-in model server.
+
+Given examples/01 and the server on a loopback port, when `retune run` searches with the
+LLM tiers, then result.json's tokens are exactly what the server served, its calls are the
+calls the audit log shows, the USD budget holds, and the same seed replays the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.llm_server import REPO, MutationServer, running_mutation_server
+
+TARGET = REPO / "examples" / "01-cache-eviction" / "target.yaml"
+MAX_USD = 0.05
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[MutationServer]:
+    with running_mutation_server(seed=1, retry_after=0.2) as running:
+        yield running
+
+
+def retune_run(
+    server: MutationServer, output: Path, *extra: str, faults: str = ""
+) -> dict[str, Any]:
+    """``retune run`` against a fresh-counting server; result.json's content."""
+    server.reset()
+    server.set_faults(faults)
+    command = [
+        sys.executable, "-m", "retune.cli", "run", str(TARGET),
+        "--mutator", "llm", "--llm-base-url", server.base_url,
+        "--max-evaluations", "30", "--seed", "7", "--quiet", "--output", str(output), *extra,
+    ]  # fmt: skip
+    paths = [str(REPO / "operator"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=900, env=env, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    result: dict[str, Any] = json.loads((output / "result.json").read_text())
+    return result
+
+
+def audit(output: Path) -> list[dict[str, Any]]:
+    lines = (output / "llm-calls.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_the_ledger_is_what_the_server_served(server: MutationServer, tmp_path: Path) -> None:
+    result = retune_run(server, tmp_path, "--max-usd", str(MAX_USD))
+
+    assert result["evaluations"] == 30
+    assert result["tokens"] == server.stats()
+    calls = audit(tmp_path)
+    made = Counter(line["tier"] for line in calls if line["outcome"] != "budget")
+    assert result["calls"] == dict(made)
+    assert result["calls"]["small"] > result["calls"].get("large", 0)
+    assert result["cost_usd"] == pytest.approx(sum(line["usd"] for line in calls))
+    assert result["cost_usd"] <= MAX_USD
+
+
+def test_a_small_budget_stops_the_search_before_it_is_exceeded(
+    server: MutationServer, tmp_path: Path
+) -> None:
+    result = retune_run(server, tmp_path, "--max-usd", "0.004")
+
+    assert result["stop_reason"] == "USD budget reached"
+    assert 0 < result["cost_usd"] <= 0.004
+    assert result["tokens"] == server.stats()
+
+
+def test_endpoint_faults_cost_candidates_not_the_run(
+    server: MutationServer, tmp_path: Path
+) -> None:
+    faults = "429:0.1,500:0.1,drop:0.05,malformed:0.05,empty:0.05,garbage:0.1"
+    first = retune_run(server, tmp_path / "first", "--max-usd", str(MAX_USD), faults=faults)
+    assert first["tokens"] == server.stats()
+    again = retune_run(server, tmp_path / "again", "--max-usd", str(MAX_USD), faults=faults)
+    assert again["tokens"] == server.stats()
+
+    assert first["evaluations"] == 30
+    outcomes = {line["outcome"] for line in audit(tmp_path / "first")}
+    assert {"rate_limited", "server_error", "ok"} <= outcomes
+    first.pop("wall_seconds")
+    again.pop("wall_seconds")
+    assert first == again  # the same seed and the same server replay the run

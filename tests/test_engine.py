@@ -201,3 +201,18 @@ def test_builtin_mutator_moves_parameters_within_bounds() -> None:
         }
         assert 1 <= namespace["BATCH"] <= 64 and isinstance(namespace["BATCH"], int)  # type: ignore[operator]
         assert 0.1 <= namespace["TIMEOUT"] <= 1.0  # type: ignore[operator]
+
+
+def test_builtin_mutator_imports_math_when_it_adds_a_math_call() -> None:
+    from retune.search.mutation import MutationKind, MutationRequest
+
+    mutator = BuiltinMutator("f")
+    with_math = 0
+    for seed in range(200):
+        request = MutationRequest(parent_code=SEED, seed=seed, kind=MutationKind.PARADIGM)
+        code = mutator.mutate(request, lambda _: False).code
+        assert code is not None
+        if "math." in code:
+            with_math += 1
+            assert code.startswith("import math\n")
+    assert with_math > 0

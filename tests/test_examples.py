@@ -56,6 +56,18 @@ def baselines() -> dict[str, ModuleType]:
     }
 
 
+@pytest.fixture(scope="module")
+def seed_results(evaluators: dict[str, ModuleType]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The seed policy's result per (example, subset), computed once."""
+    return {
+        (example, subset): evaluators[example].evaluate(
+            seed_path(example), context(example), subset
+        )
+        for example in EXAMPLES
+        for subset in ("quick", "full", "holdout")
+    }
+
+
 def context(example: str) -> dict[str, Any]:
     """The evaluation context `retune run` builds from the example's target.yaml."""
     target = load_target(EXAMPLES[example] / "target.yaml")
@@ -103,10 +115,9 @@ def test_every_baseline_passes_the_allowlist(example: str) -> None:
 @pytest.mark.parametrize("subset", ["quick", "full", "holdout"])
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_the_seed_policy_scores(
-    evaluators: dict[str, ModuleType], example: str, subset: str
+    seed_results: dict[tuple[str, str], dict[str, Any]], example: str, subset: str
 ) -> None:
-    raw = evaluators[example].evaluate(seed_path(example), context(example), subset)
-    result = EvaluationResult.model_validate(raw)
+    result = EvaluationResult.model_validate(seed_results[example, subset])
     assert 0.0 < result.score < 1.0
     assert set(result.subscores) == SUBSCORES[example]
     assert result.metrics["policy_calls"] > 1000
@@ -114,9 +125,13 @@ def test_the_seed_policy_scores(
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_an_evaluation_repeats_exactly(evaluators: dict[str, ModuleType], example: str) -> None:
+def test_an_evaluation_repeats_exactly(
+    evaluators: dict[str, ModuleType],
+    seed_results: dict[tuple[str, str], dict[str, Any]],
+    example: str,
+) -> None:
     evaluate = evaluators[example].evaluate
-    first = evaluate(seed_path(example), context(example), "quick")
+    first = seed_results[example, "quick"]
     assert evaluate(seed_path(example), context(example), "quick") == first
     other_seed = {**context(example), "seed": 1}
     assert evaluate(seed_path(example), other_seed, "quick") != first
@@ -124,9 +139,9 @@ def test_an_evaluation_repeats_exactly(evaluators: dict[str, ModuleType], exampl
 
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_an_evaluation_repeats_exactly_in_another_process(
-    evaluators: dict[str, ModuleType], example: str
+    seed_results: dict[tuple[str, str], dict[str, Any]], example: str
 ) -> None:
-    here = evaluators[example].evaluate(seed_path(example), context(example), "quick")
+    here = seed_results[example, "quick"]
     script = (
         "import json, sys\n"
         "from retune.evaluate.loader import load_evaluator\n"
@@ -154,11 +169,9 @@ def test_an_evaluation_repeats_exactly_in_another_process(
 
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_holdout_uses_other_traces_than_full(
-    evaluators: dict[str, ModuleType], example: str
+    seed_results: dict[tuple[str, str], dict[str, Any]], example: str
 ) -> None:
-    evaluate = evaluators[example].evaluate
-    full = evaluate(seed_path(example), context(example), "full")
-    holdout = evaluate(seed_path(example), context(example), "holdout")
+    full, holdout = seed_results[example, "full"], seed_results[example, "holdout"]
     assert holdout["subscores"] != full["subscores"]
 
 
@@ -281,22 +294,27 @@ def readme_rows(example: str) -> set[str]:
     return {line for line in text.splitlines() if line.startswith("| ")}
 
 
+@pytest.mark.slow
 def test_the_cache_readme_table_is_what_the_evaluator_measures(
-    baselines: dict[str, ModuleType],
+    baselines: dict[str, ModuleType], cache_rows: dict[str, dict[str, Any]]
 ) -> None:
-    lines = [line for line in baselines["cache"].table_lines() if line.startswith("| ")]
+    lines = baselines["cache"].format_rows(list(cache_rows.values()))
     missing = [line for line in lines if line not in readme_rows("cache")]
     assert not missing, "README out of date; rerun baselines.py:\n" + "\n".join(missing)
 
 
+@pytest.mark.slow
 def test_the_routing_readme_tables_are_what_the_evaluator_measures(
-    baselines: dict[str, ModuleType],
+    baselines: dict[str, ModuleType], routing_table: dict[str, dict[str, dict]]
 ) -> None:
-    lines = [line for line in baselines["routing"].table_lines() if line.startswith("| ")]
+    lines = [
+        line for rows in routing_table.values() for line in baselines["routing"].format_rows(rows)
+    ]
     missing = [line for line in lines if line not in readme_rows("routing")]
     assert not missing, "README out of date; rerun baselines.py:\n" + "\n".join(missing)
 
 
+@pytest.mark.slow
 def test_cache_policies_rank_as_the_readme_says(cache_rows: dict[str, dict[str, Any]]) -> None:
     lru = cache_rows["LRU (seed)"]
     lfu = cache_rows["LFU"]
@@ -313,6 +331,7 @@ def test_cache_policies_rank_as_the_readme_says(cache_rows: dict[str, dict[str, 
     assert lfu["shift"] == min(row["shift"] for row in cache_rows.values())
 
 
+@pytest.mark.slow
 def test_the_best_routing_rule_flips_with_the_gpu(
     baselines: dict[str, ModuleType], routing_table: dict[str, dict[str, dict]]
 ) -> None:

@@ -42,18 +42,36 @@ HONEST = "def choose(x):\n    return 2 * x + 1\n"
 
 # How a policy gets out of its restricted builtins when the allowlist is off: through
 # object's subclasses to a function defined in the os module, and its globals.
-ESCAPE = '''
+ESCAPE = """
 def _os():
     for cls in ().__class__.__base__.__subclasses__():
         if cls.__name__ == "_wrap_close":
             return cls.__init__.__globals__
     raise ValueError("no way out")
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def evaluator() -> ModuleType:
     return load_evaluator(FIXTURES / "scoring_evaluator.py")
+
+
+@pytest.fixture(scope="module")
+def layers(evaluator: ModuleType) -> dict[str, object]:
+    """Which optional confinement layers this machine offers (see docs/sandbox.md)."""
+    with SandboxHarness(evaluator, "choose", LIMITS) as harness:
+        return harness.probe()
+
+
+def requires(layers: dict[str, object], *needed: str) -> None:
+    """Skip unless one of the layers that carries the next assertion is present."""
+    present = {
+        "nobody": layers.get("user") == "nobody",
+        "landlock": bool(layers.get("landlock_abi")),
+        "netns": layers.get("network") in ("namespace", "zygote"),
+    }
+    if not any(present[name] for name in needed):
+        pytest.skip(f"needs one of {needed}; this machine has {layers}")
 
 
 @pytest.fixture
@@ -107,11 +125,17 @@ def assert_failed(outcome: EvaluationOutcome, reason: FailureReason, *fragments:
 
 def test_an_honest_policy_scores(guarded: SandboxHarness) -> None:
     assert_still_works(guarded)
-    assert guarded.last_isolation["user"] == "nobody"
+    assert guarded.last_isolation["user"] == ("nobody" if os.geteuid() == 0 else "unchanged")
 
 
-def test_write_a_file(guarded: SandboxHarness, exposed: SandboxHarness, tmp_path: Path,
-                      open_dir: Path) -> None:  # fmt: skip
+def test_write_a_file(
+    guarded: SandboxHarness,
+    exposed: SandboxHarness,
+    tmp_path: Path,
+    open_dir: Path,
+    layers: dict[str, object],
+) -> None:
+    requires(layers, "landlock")  # the world-writable directory; uid 65534 alone is not enough
     private, public = tmp_path / "owned.txt", open_dir / "owned.txt"
     code = f"def choose(x):\n    return open({str(public)!r}, 'w').write('owned')"
     assert_failed(submit(guarded, code), FailureReason.REJECTED, "'open' is not allowed")
@@ -127,31 +151,46 @@ def test_write_a_file(guarded: SandboxHarness, exposed: SandboxHarness, tmp_path
     assert_still_works(exposed)
 
 
-def test_open_a_socket(guarded: SandboxHarness, exposed: SandboxHarness) -> None:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        listener.settimeout(0.2)
-        port = listener.getsockname()[1]
+def test_open_a_socket(
+    guarded: SandboxHarness, exposed: SandboxHarness, layers: dict[str, object]
+) -> None:
+    requires(layers, "netns")
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for listener in (tcp, udp):
+            listener.bind(("127.0.0.1", 0))
+            listener.settimeout(0.2)
+        tcp.listen()
+        tcp_port, udp_port = tcp.getsockname()[1], udp.getsockname()[1]
         code = f"""
         import socket
         def choose(x):
-            return socket.create_connection(("127.0.0.1", {port}))
+            return socket.create_connection(("127.0.0.1", {tcp_port}))
         """
         assert_failed(submit(guarded, code), FailureReason.REJECTED, "import of 'socket'")
         body = f"""
         socket = _os()["sys"].modules["socket"]
-        socket.create_connection(("127.0.0.1", {port}), timeout=1)
-        return 1.0
+        socket.create_connection(("127.0.0.1", {tcp_port}), timeout=1)
         """
-        assert_failed(run(exposed, body), FailureReason.EXCEPTION, "OSError")
+        # Landlock refuses the TCP connect (EACCES) before the empty namespace would.
+        assert_failed(run(exposed, body), FailureReason.EXCEPTION, "Error: [Errno")
+        body = f"""
+        socket = _os()["sys"].modules["socket"]
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.sendto(b"owned", ("127.0.0.1", {udp_port}))
+        """
+        # Landlock does not cover UDP: this is the network namespace alone.
+        assert_failed(run(exposed, body), FailureReason.EXCEPTION, "Network is unreachable")
         with pytest.raises(TimeoutError):
-            listener.accept()  # no connection ever arrived
+            tcp.accept()  # no connection ever arrived
+        with pytest.raises(TimeoutError):
+            udp.recv(100)  # nor a datagram
     assert exposed.last_isolation["network"] == "namespace"
 
 
-def test_spawn_a_process(guarded: SandboxHarness, exposed: SandboxHarness,
-                         open_dir: Path) -> None:  # fmt: skip
+def test_spawn_a_process(
+    guarded: SandboxHarness, exposed: SandboxHarness, open_dir: Path, layers: dict[str, object]
+) -> None:
+    requires(layers, "landlock")  # exec needs no new process: only Landlock refuses it
     marker = open_dir / "spawned"
     code = f"import os\ndef choose(x):\n    return os.system('touch {marker}')"
     assert_failed(submit(guarded, code), FailureReason.REJECTED, "import of 'os'")
@@ -170,8 +209,9 @@ def test_spawn_a_process(guarded: SandboxHarness, exposed: SandboxHarness,
     assert_still_works(exposed)
 
 
-def test_read_the_environment(guarded: SandboxHarness, exposed: SandboxHarness,
-                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_read_the_environment(
+    guarded: SandboxHarness, exposed: SandboxHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = "s3cr3t-" + os.urandom(8).hex()
     monkeypatch.setenv("RETUNE_TEST_SECRET", secret)
     code = "import os\ndef choose(x):\n    return str(os.environ)"
@@ -243,10 +283,8 @@ def test_infinite_loop_times_out(evaluator: ModuleType) -> None:
 def test_cpu_limit(evaluator: ModuleType) -> None:
     limits = SandboxLimits(wall_seconds=10, cpu_seconds=1, memory_mb=256)
     with SandboxHarness(evaluator, "choose", limits) as harness:
-        started = time.monotonic()
         outcome = submit(harness, "def choose(x):\n    while True:\n        x = x + 1")
-        assert time.monotonic() - started < 3.0
-        assert_failed(outcome, FailureReason.CPU, "CPU-time limit of 1 s")
+        assert_failed(outcome, FailureReason.CPU, "CPU-time limit of 1 s")  # before 10 s
 
 
 def test_allocate_10_gb(guarded: SandboxHarness, exposed: SandboxHarness) -> None:
@@ -354,7 +392,7 @@ def test_malformed_returns_and_evaluator_errors(
 
 def test_exceptions_name_the_failing_line(guarded: SandboxHarness) -> None:
     outcome = submit(guarded, "def choose(x):\n    y = x\n    return y / 0")
-    assert_failed(outcome, FailureReason.EXCEPTION, "ZeroDivisionError: division by zero")
+    assert_failed(outcome, FailureReason.EXCEPTION, "ZeroDivisionError: float division by zero")
     assert "line 3, in choose" in outcome.detail
     evaluator_error = submit(guarded, HONEST, mode="raise")
     assert "scoring_evaluator.py, line" in evaluator_error.detail

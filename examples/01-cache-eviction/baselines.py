@@ -89,12 +89,16 @@ def table_lines(hardware: dict[str, str] | None = None) -> list[str]:
         "| policy | full | steady | scan | shift | holdout |",
         "|---|---|---|---|---|---|",
     ]
-    for row in baseline_table(hardware):
-        lines.append(
-            f"| {row['policy']} | {row['score']:.4f} | {row['steady']:.4f} | {row['scan']:.4f} "
-            f"| {row['shift']:.4f} | {row['holdout']:.4f} |"
-        )
-    return lines
+    return lines + format_rows(baseline_table(hardware))
+
+
+def format_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """The table's rows, as Markdown."""
+    return [
+        f"| {row['policy']} | {row['score']:.4f} | {row['steady']:.4f} | {row['scan']:.4f} "
+        f"| {row['shift']:.4f} | {row['holdout']:.4f} |"
+        for row in rows
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

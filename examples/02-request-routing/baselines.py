@@ -95,14 +95,21 @@ def table_lines(gpus: tuple[str, ...] = DEFAULT_GPUS) -> list[str]:
             "| policy | full | low | medium | high | holdout | p99 TTFT at high load |",
             "|---|---|---|---|---|---|---|",
         ]
-        for label, result in table[gpu].items():
-            sub = result["subscores"]
-            lines.append(
-                f"| {label} | {result['score']:.4f} | {sub['low']:.4f} | {sub['medium']:.4f} "
-                f"| {sub['high']:.4f} | {result['holdout']:.4f} "
-                f"| {result['metrics']['high_p99_ttft_s']:.2f} s |"
-            )
+        lines += format_rows(table[gpu])
         lines += ["", f"best single-idea rule: {best_single_idea(table[gpu])}", ""]
+    return lines
+
+
+def format_rows(rows: dict[str, dict]) -> list[str]:
+    """One GPU's table rows, as Markdown."""
+    lines = []
+    for label, result in rows.items():
+        sub = result["subscores"]
+        lines.append(
+            f"| {label} | {result['score']:.4f} | {sub['low']:.4f} | {sub['medium']:.4f} "
+            f"| {sub['high']:.4f} | {result['holdout']:.4f} "
+            f"| {result['metrics']['high_p99_ttft_s']:.2f} s |"
+        )
     return lines
 
 

@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--mutator", choices=["builtin", "llm"], help="override spec.search.mutator")
     run.add_argument("--llm-base-url", help="an OpenAI-compatible endpoint for both model tiers")
+    run.add_argument("--prometheus-url", help="read the workload profile from this Prometheus")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     check = commands.add_parser("check", help="validate a target YAML and print its problems")
@@ -109,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         mutator=args.mutator,
         llm_base_url=args.llm_base_url,
+        prometheus_url=args.prometheus_url,
         show_progress=not args.quiet,
     )
     if args.llm_base_url and not args.mutator:

@@ -21,6 +21,9 @@ from retune.search.ledger import Budget, Ledger
 from retune.search.mutation import Mutator
 from retune.search.state import EngineState
 from retune.search.validation import ValidationReport, validate
+from retune.signals.hardware import HardwareFingerprint, hardware_context
+from retune.signals.profile import read_profile as signals_read_profile
+from retune.signals.providers import provider_for
 from retune.spec import OptimizationTarget, TargetSpec
 from retune.store.file import FileStore
 
@@ -44,6 +47,7 @@ class RunOptions:
     workers: int | None = None
     mutator: str | None = None  # overrides spec.search.mutator
     llm_base_url: str | None = None
+    prometheus_url: str | None = None
     show_progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -64,32 +68,43 @@ def read_seed_code(spec: TargetSpec, base: Path) -> str:
     )
 
 
-def read_profile(spec: TargetSpec, base: Path) -> dict[str, float]:
-    if spec.profile.recorded is None:
-        raise RunError(
-            "spec.profile.recorded: a local run needs a recorded profile "
-            "(a JSON or YAML file of query name -> number)"
-        )
-    path = base / spec.profile.recorded
+def read_profile(
+    spec: TargetSpec, base: Path, prometheus_url: str | None = None
+) -> dict[str, float]:
+    """The workload profile: from Prometheus if a URL is given, else the recorded file."""
+    recorded: dict[str, object] | None = None
+    if spec.profile.recorded is not None:
+        path = base / spec.profile.recorded
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise RunError(f"spec.profile.recorded: cannot read {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise RunError(f"spec.profile.recorded: {path} is not JSON or YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise RunError(f"spec.profile.recorded: {path} must map query names to numbers")
+        recorded = {str(k): v for k, v in data.items()}
+    url = prometheus_url or spec.profile.prometheus_url
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise RunError(f"spec.profile.recorded: cannot read {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise RunError(f"spec.profile.recorded: {path} is not JSON or YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RunError(f"spec.profile.recorded: {path} must map query names to numbers")
-    profile = {}
-    for name, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise RunError(
-                f"spec.profile.recorded: {path}: {name!r} must be a number, got {value!r}"
-            )
-        profile[str(name)] = float(value)
-    missing = sorted(set(spec.profile.queries) - set(profile))
-    if missing:
-        raise RunError(f"spec.profile.recorded: {path} has no value for {', '.join(missing)}")
-    return profile
+        provider = provider_for(url, recorded=recorded, queries=spec.profile.queries)
+    except ValueError as exc:
+        raise RunError(str(exc)) from exc
+    queries = spec.profile.queries or {name: name for name in recorded or {}}
+    reading = signals_read_profile(provider, queries)
+    if not reading.complete:
+        source = url or f"the recorded profile {spec.profile.recorded}"
+        raise RunError(
+            f"spec.profile: no usable value from {source}: {reading.describe_problems()}"
+        )
+    return reading.values
+
+
+def read_hardware(spec: TargetSpec) -> dict[str, str]:
+    """The hardware handed to the evaluator, from the recorded node labels."""
+    if not spec.hardware.recorded:
+        return {}
+    fingerprint = HardwareFingerprint.from_labels(spec.hardware.recorded, spec.hardware.label_keys)
+    return hardware_context(fingerprint)
 
 
 def sandbox_limits(spec: TargetSpec) -> SandboxLimits:
@@ -134,8 +149,8 @@ def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
         raise RunError(f"spec.evaluator.module: {evaluator_path} does not exist")
     seed_code = read_seed_code(spec, base)
     context = EvaluationContext(
-        workload=read_profile(spec, base),
-        hardware=dict(spec.hardware.recorded),
+        workload=read_profile(spec, base, options.prometheus_url),
+        hardware=read_hardware(spec),
         params=dict(spec.evaluator.params),
         seed=0,
     )

@@ -98,6 +98,8 @@ class BuiltinMutator:
                 described.append(note)
         if not described:
             return None, []
+        if _uses_math(child) and not _imports_math(child):
+            child.body.insert(0, ast.Import(names=[ast.alias(name="math")]))
         ast.fix_missing_locations(child)
         try:
             code = ast.unparse(child) + "\n"
@@ -144,6 +146,20 @@ def _find_function(tree: ast.Module, name: str) -> ast.FunctionDef | None:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             return node
     return None
+
+
+def _uses_math(tree: ast.Module) -> bool:
+    return any(
+        isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "math"
+        for n in ast.walk(tree)
+    )
+
+
+def _imports_math(tree: ast.Module) -> bool:
+    return any(
+        isinstance(n, ast.Import) and any(a.name == "math" and a.asname is None for a in n.names)
+        for n in tree.body
+    )
 
 
 def _nodes(function: ast.FunctionDef, kind: type | tuple[type, ...]) -> list[ast.AST]:

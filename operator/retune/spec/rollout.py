@@ -20,9 +20,10 @@ from retune.spec.base import (
 from retune.spec.signals import Comparison, within
 from retune.spec.units import validate_cron
 
-ANALYSIS_PLACEHOLDERS: tuple[str, ...] = ("track", "namespace")
+ANALYSIS_PLACEHOLDERS: tuple[str, ...] = ("track", "namespace", "target")
 """Placeholders an analysis query may use: ``{{track}}`` is ``stable`` or ``canary`` (the
-``retune.dev/track`` pod label), ``{{namespace}}`` the target's namespace."""
+``retune.dev/track`` pod label), ``{{namespace}}`` the target's namespace, ``{{target}}``
+the target's name."""
 
 
 class AnalysisQuery(SpecModel):
@@ -43,9 +44,9 @@ class AnalysisQuery(SpecModel):
         check_placeholders(query, ANALYSIS_PLACEHOLDERS)
         return query
 
-    def render(self, *, track: str, namespace: str) -> str:
+    def render(self, *, track: str, namespace: str, target: str = "") -> str:
         """The query with its placeholders filled in."""
-        return render_query(self.query, {"track": track, "namespace": namespace})
+        return render_query(self.query, {"track": track, "namespace": namespace, "target": target})
 
     def passes(self, value: float) -> bool:
         """Whether ``value`` respects the threshold."""

@@ -57,6 +57,7 @@ test-e2e: $(INSTALLED) testbin prometheus
 ## crd: regenerate crds/ from the models
 crd: $(INSTALLED)
 	$(VENV)/bin/retune crd > crds/optimizationtarget.yaml
+	cp crds/optimizationtarget.yaml charts/retune/crds/optimizationtarget.yaml
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -118,30 +118,37 @@ class ControlPlane:
         scheduler = self._spawn(
             "kube-scheduler", self._scheduler_args(kubeconfigs["scheduler"], scheduler_port)
         )
-        anonymous_tls = ssl.create_default_context()
-        anonymous_tls.check_hostname, anonymous_tls.verify_mode = False, ssl.CERT_NONE
-        self._wait_http(controller_manager, f"https://127.0.0.1:{cm_port}/healthz", anonymous_tls)
-        self._wait_http(scheduler, f"https://127.0.0.1:{scheduler_port}/healthz", anonymous_tls)
-        install_crds(self.api(), load_crds(self.crd_dirs))
         self._spawn(
             "node-agent",
             [sys.executable, "-m", "tests.cluster.node_agent", "--kubeconfig", str(kubeconfigs["node-agent"]),
              "--workdir", str(self.workdir / "pods"), "--heartbeat-seconds", "5"],
             cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, parent_death_signal="TERM",
         )  # fmt: skip
+        # Nodes and CRDs need only the API server: register them while the others start.
         for name, pool in DEFAULT_NODES.items():
             self.add_node(name, pool, wait=False)
+        install_crds(self.api(), load_crds(self.crd_dirs))
+        anonymous_tls = ssl.create_default_context()
+        anonymous_tls.check_hostname, anonymous_tls.verify_mode = False, ssl.CERT_NONE
+        self._wait_http(controller_manager, f"https://127.0.0.1:{cm_port}/healthz", anonymous_tls)
+        self._wait_http(scheduler, f"https://127.0.0.1:{scheduler_port}/healthz", anonymous_tls)
         for name in DEFAULT_NODES:
             self._wait_schedulable(name)
         self.startup_seconds = time.monotonic() - started
 
     def stop(self) -> None:
-        """Stop every component, the node agent (and with it every pod) first."""
+        """Stop every component: the node agent (and with it every pod) first, then the rest."""
         if self._admin is not None:
             self._admin.close()
             self._admin = None
-        for process in reversed(self.processes):
+        first = [p for p in self.processes if p.name == "node-agent"]
+        rest = [p for p in self.processes if p.name != "node-agent"]
+        for process in first:
             process.stop(timeout=10)
+        for process in rest:  # nothing here is worth an orderly shutdown one by one
+            process.terminate()
+        for process in rest:
+            process.stop(timeout=5)
 
     def _spawn(
         self,

@@ -46,8 +46,7 @@ class MetricsExporter:
     @property
     def address(self) -> str:
         """``host:port``, as a Prometheus static target."""
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        return f"127.0.0.1:{self._server.server_port}"
 
     def set(self, name: str, value: float, **labels: str) -> None:
         """Set the gauge ``name`` with these labels to ``value``."""

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -76,7 +76,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     if report.failed:
         _failures["count"] += 1
@@ -108,7 +110,11 @@ def control_plane() -> Iterator[ControlPlane]:
     try:
         bin_dir = testbin_dir()
     except TestbinMissing as missing:
-        pytest.fail(str(missing), pytrace=False)
+        reason = str(missing)
+    else:
+        reason = ""
+    if reason:
+        pytest.fail(reason, pytrace=False)
     workdir = Path(tempfile.mkdtemp(prefix="retune-cluster-"))
     plane = ControlPlane(bin_dir, workdir, CRD_DIRS)
     problem = _start(plane.start, plane.stop, plane.diagnostics, "the test control plane")
@@ -151,7 +157,11 @@ def prometheus_server() -> Iterator[PrometheusServer]:
     try:
         binary = find_prometheus()
     except PrometheusMissing as missing:
-        pytest.fail(str(missing), pytrace=False)
+        reason = str(missing)
+    else:
+        reason = ""
+    if reason:
+        pytest.fail(reason, pytrace=False)
     workdir = Path(tempfile.mkdtemp(prefix="retune-prometheus-"))
     server = PrometheusServer(binary, workdir)
     problem = _start(server.start, server.stop, server.diagnostics, "prometheus")

@@ -223,9 +223,10 @@ class PodRunner(threading.Thread):
         container.restart_at = None
         if executable is None:
             message = f'exec: "{argv[0]}": executable file not found in $PATH'
-            self._finish(container, 128, "StartError", message, started_at, allow_restart=True)
+            self._finish(container, _terminated(128, "StartError", message, started_at), True)
             return
         argv[0] = executable
+        container.message_path.write_bytes(b"")  # each run starts with an empty message
         if _SETPRIV:
             argv = [_SETPRIV, "--pdeathsig=KILL", "--", *argv]
         with open(container.log_path, "ab") as log_file:
@@ -248,36 +249,29 @@ class PodRunner(threading.Thread):
             code = process.returncode if process.returncode >= 0 else 128 - process.returncode
             started = container.state.get("running", {}).get("startedAt", self.start_time)
             reason = "Completed" if code == 0 else "Error"
-            self._finish(
-                container, code, reason, self._message(container, code), started, allow_restart
-            )
-            container.state["terminated"]["containerID"] = f"retune-agent://{process.pid}"
+            state = _terminated(code, reason, self._message(container, code), started)
+            state["terminated"]["containerID"] = f"retune-agent://{process.pid}"
             container.process = None
+            self._finish(container, state, allow_restart)
             changed = True
         return changed
 
-    def _finish(
-        self,
-        container: Container,
-        code: int,
-        reason: str,
-        message: str,
-        started_at: str,
-        allow_restart: bool,
-    ) -> None:
+    def _finish(self, container: Container, state: dict[str, Any], allow_restart: bool) -> None:
         """Record a container's exit, and schedule its restart if the restart policy says so."""
-        container.state = _terminated(code, reason, message, started_at)
-        if allow_restart and self._may_restart(code):
+        if allow_restart and self._may_restart(state["terminated"]["exitCode"]):
             backoff = min(MAX_RESTART_BACKOFF, 0.5 * 2**container.restart_count)
             container.restart_at = time.monotonic() + backoff
+            container.last_state = state
+            message = f"back-off {backoff:.1f}s restarting failed container={container.name}"
+            container.state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
         else:
+            container.state = state
             container.done = True
 
     def _restart_due(self) -> bool:
         changed = False
         for container in self.containers:
             if container.restart_at is not None and time.monotonic() >= container.restart_at:
-                container.last_state = container.state
                 container.restart_count += 1
                 self._start(container)
                 changed = True

@@ -109,7 +109,7 @@ class PodSetup:
                 log.info("volume %s: type not supported, mounted empty", volume["name"])
 
     def lay_out_root(self, root: Path, spec: dict[str, Any], message_path: Path) -> Path:
-        """Make a container's root: its mounts and an empty termination-log; return its cwd."""
+        """Make a container's root with its mounts; return its working directory."""
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         for mount in spec.get("volumeMounts") or []:
@@ -121,7 +121,6 @@ class PodSetup:
             if not where.exists():
                 where.symlink_to(source)
         message_path.parent.mkdir(parents=True, exist_ok=True)
-        message_path.write_bytes(b"")
         cwd = root / (spec.get("workingDir") or "/").lstrip("/")
         cwd.mkdir(parents=True, exist_ok=True)
         return cwd

@@ -78,6 +78,11 @@ class ManagedProcess:
     def returncode(self) -> int | None:
         return self._popen.poll() if self._popen else None
 
+    def terminate(self) -> None:
+        """Send SIGTERM to the process group without waiting (see ``stop``)."""
+        if self._popen is not None and self._popen.poll() is None:
+            signal_group(self._popen.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left after ``timeout``."""
         popen = self._popen

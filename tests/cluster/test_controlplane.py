@@ -318,3 +318,47 @@ def test_deleting_a_running_pod_kills_its_process_and_removes_the_pod(
     wait_until(gone, 30, "the pod to be removed")
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid), 0)  # type: ignore[call-overload]
+
+
+def test_on_failure_restarts_the_container_and_keeps_its_empty_dir(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    core = client.CoreV1Api(cluster.api())
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "creds"}, "stringData": {"token": "s3cret"}}
+    )
+    # Fails on its first run, succeeds on the second: the emptyDir remembers the attempt.
+    code = (
+        "import os, sys\n"
+        "marker = os.environ['RETUNE_PATH_PREFIX'] + '/scratch/attempted'\n"
+        "if not os.path.exists(marker):\n"
+        "    open(marker, 'w').close()\n"
+        "    sys.exit(3)\n"
+        "print(sys.argv[1])\n"
+    )
+    container = _python_container(
+        "main",
+        code,
+        args=["token=$(TOKEN)"],
+        env=[{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}],
+        volumeMounts=[{"name": "scratch", "mountPath": "/scratch"}],
+    )
+    pod = {
+        "metadata": {"name": "flaky"},
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "containers": [container],
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+    wait_until(
+        lambda: core.read_namespaced_pod("flaky", namespace).status.phase == "Succeeded",
+        30,
+        "the pod to succeed on its second run",
+    )
+    (status,) = core.read_namespaced_pod("flaky", namespace).status.container_statuses
+    assert status.restart_count == 1
+    assert status.last_state.terminated.exit_code == 3
+    assert status.state.terminated.exit_code == 0
+    assert cluster.pod_log(namespace, "flaky", "main") == "token=s3cret\n"

@@ -182,7 +182,8 @@ def simulate_s3fifo(trace: Trace, capacity: int, small_share: float = 0.1) -> Ph
     A miss on a ghost key inserts straight into the main FIFO. The main FIFO reinserts an
     object that was hit (decrementing a 2-bit frequency) instead of evicting it.
     """
-    keys, times, sizes, is_scan = trace.keys, trace.times, trace.sizes, trace.is_scan
+    # S3-FIFO is order-based: arrival times do not matter to it.
+    keys, sizes, is_scan = trace.keys, trace.sizes, trace.is_scan
     n_ids = len(sizes)
     state = [0] * n_ids  # 0 absent, 1 small, 2 main
     freq = [0] * n_ids
@@ -255,7 +256,6 @@ def simulate_s3fifo(trace: Trace, capacity: int, small_share: float = 0.1) -> Ph
             state[k] = 1
             small.append(k)
             small_bytes += s
-    del times  # S3-FIFO is order-based; arrival times do not matter to it
 
     return PhaseResult(
         requests=len(keys) - start,

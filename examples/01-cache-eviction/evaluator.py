@@ -19,6 +19,8 @@ from cache_model import PHASES, CacheParams, CacheWorkload, node_memory_bytes, p
 from cache_sim import PhaseResult, PolicyError, PriorityFn, simulate_priority, simulate_s3fifo
 from cache_trace import generate
 
+from retune.evaluate.loader import load_policy
+
 ENTRYPOINT = "priority"
 SUBSET_SEEDS = {"quick": 0, "full": 0, "holdout": 1}  # holdout traces use other seeds
 
@@ -30,8 +32,6 @@ def evaluate(policy_path: str, profile: dict, subset: str) -> dict:
     _, params, _ = parse_inputs(profile)
     if params.reference is not None:
         return score_policy(None, profile, subset)
-    from retune.evaluate.loader import load_policy
-
     return score_policy(load_policy(policy_path, ENTRYPOINT), profile, subset)
 
 

@@ -23,6 +23,8 @@ import math
 from routing_model import LEVELS, Pool, gpu_spec, parse_inputs, size_pool
 from routing_sim import ChooseFn, LevelResult, PolicyError, generate, simulate
 
+from retune.evaluate.loader import load_policy
+
 ENTRYPOINT = "choose"
 SUBSET_SEEDS = {"quick": 0, "full": 0, "holdout": 1}  # holdout traffic uses other seeds
 
@@ -31,8 +33,6 @@ __all__ = ["ENTRYPOINT", "PolicyError", "evaluate", "score_policy"]
 
 def evaluate(policy_path: str, profile: dict, subset: str) -> dict:
     """Score the policy file at ``policy_path``; the evaluator contract's entry point."""
-    from retune.evaluate.loader import load_policy
-
     parse_inputs(profile)  # fail on a bad context before loading anything
     return score_policy(load_policy(policy_path, ENTRYPOINT), profile, subset)
 
@@ -88,6 +88,7 @@ def _level_stats(result: LevelResult, slo: float) -> dict[str, float]:
         "p99": p99,
         "cache_hit": result.cached_tokens / result.prompt_tokens if result.prompt_tokens else 0.0,
         "imbalance": max(result.routed) / mean_routed if mean_routed else 0.0,
+        "slot_waits": result.slot_waits / len(ttft) if ttft else 0.0,
     }
 
 
@@ -105,6 +106,7 @@ def _metrics(
         metrics[f"{level}_goodput"] = round(s["goodput"], 4)
         metrics[f"{level}_prefix_hit"] = round(s["cache_hit"], 4)
         metrics[f"{level}_imbalance"] = round(s["imbalance"], 3)
+        metrics[f"{level}_slot_waits"] = round(s["slot_waits"], 4)
     return metrics
 
 
@@ -120,7 +122,12 @@ def _feedback(stats: dict[str, dict[str, float]], slo: float) -> str:
         return text
     weakest = min(stats, key=lambda level: stats[level]["score"])
     worst = stats[weakest]
-    if worst["p99"] > slo and worst["imbalance"] > 1.5:
+    if worst["p99"] > slo and worst["slot_waits"] > 0.1:
+        text += (
+            f" {weakest}: {worst['slot_waits']:.0%} of requests waited for a decode slot "
+            "(KV memory full), which est_wait does not show; weigh free_slots."
+        )
+    elif worst["p99"] > slo and worst["imbalance"] > 1.5:
         text += f" {weakest}: load is uneven; spill away from busy replicas (queue_len, est_wait)."
     elif worst["p99"] > slo and worst["cache_hit"] < 0.5:
         text += f" {weakest}: few prefix hits; prefer replicas with has_prefix to cut prefill."

@@ -29,7 +29,8 @@ class GpuSpec(BaseModel):
     decode_tokens_per_s: float = Field(gt=0)  # output tokens per second, per sequence
 
 
-# Matched in order against the gpu.product label, first hit wins (so "H100" after "H100 NVL").
+# Searched in order in the gpu.product label; the first match wins, so the more specific
+# patterns come first (A100 80GB before A100, L40S before L4).
 GPU_CATALOG: tuple[tuple[str, GpuSpec], ...] = tuple(
     (pattern, GpuSpec(name=name, memory_gb=mem, prefill_tokens_per_s=pf, decode_tokens_per_s=dc))
     for pattern, name, mem, pf, dc in (

@@ -132,6 +132,7 @@ class LevelResult:
     prompt_tokens: int
     cached_tokens: int  # prompt tokens served from a prefix cache
     routed: list[int]  # scored requests per replica
+    slot_waits: int  # scored requests that waited for a decode slot (KV memory full)
     policy_calls: int
 
 
@@ -156,7 +157,7 @@ def simulate(
     request = RequestView()
     routed = [0] * n
     ttft: list[float] = []
-    prompt_total = cached_total = 0
+    prompt_total = cached_total = slot_waits = 0
     start_scoring = arrivals.measured_from
 
     times, ids = arrivals.times, arrivals.prefix_ids
@@ -192,14 +193,15 @@ def simulate(
         request.prefix_id = pid
         request.prefix_tokens = plen
         try:
-            choice = choose(request, views)
+            picked: object = choose(request, views)
         except Exception as exc:
             raise PolicyError(f"choose() raised {type(exc).__name__}: {exc} (request {i})") from exc
-        if choice.__class__ is not int:
-            if isinstance(choice, float) and choice.is_integer():
-                choice = int(choice)
-            else:
-                raise PolicyError(f"choose() returned {choice!r}; expected a replica index (int)")
+        if isinstance(picked, int) and not isinstance(picked, bool):
+            choice = picked
+        elif isinstance(picked, float) and picked.is_integer():
+            choice = int(picked)
+        else:
+            raise PolicyError(f"choose() returned {picked!r}; expected a replica index (int)")
         if not 0 <= choice < n:
             raise PolicyError(f"choose() returned {choice}; expected 0..{n - 1}")
 
@@ -220,7 +222,8 @@ def simulate(
         ends = decoding[choice]
         start = free_at[choice] if free_at[choice] > now else now
         active = len(ends) - bisect_right(ends, start)
-        if active >= max_running:
+        waited = active >= max_running
+        if waited:
             start = ends[len(ends) - max_running]
             active = max_running - 1
         work = prompt - cached
@@ -234,11 +237,13 @@ def simulate(
             prompt_total += prompt
             cached_total += cached
             routed[choice] += 1
+            slot_waits += waited
 
     return LevelResult(
         ttft=ttft,
         prompt_tokens=prompt_total,
         cached_tokens=cached_total,
         routed=routed,
+        slot_waits=slot_waits,
         policy_calls=len(times),
     )

@@ -479,7 +479,7 @@ def test_burn_rate_queries_must_use_the_window_placeholder(tmp_path: Path) -> No
         "spec.slos[0].errorQuery: must use {{window}} where the range goes, e.g."
         " rate(errors_total[{{window}}])",
         "spec.rollout.analysis[0].query: unknown placeholder {{pod}} (allowed: {{namespace}},"
-        " {{track}})",
+        " {{target}}, {{track}})",
     ]
 
 

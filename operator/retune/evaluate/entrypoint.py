@@ -172,6 +172,8 @@ def _decode_one(item: dict[str, Any]) -> EvaluationOutcome:
 
 def run_batch(batch: EvaluationBatch) -> list[tuple[str, EvaluationOutcome]]:
     """Run every task of a batch in this process, which acts as the zygote."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")  # candidates may not start threads (RLIMIT_NPROC=0)
     evaluator = batch.evaluator
     if evaluator.endswith(".py") or os.sep in evaluator:
         evaluator = remap(evaluator)

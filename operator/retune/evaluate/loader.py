@@ -24,7 +24,6 @@ import importlib.util
 import math
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -174,9 +173,3 @@ def _import_file(path: Path) -> ModuleType:
         sys.modules.pop(name, None)
         raise
     return module
-
-
-def evaluate_function(module: ModuleType) -> Callable[[str, dict[str, Any], str], Any]:
-    """The module's ``evaluate`` function (checked to exist by :func:`load_evaluator`)."""
-    function: Callable[[str, dict[str, Any], str], Any] = module.evaluate
-    return function

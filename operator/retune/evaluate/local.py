@@ -1,17 +1,19 @@
 """LocalExecutor: a pool of zygote workers on this machine, the embedded default.
 
-Each worker is a fresh Python interpreter started once (with a minimal environment, so no
-operator secret is ever in its memory) that imports the evaluator, leaves the network,
-and then forks one confined child per candidate through :class:`SandboxHarness`. The
-executor talks to each worker over its stdin/stdout, one JSON line per task; a thread per
-worker feeds it from a shared queue. A worker that dies is respawned and its task retried
-once; a second loss fails the task as INFRASTRUCTURE.
+Each worker (:mod:`retune.evaluate.zygote`) is a fresh Python interpreter started once,
+with a minimal environment so no operator secret is ever in its memory; it imports the
+evaluator and forks one confined child per candidate. The executor feeds each worker
+from a shared queue through a thread of its own, over the worker's stdin/stdout, one
+JSON line per task. When every worker is busy and enough work is queued for all of them,
+a worker is given its next task ahead of time (at most one), so it starts the moment the
+current one finishes. A worker that dies is respawned and its tasks retried once; a second loss fails
+a task as INFRASTRUCTURE.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
+import itertools
 import json
 import os
 import queue
@@ -25,38 +27,48 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import retune
-from retune.evaluate.confine import die_with_parent, isolate_process_network
 from retune.evaluate.contract import (
-    EvaluationContext,
     EvaluationOutcome,
     EvaluationTask,
     FailureReason,
     SandboxLimits,
 )
-from retune.evaluate.loader import EvaluatorLoadError, load_evaluator
-from retune.evaluate.sandbox import SandboxHarness
+from retune.evaluate.loader import EvaluatorLoadError
 
+_WINDOW = 2  # tasks a worker may hold: the running one and the next
 _STARTUP_SECONDS = 60.0
 _REPLY_SLACK_SECONDS = 30.0  # beyond the wall limit, before a silent worker counts as lost
-_WORKER_COMMAND = "from retune.evaluate.local import serve_worker; serve_worker()"
+_WORKER_COMMAND = "from retune.evaluate.zygote import serve_worker; serve_worker()"
 
 
 @dataclass
 class _Job:
     task: EvaluationTask
     future: Future[EvaluationOutcome]
+    attempts: int = 0
+
+
+@dataclass
+class _Shared:
+    """What the executor and its worker threads share (never the executor itself)."""
+
+    jobs: queue.SimpleQueue[_Job | None] = field(default_factory=queue.SimpleQueue)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    workers: list[_Worker] = field(default_factory=list)
 
 
 class LocalExecutor:
     """Runs evaluation tasks in local zygote workers; implements the Executor protocol.
 
     ``evaluator_path`` is the evaluator module's file (it may import modules beside it).
-    ``enforce_allowlist=False`` exists for the escape tests only.
+    ``workers`` defaults to the number of CPUs. ``enforce_allowlist=False`` exists for
+    the escape tests only. Raises :class:`EvaluatorLoadError` if the evaluator cannot be
+    imported.
     """
 
     def __init__(
@@ -68,8 +80,7 @@ class LocalExecutor:
         *,
         enforce_allowlist: bool = True,
     ) -> None:
-        self._stopping = threading.Event()
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._shared = _Shared()
         self._root = Path(tempfile.mkdtemp(prefix="retune-local-"))
         self._root.chmod(0o711)
         config = {
@@ -79,18 +90,15 @@ class LocalExecutor:
             "enforce_allowlist": enforce_allowlist,
         }
         count = max(1, workers or os.cpu_count() or 1)
-        self._workers = [
-            _Worker(i, config, self._root, limits, self._queue, self._stopping)
-            for i in range(count)
-        ]
-        self._finalizer = weakref.finalize(
-            self, _shutdown, list(self._workers), self._root, self._queue, self._stopping
+        self._shared.workers.extend(
+            _Worker(i, config, self._root, limits, self._shared) for i in range(count)
         )
-        for worker in self._workers:
+        self._finalizer = weakref.finalize(self, _shutdown, self._shared, self._root)
+        for worker in self._shared.workers:
             worker.thread.start()
-        for worker in self._workers:
-            worker.ready.wait()
-        failed = next((w.startup_error for w in self._workers if w.startup_error), None)
+        for worker in self._shared.workers:
+            worker.started.wait()
+        failed = next((w.startup_error for w in self._shared.workers if w.startup_error), None)
         if failed is not None:
             self.close()
             raise EvaluatorLoadError(failed)
@@ -98,32 +106,32 @@ class LocalExecutor:
     @property
     def capacity(self) -> int:
         """How many candidates run at once (one per worker)."""
-        return len(self._workers)
+        return len(self._shared.workers)
 
     @property
     def isolation(self) -> dict[str, Any]:
         """Which confinement layers took in the candidates (see ``docs/sandbox.md``)."""
-        return dict(self._workers[0].isolation)
+        return dict(self._shared.workers[0].isolation)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for operations and tests)."""
-        return [w.process.pid for w in self._workers if w.process is not None]
+        return [w.process.pid for w in self._shared.workers if w.process is not None]
 
     def submit(self, task: EvaluationTask) -> Future[EvaluationOutcome]:
         """Queue a candidate; the future resolves to its outcome, never to an exception."""
         future: Future[EvaluationOutcome] = Future()
-        if self._stopping.is_set():
+        if self._shared.stopping.is_set():
             future.set_result(_cancelled())
         else:
-            self._queue.put(_Job(task, future))
+            self._shared.jobs.put(_Job(task, future))
         return future
 
     def close(self) -> None:
         """Cancel queued work, kill every worker (their candidates die with them), clean up."""
-        if self._stopping.is_set():
+        if self._shared.stopping.is_set():
             return
         self._finalizer()
-        for worker in self._workers:
+        for worker in self._shared.workers:
             if worker.thread is not threading.current_thread():
                 worker.thread.join(timeout=10.0)
 
@@ -138,23 +146,19 @@ class _Worker:
     """One zygote process and the thread that feeds it."""
 
     def __init__(
-        self,
-        index: int,
-        config: dict[str, Any],
-        root: Path,
-        limits: SandboxLimits,
-        jobs: queue.SimpleQueue[_Job | None],
-        stopping: threading.Event,
+        self, index: int, config: dict[str, Any], root: Path, limits: SandboxLimits, shared: _Shared
     ) -> None:
-        self.jobs = jobs
-        self.stopping = stopping
+        self.shared = shared
         self.config = {**config, "policy_dir": str(root / f"worker-{index}")}
         self.reply_seconds = limits.wall_seconds + _REPLY_SLACK_SECONDS
         self.process: subprocess.Popen[bytes] | None = None
         self.buffer = b""
         self.isolation: dict[str, Any] = {}
         self.startup_error: str | None = None
-        self.ready = threading.Event()
+        self.started = threading.Event()
+        self.idle = False
+        self.in_flight: dict[int, _Job] = {}
+        self.sequence = itertools.count()
         self.thread = threading.Thread(target=self._serve, name=f"retune-worker-{index}")
         self.thread.daemon = True
 
@@ -166,39 +170,88 @@ class _Worker:
             self.startup_error = str(exc)
             return
         finally:
-            self.ready.set()
-        while (job := self.jobs.get()) is not None:
-            if job.future.set_running_or_notify_cancel():
-                job.future.set_result(self._run(job.task))
+            self.started.set()
+        draining = False
+        while True:
+            if not self.in_flight:
+                if draining:
+                    return
+                self.idle = True
+                job = self.shared.jobs.get()
+                self.idle = False
+                if job is None:
+                    return
+                self._send(job)
+            while len(self.in_flight) < _WINDOW and not draining and self._may_take_ahead():
+                try:
+                    job = self.shared.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    draining = True
+                else:
+                    self._send(job)
+            if self.in_flight:
+                self._receive()
 
-    def _run(self, task: EvaluationTask) -> EvaluationOutcome:
-        for attempt in (1, 2):
-            reply = self._exchange(task) if self.process is not None else None
-            if reply is not None:
-                return reply
-            if self.stopping.is_set():
-                return _cancelled()
-            self._stop()
+    def _may_take_ahead(self) -> bool:
+        """Take a next task early only if no other worker would go hungry for it: none
+        is idle, and the queue holds enough for each of them (a worker about to finish
+        must not watch this one hold the last task)."""
+        workers = self.shared.workers
+        if any(w.idle for w in workers if w is not self):
+            return False
+        return self.shared.jobs.qsize() >= len(workers)
+
+    def _send(self, job: _Job) -> None:
+        if job.attempts == 0 and not job.future.set_running_or_notify_cancel():
+            return  # cancelled while queued
+        if self.process is None:  # an earlier restart failed: try again now
             try:
                 self._spawn()
             except Exception as exc:
-                detail = f"cannot restart the evaluation worker: {exc}"
-                return EvaluationOutcome.failed(FailureReason.INFRASTRUCTURE, detail)
-            if attempt == 2:
-                break
-        detail = "the evaluation worker died twice on this candidate"
-        return EvaluationOutcome.failed(FailureReason.INFRASTRUCTURE, detail)
-
-    def _exchange(self, task: EvaluationTask) -> EvaluationOutcome | None:
-        """Send one task and read its outcome; None if the worker is lost."""
-        assert self.process is not None and self.process.stdin is not None
-        try:
-            self.process.stdin.write(task.model_dump_json().encode() + b"\n")
+                job.future.set_result(_failed(f"cannot start the evaluation worker: {exc}"))
+                return
+        seq = next(self.sequence)
+        self.in_flight[seq] = job
+        line = json.dumps({"seq": seq, "task": job.task.model_dump(mode="json")})
+        with contextlib.suppress(OSError):  # a lost worker shows when reading the reply
+            assert self.process is not None and self.process.stdin is not None
+            self.process.stdin.write(line.encode() + b"\n")
             self.process.stdin.flush()
+
+    def _receive(self) -> None:
+        try:
             message = self._read_message(self.reply_seconds)
-            return EvaluationOutcome.model_validate(message["outcome"])
-        except (OSError, EOFError, ValueError, KeyError, TypeError):
-            return None
+            job = self.in_flight.pop(int(message["seq"]))
+            outcome = EvaluationOutcome.model_validate(message["outcome"])
+        except (OSError, EOFError, ValueError, KeyError, TypeError, AssertionError):
+            self._recover()
+            return
+        job.future.set_result(outcome)
+
+    def _recover(self) -> None:
+        """The worker is gone or broken: replace it and retry its tasks once."""
+        lost = sorted(self.in_flight.items())
+        self.in_flight.clear()
+        self._stop()
+        if self.shared.stopping.is_set():
+            for _, job in lost:
+                job.future.set_result(_cancelled())
+            return
+        try:
+            self._spawn()
+        except Exception as exc:
+            detail = f"cannot restart the evaluation worker: {exc}"
+            for _, job in lost:
+                job.future.set_result(_failed(detail))
+            return
+        for _, job in lost:
+            job.attempts += 1
+            if job.attempts >= 2:
+                job.future.set_result(_failed("the evaluation worker died twice on this task"))
+            else:
+                self._send(job)
 
     def _spawn(self) -> None:
         package_root = str(Path(retune.__file__).resolve().parent.parent)
@@ -219,20 +272,21 @@ class _Worker:
             env=env,
             start_new_session=True,  # a terminal's Ctrl-C reaches the operator, not the pool
         )
-        if self.stopping.is_set():  # closed while this worker was being (re)started
-            self._stop()
-            raise EvaluatorLoadError("the executor was closed")
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(self.config).encode() + b"\n")
-        self.process.stdin.flush()
         try:
+            if self.shared.stopping.is_set():  # closed while this worker was starting
+                raise EvaluatorLoadError("the executor was closed")
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps(self.config).encode() + b"\n")
+            self.process.stdin.flush()
             message = self._read_message(_STARTUP_SECONDS)
+            if "error" in message:
+                raise EvaluatorLoadError(str(message["error"]))
+        except EvaluatorLoadError:
+            self._stop()
+            raise
         except (OSError, EOFError, ValueError) as exc:
             self._stop()
             raise EvaluatorLoadError(f"the evaluation worker did not start: {exc}") from exc
-        if "error" in message:
-            self._stop()
-            raise EvaluatorLoadError(str(message["error"]))
         self.isolation = message.get("isolation") or {}
 
     def _read_message(self, seconds: float) -> dict[str, Any]:
@@ -272,75 +326,28 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def _shutdown(
-    workers: list[_Worker],
-    root: Path,
-    jobs: queue.SimpleQueue[_Job | None],
-    stopping: threading.Event,
-) -> None:
+def _shutdown(shared: _Shared, root: Path) -> None:
     """Stop the pool: cancel queued work, kill the workers, remove the policy files.
 
     Runs from close(), or at garbage collection / interpreter exit if close() was missed.
     """
-    stopping.set()
+    shared.stopping.set()
     with contextlib.suppress(queue.Empty):
         while True:
-            job = jobs.get_nowait()
+            job = shared.jobs.get_nowait()
             if job is not None and job.future.set_running_or_notify_cancel():
                 job.future.set_result(_cancelled())
-    for worker in workers:
-        jobs.put(None)
+    for worker in shared.workers:
+        shared.jobs.put(None)
         process = worker.process
         if process is not None:
             _kill(process)  # the worker's thread sees the pipe close and closes its end
     shutil.rmtree(root, ignore_errors=True)
 
 
+def _failed(detail: str) -> EvaluationOutcome:
+    return EvaluationOutcome.failed(FailureReason.INFRASTRUCTURE, detail)
+
+
 def _cancelled() -> EvaluationOutcome:
     return EvaluationOutcome.failed(FailureReason.CANCELLED, "the executor was closed")
-
-
-def serve_worker() -> None:
-    """A worker's main loop (runs in its own interpreter; see :class:`LocalExecutor`)."""
-    die_with_parent()
-    requests: IO[bytes] = os.fdopen(os.dup(0), "rb")
-    replies: IO[bytes] = os.fdopen(os.dup(1), "wb")
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(2, 1)  # stray prints (the evaluator's) go to stderr, never into the protocol
-
-    def send(message: dict[str, Any]) -> None:
-        replies.write(json.dumps(message).encode() + b"\n")
-        replies.flush()
-
-    try:
-        config = json.loads(requests.readline())
-        network_isolated = isolate_process_network()
-        harness = SandboxHarness(
-            load_evaluator(config["evaluator"]),
-            config["entrypoint"],
-            SandboxLimits.model_validate(config["limits"]),
-            enforce_allowlist=bool(config["enforce_allowlist"]),
-            network_isolated=network_isolated,
-            policy_dir=_make_dir(Path(config["policy_dir"])),
-        )
-        isolation = harness.probe()
-        EvaluationContext().model_dump()  # warm up lazily built serializers before forking
-        gc.freeze()  # keep the collector from touching (and copying) the zygote's objects
-    except BaseException as exc:
-        send({"error": str(exc) or repr(exc)})
-        raise SystemExit(1) from None
-    send({"ready": True, "isolation": isolation})
-    for line in requests:
-        try:
-            outcome = harness.run(EvaluationTask.model_validate_json(line))
-        except Exception as exc:  # the harness itself failed (fork refused, disk full, ...)
-            detail = f"the harness failed: {exc!r}"
-            outcome = EvaluationOutcome.failed(FailureReason.INFRASTRUCTURE, detail)
-        send({"outcome": outcome.model_dump(mode="json")})
-
-
-def _make_dir(path: Path) -> Path:
-    path.mkdir(mode=0o711, exist_ok=True)
-    path.chmod(0o711)
-    return path

@@ -1,55 +1,58 @@
-"""The harness: runs one candidate in a fresh, confined process and judges the outcome.
+"""The harness: runs each candidate in a fresh, confined process and judges the outcome.
 
 The process that owns a :class:`SandboxHarness` is a trusted *zygote*: it has already
 imported the evaluator and forks one child per candidate. To keep fork and confinement
 off the critical path, the next candidate's process is forked and confined (see
-:mod:`retune.evaluate.confine`) while the current one runs; it then waits, unable to do
-anything but read, for its single task. A process never runs a second candidate.
+:mod:`retune.evaluate.confine`) while the current one runs; it then waits, able to do
+nothing but read, for its single task. A process never runs a second candidate.
 
 The child calls the evaluator, which loads the policy through
-:func:`retune.evaluate.loader.load_policy` (allowlist + restricted builtins), and writes
-one JSON frame, carrying the task's random nonce, to a dedicated pipe; stdout and stderr
-go to /dev/null. The zygote enforces the wall-time limit (SIGKILL to the child's process
-group), waits for the child to be gone, and only then classifies: a clean exit with a
-valid frame and a valid :class:`EvaluationResult` is the only way to a score.
+:func:`retune.evaluate.loader.load_policy` (allowlist + restricted builtins), writes one
+JSON frame carrying the task's random nonce to a pipe only it can write to, and exits;
+stdout and stderr go to /dev/null. The zygote (:mod:`retune.evaluate.supervise`) enforces
+the wall-time limit, waits for the child to be gone, and only then judges the frame.
+
+A run is ``prepare`` (static check, policy file), ``launch`` (hand it to the waiting
+process), ``collect`` (read the frame), ``judge`` (reap, then classify) and ``replenish``
+(fork the next waiting process). A worker launches its next candidate between ``collect``
+and ``judge`` of the previous one, so the previous process's teardown overlaps the next
+evaluation. :meth:`SandboxHarness.run` does it all for one task.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import mmap
 import os
 import secrets
 import select
 import shutil
-import signal
 import sys
 import tempfile
 import time
 import traceback
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pydantic import ValidationError
-
 from retune.evaluate import loader
 from retune.evaluate.allowlist import check_policy
 from retune.evaluate.confine import confine_candidate
-from retune.evaluate.contract import (
-    EvaluationOutcome,
-    EvaluationResult,
-    EvaluationTask,
-    FailureReason,
-    SandboxLimits,
+from retune.evaluate.contract import EvaluationOutcome, EvaluationTask, FailureReason, SandboxLimits
+from retune.evaluate.supervise import (
+    EXIT_REPORTED,
+    Watch,
+    collect,
+    judge,
+    kill_group,
+    parse_frame,
+    reap,
 )
 
-MAX_FRAME_BYTES = 1 << 20
 _BALLAST_BYTES = 4 << 20  # address space released on MemoryError, to report it
-_EXIT_REPORTED = 3  # the child reported a failure through the pipe
 _EXIT_HARNESS = 70  # the child's own harness code failed
 _PROBE_SECONDS = 10.0
 
@@ -64,8 +67,31 @@ def precheck(code: str, entrypoint: str) -> EvaluationOutcome | None:
 
 
 @dataclass
+class Prepared:
+    """A checked candidate, its policy file written, ready to hand to a process."""
+
+    path: Path | None
+    nonce: str
+    payload: bytes
+
+
+@dataclass
+class Running:
+    """A launched candidate."""
+
+    prepared: Prepared
+    watch: Watch
+
+
+@dataclass
 class _Spare:
-    """A forked, confined process waiting for its one task."""
+    """A forked, confined process waiting for its one task.
+
+    It starts the task only once the candidate launched before it is done: it holds the
+    read end of that candidate's *gate* pipe, whose write end only that candidate holds
+    and closes with its result pipe (or by exiting). So a worker can hand over the next
+    task early, and it starts without waiting for the zygote to wake up.
+    """
 
     pid: int
     task_fd: int  # the zygote writes the request here, then closes it
@@ -78,7 +104,7 @@ class SandboxHarness:
     ``enforce_allowlist=False`` is for the escape tests only: it proves the process
     confinement holds on its own. ``network_isolated`` says the calling process already
     left the network (:func:`retune.evaluate.confine.isolate_process_network`). Not
-    thread-safe: one candidate at a time. Close it to stop the waiting spare process.
+    thread-safe. Close it to stop the waiting spare process.
     """
 
     def __init__(
@@ -101,6 +127,7 @@ class SandboxHarness:
         self.policy_dir.chmod(0o711)  # the candidate, as nobody, may read its own file
         self._watch = _snapshot_trusted_code(evaluator)
         self._spare: _Spare | None = None
+        self._gate = -1  # read end of the gate of the last process forked
         self._counter = 0
         self.last_isolation: dict[str, Any] = {}
 
@@ -108,10 +135,13 @@ class SandboxHarness:
         """Kill the waiting spare process; remove the policy directory if it is ours."""
         spare, self._spare = self._spare, None
         if spare is not None:
-            _kill_group(spare.pid)
+            kill_group(spare.pid)
             os.waitpid(spare.pid, 0)
             os.close(spare.task_fd)
             os.close(spare.result_fd)
+        if self._gate >= 0:
+            os.close(self._gate)
+            self._gate = -1
         if self._own_dir:
             shutil.rmtree(self.policy_dir, ignore_errors=True)
 
@@ -123,6 +153,21 @@ class SandboxHarness:
 
     def run(self, task: EvaluationTask) -> EvaluationOutcome:
         """Evaluate one candidate; every problem with it becomes a failed outcome."""
+        prepared = self.prepare(task)
+        if isinstance(prepared, EvaluationOutcome):
+            return prepared
+        running = self.launch(prepared)
+        try:
+            self.collect(running)
+        except BaseException:  # e.g. KeyboardInterrupt: the candidate must not outlive us
+            self.abandon(running)
+            raise
+        outcome = self.judge(running)
+        self.replenish()
+        return outcome
+
+    def prepare(self, task: EvaluationTask) -> Prepared | EvaluationOutcome:
+        """Check the policy (a REJECTED/SYNTAX outcome ends here) and write its file."""
         if self.enforce_allowlist:
             verdict = precheck(task.policy_code, self.entrypoint)
             if verdict is not None:
@@ -142,74 +187,126 @@ class SandboxHarness:
             "context": task.context.model_dump(mode="json"),
             "subset": task.subset,
         }
-        try:
-            started = time.monotonic()
-            end = self._dispatch(request, self.limits.wall_seconds)
-            outcome, isolation = _classify(end, nonce, self.limits, time.monotonic() - started)
-        finally:
-            path.unlink(missing_ok=True)
-        if isolation:
-            self.last_isolation = isolation
-        return outcome
+        return Prepared(path, nonce, json.dumps(request).encode())
 
-    def probe(self) -> dict[str, Any]:
-        """Confine one process that runs nothing, and report which layers took."""
-        nonce = secrets.token_hex(16)
-        end = self._dispatch({"nonce": nonce, "kind": "probe"}, _PROBE_SECONDS)
-        frame = _parse_frame(end.data, nonce)
-        if isinstance(frame, dict) and frame.get("kind") == "probe":
-            self.last_isolation = frame.get("isolation") or {}
-            return self.last_isolation
-        detail = frame.get("detail") if isinstance(frame, dict) else frame
-        return {"error": str(detail or "the probe process failed")}
+    def launch(self, prepared: Prepared, wall_seconds: float | None = None) -> Running:
+        """Hand the candidate to the waiting process; its clock starts now.
 
-    def _dispatch(self, request: dict[str, Any], wall_seconds: float) -> _ChildEnd:
-        """Hand the request to a spare, fork the next spare, supervise the first."""
-        payload = json.dumps(request).encode()
+        If the previously launched candidate is still running, this one starts when that
+        one is done: call :meth:`restart_clock` on it then.
+        """
         for _ in range(2):
             spare, self._spare = self._spare or self._fork_spare(), None
             started = time.monotonic()
-            if _hand_over(spare, payload):
+            if _hand_over(spare, prepared.payload):
                 break
-            _kill_group(spare.pid)  # it died waiting (or cannot read): use a fresh one
+            kill_group(spare.pid)  # it died waiting: take a fresh one
             os.waitpid(spare.pid, 0)
             os.close(spare.result_fd)
         else:
             raise OSError("the candidate process exited before it received its task")
-        self._spare = self._fork_spare()
-        return _supervise(spare.pid, spare.result_fd, started + wall_seconds)
+        wall = self.limits.wall_seconds if wall_seconds is None else wall_seconds
+        return Running(prepared, Watch.start(spare.pid, spare.result_fd, started, wall))
+
+    def replenish(self) -> None:
+        """Fork and confine the next candidate's process now, if none is waiting.
+
+        Called when the CPU is least busy with this harness's own work (after a judge);
+        if it is never called, :meth:`launch` forks on demand.
+        """
+        if self._spare is None:
+            with contextlib.suppress(OSError):  # fork refused now: launch will retry
+                self._spare = self._fork_spare()
+
+    def collect(
+        self,
+        running: Running,
+        wake_fd: int | None = None,
+        on_wake: Callable[[], bool] | None = None,
+    ) -> None:
+        """Read the candidate's frame until it is complete (see :func:`supervise.collect`)."""
+        collect(running.watch, wake_fd, on_wake)
+
+    def judge(self, running: Running) -> EvaluationOutcome:
+        """Wait for the candidate's process to be gone, then classify how it ended."""
+        try:
+            end = reap(running.watch)
+        finally:
+            if running.prepared.path is not None:
+                running.prepared.path.unlink(missing_ok=True)
+        outcome, isolation = judge(end, running.prepared.nonce, self.limits)
+        if isolation:
+            self.last_isolation = isolation
+        return outcome
+
+    def restart_clock(self, running: Running) -> None:
+        """Start a candidate's wall clock now: the one launched before it just finished."""
+        running.watch.started = time.monotonic()
+
+    def abandon(self, running: Running) -> None:
+        """Kill and reap a launched candidate without judging it."""
+        running.watch.timed_out = True
+        self.judge(running)
+
+    def probe(self) -> dict[str, Any]:
+        """Confine one process that runs nothing, and report which layers took."""
+        nonce = secrets.token_hex(16)
+        payload = json.dumps({"nonce": nonce, "kind": "probe"}).encode()
+        running = self.launch(Prepared(None, nonce, payload), _PROBE_SECONDS)
+        collect(running.watch)
+        parsed = parse_frame(reap(running.watch).data, nonce)
+        if isinstance(parsed, dict) and parsed.get("kind") == "probe":
+            self.last_isolation = parsed.get("isolation") or {}
+            return self.last_isolation
+        detail = parsed.get("detail") if isinstance(parsed, dict) else parsed
+        return {"error": str(detail or "the probe process failed")}
 
     def _fork_spare(self) -> _Spare:
         task_read, task_write = os.pipe()
         result_read, result_write = os.pipe()
-        parent = os.getpid()
-        pid = os.fork()
+        gate_read, gate_write = os.pipe()
+        wait_for, parent = self._gate, os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (task_read, task_write, result_read, result_write, gate_read, gate_write):
+                os.close(fd)
+            raise
         if pid == 0:  # the candidate process; never returns
             try:
-                os.close(task_write)
-                os.close(result_read)
-                self._candidate(task_read, result_write, parent)
+                for fd in (task_write, result_read, gate_read):
+                    os.close(fd)
+                self._candidate(task_read, result_write, (wait_for, gate_write), parent)
             finally:
                 os._exit(_EXIT_HARNESS)
-        os.close(task_read)
-        os.close(result_write)
+        for fd in (task_read, result_write, gate_write):
+            os.close(fd)
+        if wait_for >= 0:
+            os.close(wait_for)
+        self._gate = gate_read
         with contextlib.suppress(OSError):  # the child does it too; whoever is first
             os.setpgid(pid, pid)
         return _Spare(pid, task_write, result_read)
 
-    def _candidate(self, task_fd: int, result_fd: int, parent: int) -> NoReturn:
+    def _candidate(
+        self, task_fd: int, result_fd: int, gate: tuple[int, int], parent: int
+    ) -> NoReturn:
         setup_error, isolation = "", {}
+        wait_for, my_gate = gate
         try:
             ballast = mmap.mmap(-1, _BALLAST_BYTES)  # reserved address space, untouched
-            keep = (task_fd, result_fd)
+            keep = tuple(fd for fd in (task_fd, result_fd, wait_for, my_gate) if fd >= 0)
             isolation = confine_candidate(keep, self.limits, self.network_isolated, parent)
         except BaseException as exc:  # confinement failed: nothing untrusted may run
             setup_error = f"sandbox setup failed: {exc!r}"
         request = json.loads(_read_all(task_fd))
+        if wait_for >= 0:  # the previous candidate is done (or gone): its gate closed
+            select.select([wait_for], [], [])
+            os.close(wait_for)
         frame: dict[str, Any] = {"nonce": request["nonce"], "isolation": isolation}
         if setup_error or request["kind"] == "probe":
             frame.update(kind="setup" if setup_error else "probe", detail=setup_error)
-            _send_and_exit(result_fd, frame)
+            _send_and_exit(result_fd, frame, my_gate)
         loader.activate(request["path"], request["code"], self.entrypoint)
         started = time.perf_counter()
         try:
@@ -222,7 +319,7 @@ class SandboxHarness:
         tampered = _tampered(self._watch)
         if tampered:
             frame.update(kind="tampered", value=None, detail=tampered)
-        _send_and_exit(result_fd, frame)
+        _send_and_exit(result_fd, frame, my_gate)
 
 
 def _hand_over(spare: _Spare, payload: bytes) -> bool:
@@ -298,7 +395,7 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def _send_and_exit(write_fd: int, frame: dict[str, Any]) -> NoReturn:
+def _send_and_exit(write_fd: int, frame: dict[str, Any], gate: int) -> NoReturn:
     try:
         try:
             data = json.dumps(frame, default=_jsonable, allow_nan=True).encode()
@@ -308,149 +405,7 @@ def _send_and_exit(write_fd: int, frame: dict[str, Any]) -> NoReturn:
         view = memoryview(data)
         while view:
             view = view[os.write(write_fd, view) :]
+        os.close(write_fd)  # the frame is whole: the zygote may move on while we exit
+        os.close(gate)  # and the next candidate may start
     finally:
-        os._exit(0 if frame.get("kind") in ("result", "probe") else _EXIT_REPORTED)
-
-
-@dataclass
-class _ChildEnd:
-    data: bytes
-    status: int
-    cpu_seconds: float
-    timed_out: bool
-    oversize: bool
-
-
-def _supervise(pid: int, read_fd: int, deadline: float) -> _ChildEnd:
-    """Collect the child's frame until it exits or the deadline passes; always reap it."""
-    with contextlib.suppress(OSError):  # the child already did it, or is gone
-        os.setpgid(pid, pid)
-    chunks: list[bytes] = []
-    size, timed_out, exited = 0, False, False
-    poller = select.poll()
-    poller.register(read_fd, select.POLLIN)
-    try:
-        pidfd = os.pidfd_open(pid)
-        poller.register(pidfd, select.POLLIN)
-    except OSError:
-        pidfd = -1
-    try:
-        while not exited and size <= MAX_FRAME_BYTES:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            wait = remaining if pidfd >= 0 else min(remaining, 0.005)
-            for fd, _ in poller.poll(wait * 1000):
-                if fd == pidfd:
-                    exited = True
-                    continue
-                chunk = os.read(read_fd, 65536)
-                if chunk:
-                    chunks.append(chunk)
-                    size += len(chunk)
-                else:
-                    poller.unregister(read_fd)
-            if pidfd < 0 and not exited:
-                exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    finally:
-        _kill_group(pid)  # before reaping, so the group id cannot have been reused
-        if exited and size <= MAX_FRAME_BYTES:
-            chunks.append(_drain(read_fd))
-        _, status, usage = os.wait4(pid, 0)
-        os.close(read_fd)
-        if pidfd >= 0:
-            os.close(pidfd)
-    data = b"".join(chunks)
-    cpu = usage.ru_utime + usage.ru_stime
-    return _ChildEnd(data, status, cpu, timed_out, len(data) > MAX_FRAME_BYTES)
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL the child and its process group (the child leads it)."""
-    for kill in (os.killpg, os.kill):
-        with contextlib.suppress(OSError):
-            kill(pid, signal.SIGKILL)
-
-
-def _drain(read_fd: int) -> bytes:
-    os.set_blocking(read_fd, False)
-    parts: list[bytes] = []
-    total = 0
-    try:
-        while total <= MAX_FRAME_BYTES and (chunk := os.read(read_fd, 65536)):
-            parts.append(chunk)
-            total += len(chunk)
-    except BlockingIOError:
-        pass  # whatever a leftover writer still holds open is not the result
-    return b"".join(parts)
-
-
-def _parse_frame(data: bytes, nonce: str) -> dict[str, Any] | str | None:
-    """The frame as a dict, None if there is none, or a string saying why it is invalid."""
-    if not data:
-        return None
-    try:
-        frame = json.loads(data)
-    except (ValueError, RecursionError):
-        return "the result channel carried something other than one harness frame"
-    if not isinstance(frame, dict) or frame.get("nonce") != nonce:
-        return "the result channel carried a frame the harness did not write"
-    return frame
-
-
-def _classify(
-    end: _ChildEnd, nonce: str, limits: SandboxLimits, elapsed: float
-) -> tuple[EvaluationOutcome, dict[str, Any]]:
-    """Turn how the child ended into an outcome (and the isolation it reported)."""
-    failed = EvaluationOutcome.failed
-    if end.oversize:
-        return failed(FailureReason.MALFORMED, "the result is larger than 1 MiB", elapsed), {}
-    if end.timed_out:
-        detail = f"exceeded the wall-time limit of {limits.wall_seconds:g} s"
-        return failed(FailureReason.TIMEOUT, detail, elapsed), {}
-    cpu_detail = f"exceeded the CPU-time limit of {limits.cpu_seconds:g} s"
-    if os.WIFSIGNALED(end.status):
-        signum = os.WTERMSIG(end.status)
-        if signum == signal.SIGXCPU or (
-            signum == signal.SIGKILL and end.cpu_seconds >= math.ceil(limits.cpu_seconds)
-        ):
-            return failed(FailureReason.CPU, cpu_detail, elapsed), {}
-        name = signal.Signals(signum).name if signum in signal.valid_signals() else str(signum)
-        hint = " (the out-of-memory killer?)" if signum == signal.SIGKILL else ""
-        return failed(FailureReason.CRASH, f"killed by {name}{hint}", elapsed), {}
-    code = os.WEXITSTATUS(end.status)
-    frame = _parse_frame(end.data, nonce)
-    if frame is None:
-        return failed(FailureReason.CRASH, f"exited with code {code} without a result"), {}
-    if isinstance(frame, str):
-        return failed(FailureReason.MALFORMED, frame), {}
-    seconds = frame.get("seconds")
-    seconds = float(seconds) if isinstance(seconds, int | float) else 0.0
-    reported = frame.get("isolation")
-    isolation: dict[str, Any] = reported if isinstance(reported, dict) else {}
-    kind, detail = frame.get("kind"), str(frame.get("detail", ""))
-    if end.cpu_seconds > limits.cpu_seconds:
-        return failed(FailureReason.CPU, cpu_detail, seconds), isolation
-    reasons = {
-        "memory": (FailureReason.MEMORY, f"exceeded the memory limit of {limits.memory_mb} MB"),
-        "exception": (FailureReason.EXCEPTION, detail),
-        "rejected": (FailureReason.REJECTED, detail),
-        "syntax": (FailureReason.SYNTAX, detail),
-        "tampered": (FailureReason.MALFORMED, detail),
-        "malformed": (FailureReason.MALFORMED, detail),
-        "setup": (FailureReason.INFRASTRUCTURE, detail),
-    }
-    if kind in reasons and code == _EXIT_REPORTED:
-        reason, text = reasons[kind]
-        return failed(reason, text, seconds), isolation
-    if kind != "result" or code != 0:
-        return failed(FailureReason.CRASH, f"exited with code {code} after reporting"), {}
-    try:
-        result = EvaluationResult.model_validate(frame.get("value"), strict=True)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'result'}: {e['msg']}" for e in exc.errors()
-        )
-        return failed(FailureReason.MALFORMED, f"evaluate() returned {problems}", seconds), {}
-    return EvaluationOutcome(result=result, evaluator_seconds=seconds), isolation
+        os._exit(0 if frame.get("kind") in ("result", "probe") else EXIT_REPORTED)

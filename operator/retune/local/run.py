@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 
-from retune.evaluate.contract import EvaluationContext, SandboxLimits
+from retune.evaluate.contract import EvaluationContext
 from retune.evaluate.local import LocalExecutor
+from retune.evaluate.podspec import sandbox_limits
 from retune.local.progress import ProgressBar
 from retune.local.report import render_report
 from retune.search.archive import Archive
@@ -107,15 +108,6 @@ def read_hardware(spec: TargetSpec) -> dict[str, str]:
     return hardware_context(fingerprint)
 
 
-def sandbox_limits(spec: TargetSpec) -> SandboxLimits:
-    timeout = float(spec.evaluator.timeout_seconds)
-    return SandboxLimits(
-        wall_seconds=timeout,
-        cpu_seconds=timeout,
-        memory_mb=spec.evaluator.memory_mb_limit,
-    )
-
-
 def build_mutator(
     target: OptimizationTarget, options: RunOptions, ledger: Ledger, audit_path: Path
 ) -> Mutator:
@@ -188,7 +180,7 @@ def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
     mutator = build_mutator(target, options, ledger, output / "llm-calls.jsonl")
     progress = ProgressBar() if options.show_progress else None
     executor = LocalExecutor(
-        evaluator_path, spec.policy.entrypoint, sandbox_limits(spec), workers=options.workers
+        evaluator_path, spec.policy.entrypoint, sandbox_limits(spec.evaluator), workers=options.workers
     )
     try:
         engine = Engine(

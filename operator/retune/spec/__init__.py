@@ -7,7 +7,7 @@ in ``crds/`` is generated from these models by :mod:`retune.crd`.
 
 from retune.spec.base import KeyRef, SpecModel, StatusModel, render_query
 from retune.spec.errors import Problem, TargetValidationError
-from retune.spec.evaluator import EvaluatorSpec, Resources
+from retune.spec.evaluator import DEFAULT_EVALUATOR_PATH, EvaluatorSpec, Resources
 from retune.spec.loading import (
     cluster_problems,
     load_target,
@@ -60,7 +60,9 @@ from retune.spec.status import (
     Phase,
     RolloutRecord,
     RolloutStatus,
+    SearchStatus,
     TargetStatus,
+    ValidationStatus,
 )
 from retune.spec.target import (
     API_VERSION,
@@ -80,6 +82,7 @@ __all__ = [
     "ANALYSIS_PLACEHOLDERS",
     "API_VERSION",
     "DEFAULT_BURN_RATE_WINDOWS",
+    "DEFAULT_EVALUATOR_PATH",
     "DEFAULT_HARDWARE_LABEL_KEYS",
     "GROUP",
     "HISTORY_LIMIT",
@@ -123,12 +126,14 @@ __all__ = [
     "RolloutSpec",
     "RolloutStatus",
     "SearchSpec",
+    "SearchStatus",
     "SpecModel",
     "StatusModel",
     "TargetSpec",
     "TargetStatus",
     "TargetValidationError",
     "TieringSpec",
+    "ValidationStatus",
     "WorkloadRef",
     "cluster_problems",
     "format_duration",

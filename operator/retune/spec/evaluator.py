@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from retune.spec.base import (
     Name,
@@ -16,6 +17,11 @@ from retune.spec.base import (
     invalid,
 )
 from retune.spec.units import parse_quantity
+
+DEFAULT_EVALUATOR_PATH = "/opt/retune/evaluator/evaluator.py"
+"""Where the evaluator images built from ``evaluator-images/`` keep the evaluator."""
+EVALUATOR_REF_PATTERN = r"^(/\S*|[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$"
+ENV_NAME_PATTERN = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 
 class Resources(SpecModel):
@@ -46,6 +52,17 @@ class EvaluatorSpec(SpecModel):
     """Container image with the evaluator, for evaluation pods in the cluster."""
     command: list[str] = Field(default=["retune-evaluate"], min_length=1)
     """Command that runs the evaluator contract in the image."""
+    path: str = Field(
+        default=DEFAULT_EVALUATOR_PATH,
+        max_length=4096,
+        json_schema_extra={"pattern": EVALUATOR_REF_PATTERN},
+    )
+    """The evaluator inside the image: the absolute path of its Python file (modules beside
+    it can be imported), or a dotted module name importable there. Cluster only; local
+    mode uses ``module``."""
+    env: dict[str, str] = {}
+    """Extra environment variables of evaluation pods (e.g. ``PYTHONPATH``); names starting
+    with ``RETUNE_`` are retune's own and cannot be set."""
     resources: Resources = Field(default_factory=Resources)
     """CPU and memory of each evaluation."""
     timeout_seconds: Seconds = Field(default=60, ge=1, le=86400)
@@ -71,6 +88,26 @@ class EvaluatorSpec(SpecModel):
     def memory_mb_limit(self) -> int:
         """The memory limit of one evaluation in MiB."""
         return self.resources.memory_bytes // 2**20
+
+    @field_validator("path")
+    @classmethod
+    def _evaluator_ref(cls, path: str) -> str:
+        if not re.match(EVALUATOR_REF_PATTERN, path):
+            raise invalid(
+                f"must be an absolute path such as {DEFAULT_EVALUATOR_PATH} or a dotted module "
+                f"name such as my_evaluator.main (got {path!r})"
+            )
+        return path
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not ENV_NAME_PATTERN.match(name):
+                raise invalid(f"{name!r} is not a valid environment variable name")
+            if name.startswith("RETUNE_"):
+                raise invalid(f"{name!r}: names starting with RETUNE_ are retune's own")
+        return env
 
     @model_validator(mode="after")
     def _module_or_image(self) -> EvaluatorSpec:

@@ -21,6 +21,7 @@ class Phase(StrEnum):
     PROFILING = "Profiling"
     SEARCHING = "Searching"
     VALIDATING = "Validating"
+    READY = "Ready"
     CANARY = "Canary"
     STABLE = "Stable"
     DEGRADED = "Degraded"
@@ -35,6 +36,7 @@ class ConditionType(StrEnum):
     DEGRADED = "Degraded"
     DRIFTED = "Drifted"
     CANARY_PROGRESSING = "CanaryProgressing"
+    SIGNALS_READY = "SignalsReady"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -75,10 +77,57 @@ class LedgerStatus(StatusModel):
 
     evaluations: int = 0
     """Candidate evaluations run."""
+    failed_evaluations: int = 0
+    """Evaluations that produced no score (timeouts, crashes, refused programs...)."""
+    wall_seconds: float = 0.0
+    """Time the search has run, over all its resumes."""
     usd: float = 0.0
     """US dollars spent on model calls."""
     models: dict[str, ModelUsageStatus] = {}
     """Usage per model tier name."""
+
+
+class SearchStatus(StatusModel):
+    """The current (or last) search: what it was started on, so a restart resumes it."""
+
+    started_at: datetime | None = None
+    """When the search started."""
+    generation: int | None = None
+    """The spec generation it was started for."""
+    signals_digest: str = ""
+    """Digest of the spec sections the profile and hardware were read under (profile,
+    hardware, workload, evaluation placement); a change means a new profile and search."""
+    search_digest: str = ""
+    """Digest of everything else the search depends on, its budget excepted; a change
+    means a new search."""
+    budget_digest: str = ""
+    """Digest of the budget it runs under; a change resumes it under the new budget."""
+    resumes: int = 0
+    """How many times it was resumed from its checkpoint (operator restarts, pauses)."""
+    finished_at: datetime | None = None
+    """When it ended; unset while it runs."""
+    stop_reason: str | None = None
+    """Why it ended (e.g. ``evaluation budget reached``)."""
+
+
+class ValidationStatus(StatusModel):
+    """The last validation: the best candidate against the stable policy on held-out seeds."""
+
+    candidate: str | None = None
+    """The candidate that was validated."""
+    passed: bool = False
+    """Whether it beat the stable policy by the minimum improvement on every required
+    subset."""
+    candidate_score: float | None = None
+    """Its mean held-out score."""
+    stable_score: float | None = None
+    """The stable policy's mean held-out score."""
+    improvement: float | None = None
+    """Relative improvement of the candidate over the stable policy (0.05 = 5 %)."""
+    reasons: list[str] = []
+    """Why it did not pass."""
+    finished_at: datetime | None = None
+    """When the validation ended."""
 
 
 class RolloutStatus(StatusModel):
@@ -137,18 +186,26 @@ class TargetStatus(StatusModel):
     """The hardware labels behind the fingerprint."""
     profile: dict[str, float] = {}
     """The workload profile the stable policy (or the running search) was tuned on."""
+    profile_time: datetime | None = None
+    """When that profile was read."""
     best_score: float | None = None
     """Score of the best candidate found."""
     seed_score: float | None = None
     """Score of the seed policy, for comparison."""
     best_candidate: str | None = None
     """Identifier of the best candidate found."""
+    validated_revision: str | None = None
+    """The latest validated policy revision (an immutable ConfigMap), ready to roll out."""
     stable_revision: str | None = None
     """The policy revision the workload runs."""
     canary_revision: str | None = None
     """The policy revision being rolled out, if any."""
     ledger: LedgerStatus = Field(default_factory=LedgerStatus)
     """What the current (or last) search has spent."""
+    search: SearchStatus | None = None
+    """The current (or last) search."""
+    validation: ValidationStatus | None = None
+    """The last validation."""
     rollout: RolloutStatus | None = None
     """The rollout in flight, if any."""
     history: list[RolloutRecord] = []

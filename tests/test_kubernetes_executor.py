@@ -519,3 +519,38 @@ def test_start_applies_the_network_policy_and_deletes_orphans_of_a_previous_run(
     assert not fake.jobs and not fake.config_maps
     (policy,) = fake.policies
     assert policy["metadata"]["name"] == "cache-evaluation"
+
+
+def test_scores_from_a_pod_that_did_not_exit_cleanly_are_not_trusted() -> None:
+    from retune.evaluate.contract import EvaluationOutcome, EvaluationResult
+    from retune.evaluate.entrypoint import encode_outcomes
+    from retune.evaluate.podstatus import judge
+
+    message = encode_outcomes(
+        [
+            ("a", EvaluationOutcome(result=EvaluationResult(score=99.0))),
+            ("b", EvaluationOutcome.failed(FailureReason.EXCEPTION, "boom")),
+        ]
+    )
+
+    def pod(exit_code: int) -> dict[str, object]:
+        terminated = {"exitCode": exit_code, "message": message, "reason": "Error"}
+        return {
+            "metadata": {"name": "p"},
+            "status": {
+                "phase": "Failed" if exit_code else "Succeeded",
+                "containerStatuses": [{"name": "evaluate", "state": {"terminated": terminated}}],
+            },
+        }
+
+    clean = judge(
+        None, [pod(0)], ["a", "b"], waited_seconds=1, stuck_seconds=60, memory="1Gi", deadline=60
+    )
+    assert clean is not None and clean.outcomes is not None
+    assert clean.outcomes["a"].result is not None and clean.outcomes["a"].result.score == 99.0
+    dirty = judge(
+        None, [pod(1)], ["a", "b"], waited_seconds=1, stuck_seconds=60, memory="1Gi", deadline=60
+    )
+    assert dirty is not None and dirty.outcomes is not None
+    assert dirty.outcomes["a"].result is None and "not trusted" in dirty.outcomes["a"].detail
+    assert dirty.outcomes["b"].failure == FailureReason.EXCEPTION

@@ -93,7 +93,7 @@ def judge(
         if terminated is not None and terminated.get("message"):
             outcomes = read_outcomes(str(terminated["message"]), task_ids)
             if outcomes is not None:
-                return Verdict(outcomes=outcomes)
+                return Verdict(outcomes=_trusted(outcomes, terminated.get("exitCode")))
     failed = None if job is None else _condition(job, "Failed") or _condition(job, "FailureTarget")
     # The Job's deadline comes first: the pod it killed shows only an exit code.
     if failed is not None and failed.get("reason") == "DeadlineExceeded":
@@ -126,6 +126,25 @@ def judge(
             f"ResourceQuota or LimitRange may refuse it (kubectl describe job {name})",
         )
     return None
+
+
+def _trusted(
+    outcomes: dict[str, EvaluationOutcome], exit_code: object
+) -> dict[str, EvaluationOutcome]:
+    """Scores count only from an entrypoint that finished cleanly: it writes the message
+    after every candidate is gone, so a non-zero exit means something else may have
+    written it. Failures carry no score and are kept as they are."""
+    if exit_code == 0:
+        return outcomes
+    return {
+        task_id: outcome
+        if not outcome.ok
+        else EvaluationOutcome.failed(
+            FailureReason.INFRASTRUCTURE,
+            f"the evaluation pod exited with code {exit_code}; its scores are not trusted",
+        )
+        for task_id, outcome in outcomes.items()
+    }
 
 
 def _deadline_verdict(deadline: int) -> Verdict:

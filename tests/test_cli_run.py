@@ -49,7 +49,11 @@ def test_a_run_improves_on_the_seed_and_writes_its_outputs(reference: Path) -> N
     result = json.loads((reference / "result.json").read_text())
     assert result["evaluations"] == 200
     assert result["best_score"] > result["seed_score"]
-    assert (reference / result["best_policy_path"]).read_text().startswith(("def", "import", "from", '"""'))
+    assert (
+        (reference / result["best_policy_path"])
+        .read_text()
+        .startswith(("def", "import", "from", '"""'))
+    )
     report = (reference / "report.html").read_text()
     assert "<svg" in report and "best_policy.py" in report
 

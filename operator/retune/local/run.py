@@ -180,7 +180,10 @@ def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
     mutator = build_mutator(target, options, ledger, output / "llm-calls.jsonl")
     progress = ProgressBar() if options.show_progress else None
     executor = LocalExecutor(
-        evaluator_path, spec.policy.entrypoint, sandbox_limits(spec.evaluator), workers=options.workers
+        evaluator_path,
+        spec.policy.entrypoint,
+        sandbox_limits(spec.evaluator),
+        workers=options.workers,
     )
     try:
         engine = Engine(

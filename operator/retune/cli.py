@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -59,14 +60,55 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("target", type=Path)
 
     commands.add_parser("crd", help="print the OptimizationTarget CRD generated from the models")
+
+    operator = commands.add_parser(
+        "operator", help="run the Kubernetes operator (kopf, standalone: one replica)"
+    )
+    scope = operator.add_mutually_exclusive_group(required=True)
+    scope.add_argument(
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="serve the OptimizationTargets of NS (repeat for several)",
+    )
+    scope.add_argument("--all-namespaces", action="store_true", help="serve every namespace")
+    operator.add_argument(
+        "--metrics-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz"
+    )
+    operator.add_argument("--metrics-host", default="0.0.0.0", help="address to serve them on")
+    operator.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("RETUNE_PROMETHEUS_URL"),
+        help="Prometheus for targets that set no spec.profile.prometheusUrl "
+        "(default: $RETUNE_PROMETHEUS_URL)",
+    )
+    operator.add_argument(
+        "--max-concurrent-searches",
+        type=_positive_int,
+        default=4,
+        help="searches running at once over all targets; the others wait (default 4)",
+    )
+    operator.add_argument(
+        "--max-evaluation-jobs",
+        type=_positive_int,
+        default=16,
+        help="evaluation Jobs in flight over all targets (default 16)",
+    )
+    operator.add_argument("--kubeconfig", help="a kubeconfig (default: in-cluster, $KUBECONFIG)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    quiet = logging.INFO if args.command == "operator" else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if args.verbose else quiet,
+        format=(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"
+            if args.command == "operator"
+            else "%(levelname)s %(name)s: %(message)s"
+        ),
     )
     if args.command == "crd":
         from retune.crd import render_crd
@@ -75,7 +117,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "check":
         return _check(args.target)
+    if args.command == "operator":
+        return _operator(args)
     return _run(args)
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from retune.handlers.operator import OperatorOptions, run_operator
+
+    run_operator(
+        OperatorOptions(
+            namespaces=list(args.namespaces or []),
+            metrics_host=args.metrics_host,
+            metrics_port=args.metrics_port,
+            prometheus_url=args.prometheus_url or None,
+            max_concurrent_searches=args.max_concurrent_searches,
+            max_evaluation_jobs=args.max_evaluation_jobs,
+            kubeconfig=args.kubeconfig,
+        )
+    )
+    return 0
 
 
 def _check(path: Path) -> int:

@@ -1,0 +1,103 @@
+"""A decision being made: the status as it will be, and the actions and events so far."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from retune.controller.decision import Action, Decision, Event
+from retune.controller.facts import Facts, SearchProgress, WorkReport
+from retune.search.ledger import LedgerState
+from retune.spec import (
+    ConditionStatus,
+    ConditionType,
+    LedgerStatus,
+    ModelUsageStatus,
+    TargetStatus,
+)
+
+READY = ConditionType.READY
+SEARCHING = ConditionType.SEARCHING
+DEGRADED = ConditionType.DEGRADED
+SIGNALS_READY = ConditionType.SIGNALS_READY
+
+
+class Draft:
+    """The working copy of one decision; the input status is never modified."""
+
+    def __init__(self, status: TargetStatus, facts: Facts, now: datetime) -> None:
+        self.status = status.model_copy(deep=True)
+        self.facts = facts
+        self.now = now
+        self.work: WorkReport | None = facts.work
+        self.actions: list[Action] = []
+        self.events: list[Event] = []
+
+    def condition(self, type_: str, value: bool | None, reason: str, message: str) -> bool:
+        """Set a condition (None is ``Unknown``); whether its status, reason or message
+        changed."""
+        status: ConditionStatus = "Unknown" if value is None else ("True" if value else "False")
+        before = self.status.condition(type_)
+        previous = (before.status, before.reason, before.message) if before else None
+        self.status.set_condition(
+            type_, status, reason, message, now=self.now, generation=self.facts.generation
+        )
+        return previous != (status, reason, message)
+
+    def is_true(self, type_: str) -> bool:
+        """Whether the condition is currently ``True``."""
+        condition = self.status.condition(type_)
+        return condition is not None and condition.status == "True"
+
+    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        """Record a Kubernetes Event."""
+        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+
+    def act(self, action: Action) -> None:
+        """Record an action for the adapters to carry out, in order."""
+        self.actions.append(action)
+
+    def decision(self, requeue_after: float, *, needs_signals: bool = False) -> Decision:
+        """The finished decision."""
+        return Decision(
+            status=self.status,
+            actions=self.actions,
+            events=self.events,
+            requeue_after=requeue_after,
+            needs_signals=needs_signals,
+        )
+
+    def apply_progress(self, progress: SearchProgress) -> None:
+        """Take the engine's progress into the status: best and seed scores, the ledger."""
+        self.status.best_score = progress.best_score
+        self.status.seed_score = progress.seed_score
+        self.status.best_candidate = candidate_id(progress.best_candidate)
+        self.status.ledger = ledger_status(progress.ledger)
+
+
+def candidate_id(index: int | None) -> str | None:
+    """How a candidate is named in the status and in events: ``c12``; the seed is ``c0``."""
+    return None if index is None else f"c{index}"
+
+
+def ledger_status(ledger: LedgerState) -> LedgerStatus:
+    """The engine's ledger as the status shows it."""
+    return LedgerStatus(
+        evaluations=ledger.evaluations,
+        failed_evaluations=ledger.failed_evaluations,
+        wall_seconds=round(ledger.wall_seconds, 1),
+        usd=round(ledger.usd_spent, 6),
+        models={
+            name: ModelUsageStatus(
+                calls=usage.calls,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                usd=round(usage.usd, 6),
+            )
+            for name, usage in sorted(ledger.models.items())
+        },
+    )
+
+
+def score(value: float | None) -> str:
+    """A score for a message."""
+    return "none" if value is None else f"{value:.4f}"

@@ -1,0 +1,155 @@
+"""What the controller is told about a target at one reconcile: the observations.
+
+The operator's adapters gather these (API reads, Prometheus queries, the search workers'
+reports); :func:`retune.controller.machine.decide` turns them into a decision. Nothing here
+does I/O, so the controller is tested with plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from retune.search.ledger import LedgerState
+from retune.search.validation import ValidationReport
+from retune.spec import Problem
+
+
+@dataclass(frozen=True)
+class Signals:
+    """A complete reading of the workload profile and of the hardware under the workload."""
+
+    profile: dict[str, float]
+    """Profile name -> value, every query answered."""
+    hardware: dict[str, str]
+    """The hardware context handed to evaluators (``hardware_context``)."""
+    fingerprint: str
+    """The hardware fingerprint, ``hw-...``."""
+    summary: str
+    """The hardware summary, e.g. ``m6i.xlarge/amd64``."""
+
+
+@dataclass(frozen=True)
+class SignalsWaiting:
+    """Why the signals cannot be read yet: nothing in the spec to fix, so the target waits
+    (Prometheus down, a query without data, no node for the workload)."""
+
+    reason: str
+    """One CamelCase word, e.g. ``PrometheusUnavailable``."""
+    message: str
+    """Which query or what, and the error."""
+
+
+SignalsReading = Signals | SignalsWaiting
+
+
+@dataclass(frozen=True)
+class SpecDigests:
+    """Digests of the spec sections a search depends on (see :mod:`retune.controller.digests`)."""
+
+    signals: str
+    search: str
+    budget: str
+
+
+class WorkKind(StrEnum):
+    """What a worker runs for a target."""
+
+    SEARCH = "search"
+    VALIDATION = "validation"
+
+
+class WorkState(StrEnum):
+    """Where a worker is."""
+
+    QUEUED = "queued"  # waiting for an operator-wide search slot
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """The engine's progress after its latest applied candidate."""
+
+    evaluations: int
+    best_score: float | None
+    seed_score: float | None
+    best_candidate: int | None
+    ledger: LedgerState
+    max_evaluations: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """A search that reached its budget."""
+
+    stop_reason: str
+    progress: SearchProgress
+
+    @property
+    def improved(self) -> bool:
+        """Whether some candidate scored better than the seed."""
+        best, seed = self.progress.best_score, self.progress.seed_score
+        return best is not None and seed is not None and best > seed
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    """The best candidate re-scored against the stable policy on held-out seeds."""
+
+    candidate: int
+    candidate_code: str
+    report: ValidationReport
+
+
+@dataclass(frozen=True)
+class WorkReport:
+    """What a target's worker reports: its state, progress, and result or error."""
+
+    kind: WorkKind
+    state: WorkState
+    progress: SearchProgress | None = None
+    search: SearchOutcome | None = None
+    validation: ValidationOutcome | None = None
+    resumed_from: int | None = None
+    """Evaluations already in the checkpoint when a search resumed; None if it started fresh."""
+    discarded: str | None = None
+    """Why an existing checkpoint was not resumed, when it was not."""
+    error: str | None = None
+    """What went wrong, for a failed worker."""
+    error_path: str | None = None
+    """The spec field to change, when the failure is the spec's (e.g. a seed that fails)."""
+    permanent: bool = False
+    """Whether retrying without a spec change would fail the same way."""
+    ended_at: datetime | None = None
+    """When the worker finished or failed."""
+    queued_behind: int = 0
+    """Searches running when this one is queued."""
+
+    @property
+    def active(self) -> bool:
+        """Whether the worker is queued or running."""
+        return self.state in (WorkState.QUEUED, WorkState.RUNNING)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the controller is told at one reconcile of a target."""
+
+    target: str
+    """``metadata.name``."""
+    generation: int
+    """``metadata.generation``."""
+    paused: bool
+    """``spec.retune.paused``."""
+    digests: SpecDigests
+    problems: tuple[Problem, ...] = ()
+    """What is wrong with the spec in this cluster (field path + message)."""
+    signals: SignalsReading | None = None
+    """The signals, when the controller asked for them."""
+    work: WorkReport | None = None
+    """The target's worker, if it has one."""
+    max_concurrent_searches: int | None = None
+    """The operator-wide search limit, for messages."""

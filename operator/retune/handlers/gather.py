@@ -1,0 +1,216 @@
+"""Gathering the facts of a reconcile: what is wrong with the spec in this cluster, and the
+signals (the workload profile from Prometheus, the hardware under the workload).
+
+Spec problems name the field to change and make the target Degraded; a signal that cannot
+be read yet (Prometheus down, a query without data, no node) makes it wait, saying which
+query and what error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from retune.controller import Signals, SignalsReading, SignalsWaiting
+from retune.evaluate.podspec import PodPlacement
+from retune.evaluate.sandbox import precheck
+from retune.handlers.kube import Cluster, selector_of
+from retune.signals.hardware import HardwareFingerprint, hardware_context
+from retune.signals.metrics import BadQuery, Unavailable, Value, safe_query
+from retune.signals.nodes import NodeInfo, nodes_for_workload
+from retune.signals.providers import provider_for
+from retune.spec import OptimizationTarget, Problem, cluster_problems
+
+_WAITING_REASONS = {
+    "unavailable": "PrometheusUnavailable",
+    "nodata": "ProfileNoData",
+    "invalid": "ProfileInvalid",
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What retune needs of the workload's Deployment."""
+
+    pod_spec: dict[str, Any]
+    selector: str
+
+    @property
+    def placement(self) -> PodPlacement:
+        """Where its pods may run, which is where evaluation pods run."""
+        return PodPlacement.from_pod_spec(self.pod_spec)
+
+
+def read_workload(cluster: Cluster, target: OptimizationTarget) -> Workload | None:
+    """The workload Deployment, or None when it does not exist."""
+    deployment = cluster.deployment(target.metadata.namespace, target.spec.workload_ref.name)
+    if deployment is None:
+        return None
+    spec = deployment.get("spec") or {}
+    match_labels = (spec.get("selector") or {}).get("matchLabels") or {}
+    pod_spec = ((spec.get("template") or {}).get("spec")) or {}
+    return Workload(pod_spec=pod_spec, selector=selector_of(match_labels))
+
+
+def read_seed(cluster: Cluster, target: OptimizationTarget) -> tuple[str | None, Problem | None]:
+    """The seed program (inline or from its ConfigMap), or the problem with it."""
+    seed = target.spec.policy.seed
+    if seed.inline is not None:
+        return seed.inline, None
+    if seed.config_map_ref is None:
+        return None, None  # a file: cluster_problems reports it
+    ref, namespace = seed.config_map_ref, target.metadata.namespace
+    config_map = cluster.config_map(namespace, ref.name)
+    if config_map is None:
+        message = f"ConfigMap {ref.name!r} not found in namespace {namespace!r}"
+        return None, Problem("spec.policy.seed.configMapRef.name", message)
+    data = config_map.get("data") or {}
+    if ref.key not in data:
+        keys = ", ".join(sorted(data)) or "none"
+        message = f"ConfigMap {ref.name!r} has no key {ref.key!r} (its keys: {keys})"
+        return None, Problem("spec.policy.seed.configMapRef.key", message)
+    return str(data[ref.key]), None
+
+
+def spec_problems(
+    cluster: Cluster, target: OptimizationTarget, *, prometheus_url: str | None
+) -> list[Problem]:
+    """Everything about the spec that cannot work in this cluster, each with its field."""
+    spec, namespace = target.spec, target.metadata.namespace
+    problems = list(cluster_problems(target))
+    code, problem = read_seed(cluster, target)
+    if problem is not None:
+        problems.append(problem)
+    elif code is not None:
+        verdict = precheck(code, spec.policy.entrypoint)
+        if verdict is not None:
+            where = "inline" if spec.policy.seed.inline is not None else "configMapRef"
+            message = f"the seed program is refused: {verdict.detail}"
+            problems.append(Problem(f"spec.policy.seed.{where}", message))
+    if cluster.deployment(namespace, spec.workload_ref.name) is None:
+        message = f"Deployment {spec.workload_ref.name!r} not found in namespace {namespace!r}"
+        problems.append(Problem("spec.workloadRef.name", message))
+    if spec.profile.queries and not (spec.profile.prometheus_url or prometheus_url):
+        message = (
+            "no Prometheus to read the profile from: set it, or start the operator with "
+            "--prometheus-url"
+        )
+        problems.append(Problem("spec.profile.prometheusUrl", message))
+    if spec.search.mutator == "llm":
+        problems += _model_key_problems(cluster, target)
+    return problems
+
+
+def _model_key_problems(cluster: Cluster, target: OptimizationTarget) -> list[Problem]:
+    problems = []
+    for index, tier in enumerate(target.spec.search.models):
+        source = tier.api_key
+        if source is None:
+            continue
+        path = f"spec.search.models[{index}].apiKey"
+        ref = source.secret_key_ref
+        if ref is not None:
+            try:
+                value = cluster.secret_value(target.metadata.namespace, ref.name, ref.key)
+            except ApiException as error:
+                if error.status != 403:
+                    raise
+                message = (
+                    f"the operator may not read Secret {ref.name!r}: its RBAC needs get on it "
+                    "(the chart's rbac.secretNames)"
+                )
+                problems.append(Problem(f"{path}.secretKeyRef.name", message))
+                continue
+            if value is None:
+                message = f"Secret {ref.name!r} with key {ref.key!r} not found in namespace {target.metadata.namespace!r}"
+                problems.append(Problem(f"{path}.secretKeyRef", message))
+        elif source.env is not None and source.env not in os.environ:
+            message = f"the operator has no environment variable {source.env!r}"
+            problems.append(Problem(f"{path}.env", message))
+    return problems
+
+
+def read_signals(
+    cluster: Cluster,
+    target: OptimizationTarget,
+    nodes: Iterable[NodeInfo],
+    *,
+    prometheus_url: str | None,
+) -> tuple[SignalsReading, list[Problem]]:
+    """The hardware under the workload and its profile; or why the target must wait; and
+    the queries Prometheus rejected (spec problems)."""
+    spec = target.spec
+    workload = read_workload(cluster, target)
+    if workload is None:
+        message = f"Deployment {spec.workload_ref.name!r} not found"
+        return SignalsWaiting("WorkloadNotFound", message), []
+    bound = [
+        str((pod.get("spec") or {}).get("nodeName") or "")
+        for pod in cluster.pods(target.metadata.namespace, workload.selector)
+        if workload.selector
+    ]
+    placement = workload.placement
+    under = nodes_for_workload(
+        nodes,
+        node_selector=placement.node_selector,
+        affinity=placement.affinity,
+        tolerations=placement.tolerations,
+        pod_node_names=bound,
+    )
+    try:
+        fingerprint = HardwareFingerprint.from_nodes(under, spec.hardware.label_keys)
+    except ValueError as error:
+        return SignalsWaiting("NoMatchingNodes", str(error)), []
+    profile, waiting, problems = read_profile(
+        spec.profile.queries, spec.profile.prometheus_url or prometheus_url
+    )
+    if waiting is not None or problems:
+        return waiting or SignalsWaiting("InvalidQuery", "a profile query is invalid"), problems
+    return (
+        Signals(
+            profile=profile,
+            hardware=hardware_context(fingerprint),
+            fingerprint=fingerprint.fingerprint,
+            summary=fingerprint.summary,
+        ),
+        [],
+    )
+
+
+def read_profile(
+    queries: Mapping[str, str], url: str | None
+) -> tuple[dict[str, float], SignalsWaiting | None, list[Problem]]:
+    """Query each profile value once; stop at the first Prometheus outage (the rest would
+    fail the same way, each after its timeout)."""
+    if not queries:
+        return {}, None, []
+    provider = provider_for(url)
+    values: dict[str, float] = {}
+    waiting: list[tuple[str, str]] = []
+    problems: list[Problem] = []
+    try:
+        for name, promql in queries.items():
+            sample = safe_query(provider, promql)
+            if isinstance(sample, Value):
+                values[name] = sample.value
+            elif isinstance(sample, BadQuery):
+                message = f"Prometheus rejected the query: {sample.reason}"
+                problems.append(Problem(f"spec.profile.queries.{name}", message))
+            else:
+                where = f"profile query {name} (spec.profile.queries.{name})"
+                waiting.append((sample.kind, f"{where}: {sample.describe()}"))
+                if isinstance(sample, Unavailable):
+                    break
+    finally:
+        close = getattr(provider, "close", None)
+        if close is not None:
+            close()
+    if not waiting:
+        return values, None, problems
+    kind = waiting[0][0]
+    reason = _WAITING_REASONS.get(kind, "ProfileUnavailable")
+    return values, SignalsWaiting(reason, "; ".join(text for _, text in waiting)), problems

@@ -1,0 +1,298 @@
+"""What a worker runs: a search (the engine with evaluation pods and the checkpoint
+ConfigMap) or a validation (the checkpoint's best against the stable policy).
+
+Both build everything from the target and the cluster when they start, so a worker started
+after an operator restart needs nothing from the process that came before it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from retune.controller import SearchOutcome, SearchProgress, ValidationOutcome
+from retune.evaluate.contract import EvaluationContext, EvaluationOutcome, EvaluationTask, Executor
+from retune.evaluate.kubernetes import KubernetesExecutor
+from retune.evaluate.podspec import TARGET_LABEL, target_label
+from retune.handlers.gather import read_seed, read_workload
+from retune.handlers.kube import Cluster
+from retune.handlers.metrics import OperatorMetrics
+from retune.handlers.workers import WorkerHandle, WorkFailed
+from retune.search.config import builtin_mutator, engine_config
+from retune.search.engine import Engine, EngineConfig, EngineError
+from retune.search.ledger import Ledger
+from retune.search.mutation import Mutator
+from retune.search.state import EngineState, decode_state
+from retune.search.validation import validate
+from retune.spec import ApiKeySource, OptimizationTarget
+from retune.store.kubernetes import CheckpointConflict, CheckpointTooLarge, KubernetesStore
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What every job of this operator shares."""
+
+    cluster: Cluster
+    metrics: OperatorMetrics
+    job_limiter: threading.BoundedSemaphore
+    batch_size: int = 4
+    poll_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class TargetInputs:
+    """One target's side of a job."""
+
+    target: OptimizationTarget
+    owner: Mapping[str, Any]
+    profile: dict[str, float]
+    hardware: dict[str, str]
+
+    @property
+    def namespace(self) -> str:
+        return self.target.metadata.namespace
+
+    @property
+    def name(self) -> str:
+        return self.target.metadata.name
+
+    def context(self) -> EvaluationContext:
+        """What evaluators are told: the recorded profile and hardware, the params."""
+        return EvaluationContext(
+            workload=dict(self.profile),
+            hardware=dict(self.hardware),
+            params=dict(self.target.spec.evaluator.params),
+            seed=0,
+        )
+
+
+class _GuardedStore:
+    """The checkpoint store, refusing to write once the worker was asked to stop: a stopped
+    search must not checkpoint the cancelled evaluations it is unwinding."""
+
+    def __init__(self, store: KubernetesStore, handle: WorkerHandle) -> None:
+        self.store, self.handle = store, handle
+
+    def load(self) -> bytes | None:
+        return self.store.load()
+
+    def save(self, document: bytes) -> None:
+        self.handle.check()
+        self.store.save(document)
+
+
+class _ObservedExecutor:
+    """An executor whose every outcome is also counted in the operator's metrics."""
+
+    def __init__(
+        self, inner: KubernetesExecutor, record: Callable[[EvaluationTask, EvaluationOutcome], None]
+    ) -> None:
+        self.inner, self.record = inner, record
+
+    @property
+    def capacity(self) -> int:
+        return self.inner.capacity
+
+    def submit(self, task: EvaluationTask) -> Future[EvaluationOutcome]:
+        future = self.inner.submit(task)
+
+        def count(done: Future[EvaluationOutcome]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self.record(task, done.result())
+
+        future.add_done_callback(count)
+        return future
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def checkpoint_store(settings: JobSettings, inputs: TargetInputs) -> KubernetesStore:
+    """The target's checkpoint ConfigMap."""
+    return KubernetesStore(
+        settings.cluster.api,
+        namespace=inputs.namespace,
+        target=inputs.name,
+        owner=inputs.owner,
+        labels={TARGET_LABEL: target_label(inputs.name)},
+    )
+
+
+def _executor(settings: JobSettings, inputs: TargetInputs, handle: WorkerHandle) -> Executor:
+    workload = read_workload(settings.cluster, inputs.target)
+    if workload is None:
+        raise WorkFailed(f"Deployment {inputs.target.spec.workload_ref.name!r} not found")
+    spec = inputs.target.spec
+    executor = KubernetesExecutor(
+        settings.cluster.api,
+        namespace=inputs.namespace,
+        target_name=inputs.name,
+        owner=inputs.owner,
+        evaluator=spec.evaluator,
+        evaluator_ref=spec.evaluator.path,
+        entrypoint=spec.policy.entrypoint,
+        placement=workload.placement,
+        batch_size=settings.batch_size,
+        max_parallel_jobs=spec.evaluator.parallelism,
+        operator_limiter=settings.job_limiter,
+        poll_interval=settings.poll_interval,
+        env=spec.evaluator.env,
+    )
+    # Stopping the worker closes the executor: every evaluation in flight resolves as
+    # cancelled at once, so the engine unwinds without waiting for its pods.
+    handle.on_cancel.append(executor.close)
+
+    def record(task: EvaluationTask, outcome: EvaluationOutcome) -> None:
+        settings.metrics.evaluation(inputs.namespace, inputs.name, task, outcome)
+
+    return _ObservedExecutor(executor, record)
+
+
+def _mutator(settings: JobSettings, inputs: TargetInputs, ledger: Ledger) -> Mutator:
+    spec = inputs.target.spec
+    fallback = builtin_mutator(spec.policy)
+    if spec.search.mutator != "llm":
+        return fallback
+    from retune.search.llm import LLMConfigError, build_llm_mutator, env_api_key
+
+    def resolve(source: ApiKeySource) -> str | None:
+        ref = source.secret_key_ref
+        if ref is not None:
+            value = settings.cluster.secret_value(inputs.namespace, ref.name, ref.key)
+            if value is not None:
+                return value
+        return env_api_key(source)
+
+    try:
+        return build_llm_mutator(
+            spec.search, spec.policy, ledger, fallback, None, spec.search.seed, resolve
+        )
+    except LLMConfigError as error:
+        raise WorkFailed(str(error), path="spec.search.models", permanent=True) from None
+
+
+def _progress(state: EngineState, config: EngineConfig) -> SearchProgress:
+    return SearchProgress(
+        evaluations=state.ledger.evaluations,
+        best_score=state.best.score if state.best else None,
+        seed_score=state.seed_elite.score if state.seed_elite else None,
+        best_candidate=state.best.index if state.best else None,
+        ledger=state.ledger.model_copy(deep=True),
+        max_evaluations=config.budget.max_evaluations,
+    )
+
+
+def _evaluator_identity(inputs: TargetInputs) -> str:
+    evaluator = inputs.target.spec.evaluator
+    parts = [evaluator.image or "", evaluator.path, *evaluator.command]
+    return "\0".join(parts + [f"{key}={value}" for key, value in sorted(evaluator.env.items())])
+
+
+def run_search(
+    settings: JobSettings, inputs: TargetInputs, resume: bool, handle: WorkerHandle
+) -> SearchOutcome:
+    """Run (or resume) the target's search to its budget."""
+    spec = inputs.target.spec
+    seed_code, problem = read_seed(settings.cluster, inputs.target)
+    if seed_code is None:
+        raise WorkFailed(
+            problem.message if problem else "no seed program",
+            path=problem.path if problem else "spec.policy.seed",
+            permanent=True,
+        )
+    config = engine_config(
+        spec, inputs.context(), seed_code=seed_code, evaluator_source=_evaluator_identity(inputs)
+    )
+    store = checkpoint_store(settings, inputs)
+    resumable = _resumable(store.load(), config, resume, handle)
+    ledger = Ledger(config.budget)
+    settings.metrics.ledger_baseline(
+        inputs.namespace, inputs.name, resumable.ledger if resumable else ledger.snapshot()
+    )
+    mutator = _mutator(settings, inputs, ledger)
+    handle.check()
+    executor = _executor(settings, inputs, handle)
+    try:
+        engine = Engine(
+            config,
+            seed_code=seed_code,
+            mutator=mutator,
+            executor=executor,
+            store=_GuardedStore(store, handle),
+            ledger=ledger,
+            resume=resumable is not None,
+        )
+
+        def report(_: object) -> None:
+            progress = _progress(engine.state, config)
+            handle.progress(progress)
+            settings.metrics.ledger(inputs.namespace, inputs.name, progress.ledger)
+
+        engine.on_progress = report
+        state = engine.run()
+    except EngineError as error:
+        handle.check()
+        raise WorkFailed(str(error), path="spec.policy.seed", permanent=True) from None
+    except CheckpointConflict as error:
+        raise WorkFailed(str(error)) from None
+    except CheckpointTooLarge as error:
+        raise WorkFailed(str(error), path="spec.search", permanent=True) from None
+    finally:
+        executor.close()
+    handle.check()
+    return SearchOutcome(
+        stop_reason=state.stop_reason or "finished", progress=_progress(state, config)
+    )
+
+
+def _resumable(
+    document: bytes | None, config: EngineConfig, resume: bool, handle: WorkerHandle
+) -> EngineState | None:
+    """The checkpointed state to resume, if there is one of this configuration."""
+    if document is None or not resume:
+        return None
+    try:
+        state = decode_state(document)
+    except ValueError as error:
+        handle.note(discarded=f"its checkpoint could not be read ({error})")
+        return None
+    if state.fingerprint != config.fingerprint:
+        handle.note(discarded="its checkpoint was made under another configuration")
+        return None
+    handle.note(resumed_from=state.ledger.evaluations)
+    return state
+
+
+def run_validation(
+    settings: JobSettings, inputs: TargetInputs, handle: WorkerHandle
+) -> ValidationOutcome:
+    """Re-score the checkpoint's best candidate and the seed side by side on held-out seeds."""
+    store = checkpoint_store(settings, inputs)
+    document = store.load()
+    state = decode_state(document) if document is not None else None
+    if state is None or state.best is None or state.seed_elite is None:
+        raise WorkFailed(
+            f"the search's checkpoint ({store.where}) is gone or holds no result",
+            permanent=True,
+        )
+    evaluator = inputs.target.spec.evaluator
+    executor = _executor(settings, inputs, handle)
+    try:
+        report = validate(
+            executor,
+            inputs.context(),
+            candidate_code=state.best.code,
+            stable_code=state.seed_elite.code,
+            min_improvement=evaluator.min_improvement,
+            required_subsets=list(evaluator.required_subsets),
+            seeds=evaluator.holdout_seeds,
+        )
+    finally:
+        executor.close()
+    handle.check()
+    return ValidationOutcome(
+        candidate=state.best.index, candidate_code=state.best.code, report=report
+    )

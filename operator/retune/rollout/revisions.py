@@ -1,0 +1,115 @@
+"""Policy revisions: a validated policy as an immutable ConfigMap ``<target>-policy-<hash>``.
+
+The name is derived from the program, so publishing the same policy twice (an operator
+restarted between creating the ConfigMap and recording it in the status) finds the one
+already there instead of making a second. The ConfigMap is ``immutable: true``: what a
+revision name points to never changes, which is what lets a rollout (and a rollback) refer
+to it by name. Its one key is the policy's file name, so it can be mounted as the policy
+volume as it is. It is owned by the target and goes when the target goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from retune.evaluate.podspec import TARGET_LABEL, owner_reference, target_label
+
+ROLE_LABEL = "retune.dev/role"
+ROLE_POLICY_REVISION = "policy-revision"
+REVISION_LABEL = "retune.dev/revision"
+REQUEST_TIMEOUT = 30.0
+_HASH_LENGTH = 10
+_MAX_NAME = 253
+
+
+class RevisionConflict(RuntimeError):
+    """A ConfigMap with the revision's name exists and holds something else."""
+
+
+def revision_hash(code: str) -> str:
+    """The content hash in a revision's name and label."""
+    return hashlib.sha256(code.encode()).hexdigest()[:_HASH_LENGTH]
+
+
+def revision_name(target: str, code: str) -> str:
+    """``<target>-policy-<hash>``, with the target's name shortened if it must be."""
+    suffix = f"-policy-{revision_hash(code)}"
+    return f"{target[: _MAX_NAME - len(suffix)].rstrip('-.')}{suffix}"
+
+
+def revision_manifest(
+    *,
+    name: str,
+    namespace: str,
+    owner: Mapping[str, Any],
+    code: str,
+    file_name: str,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ConfigMap of a revision (API JSON)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                TARGET_LABEL: target_label(str(owner["name"])),
+                ROLE_LABEL: ROLE_POLICY_REVISION,
+                REVISION_LABEL: revision_hash(code),
+                "app.kubernetes.io/managed-by": "retune",
+            },
+            "annotations": dict(annotations or {}),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "immutable": True,
+        "data": {file_name: code},
+    }
+
+
+def revision_annotations(
+    *, candidate: str, score: float | None, stable_score: float | None, validated_at: datetime
+) -> dict[str, str]:
+    """What a revision records about how it was validated."""
+    annotations = {
+        "retune.dev/candidate": candidate,
+        "retune.dev/validated-at": validated_at.isoformat(),
+    }
+    if score is not None:
+        annotations["retune.dev/holdout-score"] = f"{score:.6g}"
+    if stable_score is not None:
+        annotations["retune.dev/stable-holdout-score"] = f"{stable_score:.6g}"
+    return annotations
+
+
+def publish_revision(api: client.ApiClient, manifest: Mapping[str, Any]) -> bool:
+    """Create the revision's ConfigMap; returns False when the same revision was there.
+
+    Raises :class:`RevisionConflict` when a ConfigMap of that name holds other data.
+    """
+    # Typed as Any: the body is API JSON, which the client sends as it is.
+    core: Any = client.CoreV1Api(api)
+    metadata = manifest["metadata"]
+    try:
+        core.create_namespaced_config_map(
+            metadata["namespace"], dict(manifest), _request_timeout=REQUEST_TIMEOUT
+        )
+        return True
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    existing = core.read_namespaced_config_map(
+        metadata["name"], metadata["namespace"], _request_timeout=REQUEST_TIMEOUT
+    )
+    if (existing.data or {}) != manifest["data"]:
+        raise RevisionConflict(
+            f"ConfigMap {metadata['namespace']}/{metadata['name']} exists with other content; "
+            "revisions are immutable, so delete it if it is not a retune revision"
+        )
+    return False

@@ -1,0 +1,171 @@
+"""A checkpoint in a ConfigMap ``<target>-checkpoint``, owned by the target.
+
+The document is kept whole in ``binaryData`` and every write is conditional on the
+resourceVersion this store last read or wrote (optimistic concurrency). A write that finds
+a different version means someone else wrote in between, most likely a second operator
+working on the same target: the store re-reads what is there and raises
+:class:`CheckpointConflict` instead of overwriting it, so two writers can never silently
+interleave their searches. Any operator replica can resume from the ConfigMap, and it goes
+when the target goes (owner reference, garbage collector).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+CHECKPOINT_KEY = "checkpoint"
+ROLE_CHECKPOINT = "checkpoint"
+REQUEST_TIMEOUT = 30.0
+# A ConfigMap holds at most 1 MiB; base64 makes the document a third bigger.
+MAX_DOCUMENT_BYTES = 700_000
+
+
+class CheckpointConflict(RuntimeError):
+    """The checkpoint was written or deleted by someone else since this store last saw it."""
+
+
+class CheckpointTooLarge(RuntimeError):
+    """The checkpoint does not fit a ConfigMap."""
+
+
+def checkpoint_name(target: str) -> str:
+    """``<target>-checkpoint`` (a ConfigMap name may be 253 characters long)."""
+    suffix = "-checkpoint"
+    return f"{target[: 253 - len(suffix)].rstrip('-.')}{suffix}"
+
+
+class KubernetesStore:
+    """The engine's :class:`~retune.store.base.Store` in a ConfigMap.
+
+    Call :meth:`load` before the first :meth:`save`: it learns the version to write over.
+    A store that has loaded nothing creates the ConfigMap, and fails if it already exists.
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        target: str,
+        owner: Mapping[str, Any],
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.name = checkpoint_name(target)
+        self._owner = dict(owner)
+        self._labels = {
+            "retune.dev/role": ROLE_CHECKPOINT,
+            "app.kubernetes.io/managed-by": "retune",
+            **dict(labels or {}),
+        }
+        # Typed as Any: bodies are API JSON, which the client sends as they are.
+        self._core: Any = client.CoreV1Api(api)
+        self._version: str | None = None
+
+    @property
+    def where(self) -> str:
+        """``ConfigMap namespace/name``, for messages."""
+        return f"ConfigMap {self.namespace}/{self.name}"
+
+    def load(self) -> bytes | None:
+        """The saved document, or None when there is no checkpoint yet."""
+        try:
+            config_map = self._core.read_namespaced_config_map(
+                self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as error:
+            if error.status == 404:
+                self._version = None
+                return None
+            raise
+        self._version = config_map.metadata.resource_version
+        encoded = (config_map.binary_data or {}).get(CHECKPOINT_KEY)
+        return base64.b64decode(encoded) if encoded is not None else None
+
+    def save(self, document: bytes) -> None:
+        """Write ``document`` over the version last seen; raise on a conflict."""
+        if len(document) > MAX_DOCUMENT_BYTES:
+            raise CheckpointTooLarge(
+                f"the checkpoint is {len(document)} bytes compressed, more than the "
+                f"{MAX_DOCUMENT_BYTES} a ConfigMap can hold; lower spec.search.archive.cells "
+                "or the evaluation budget"
+            )
+        body = self._manifest(document)
+        try:
+            if self._version is None:
+                written = self._core.create_namespaced_config_map(
+                    self.namespace, body, _request_timeout=REQUEST_TIMEOUT
+                )
+            else:
+                body["metadata"]["resourceVersion"] = self._version
+                written = self._core.replace_namespaced_config_map(
+                    self.name, self.namespace, body, _request_timeout=REQUEST_TIMEOUT
+                )
+        except ApiException as error:
+            if error.status in (404, 409):
+                raise self._conflict(error.status) from None
+            raise
+        self._version = written.metadata.resource_version
+
+    def delete(self) -> None:
+        """Remove the checkpoint (nothing happens when there is none)."""
+        try:
+            self._core.delete_namespaced_config_map(
+                self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        self._version = None
+
+    def _conflict(self, status: int) -> CheckpointConflict:
+        expected = self._version
+        self.load()  # see what is there now, for the message
+        if status == 404:
+            what = "was deleted"
+        elif expected is None:
+            what = f"was created by someone else (resourceVersion {self._version})"
+        else:
+            found = self._version or "none: deleted"
+            what = f"was changed by someone else (resourceVersion {expected} -> {found})"
+        return CheckpointConflict(
+            f"the checkpoint {self.where} {what}; the search stopped rather than overwrite "
+            "it. Is a second operator serving this target? Run one operator replica."
+        )
+
+    def _manifest(self, document: bytes) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": dict(self._labels),
+                "annotations": {
+                    "retune.dev/saved-at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "retune.dev/bytes": str(len(document)),
+                },
+                "ownerReferences": [_owner_reference(self._owner)],
+            },
+            "binaryData": {CHECKPOINT_KEY: base64.b64encode(document).decode("ascii")},
+        }
+
+
+def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    missing = [key for key in ("apiVersion", "kind", "name", "uid") if not owner.get(key)]
+    if missing:
+        raise ValueError(f"owner needs {', '.join(missing)} (the target's metadata)")
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["name"],
+        "uid": owner["uid"],
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }

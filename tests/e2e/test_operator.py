@@ -1,0 +1,243 @@
+"""The operator end to end: a real control plane, a real Prometheus, the operator as a real
+process with the chart's ServiceAccount, evaluation pods run by the test node agent."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from retune.search.state import EngineState
+from tests.cluster.processes import wait_until
+from tests.e2e.conftest import E2E
+from tests.e2e.harness import (
+    EvaluationRecorder,
+    apply_target,
+    cache_deployment,
+    cache_target,
+    checkpoint,
+    condition,
+    event_reasons,
+    owned_objects,
+    read_target,
+    wait_for_status,
+)
+
+CPU_NODES = {"cpu-pool-0", "cpu-pool-1"}
+
+
+def _applied_task_ids(state: EngineState) -> set[str]:
+    """The evaluations whose results the checkpoint holds: never to be run again."""
+    done = {f"c{point.index}-{subset}" for point in state.history for subset in ("quick", "full")}
+    for candidate in state.pending.values():
+        if candidate.quick is not None:
+            done.add(f"c{candidate.index}-quick")
+        if candidate.full is not None:
+            done.add(f"c{candidate.index}-full")
+    return done
+
+
+def test_a_target_is_tuned_resumed_after_a_kill_validated_and_cleaned_up(e2e: E2E) -> None:
+    api, namespace, operator = e2e.api, e2e.namespaces["story"], e2e.operator
+    name = "cache-eviction"
+    recorder = EvaluationRecorder(api, namespace).start()
+
+    # Given the cache on the CPU pool, when examples/01's target is applied
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, cache_deployment(namespace))
+    apply_target(api, cache_target(namespace, name))
+
+    # then it reads its profile and hardware and searches, with pods on the CPU pool
+    searching = wait_for_status(
+        api, namespace, name, lambda s: s.get("phase") == "Searching", 60, "a search", operator
+    )
+    assert searching["hardwareFingerprint"].startswith("hw-")
+    assert searching["hardware"]["node.kubernetes.io/instance-type"] == "m6i.xlarge"
+    assert searching["profile"]["key_space"] == 2000000
+
+    # When the operator is killed -9 in the middle of the search
+    wait_until(
+        lambda: (state := checkpoint(api, namespace, name)) and state.applied >= 8,
+        120,
+        "8 applied candidates",
+    )
+    operator.kill()
+    killed_at = time.time()
+    before = checkpoint(api, namespace, name)
+    assert before is not None and before.stop_reason is None
+
+    # and started again
+    operator.start()
+
+    # then the search resumes where it was, and goes on to a validated revision
+    ready = wait_for_status(
+        api,
+        namespace,
+        name,
+        lambda s: s.get("phase") in ("Ready", "Stable"),
+        240,
+        "the end",
+        operator,
+    )
+    after = checkpoint(api, namespace, name)
+    assert after is not None and after.stop_reason == "evaluation budget reached"
+    assert after.history[: len(before.history)] == before.history  # the ledger is continuous
+    assert [p.index for p in after.history] == list(range(len(after.history)))
+    assert after.ledger.evaluations >= before.ledger.evaluations
+    assert after.ledger.wall_seconds >= before.ledger.wall_seconds
+    assert ready["ledger"]["evaluations"] == after.ledger.evaluations <= 24
+    assert ready["search"]["resumes"] >= 1
+
+    rerun = set(recorder.tasks_since(killed_at)) & _applied_task_ids(before)
+    assert not rerun, f"evaluations repeated after the restart: {sorted(rerun)}"
+    searched = [t for t in recorder.tasks_since() if not t.startswith("validate-")]
+    assert {int(t[1:].split("-")[0]) for t in searched} <= {p.index for p in after.history}
+    # Only work in flight at the kill (its results were lost with the process) ran twice.
+    in_flight = {f"c{i}-{s}" for i in before.pending for s in ("quick", "full")}
+    assert {t for t in searched if searched.count(t) > 1} <= in_flight
+
+    assert recorder.pod_nodes, "no evaluation pod was seen"
+    assert set(recorder.pod_nodes.values()) <= CPU_NODES, recorder.pod_nodes
+
+    assert ready["phase"] == "Ready", ready["conditions"]
+    assert ready["bestScore"] > ready["seedScore"]
+    assert ready["validation"]["passed"]
+    assert ready["validation"]["candidateScore"] > ready["validation"]["stableScore"]
+    revision = ready["validatedRevision"]
+    assert revision.startswith(f"{name}-policy-")
+    config_map = client.CoreV1Api(api).read_namespaced_config_map(revision, namespace)
+    assert config_map.immutable is True
+    assert after.best is not None and config_map.data == {"policy.py": after.best.code}
+    assert config_map.metadata.owner_references[0].name == name
+    assert condition(ready, "Ready")["reason"] == "RevisionValidated"
+    reasons = event_reasons(api, namespace, name)
+    for reason in (
+        "SignalsRead",
+        "SearchStarted",
+        "SearchResumed",
+        "SearchFinished",
+        "ValidationPassed",
+        "RevisionPublished",
+    ):
+        assert reason in reasons, reasons
+
+    assert operator.get("/healthz")[0] == 200 and operator.get("/readyz")[0] == 200
+    status, metrics = operator.get("/metrics")
+    assert status == 200
+    assert (
+        f'retune_target_phase{{namespace="{namespace}",phase="Ready",target="{name}"}} 1.0'
+        in metrics
+    )
+    assert "retune_evaluations_total" in metrics and "retune_reconcile_duration_seconds" in metrics
+
+    # When the target is deleted, then its Jobs, pods and ConfigMaps go with it
+    recorder.stop()
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        "retune.dev", "v1alpha1", namespace, "optimizationtargets", name
+    )
+    wait_until(lambda: read_target(api, namespace, name) is None, 60, "the target to go")
+    wait_until(lambda: not owned_objects(api, namespace, name), 60, "its objects to go")
+
+
+def test_an_invalid_target_is_refused_or_degraded_naming_the_field(e2e: E2E) -> None:
+    api, namespace, operator = e2e.api, e2e.namespaces["invalid"], e2e.operator
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, cache_deployment(namespace))
+
+    # A target the schema can refuse is refused by the API server, naming the field
+    refused = cache_target(namespace, "refused")
+    refused["spec"]["search"]["budget"] = {"maxEvaluations": 0}
+    with pytest.raises(ApiException) as rejected:
+        apply_target(api, refused)
+    assert rejected.value.status == 422
+    assert "spec.search.budget.maxEvaluations" in str(rejected.value.body)
+
+    # A seed ConfigMap that does not exist, and a seed file (local mode only)
+    missing = cache_target(namespace, "missing-seed")
+    missing["spec"]["policy"]["seed"] = {"configMapRef": {"name": "cache-seed", "key": "policy.py"}}
+    apply_target(api, missing)
+    local = cache_target(namespace, "local-seed")
+    local["spec"]["policy"]["seed"] = {"file": "seed_policy.py"}
+    apply_target(api, local)
+
+    def degraded(field: str) -> Any:
+        def check(status: dict[str, Any]) -> bool:
+            found = condition(status, "Degraded")
+            return status.get("phase") == "Degraded" and field in found.get("message", "")
+
+        return check
+
+    seedless = wait_for_status(
+        api,
+        namespace,
+        "missing-seed",
+        degraded("spec.policy.seed.configMapRef.name"),
+        60,
+        "Degraded naming the seed ConfigMap",
+        operator,
+    )
+    assert condition(seedless, "Degraded")["reason"] == "InvalidSpec"
+    assert "ConfigMap 'cache-seed' not found" in condition(seedless, "Degraded")["message"]
+    wait_for_status(
+        api, namespace, "local-seed", degraded("spec.policy.seed.file"), 60, "Degraded", operator
+    )
+    assert "InvalidSpec" in event_reasons(api, namespace, "missing-seed")
+
+    # When the ConfigMap appears, the target recovers by itself
+    seed = cache_target(namespace)["spec"]["policy"]["seed"]["inline"]
+    client.CoreV1Api(api).create_namespaced_config_map(
+        namespace, {"metadata": {"name": "cache-seed"}, "data": {"policy.py": seed}}
+    )
+    recovered = wait_for_status(
+        api,
+        namespace,
+        "missing-seed",
+        lambda s: (
+            condition(s, "Degraded").get("status") == "False" and s.get("phase") == "Searching"
+        ),
+        60,
+        "the target to recover",
+        operator,
+    )
+    assert condition(recovered, "Degraded")["reason"] == "Recovered"
+
+
+def test_prometheus_down_makes_the_target_wait_and_it_recovers(e2e: E2E) -> None:
+    api, namespace, operator = e2e.api, e2e.namespaces["signals"], e2e.operator
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, cache_deployment(namespace))
+
+    # Given Prometheus is down, when a target is applied, then it waits and says why
+    e2e.prometheus.stop()
+    try:
+        apply_target(api, cache_target(namespace))
+        waiting = wait_for_status(
+            api,
+            namespace,
+            "cache-eviction",
+            lambda s: condition(s, "SignalsReady").get("reason") == "PrometheusUnavailable",
+            60,
+            "the target to wait for Prometheus",
+            operator,
+        )
+    finally:
+        e2e.prometheus.start()
+    assert waiting["phase"] == "Profiling"
+    message = condition(waiting, "SignalsReady")["message"]
+    assert "spec.profile.queries." in message
+    assert "cannot connect to Prometheus" in message
+    assert condition(waiting, "Ready")["reason"] == "WaitingForSignals"
+    assert "PrometheusUnavailable" in event_reasons(api, namespace, "cache-eviction")
+
+    # When Prometheus is back, then the target reads its profile and searches
+    searching = wait_for_status(
+        api,
+        namespace,
+        "cache-eviction",
+        lambda s: s.get("phase") == "Searching",
+        60,
+        "the search to start",
+        operator,
+    )
+    assert condition(searching, "SignalsReady")["status"] == "True"
+    assert searching["profile"]["zipf_alpha"] == 0.85

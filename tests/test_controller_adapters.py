@@ -1,0 +1,137 @@
+"""The operator's adapters where they need no cluster: reading an API object, reading the
+profile (a Prometheus that is down), metrics, revisions."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from retune.evaluate.contract import (
+    EvaluationOutcome,
+    EvaluationResult,
+    EvaluationTask,
+    FailureReason,
+)
+from retune.handlers.gather import read_profile
+from retune.handlers.metrics import Health, OperatorMetrics
+from retune.handlers.reconcile import parse, status_of
+from retune.rollout.revisions import revision_annotations, revision_manifest, revision_name
+from retune.search.ledger import LedgerState, ModelUsage
+from retune.spec import Phase
+from tests.test_spec import MINIMAL_CLUSTER
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def api_object() -> dict[str, Any]:
+    body = yaml.safe_load(MINIMAL_CLUSTER)
+    body["metadata"].update(uid="1234", generation=3, managedFields=[{"manager": "kubectl"}])
+    body["status"] = {"phase": "Searching", "kopf": {"progress": {}}}
+    return dict(body)
+
+
+def test_an_api_object_parses_and_unknown_metadata_and_status_keys_are_no_problem() -> None:
+    target, problems = parse(api_object())
+    assert problems == [] and target is not None
+    assert target.metadata.uid == "1234" and target.metadata.generation == 3
+    assert status_of(api_object()).phase is Phase.SEARCHING
+
+
+def test_an_api_object_the_models_refuse_gives_problems_with_field_paths() -> None:
+    body = api_object()
+    body["spec"]["search"] = {"budget": {}}
+    target, problems = parse(body)
+    assert target is None
+    assert [p.path for p in problems] == ["spec.search.budget"]
+    assert status_of({"status": {"phase": "Bogus"}}).phase is Phase.IDLE
+
+
+def test_prometheus_down_is_waiting_named_by_query_and_stops_at_the_first_refusal() -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    values, waiting, problems = read_profile({"rps": "sum(rate(x[5m]))", "keys": "max(k)"}, url)
+    assert values == {} and problems == []
+    assert waiting is not None and waiting.reason == "PrometheusUnavailable"
+    assert waiting.message.startswith("profile query rps (spec.profile.queries.rps): unavailable")
+    assert "keys" not in waiting.message
+    assert read_profile({}, None) == ({}, None, [])
+
+
+def test_metrics_count_evaluations_failures_and_spending_once() -> None:
+    metrics = OperatorMetrics()
+    task = EvaluationTask(task_id="c1-quick", policy_code="x", context={}, subset="quick")
+    ok = EvaluationOutcome(result=EvaluationResult(score=0.5))
+    metrics.evaluation("shop", "router", task, ok)
+    metrics.evaluation(
+        "shop", "router", task, EvaluationOutcome.failed(FailureReason.TIMEOUT, "slow")
+    )
+    spent = LedgerState(
+        models={"small": ModelUsage(prompt_tokens=100, completion_tokens=10, usd=0.5)}
+    )
+    metrics.ledger_baseline("shop", "router", spent)  # a resumed search's earlier spending
+    more = LedgerState(
+        models={"small": ModelUsage(prompt_tokens=150, completion_tokens=30, usd=0.75)}
+    )
+    metrics.ledger("shop", "router", more)
+    metrics.target_state("shop", "router", Phase.SEARCHING, 0.5)
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            name, {"namespace": "shop", "target": "router", **labels}
+        )
+
+    assert value("retune_evaluations_total", subset="quick", result="ok") == 1
+    assert value("retune_evaluation_failures_total", reason="timeout") == 1
+    assert value("retune_llm_tokens_total", model="small", kind="prompt") == 50
+    assert value("retune_llm_tokens_total", model="small", kind="completion") == 20
+    assert value("retune_llm_cost_usd_total", model="small") == 0.25
+    assert value("retune_target_phase", phase="Searching") == 1
+    assert value("retune_target_phase", phase="Idle") == 0
+    assert value("retune_best_score") == 0.5
+    metrics.forget_target("shop", "router")
+    assert value("retune_target_phase", phase="Searching") is None
+
+
+def test_readiness_waits_for_startup_and_tolerates_a_short_api_outage() -> None:
+    health = Health()
+    assert health.ready() == (False, "starting")
+    health.started = True
+    health.api_failed()
+    assert health.ready()[0]
+    assert not health.ready(grace=-1)[0]
+    health.api_ok()
+    assert health.ready(grace=-1)[0]
+
+
+def test_a_revision_is_an_immutable_owned_config_map_named_by_its_content() -> None:
+    code = "def route(request, *, alpha, depth):\n    return 'a'\n"
+    name = revision_name("router", code)
+    assert name == revision_name("router", code) != revision_name("router", code + "\n")
+    assert len(revision_name("x" * 300, code)) <= 253
+    owner = {
+        "apiVersion": "retune.dev/v1alpha1",
+        "kind": "OptimizationTarget",
+        "name": "router",
+        "uid": "1",
+    }
+    annotations = revision_annotations(
+        candidate="c7", score=0.53, stable_score=0.47, validated_at=datetime(2025, 1, 1, tzinfo=UTC)
+    )
+    manifest = revision_manifest(
+        name=name,
+        namespace="shop",
+        owner=owner,
+        code=code,
+        file_name="policy.py",
+        annotations=annotations,
+    )
+    assert manifest["immutable"] is True and manifest["data"] == {"policy.py": code}
+    assert manifest["metadata"]["ownerReferences"][0]["uid"] == "1"
+    assert manifest["metadata"]["labels"]["retune.dev/role"] == "policy-revision"
+    assert manifest["metadata"]["annotations"]["retune.dev/holdout-score"] == "0.53"

@@ -1,0 +1,131 @@
+"""The few Deployment API calls a rollout makes, behind a small interface.
+
+:class:`DeploymentApi` is what :mod:`retune.rollout.deployments` needs, in one namespace;
+:class:`KubeDeploymentApi` implements it with the Kubernetes client (``AppsV1Api``), and
+unit tests with a double. Objects are API JSON (camelCase dicts, read raw so that no field
+the client's models do not know is lost when one is written back).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+REQUEST_TIMEOUT = 30.0
+
+Json = dict[str, Any]
+
+
+class Conflict(RuntimeError):
+    """The object changed since it was read (or already exists, on create)."""
+
+
+class DeploymentApi(Protocol):
+    """Deployments in one namespace."""
+
+    def get(self, name: str) -> Json | None:
+        """The Deployment, or None when there is none of that name."""
+        ...
+
+    def create(self, body: Json) -> Json:
+        """Create; raises :class:`Conflict` when one of that name exists."""
+        ...
+
+    def replace(self, body: Json) -> Json:
+        """Replace; ``metadata.resourceVersion`` is a precondition (:class:`Conflict`)."""
+        ...
+
+    def patch(self, name: str, patch: Json) -> Json:
+        """JSON merge patch; a ``metadata.resourceVersion`` in it is a precondition."""
+        ...
+
+    def delete(self, name: str, uid: str) -> bool:
+        """Delete the Deployment if it is still the one with ``uid``; False when gone."""
+        ...
+
+
+class KubeDeploymentApi:
+    """:class:`DeploymentApi` over ``AppsV1Api``."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.namespace = namespace
+        # Typed as Any: bodies are API JSON dicts, which the client sends as they are.
+        self.apps: Any = client.AppsV1Api(api)
+
+    def get(self, name: str) -> Json | None:
+        try:
+            response = self.apps.read_namespaced_deployment(
+                name, self.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return _json(response)
+
+    def create(self, body: Json) -> Json:
+        return self._write(
+            self.apps.create_namespaced_deployment, self.namespace, body, conflict=409
+        )
+
+    def replace(self, body: Json) -> Json:
+        return self._write(
+            self.apps.replace_namespaced_deployment,
+            body["metadata"]["name"],
+            self.namespace,
+            body,
+            conflict=409,
+        )
+
+    def patch(self, name: str, patch: Json) -> Json:
+        return self._write(
+            self.apps.patch_namespaced_deployment,
+            name,
+            self.namespace,
+            patch,
+            conflict=409,
+            _content_type="application/merge-patch+json",
+        )
+
+    def delete(self, name: str, uid: str) -> bool:
+        try:
+            self.apps.delete_namespaced_deployment(
+                name,
+                self.namespace,
+                body={"propagationPolicy": "Background", "preconditions": {"uid": uid}},
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            if error.status == 409:  # a different object of that name now: not ours to delete
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _write(method: Any, *args: Any, conflict: int, **kwargs: Any) -> Json:
+        try:
+            response = method(
+                *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
+            )
+        except ApiException as error:
+            if error.status == conflict:
+                raise Conflict(_message(error)) from None
+            raise
+        return _json(response)
+
+
+def _json(response: Any) -> Json:
+    document: Json = json.loads(response.data)
+    return document
+
+
+def _message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        return str(error.reason)

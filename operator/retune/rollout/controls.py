@@ -1,0 +1,57 @@
+"""Manual control of a rollout: annotations a user sets on the OptimizationTarget.
+
+``kubectl annotate ot/<name> retune.dev/<control>=true``. A value of ``false``, ``0``, ``no``
+or the empty string counts as unset, so a control can also be switched off in place.
+
+- ``retune.dev/abort``: roll the canary back now; the rollout ends as ``Aborted``.
+- ``retune.dev/promote``: promote the canary now, skipping the remaining steps and their
+  analysis (the one way to promote without passing data).
+- ``retune.dev/pause``: hold the canary at its current share: no analysis, no step; the
+  step's interval keeps running, so the analysis is due as soon as the pause is lifted.
+- ``retune.dev/retune``: start a new search now (read by the controller, not here).
+
+Abort wins over promote, and both over pause. Abort and promote are one-shot: the caller
+removes them once acted upon (:attr:`~retune.rollout.canary.Tick.consumed`), so they do
+not carry over to the next rollout. Pause is a state, and stays until the user removes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ABORT_ANNOTATION = "retune.dev/abort"
+"""Roll the canary in flight back now (outcome ``Aborted``)."""
+PROMOTE_ANNOTATION = "retune.dev/promote"
+"""Promote the canary in flight now, without further analysis."""
+PAUSE_ANNOTATION = "retune.dev/pause"
+"""Hold the canary in flight at its current share until the annotation is removed."""
+RETUNE_ANNOTATION = "retune.dev/retune"
+"""Start a new search now (the controller's; defined here beside the others)."""
+
+_OFF = frozenset({"", "false", "0", "no", "off"})
+
+
+def is_set(annotations: Mapping[str, str] | None, key: str) -> bool:
+    """Whether the annotation ``key`` is present with a value that does not switch it off."""
+    if not annotations or key not in annotations:
+        return False
+    return str(annotations[key]).strip().lower() not in _OFF
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The manual controls set on a target."""
+
+    abort: bool = False
+    promote: bool = False
+    pause: bool = False
+
+    @classmethod
+    def from_annotations(cls, annotations: Mapping[str, str] | None) -> Controls:
+        """The controls set in a target's ``metadata.annotations``."""
+        return cls(
+            abort=is_set(annotations, ABORT_ANNOTATION),
+            promote=is_set(annotations, PROMOTE_ANNOTATION),
+            pause=is_set(annotations, PAUSE_ANNOTATION),
+        )

@@ -1,0 +1,251 @@
+"""The canary and stable Deployments of one target: create, scale, promote, roll back.
+
+The replica share keeps the stable whole: at a step of ``p`` percent the canary runs
+``ceil(N * p / 100)`` pods *beside* the stable's ``N`` (at least one), so the stable is never
+scaled, its pods never restarted, until a promotion. Both sets of pods carry the same
+labels (the canary's add ``retune.dev/track=canary``), so the workload's Service sends the
+canary about ``p / (100 + p)`` of the requests; a step of 100 runs a full-size canary
+beside the stable.
+
+Every operation reads first and writes only what differs, so it can be repeated after a
+crash at any point: the canary is found by name and checked to be this target's, writes
+carry the resourceVersion they were computed from, and a promotion is recorded on the
+stable itself (its policy volume, and the ``retune.dev/policy-revision`` annotation), which
+is what makes a half-done promotion visible to the next attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from retune.evaluate.podspec import ROLE_LABEL, TARGET_LABEL, owner_reference, short_name
+from retune.evaluate.podspec import target_label as target_label_value
+from retune.rollout.apps import Conflict, DeploymentApi, Json
+from retune.rollout.errors import RolloutError, WorkloadMissing
+from retune.rollout.template import (
+    TRACK_LABEL,
+    canary_replicas,
+    canary_selector,
+    canary_template,
+    digest,
+    policy_config_map,
+    with_policy,
+    with_track,
+)
+from retune.signals.analysis import CANARY_TRACK, STABLE_TRACK
+from retune.spec import PolicyVolume, WorkloadRef
+
+ROLE_CANARY = "canary"
+POLICY_REVISION_ANNOTATION = "retune.dev/policy-revision"
+"""On the stable and canary Deployments: the policy revision (ConfigMap) they run."""
+TEMPLATE_HASH_ANNOTATION = "retune.dev/canary-hash"
+"""On the canary Deployment: a hash of what it was made from, to tell when it is stale."""
+_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class RolloutTarget:
+    """Where a target's rollout happens."""
+
+    namespace: str
+    name: str
+    """The OptimizationTarget's name."""
+    workload: WorkloadRef
+    volume: PolicyVolume
+    owner: Mapping[str, Any] | None = None
+    """The target's ``apiVersion``, ``kind``, ``name`` and ``uid``: the canary is owned by
+    it, so it goes when the target goes. None leaves the canary unowned (tests)."""
+
+
+@dataclass(frozen=True)
+class CanaryScale:
+    """The canary's size after :meth:`Deployments.ensure_canary`."""
+
+    canary: int
+    stable: int
+    changed: bool
+    """Whether anything was written."""
+
+    def describe(self) -> str:
+        """E.g. ``1 canary pod beside 4 stable``."""
+        return f"{self.canary} canary pod{'s' * (self.canary != 1)} beside {self.stable} stable"
+
+
+class Deployments:
+    """The Deployment operations of one target's rollouts, each idempotent."""
+
+    def __init__(self, api: DeploymentApi, target: RolloutTarget) -> None:
+        self.api = api
+        self.target = target
+        self.canary_name = short_name(target.workload.name, "-canary")
+
+    # -- reading --------------------------------------------------------------------------
+    def stable(self) -> Json:
+        """The workload Deployment; raises :class:`WorkloadMissing` when it is gone."""
+        found = self.api.get(self.target.workload.name)
+        if found is None:
+            raise WorkloadMissing(
+                f"spec.workloadRef: Deployment {self.target.namespace}/"
+                f"{self.target.workload.name} does not exist"
+            )
+        return found
+
+    def stable_revision(self) -> str | None:
+        """The ConfigMap the stable's policy volume mounts (None without one)."""
+        return policy_config_map(self.stable()["spec"]["template"], self.target.volume)
+
+    def canary(self) -> Json | None:
+        """This target's canary Deployment, if it exists.
+
+        Raises :class:`RolloutError` when a Deployment of the canary's name belongs to
+        someone else: it is never taken over.
+        """
+        found = self.api.get(self.canary_name)
+        if found is None:
+            return None
+        labels = found.get("metadata", {}).get("labels") or {}
+        mine = {ROLE_LABEL: ROLE_CANARY, TARGET_LABEL: target_label_value(self.target.name)}
+        if any(labels.get(key) != value for key, value in mine.items()):
+            raise RolloutError(
+                f"Deployment {self.target.namespace}/{self.canary_name} exists and is not the "
+                f"canary of target {self.target.name}; rename or delete it"
+            )
+        return found
+
+    # -- canary ---------------------------------------------------------------------------
+    def ensure_canary(self, revision: str, share: int) -> CanaryScale:
+        """Make the canary run ``revision`` at ``share`` percent beside the stable."""
+        stable = self.stable()
+        replicas = stable.get("spec", {}).get("replicas", 1)
+        desired = self._canary_manifest(stable, revision, canary_replicas(replicas, share))
+        want = desired["spec"]["replicas"]
+        for _ in range(_ATTEMPTS):
+            current = self.canary()
+            if current is None:
+                try:
+                    self.api.create(desired)
+                except Conflict:
+                    continue  # created meanwhile (a second operator replica): compare it
+                return CanaryScale(want, replicas, changed=True)
+            if _hash_of(current) == _hash_of(desired) and current["spec"].get("replicas") == want:
+                return CanaryScale(want, replicas, changed=False)
+            body = {**desired, "metadata": {**desired["metadata"]}}
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                self.api.replace(body)
+            except Conflict:
+                continue
+            return CanaryScale(want, replicas, changed=True)
+        raise _busy(self.canary_name)
+
+    def delete_canary(self) -> bool:
+        """Delete the canary (its pods go with it); False when there was none."""
+        current = self.canary()
+        if current is None:
+            return False
+        return self.api.delete(self.canary_name, current["metadata"]["uid"])
+
+    # -- outcomes -------------------------------------------------------------------------
+    def patch_stable(self, revision: str) -> bool:
+        """Point the stable's policy volume at ``revision``, label its pods
+        ``retune.dev/track=stable`` and record the revision in an annotation; False when
+        it already was so. The stable's replicas are not touched."""
+
+        def change(stable: Json) -> Json | None:
+            template = stable["spec"]["template"]
+            wanted = with_track(
+                with_policy(template, self.target.volume, revision, self.target.workload.container),
+                STABLE_TRACK,
+            )
+            annotations = stable["metadata"].get("annotations") or {}
+            if wanted == template and annotations.get(POLICY_REVISION_ANNOTATION) == revision:
+                return None
+            return {
+                "metadata": {
+                    "resourceVersion": stable["metadata"]["resourceVersion"],
+                    "annotations": {POLICY_REVISION_ANNOTATION: revision},
+                },
+                "spec": {
+                    "template": {
+                        "metadata": {"labels": wanted["metadata"]["labels"]},
+                        "spec": {
+                            "volumes": wanted["spec"]["volumes"],
+                            "containers": wanted["spec"]["containers"],
+                        },
+                    }
+                },
+            }
+
+        return self._patch_stable(change)
+
+    def promote(self, revision: str) -> bool:
+        """Patch the stable to ``revision``, then delete the canary. Returns whether
+        anything changed; repeating it (after a crash half-way) finishes the first."""
+        patched = self.patch_stable(revision)
+        deleted = self.delete_canary()
+        return patched or deleted
+
+    def rollback(self) -> bool:
+        """Delete the canary; the stable is not touched. False when there was none."""
+        return self.delete_canary()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _patch_stable(self, change: Callable[[Json], Json | None]) -> bool:
+        for _ in range(_ATTEMPTS):
+            patch = change(self.stable())
+            if patch is None:
+                return False
+            try:
+                self.api.patch(self.target.workload.name, patch)
+            except Conflict:
+                continue  # changed since read (the user, the deployment controller): again
+            return True
+        raise _busy(self.target.workload.name)
+
+    def _canary_manifest(self, stable: Json, revision: str, replicas: int) -> Json:
+        target = self.target
+        spec = stable["spec"]
+        canary_spec: Json = {
+            "selector": canary_selector(spec["selector"]),
+            "template": canary_template(
+                spec["template"], target.volume, revision, target.workload.container
+            ),
+            "revisionHistoryLimit": 1,
+        }
+        for key in ("strategy", "minReadySeconds", "progressDeadlineSeconds"):
+            if key in spec:
+                canary_spec[key] = spec[key]
+        metadata: Json = {
+            "name": self.canary_name,
+            "namespace": target.namespace,
+            "labels": {
+                TARGET_LABEL: target_label_value(target.name),
+                ROLE_LABEL: ROLE_CANARY,
+                TRACK_LABEL: CANARY_TRACK,
+                "app.kubernetes.io/managed-by": "retune",
+            },
+            "annotations": {
+                POLICY_REVISION_ANNOTATION: revision,
+                TEMPLATE_HASH_ANNOTATION: digest(canary_spec),
+            },
+        }
+        if target.owner is not None:
+            metadata["ownerReferences"] = [owner_reference(target.owner)]
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata,
+            "spec": {**canary_spec, "replicas": replicas},
+        }
+
+
+def _hash_of(deployment: Json) -> str | None:
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    value = annotations.get(TEMPLATE_HASH_ANNOTATION)
+    return str(value) if value is not None else None
+
+
+def _busy(name: str) -> RolloutError:
+    return RolloutError(f"Deployment {name} kept changing while it was being updated; retry")

@@ -1,0 +1,339 @@
+"""The canary's template edits and one tick at a time, against an in-memory Deployment API.
+
+The same operations run on the real control plane in
+``tests/cluster/test_rollout_deployments.py``; here they are fast and exhaustive.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from retune.rollout import (
+    ABORT_ANNOTATION,
+    POLICY_REVISION_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    TRACK_LABEL,
+    CanaryRunner,
+    Deployments,
+    Promote,
+    Rollback,
+    RolloutError,
+    RolloutTarget,
+    SetShare,
+    WorkloadMissing,
+    begin,
+    canary_replicas,
+)
+from retune.rollout.apps import Conflict, Json
+from retune.rollout.template import canary_selector, policy_config_map, with_policy
+from retune.signals import RecordedProvider
+from retune.spec import AnalysisQuery, PolicyVolume, RolloutSpec, WorkloadRef
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+VOLUME = PolicyVolume()
+QUERY = AnalysisQuery(name="errors", query='errors{track="{{track}}"}', threshold=0.05)
+CANARY_QUERY = 'errors{track="canary"}'
+
+
+class FakeDeployments:
+    """Deployments in one namespace, with resourceVersion, uid and generation kept the
+    way the API server keeps them."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, Json] = {}
+        self.writes: list[tuple[str, str]] = []
+        self._counter = itertools.count(1)
+
+    def get(self, name: str) -> Json | None:
+        found = self.objects.get(name)
+        return copy.deepcopy(found) if found is not None else None
+
+    def create(self, body: Json) -> Json:
+        name = body["metadata"]["name"]
+        if name in self.objects:
+            raise Conflict(f"{name} exists")
+        stored = copy.deepcopy(body)
+        stored["metadata"].update(uid=f"uid-{next(self._counter)}", generation=1)
+        return self._store("create", stored)
+
+    def replace(self, body: Json) -> Json:
+        current = self._current(body["metadata"]["name"], body["metadata"]["resourceVersion"])
+        stored = copy.deepcopy(body)
+        stored["metadata"]["uid"] = current["metadata"]["uid"]
+        stored["metadata"]["generation"] = current["metadata"]["generation"] + (
+            stored["spec"] != current["spec"]
+        )
+        return self._store("replace", stored)
+
+    def patch(self, name: str, patch: Json) -> Json:
+        current = self._current(name, patch.get("metadata", {}).get("resourceVersion"))
+        merged = _merge(copy.deepcopy(current), patch)
+        merged["metadata"]["generation"] += merged["spec"] != current["spec"]
+        return self._store("patch", merged)
+
+    def delete(self, name: str, uid: str) -> bool:
+        found = self.objects.get(name)
+        if found is None or found["metadata"]["uid"] != uid:
+            return False
+        del self.objects[name]
+        self.writes.append(("delete", name))
+        return True
+
+    def _current(self, name: str, version: str | None) -> Json:
+        current = self.objects[name]
+        if version is not None and version != current["metadata"]["resourceVersion"]:
+            raise Conflict(f"{name} changed")
+        return current
+
+    def _store(self, verb: str, stored: Json) -> Json:
+        stored["metadata"]["resourceVersion"] = str(next(self._counter))
+        self.objects[stored["metadata"]["name"]] = stored
+        self.writes.append((verb, stored["metadata"]["name"]))
+        return copy.deepcopy(stored)
+
+
+def _merge(document: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict) or not isinstance(document, dict):
+        return copy.deepcopy(patch)
+    for key, value in patch.items():
+        if value is None:
+            document.pop(key, None)
+        else:
+            document[key] = _merge(document.get(key), value)
+    return document
+
+
+def workload(replicas: int = 4) -> Json:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "cache", "namespace": "shop", "uid": "stable-uid", "generation": 1,
+                     "resourceVersion": "0"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "cache"}},
+            "template": {
+                "metadata": {"labels": {"app": "cache"}},
+                "spec": {
+                    "containers": [
+                        {"name": "cache", "image": "cache:1",
+                         "volumeMounts": [{"name": "retune-policy", "mountPath": "/etc/p"}]},
+                        {"name": "sidecar", "image": "proxy:1"},
+                    ],
+                    "volumes": [{"name": "retune-policy",
+                                 "configMap": {"name": "cache-seed", "defaultMode": 420}}],
+                },
+            },
+        },
+    }  # fmt: skip
+
+
+def setup(
+    values: dict[str, object] | None = None, **rollout: object
+) -> tuple[FakeDeployments, CanaryRunner]:
+    api = FakeDeployments()
+    api.objects["cache"] = workload()
+    target = RolloutTarget("shop", "cache-target", WorkloadRef(name="cache"), VOLUME)
+    settings: dict[str, object] = {"steps": [25, 100], "interval": 60, "analysis": [QUERY]}
+    settings.update(rollout)
+    spec = RolloutSpec.model_validate(settings)
+    provider = RecordedProvider(values if values is not None else {CANARY_QUERY: 0.01})
+    return api, CanaryRunner(Deployments(api, target), provider, spec)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+# -- template ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("stable", "share", "canary"),
+    [(4, 10, 1), (4, 25, 1), (4, 50, 2), (4, 100, 4), (10, 25, 3), (1, 1, 1), (0, 50, 0)],
+)
+def test_canary_replicas_are_the_share_of_the_stable_rounded_up(
+    stable: int, share: int, canary: int
+) -> None:
+    assert canary_replicas(stable, share) == canary
+
+
+def test_the_policy_volume_is_repointed_keeping_its_mode_and_the_workloads_mount() -> None:
+    template = workload()["spec"]["template"]
+    changed = with_policy(template, VOLUME, "cache-policy-1", None)
+    assert policy_config_map(changed, VOLUME) == "cache-policy-1"
+    assert changed["spec"]["volumes"] == [
+        {"name": "retune-policy", "configMap": {"name": "cache-policy-1", "defaultMode": 420}}
+    ]
+    cache, sidecar = changed["spec"]["containers"]
+    assert cache["volumeMounts"] == [{"name": "retune-policy", "mountPath": "/etc/p"}]
+    assert sidecar["volumeMounts"] == [
+        {"name": "retune-policy", "mountPath": "/etc/retune/policy", "readOnly": True}
+    ]
+    assert template == workload()["spec"]["template"]  # the argument is left alone
+
+
+def test_a_missing_policy_volume_is_added_and_mounted_in_the_named_container_only() -> None:
+    template = workload()["spec"]["template"]
+    template["spec"].pop("volumes")
+    changed = with_policy(template, VOLUME, "cache-policy-1", "sidecar")
+    assert changed["spec"]["volumes"] == [
+        {"name": "retune-policy", "configMap": {"name": "cache-policy-1"}}
+    ]
+    assert "readOnly" not in changed["spec"]["containers"][0]["volumeMounts"][0]
+    assert changed["spec"]["containers"][1]["volumeMounts"][0]["readOnly"] is True
+    with pytest.raises(RolloutError, match=r"workloadRef.container: 'web' is not a container"):
+        with_policy(template, VOLUME, "cache-policy-1", "web")
+
+
+def test_the_canary_selector_narrows_the_stables_to_the_canary_track() -> None:
+    selector = {"matchLabels": {"app": "cache"}, "matchExpressions": [{"key": "tier"}]}
+    assert canary_selector(selector) == {
+        "matchLabels": {"app": "cache", TRACK_LABEL: "canary"},
+        "matchExpressions": [{"key": "tier"}],
+    }
+
+
+# -- ticks ------------------------------------------------------------------------------
+def test_a_passing_canary_steps_up_and_is_promoted_once() -> None:
+    api, runner = setup()
+    first = runner.tick(begin("cache-policy-1"), T0)
+    assert isinstance(first.decision.action, SetShare) and first.scale is not None
+    assert first.message == "canary of cache-policy-1 starts at 25% (1 canary pod beside 4 stable)"
+    canary = api.objects["cache-canary"]
+    assert canary["spec"]["replicas"] == 1
+    assert canary["spec"]["template"]["metadata"]["labels"] == {
+        "app": "cache",
+        TRACK_LABEL: "canary",
+    }
+    assert policy_config_map(canary["spec"]["template"], VOLUME) == "cache-policy-1"
+    assert canary["metadata"]["annotations"][POLICY_REVISION_ANNOTATION] == "cache-policy-1"
+    assert first.status is not None
+
+    waiting = runner.tick(first.status, at(30))
+    assert not waiting.notable and waiting.requeue_after(at(30)) == 30
+    assert api.writes == [("create", "cache-canary")]  # a quiet tick writes nothing
+
+    second = runner.tick(first.status, at(60))
+    assert second.report is not None and second.report.outcome == "pass"
+    assert api.objects["cache-canary"]["spec"]["replicas"] == 4
+    assert second.status is not None
+
+    third = runner.tick(second.status, at(120))
+    assert isinstance(third.decision.action, Promote) and third.status is None
+    assert third.record is not None and third.record.outcome == "Promoted"
+    stable = api.objects["cache"]
+    assert policy_config_map(stable["spec"]["template"], VOLUME) == "cache-policy-1"
+    assert stable["spec"]["template"]["metadata"]["labels"][TRACK_LABEL] == "stable"
+    assert stable["metadata"]["annotations"][POLICY_REVISION_ANNOTATION] == "cache-policy-1"
+    assert (stable["spec"]["replicas"], stable["metadata"]["generation"]) == (4, 2)
+    assert "cache-canary" not in api.objects
+
+
+def test_a_promotion_cut_short_by_a_crash_is_finished_not_repeated() -> None:
+    api, runner = setup(values={CANARY_QUERY: 0.5})  # the analysis would now fail
+    status = runner.tick(begin("cache-policy-1"), T0).status
+    assert status is not None
+    runner.deployments.patch_stable("cache-policy-1")  # the first half of a promotion
+    resumed = runner.tick(status, at(60))
+    assert resumed.report is None  # no second analysis, and no rollback of a promotion
+    assert isinstance(resumed.decision.action, Promote)
+    assert resumed.record is not None and resumed.record.outcome == "Promoted"
+    assert "cache-canary" not in api.objects
+    assert api.objects["cache"]["metadata"]["generation"] == 2
+    assert runner.deployments.promote("cache-policy-1") is False
+
+
+def test_a_failing_canary_is_rolled_back_and_the_stable_untouched() -> None:
+    api, runner = setup(values={CANARY_QUERY: 0.5})
+    before = copy.deepcopy(api.objects["cache"])
+    status = runner.tick(begin("cache-policy-1"), T0).status
+    assert status is not None
+    tick = runner.tick(status, at(60))
+    assert isinstance(tick.decision.action, Rollback) and tick.status is None
+    assert tick.reason == "CanaryRolledBack" and "errors" in tick.message
+    assert "cache-canary" not in api.objects and api.objects["cache"] == before
+    assert runner.deployments.rollback() is False
+
+
+def test_every_operation_repeated_changes_nothing_more() -> None:
+    api, runner = setup()
+    deployments = runner.deployments
+    assert deployments.ensure_canary("cache-policy-1", 25).changed
+    assert not deployments.ensure_canary("cache-policy-1", 25).changed
+    assert deployments.ensure_canary("cache-policy-1", 50).changed
+    assert deployments.ensure_canary("cache-policy-2", 50).changed  # a new revision
+    assert policy_config_map(api.objects["cache-canary"]["spec"]["template"], VOLUME) == (
+        "cache-policy-2"
+    )
+    assert deployments.promote("cache-policy-2") and not deployments.promote("cache-policy-2")
+    assert not deployments.rollback()
+
+
+def test_a_deleted_canary_is_made_again_by_the_next_tick() -> None:
+    api, runner = setup()
+    status = runner.tick(begin("cache-policy-1"), T0).status
+    assert status is not None
+    del api.objects["cache-canary"]
+    tick = runner.tick(status, at(10))
+    assert tick.scale is not None and tick.scale.changed and tick.notable
+    assert "cache-canary" in api.objects
+
+
+def test_the_canary_follows_the_stables_replicas() -> None:
+    api, runner = setup()
+    status = runner.tick(begin("cache-policy-1"), T0).status
+    assert status is not None
+    api.objects["cache"]["spec"]["replicas"] = 12
+    runner.tick(status, at(10))
+    assert api.objects["cache-canary"]["spec"]["replicas"] == 3
+
+
+def test_abort_and_promote_annotations_are_consumed() -> None:
+    _, runner = setup()
+    status = runner.tick(begin("cache-policy-1"), T0).status
+    assert status is not None
+    aborted = runner.tick(status, at(1), {ABORT_ANNOTATION: "true"})
+    assert aborted.record is not None and aborted.record.outcome == "Aborted"
+    assert aborted.consumed == (ABORT_ANNOTATION,)
+
+    api, runner = setup(values={})  # no data at all: only a manual promote goes through
+    status = runner.tick(begin("cache-policy-1"), T0).status
+    assert status is not None
+    promoted = runner.tick(status, at(1), {PROMOTE_ANNOTATION: "true"}, score=0.7)
+    assert promoted.record is not None and promoted.record.score == 0.7
+    assert promoted.consumed == (PROMOTE_ANNOTATION,)
+    assert policy_config_map(api.objects["cache"]["spec"]["template"], VOLUME) == "cache-policy-1"
+
+
+def test_a_foreign_deployment_with_the_canarys_name_is_never_taken_over() -> None:
+    api, runner = setup()
+    api.objects["cache-canary"] = {**workload(), "metadata": {"name": "cache-canary"}}
+    with pytest.raises(RolloutError, match="is not the canary of target cache-target"):
+        runner.tick(begin("cache-policy-1"), T0)
+
+
+def test_a_missing_workload_is_reported_with_the_field() -> None:
+    api, runner = setup()
+    del api.objects["cache"]
+    with pytest.raises(WorkloadMissing, match=r"spec.workloadRef: Deployment shop/cache"):
+        runner.tick(begin("cache-policy-1"), T0)
+
+
+def test_a_stable_changed_meanwhile_is_read_again_before_patching() -> None:
+    api, runner = setup()
+    real_patch = api.patch
+    calls: list[int] = []
+
+    def racing_patch(name: str, patch: Json) -> Json:
+        if not calls:  # someone else writes between our read and our patch
+            calls.append(1)
+            api.objects["cache"]["metadata"]["resourceVersion"] = "other"
+        return real_patch(name, patch)
+
+    api.patch = racing_patch  # type: ignore[method-assign]
+    assert runner.deployments.patch_stable("cache-policy-1")
+    assert policy_config_map(api.objects["cache"]["spec"]["template"], VOLUME) == "cache-policy-1"

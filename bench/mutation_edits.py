@@ -7,7 +7,7 @@ without retune installed.
 
 Edits: perturb a numeric constant, swap an arithmetic or comparison operator (or
 ``min``/``max``), add a term built from numeric names in scope (``+ 0.3 * hits``), and --
-for bold models -- add a branch that reweights an expression (``if size > 4: _w1 = 1.5``).
+for bold models -- add a branch that reweights an expression (``if size > 4: w1 = 1.5``).
 """
 
 from __future__ import annotations
@@ -329,9 +329,10 @@ def add_branch(program: Program, rng: random.Random) -> list[Edit]:
 
 def _fresh_name(program: Program) -> str:
     index = 1
-    while re.search(rf"\b_w{index}\b", program.source):
+    # No leading underscore: retune's allowlist refuses such names, as a sandbox should.
+    while re.search(rf"\bw{index}\b", program.source):
         index += 1
-    return f"_w{index}"
+    return f"w{index}"
 
 
 # -- putting edits together --------------------------------------------------------------

@@ -8,8 +8,12 @@ of the model name, the prompt text, the request's ``seed`` field and ``--seed`` 
 never of request order -- so a run replays whatever the client's concurrency.
 
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /stats`` (tokens
-served per model), ``GET|POST /admin/faults`` (read or replace the fault spec),
-``POST /admin/reset`` (zero the stats). Standard library only.
+served per model), ``GET /calls`` (every counted answer in order, with the digest of the
+program it wrote), ``GET|POST /admin/faults`` (read or replace the fault spec),
+``POST /admin/reset`` (zero the stats and the calls). Standard library only.
+
+The parent program is found under retune's heading (``## Current program``) or
+OpenEvolve's (``# Current Program``), so both frameworks can be benchmarked against it.
 
 Faults (``--faults``, comma-separated ``KIND[@MODEL]:P`` or ``KIND[@MODEL]:#N``): with
 probability P per request (a seeded draw from the request's content), or for the next N
@@ -46,6 +50,8 @@ from mutation_faults import Faults, parse_faults
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 PARENT_HEADING = "## Current program"  # the heading retune's prompts put the parent under
+# OpenEvolve's prompts put it under a line of its own, after "# Current Program Information".
+PARENT_HEADINGS = (PARENT_HEADING, "# Current Program\n")
 DIFF_MARKER = "SEARCH/REPLACE"
 _SIGNATURE = re.compile(r"signature: `([^`]+)`")  # how retune's prompts state it
 _FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)\n[ \t]*```", re.DOTALL)
@@ -81,18 +87,26 @@ def _draw(*parts: object) -> random.Random:
 
 # -- answers -------------------------------------------------------------------------------
 def parent_program(prompt: str) -> str | None:
-    at = prompt.find(PARENT_HEADING)
-    match = _FENCE.search(prompt, at if at >= 0 else 0)
+    """The first fenced program after a known parent heading, else the first one."""
+    found = (prompt.find(heading) for heading in PARENT_HEADINGS)
+    at = min((i for i in found if i >= 0), default=0)
+    match = _FENCE.search(prompt, at)
     return match.group(1) + "\n" if match else None
 
 
-def write_answer(card: ModelCard, prompt: str, rng: random.Random) -> str:
+def program_digest(code: str) -> str:
+    """How ``/calls`` names a program: sha256 of its text without surrounding blank space."""
+    return hashlib.sha256(code.strip().encode()).hexdigest()
+
+
+def compose_answer(card: ModelCard, prompt: str, rng: random.Random) -> tuple[str, str | None]:
+    """The answer's text, and the whole program it describes (None for prose only)."""
     parent = parent_program(prompt)
     signature = _SIGNATURE.search(prompt)
     hints = hints_from_signature(signature.group(1)) if signature else Hints()
     mutated = mutate_source(parent, card.style, rng, hints) if parent else None
     if parent is None or mutated is None:
-        return garbage_answer(rng)
+        return garbage_answer(rng), None
     new, labels = mutated
     changes = _join(labels)
     if DIFF_MARKER in prompt:
@@ -103,7 +117,7 @@ def write_answer(card: ModelCard, prompt: str, rng: random.Random) -> str:
                 f"One targeted improvement: {changes}.",
             ]
         )
-        return f"{opener}\n\n{diff_blocks(parent, new)}\n\nThe interface is unchanged.\n"
+        return f"{opener}\n\n{diff_blocks(parent, new)}\n\nThe interface is unchanged.\n", new
     opener = rng.choice(
         [
             "Here is a restructured version of the policy.",
@@ -112,7 +126,7 @@ def write_answer(card: ModelCard, prompt: str, rng: random.Random) -> str:
         ]
     )
     bullets = "\n".join(f"- {label[0].upper()}{label[1:]}" for label in labels)
-    return f"{opener}\n\n```python\n{new.rstrip()}\n```\n\nWhat changed:\n{bullets}\n"
+    return f"{opener}\n\n```python\n{new.rstrip()}\n```\n\nWhat changed:\n{bullets}\n", new
 
 
 def garbage_answer(rng: random.Random) -> str:
@@ -178,13 +192,22 @@ class Server(ThreadingHTTPServer):
         self.retry_after: float = args.retry_after
         self.verbose: bool = args.verbose
         self.stats: dict[str, dict[str, int]] = {}
+        self.calls: list[dict[str, object]] = []  # counted answers, in the order counted
         self.stats_lock = threading.Lock()
 
-    def count(self, model: str, prompt: int, completion: int) -> None:
+    def count(self, model: str, prompt: int, completion: int, program: str | None = None) -> None:
         with self.stats_lock:
             served = self.stats.setdefault(model, {"prompt_tokens": 0, "completion_tokens": 0})
             served["prompt_tokens"] += prompt
             served["completion_tokens"] += completion
+            self.calls.append(
+                {
+                    "model": model,
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "program_sha256": program_digest(program) if program else None,
+                }
+            )
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -217,6 +240,9 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/stats":
             with self.server.stats_lock:
                 self._json(200, json.loads(json.dumps(self.server.stats)))
+        elif self.path == "/calls":
+            with self.server.stats_lock:
+                self._json(200, list(self.server.calls))
         elif self.path == "/admin/faults":
             self._json(200, {"faults": self.server.faults.spec})
         else:
@@ -238,6 +264,7 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/admin/reset":
             with self.server.stats_lock:
                 self.server.stats.clear()
+                self.server.calls.clear()
             self._json(200, {})
         else:
             self._error(404, f"no route {self.path}", "not_found")
@@ -287,7 +314,11 @@ class Handler(BaseHTTPRequestHandler):
         fault: str | None,
     ) -> None:
         rng = _draw(*key, "answer")
-        text = garbage_answer(rng) if fault == "garbage" else write_answer(card, prompt, rng)
+        program: str | None = None
+        if fault == "garbage":
+            text = garbage_answer(rng)
+        else:
+            text, program = compose_answer(card, prompt, rng)
         finish = "stop"
         limit = request.get("max_completion_tokens") or request.get("max_tokens")
         if fault == "truncate":
@@ -308,7 +339,8 @@ class Handler(BaseHTTPRequestHandler):
             ]
         )
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
-        self.server.count(card.name, usage_in, usage_out)
+        usable = finish == "stop" and fault != "empty"
+        self.server.count(card.name, usage_in, usage_out, program if usable else None)
         self._json(
             200,
             {

@@ -181,7 +181,7 @@ def test_a_passed_validation_publishes_an_immutable_revision_and_is_ready() -> N
     assert (state, reason) == ("True", "RevisionValidated")
     assert name in message and "+12.70%" in message
     assert reasons(decision) == ["ValidationPassed", "RevisionPublished"]
-    assert decision.requeue_after >= 60
+    assert decision.requeue_after <= 1  # its canary starts at the next reconcile
 
 
 def test_a_failed_validation_keeps_the_stable_policy_and_says_why() -> None:
@@ -202,11 +202,14 @@ def test_a_search_that_found_nothing_better_skips_validation() -> None:
     assert condition(decision.status, "Ready")[:2] == ("True", "NoImprovement")
 
 
-def test_a_settled_target_does_nothing_and_checks_back_rarely() -> None:
+def test_a_ready_target_starts_the_canary_of_its_revision() -> None:
     ready = decide(finished_status(), facts(work=finished_validation()), T0).status
-    again = decide(ready, facts(), T0 + timedelta(hours=1))
-    assert again.actions == [] and again.events == []
-    assert again.status == ready
+    again = decide(ready, facts(), T0 + timedelta(seconds=1))
+    assert again.needs_canary and again.actions == []
+    assert again.status.phase is Phase.CANARY
+    assert again.status.rollout is not None
+    assert again.status.rollout.revision == again.status.canary_revision == ready.validated_revision
+    assert reasons(again) == ["RolloutStarted"]
 
 
 # -- restarts ---------------------------------------------------------------------------------
@@ -383,7 +386,9 @@ def test_a_new_seed_after_a_validated_revision_searches_again() -> None:
     started = decide(ready, facts(generation=2, digests=other, signals=SIGNALS), T0)
     assert started.status.search is not None and started.status.search.search_digest == "search-2"
     assert started.status.ledger.evaluations == 0 and started.status.best_score is None
-    assert started.status.validated_revision is not None  # the last revision stays referenced
+    assert started.status.validated_revision is None  # superseded by the new search
+    assert started.status.search.trigger == "SpecChanged"
+    assert not started.status.search.warm_start  # a new problem: no warm start
 
 
 def test_decide_never_changes_the_status_it_is_given() -> None:

@@ -2,15 +2,19 @@
 
 :func:`decide` takes the status, the :class:`Facts` gathered by the operator's adapters and
 the time, and returns a :class:`Decision`: the new status, the actions to carry out
-(start or stop a worker, publish a revision) and the Events to post. No I/O happens here.
+(start or stop a worker, publish a revision, remove a canary, clear annotations) and the
+Events to post. No I/O happens here: when a decision needs the signals, the retune
+triggers' readings or a canary tick, it says so, and the adapters decide again with them.
 """
 
 from retune.controller.decision import (
     Action,
+    ClearAnnotations,
     Decision,
     Event,
     ForgetWork,
     PublishRevision,
+    RemoveCanary,
     StartSearch,
     StartValidation,
     StopWork,
@@ -18,7 +22,10 @@ from retune.controller.decision import (
 from retune.controller.digests import spec_digests
 from retune.controller.draft import candidate_id, ledger_status
 from retune.controller.facts import (
+    CanaryFailure,
+    CanaryReading,
     Facts,
+    HardwareReading,
     SearchOutcome,
     SearchProgress,
     Signals,
@@ -26,19 +33,28 @@ from retune.controller.facts import (
     SignalsWaiting,
     SpecDigests,
     ValidationOutcome,
+    WatchReading,
     WorkKind,
     WorkReport,
     WorkState,
 )
 from retune.controller.machine import decide, resume_point
+from retune.controller.schedule import next_fire
+from retune.controller.triggers import RETUNE_TRIGGERS
 
 __all__ = [
+    "RETUNE_TRIGGERS",
     "Action",
+    "CanaryFailure",
+    "CanaryReading",
+    "ClearAnnotations",
     "Decision",
     "Event",
     "Facts",
     "ForgetWork",
+    "HardwareReading",
     "PublishRevision",
+    "RemoveCanary",
     "SearchOutcome",
     "SearchProgress",
     "Signals",
@@ -49,12 +65,14 @@ __all__ = [
     "StartValidation",
     "StopWork",
     "ValidationOutcome",
+    "WatchReading",
     "WorkKind",
     "WorkReport",
     "WorkState",
     "candidate_id",
     "decide",
     "ledger_status",
+    "next_fire",
     "resume_point",
     "spec_digests",
 ]

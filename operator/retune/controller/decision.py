@@ -23,6 +23,12 @@ class StartSearch:
     profile: dict[str, float]
     hardware: dict[str, str]
     resume: bool
+    seed_revision: str | None = None
+    """Start from this policy revision (the stable one) instead of ``spec.policy.seed``."""
+    seed_offset: int = 0
+    """Added to ``spec.search.seed``, so that each retune searches differently."""
+    warm_start: bool = False
+    """Re-score the previous archive's elites first."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,31 @@ class PublishRevision:
     stable_score: float | None
 
 
-Action = StartSearch | StartValidation | StopWork | ForgetWork | PublishRevision
+@dataclass(frozen=True)
+class RemoveCanary:
+    """Delete the target's canary Deployment: its rollout ends without an outcome of its
+    own (the target was paused, its spec changed)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClearAnnotations:
+    """Remove one-shot manual-control annotations that have been acted upon (after the
+    status is written, so that a crash in between acts on them again, not never)."""
+
+    keys: tuple[str, ...]
+
+
+Action = (
+    StartSearch
+    | StartValidation
+    | StopWork
+    | ForgetWork
+    | PublishRevision
+    | RemoveCanary
+    | ClearAnnotations
+)
 
 
 @dataclass(frozen=True)
@@ -78,3 +108,7 @@ class Decision:
     requeue_after: float = 60.0
     needs_signals: bool = False
     """The decision could not be made without the signals: read them and decide again."""
+    needs_watch: bool = False
+    """Likewise, without the retune triggers' readings (a Stable target)."""
+    needs_canary: bool = False
+    """Likewise, without a canary tick: run one on ``status.rollout`` and decide again."""

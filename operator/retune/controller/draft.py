@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from retune.controller.decision import Action, Decision, Event
+from retune.controller.decision import (
+    Action,
+    ClearAnnotations,
+    Decision,
+    Event,
+    ForgetWork,
+    StopWork,
+)
 from retune.controller.facts import Facts, SearchProgress, WorkReport
 from retune.search.ledger import LedgerState
 from retune.spec import (
@@ -19,6 +26,15 @@ READY = ConditionType.READY
 SEARCHING = ConditionType.SEARCHING
 DEGRADED = ConditionType.DEGRADED
 SIGNALS_READY = ConditionType.SIGNALS_READY
+CANARY_PROGRESSING = ConditionType.CANARY_PROGRESSING
+DRIFTED = ConditionType.DRIFTED
+SLO_VIOLATED = ConditionType.SLO_VIOLATED
+HARDWARE_CHANGED = ConditionType.HARDWARE_CHANGED
+RETUNE_PENDING = ConditionType.RETUNE_PENDING
+
+BACKOFF = (5.0, 120.0)
+"""Least and most seconds between two checks of a target that waits for its signals or
+for a problem to be fixed: a quarter of the time it has waited, within these."""
 
 
 class Draft:
@@ -31,6 +47,7 @@ class Draft:
         self.work: WorkReport | None = facts.work
         self.actions: list[Action] = []
         self.events: list[Event] = []
+        self.consumed: set[str] = set()
 
     def condition(self, type_: str, value: bool | None, reason: str, message: str) -> bool:
         """Set a condition (None is ``Unknown``); whether its status, reason or message
@@ -42,6 +59,16 @@ class Draft:
             type_, status, reason, message, now=self.now, generation=self.facts.generation
         )
         return previous != (status, reason, message)
+
+    def turn(self, type_: str, value: bool | None, reason: str, message: str) -> bool:
+        """Set a condition; whether its status or reason changed (a new message alone,
+        e.g. a value that moved, is not a turn worth an Event)."""
+        before = self.status.condition(type_)
+        previous = (before.status, before.reason) if before else None
+        self.condition(type_, value, reason, message)
+        after = self.status.condition(type_)
+        assert after is not None
+        return previous != (after.status, after.reason)
 
     def is_true(self, type_: str) -> bool:
         """Whether the condition is currently ``True``."""
@@ -56,14 +83,30 @@ class Draft:
         """Record an action for the adapters to carry out, in order."""
         self.actions.append(action)
 
-    def decision(self, requeue_after: float, *, needs_signals: bool = False) -> Decision:
+    def consume(self, *annotations: str) -> None:
+        """Remove these one-shot control annotations once the decision is carried out."""
+        self.consumed.update(annotations)
+
+    def decision(
+        self,
+        requeue_after: float,
+        *,
+        needs_signals: bool = False,
+        needs_watch: bool = False,
+        needs_canary: bool = False,
+    ) -> Decision:
         """The finished decision."""
+        actions = list(self.actions)
+        if self.consumed:
+            actions.append(ClearAnnotations(tuple(sorted(self.consumed))))
         return Decision(
             status=self.status,
-            actions=self.actions,
+            actions=actions,
             events=self.events,
             requeue_after=requeue_after,
             needs_signals=needs_signals,
+            needs_watch=needs_watch,
+            needs_canary=needs_canary,
         )
 
     def apply_progress(self, progress: SearchProgress) -> None:
@@ -72,6 +115,32 @@ class Draft:
         self.status.seed_score = progress.seed_score
         self.status.best_candidate = candidate_id(progress.best_candidate)
         self.status.ledger = ledger_status(progress.ledger)
+
+
+def stop_active_work(draft: Draft, reason: str) -> None:
+    """Stop the target's worker, if it runs."""
+    if draft.work is not None and draft.work.active:
+        draft.act(StopWork(reason))
+    draft.work = None
+
+
+def replace_stale(draft: Draft, work: WorkReport) -> None:
+    """A worker that is not what the target's phase needs (left from before a restart of
+    the phase) goes."""
+    if work.active:
+        draft.act(StopWork(f"a {work.kind.value} is not what the target needs now"))
+    else:
+        draft.act(ForgetWork())
+    draft.work = None
+
+
+def backoff(draft: Draft, condition_type: str) -> float:
+    """Check again soon after a condition changed, then less and less often."""
+    condition = draft.status.condition(condition_type)
+    since = condition.last_transition_time if condition else None
+    waited = (draft.now - since).total_seconds() if since else 0.0
+    low, high = BACKOFF
+    return min(high, max(low, waited / 4))
 
 
 def candidate_id(index: int | None) -> str | None:

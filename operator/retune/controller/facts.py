@@ -7,13 +7,16 @@ does I/O, so the controller is tested with plain values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from retune.rollout.canary import Tick
 from retune.search.ledger import LedgerState
 from retune.search.validation import ValidationReport
-from retune.spec import Problem
+from retune.signals.metrics import Sample
+from retune.signals.slo import BurnRateVerdict
+from retune.spec import SLO, Problem, RetuneSpec
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,41 @@ class SignalsWaiting:
 
 
 SignalsReading = Signals | SignalsWaiting
+
+
+@dataclass(frozen=True)
+class HardwareReading:
+    """The hardware class of the nodes under the workload, now."""
+
+    fingerprint: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class WatchReading:
+    """What a Stable target's retune triggers observed at one reconcile."""
+
+    slo_samples: dict[str, Sample] = field(default_factory=dict)
+    """Threshold SLO name -> its query's sample (the controller keeps the ``for`` clock)."""
+    burn_rates: dict[str, BurnRateVerdict] = field(default_factory=dict)
+    """Error-budget SLO name -> its windows' verdict (stateless)."""
+    profile: dict[str, float] | SignalsWaiting | None = None
+    """The profile re-read now; None when it was not due (``spec.profile.interval``)."""
+    hardware: HardwareReading | SignalsWaiting | None = None
+    """The hardware under the workload now."""
+
+
+@dataclass(frozen=True)
+class CanaryFailure:
+    """A canary tick that could not be carried out."""
+
+    message: str
+    permanent: bool
+    """Whether only a change of the spec or the workload can fix it (a ``RolloutError``);
+    otherwise a passing failure (the API server, Prometheus) that the next tick retries."""
+
+
+CanaryReading = Tick | CanaryFailure
 
 
 @dataclass(frozen=True)
@@ -127,6 +165,8 @@ class WorkReport:
     """When the worker finished or failed."""
     queued_behind: int = 0
     """Searches running when this one is queued."""
+    warm_programs: int | None = None
+    """Elites of the previous archive the search re-scores first (a warm start)."""
 
     @property
     def active(self) -> bool:
@@ -153,3 +193,15 @@ class Facts:
     """The target's worker, if it has one."""
     max_concurrent_searches: int | None = None
     """The operator-wide search limit, for messages."""
+    retune: RetuneSpec = field(default_factory=RetuneSpec)
+    """``spec.retune``: what triggers a retune, the cooldown, warm start."""
+    slos: tuple[SLO, ...] = ()
+    """``spec.slos``."""
+    profile_interval: float = 300.0
+    """``spec.profile.interval``: how often a Stable target re-reads its profile."""
+    controls: frozenset[str] = frozenset()
+    """The manual-control annotations set on the target (``retune.dev/retune``, ...)."""
+    watch: WatchReading | None = None
+    """The retune triggers' readings, when the controller asked for them."""
+    canary: CanaryReading | None = None
+    """This reconcile's canary tick (already carried out), when the controller asked."""

@@ -2,10 +2,12 @@
 
 Phases, in the order a target goes through them::
 
-    Idle -> Profiling -> Searching -> Validating -> Ready   (a validated revision)
-                                   \\             \\-> Stable  (validation failed: keep the
-                                    \\-> Stable                stable policy)
-                                         (nothing beat the seed)
+    Idle -> Profiling -> Searching -> Validating -> Ready -> Canary -> Stable
+                ^                  \\             \\           (promoted, rolled back
+                |                   \\-> Stable    \\-> Stable   or aborted)
+                |                  (nothing beat   (validation      |
+                |                    the seed)       failed)        |
+                +---------------- a retune trigger -----------------+
 
 Beside them: ``Degraded`` (the spec cannot work in this cluster, or a search failed in a way
 only a spec change can fix), ``Paused`` (``spec.retune.paused``). A target waiting for its
@@ -14,23 +16,20 @@ false saying which query and what error, and retries with a growing delay.
 
 Where a target goes after Idle, Paused or Degraded is derived from what the status records
 (:func:`resume_point`): an unfinished search of the same spec resumes from its checkpoint,
-a finished one goes on to validation, a validated one stays Ready. The next steps of the
-design (a canary from Ready, retuning from Stable) plug in as further phases.
+a finished one goes on to validation, a rollout in flight resumes at its step, a validated
+revision not yet rolled out is Ready.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from retune.controller.canary import drop_rollout
 from retune.controller.decision import Decision
-from retune.controller.draft import DEGRADED, READY, SEARCHING, Draft
+from retune.controller.draft import DEGRADED, READY, SEARCHING, Draft, backoff, stop_active_work
 from retune.controller.facts import Facts, SpecDigests, WorkKind
-from retune.controller.phases import (
-    REQUEUE_SETTLED,
-    backoff,
-    by_phase,
-    stop_active_work,
-)
+from retune.controller.phases import REQUEUE_SETTLED, by_phase
+from retune.rollout.controls import RETUNE_ANNOTATION
 from retune.spec import Phase, TargetStatus
 
 # Degraded reasons that only a spec change clears (retrying would fail the same way).
@@ -59,6 +58,7 @@ def decide(status: TargetStatus, facts: Facts, now: datetime) -> Decision:
         _spec_changed(draft, previous)
     elif draft.status.phase in (Phase.IDLE, Phase.PAUSED, Phase.DEGRADED):
         draft.status.phase = resume_point(draft.status, facts.digests)
+    _retune_while_searching(draft)
     return by_phase(draft)
 
 
@@ -72,6 +72,8 @@ def resume_point(status: TargetStatus, digests: SpecDigests) -> Phase:
         return Phase.PROFILING
     if search.finished_at is None:
         return Phase.SEARCHING
+    if status.rollout is not None:
+        return Phase.CANARY
     if not _improved(status):
         return Phase.STABLE
     validation = status.validation
@@ -87,12 +89,25 @@ def _improved(status: TargetStatus) -> bool:
     return best is not None and seed is not None and best > seed
 
 
+def _retune_while_searching(draft: Draft) -> None:
+    """``retune.dev/retune`` on a target that is searching already: nothing to start."""
+    searching = (Phase.PROFILING, Phase.SEARCHING, Phase.VALIDATING)
+    if RETUNE_ANNOTATION in draft.facts.controls and draft.status.phase in searching:
+        draft.consume(RETUNE_ANNOTATION)
+        draft.event(
+            "RetuneIgnored", f"{RETUNE_ANNOTATION} is set while a search runs already; removed"
+        )
+
+
 # -- outside the main line: paused, invalid, failed ------------------------------------------
 def _paused(draft: Draft) -> Decision:
     stop_active_work(draft, "paused")
+    drop_rollout(draft, "spec.retune.paused is true", keep_revision=True)
     if draft.status.phase is not Phase.PAUSED:
         draft.event(
-            "Paused", "spec.retune.paused is true: the search stopped; its checkpoint is kept"
+            "Paused",
+            "spec.retune.paused is true: searches, rollouts and retunes stopped; the "
+            "stable policy stays and the search's checkpoint is kept",
         )
     draft.status.phase = Phase.PAUSED
     message = "spec.retune.paused is true"
@@ -104,6 +119,7 @@ def _paused(draft: Draft) -> Decision:
 def _invalid_spec(draft: Draft) -> Decision:
     stop_active_work(draft, "the spec cannot be used")
     message = "; ".join(str(problem) for problem in draft.facts.problems)
+    drop_rollout(draft, f"the spec cannot be used: {message}", keep_revision=True)
     if draft.condition(DEGRADED, True, "InvalidSpec", message):
         draft.event("InvalidSpec", message, warning=True)
     draft.status.phase = Phase.DEGRADED
@@ -142,8 +158,11 @@ def _spec_changed(draft: Draft, previous: int) -> None:
         stop_active_work(draft, "the budget changed")
     elif not same_search:
         stop_active_work(draft, "the spec changed")
+        drop_rollout(draft, f"the spec changed ({message})", keep_revision=False)
+        status.validated_revision = None
         draft.event("SpecChanged", f"{message}: a new search starts")
         status.last_retune_reason = f"the spec changed ({message})"
+        status.last_retune_trigger = "SpecChanged"
     else:
         draft.event("SpecChanged", f"{message}: nothing the search depends on changed")
     status.phase = resume_point(status, digests)

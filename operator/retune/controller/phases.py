@@ -1,5 +1,6 @@
-"""The main line of a target's life: Profiling, Searching, Validating, and the settled
-phases (Ready, Stable), each deciding from the facts of one reconcile.
+"""The main line of a target's life: Profiling, Searching, Validating, then Ready, Canary
+and Stable (:mod:`~retune.controller.canary`, :mod:`~retune.controller.triggers`), each
+deciding from the facts of one reconcile.
 
 :mod:`retune.controller.machine` decides which phase a target is in; the functions here
 decide what that phase does now.
@@ -7,13 +8,15 @@ decide what that phase does now.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from retune.controller.canary import canary_step, start_rollout
 from retune.controller.decision import (
     Decision,
     ForgetWork,
     PublishRevision,
     StartSearch,
     StartValidation,
-    StopWork,
 )
 from retune.controller.draft import (
     DEGRADED,
@@ -21,8 +24,11 @@ from retune.controller.draft import (
     SEARCHING,
     SIGNALS_READY,
     Draft,
+    backoff,
     candidate_id,
+    replace_stale,
     score,
+    stop_active_work,
 )
 from retune.controller.facts import (
     SearchOutcome,
@@ -32,43 +38,36 @@ from retune.controller.facts import (
     WorkReport,
     WorkState,
 )
+from retune.controller.triggers import RETUNE_TRIGGERS, watch
 from retune.rollout.revisions import revision_name
 from retune.spec import LedgerStatus, Phase, SearchStatus, ValidationStatus
 
 REQUEUE_ACTIVE = 3.0
 """Seconds between reconciles while a worker runs (progress reaches the status this often)."""
 REQUEUE_SETTLED = 300.0
+REQUEUE_READY = 1.0
+"""Seconds between the end of a search or validation and the next phase's first step (a
+published revision's ConfigMap exists before its canary is made)."""
 RETRY_AFTER_FAILURE = 20.0
 """Seconds before a worker that failed for a passing reason (API errors) is restarted."""
-BACKOFF = (5.0, 120.0)
-"""Least and most seconds between two checks of a target that waits for its signals or
-for a spec problem to be fixed: a quarter of the time it has waited, within these."""
+_MAX_HOPS = 6
 
 
 def by_phase(draft: Draft) -> Decision:
-    phase = draft.status.phase
-    if phase is Phase.PROFILING:
-        return _profiling(draft)
-    if phase is Phase.SEARCHING:
-        return _searching(draft)
-    if phase is Phase.VALIDATING:
-        return _validating(draft)
-    return _settled(draft)
-
-
-def stop_active_work(draft: Draft, reason: str) -> None:
-    if draft.work is not None and draft.work.active:
-        draft.act(StopWork(reason))
-    draft.work = None
-
-
-def backoff(draft: Draft, condition_type: str) -> float:
-    """Check again soon after a condition changed, then less and less often."""
-    condition = draft.status.condition(condition_type)
-    since = condition.last_transition_time if condition else None
-    waited = (draft.now - since).total_seconds() if since else 0.0
-    low, high = BACKOFF
-    return min(high, max(low, waited / 4))
+    """What the target's phase does now; a phase that hands over to the next one in the
+    same reconcile (Ready to Canary, Stable to Profiling...) returns None."""
+    handlers: dict[Phase, Callable[[Draft], Decision | None]] = {
+        Phase.PROFILING: _profiling,
+        Phase.SEARCHING: _searching,
+        Phase.VALIDATING: _validating,
+        Phase.READY: start_rollout,
+        Phase.CANARY: canary_step,
+    }
+    for _ in range(_MAX_HOPS):
+        decision = handlers.get(draft.status.phase, watch)(draft)
+        if decision is not None:
+            return decision
+    raise RuntimeError(f"no decision after {_MAX_HOPS} phases (now {draft.status.phase})")
 
 
 def _work_failed(draft: Draft, work: WorkReport) -> Decision:
@@ -118,22 +117,34 @@ def _profiling(draft: Draft) -> Decision:
     status.profile_time = draft.now
     status.hardware = dict(signals.hardware)
     status.hardware_fingerprint = signals.fingerprint
+    if status.last_retune_reason is None:
+        status.last_retune_reason = "the target was created"
+        status.last_retune_trigger = "Created"
+    retune = status.last_retune_trigger in RETUNE_TRIGGERS
     status.search = SearchStatus(
         started_at=draft.now,
         generation=facts.generation,
         signals_digest=facts.digests.signals,
         search_digest=facts.digests.search,
         budget_digest=facts.digests.budget,
+        trigger=status.last_retune_trigger,
+        seed_revision=status.stable_revision if retune else None,
+        seed_offset=status.retunes if retune else 0,
+        warm_start=retune and facts.retune.warm_start,
     )
     status.best_score = status.seed_score = status.best_candidate = None
     status.ledger = LedgerStatus()
     status.last_retune_time = draft.now
-    if status.last_retune_reason is None:
-        status.last_retune_reason = "the target was created"
+    status.watch = None
     status.phase = Phase.SEARCHING
     draft.event("SignalsRead", read)
-    draft.event("SearchStarted", f"searching for a better policy on {signals.summary}")
-    draft.act(StartSearch(dict(signals.profile), dict(signals.hardware), resume=False))
+    started = f"searching for a better policy on {signals.summary}"
+    if retune:
+        origin = status.search.seed_revision or "the seed policy"
+        warm = ", warm-started from the archive" if status.search.warm_start else ""
+        started += f", from {origin}{warm} ({status.last_retune_trigger})"
+    draft.event("SearchStarted", started)
+    draft.act(_start_search(status.search, signals.profile, signals.hardware, resume=False))
     draft.condition(SEARCHING, True, "Started", "the search started")
     draft.condition(READY, False, "Searching", "searching for a better policy")
     return draft.decision(REQUEUE_ACTIVE)
@@ -145,13 +156,13 @@ def _searching(draft: Draft) -> Decision:
         status.phase = Phase.PROFILING
         return _profiling(draft)
     if work is not None and work.kind is not WorkKind.SEARCH:
-        _replace_stale(draft, work)
+        replace_stale(draft, work)
         work = None
     if work is None:
         status.search.resumes += 1
         status.search.budget_digest = draft.facts.digests.budget
         done = status.ledger.evaluations
-        draft.act(StartSearch(dict(status.profile), dict(status.hardware), resume=True))
+        draft.act(_start_search(status.search, status.profile, status.hardware, resume=True))
         draft.event(
             "SearchResumed", f"resuming the search from its checkpoint ({done} evaluations done)"
         )
@@ -165,6 +176,8 @@ def _searching(draft: Draft) -> Decision:
         return draft.decision(REQUEUE_ACTIVE)
     if work.progress is not None:
         draft.apply_progress(work.progress)
+    if work.warm_programs is not None:
+        status.search.warm_programs = work.warm_programs
     if work.state is WorkState.FINISHED and work.search is not None:
         return _search_finished(draft, work.search)
     draft.condition(SEARCHING, True, "InProgress", _progress_message(draft, work))
@@ -172,13 +185,17 @@ def _searching(draft: Draft) -> Decision:
     return draft.decision(REQUEUE_ACTIVE)
 
 
-def _replace_stale(draft: Draft, work: WorkReport) -> None:
-    """A worker of the other kind (left from before a restart of the phase) goes."""
-    if work.active:
-        draft.act(StopWork(f"a {work.kind.value} is not what the target needs now"))
-    else:
-        draft.act(ForgetWork())
-    draft.work = None
+def _start_search(
+    search: SearchStatus, profile: dict[str, float], hardware: dict[str, str], *, resume: bool
+) -> StartSearch:
+    return StartSearch(
+        dict(profile),
+        dict(hardware),
+        resume=resume,
+        seed_revision=search.seed_revision,
+        seed_offset=search.seed_offset,
+        warm_start=search.warm_start,
+    )
 
 
 def _queued(draft: Draft, work: WorkReport) -> None:
@@ -227,13 +244,13 @@ def _search_finished(draft: Draft, outcome: SearchOutcome) -> Decision:
     kept = "no candidate scored better than the seed; the workload keeps its stable policy"
     draft.condition(READY, True, "NoImprovement", kept)
     draft.event("NoImprovement", kept)
-    return draft.decision(REQUEUE_SETTLED)
+    return draft.decision(REQUEUE_READY)
 
 
 def _validating(draft: Draft) -> Decision:
     status, work = draft.status, draft.work
     if work is not None and work.kind is not WorkKind.VALIDATION:
-        _replace_stale(draft, work)
+        replace_stale(draft, work)
         work = None
     if work is None:
         draft.act(StartValidation(dict(status.profile), dict(status.hardware)))
@@ -281,7 +298,7 @@ def _validation_finished(draft: Draft, outcome: ValidationOutcome) -> Decision:
         )
         draft.condition(READY, True, "ValidationFailed", message)
         draft.event("ValidationFailed", message)
-        return draft.decision(REQUEUE_SETTLED)
+        return draft.decision(REQUEUE_READY)
     name = revision_name(draft.facts.target, outcome.candidate_code)
     draft.act(
         PublishRevision(
@@ -298,20 +315,4 @@ def _validation_finished(draft: Draft, outcome: ValidationOutcome) -> Decision:
     draft.condition(READY, True, "RevisionValidated", message)
     draft.event("ValidationPassed", f"{candidate} scores {scores}")
     draft.event("RevisionPublished", f"ConfigMap {name} holds {candidate}")
-    return draft.decision(REQUEUE_SETTLED)
-
-
-def _settled(draft: Draft) -> Decision:
-    """Ready or Stable: nothing to do until something changes (the next steps of the design
-    start canaries and retunes from here)."""
-    if draft.work is not None:
-        _replace_stale(draft, draft.work)
-    if draft.is_true(SEARCHING):
-        draft.condition(SEARCHING, False, "Finished", "the search has finished")
-    if not draft.is_true(READY):
-        if draft.status.phase is Phase.READY:
-            message = f"revision {draft.status.validated_revision} is validated"
-            draft.condition(READY, True, "RevisionValidated", message)
-        else:
-            draft.condition(READY, True, "StablePolicyKept", "the workload keeps its stable policy")
-    return draft.decision(REQUEUE_SETTLED)
+    return draft.decision(REQUEUE_READY)

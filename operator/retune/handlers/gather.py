@@ -1,5 +1,6 @@
-"""Gathering the facts of a reconcile: what is wrong with the spec in this cluster, and the
-signals (the workload profile from Prometheus, the hardware under the workload).
+"""Gathering the facts of a reconcile: what is wrong with the spec in this cluster, the
+signals (the workload profile from Prometheus, the hardware under the workload), and what
+a Stable target's retune triggers observe (its SLOs, its profile, its hardware).
 
 Spec problems name the field to change and make the target Degraded; a signal that cannot
 be read yet (Prometheus down, a query without data, no node) makes it wait, saying which
@@ -11,19 +12,34 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from retune.controller import Signals, SignalsReading, SignalsWaiting
+from retune.controller import (
+    HardwareReading,
+    Signals,
+    SignalsReading,
+    SignalsWaiting,
+    WatchReading,
+)
 from retune.evaluate.podspec import PodPlacement
 from retune.evaluate.sandbox import precheck
 from retune.handlers.kube import Cluster, selector_of
 from retune.signals.hardware import HardwareFingerprint, hardware_context
-from retune.signals.metrics import BadQuery, Unavailable, Value, safe_query
+from retune.signals.metrics import (
+    BadQuery,
+    MetricsProvider,
+    Sample,
+    Unavailable,
+    Value,
+    safe_query,
+)
 from retune.signals.nodes import NodeInfo, nodes_for_workload
 from retune.signals.providers import provider_for
-from retune.spec import OptimizationTarget, Problem, cluster_problems
+from retune.signals.slo import BurnRateVerdict, evaluate_burn_rate
+from retune.spec import OptimizationTarget, Problem, TargetStatus, cluster_problems
 
 _WAITING_REASONS = {
     "unavailable": "PrometheusUnavailable",
@@ -94,10 +110,19 @@ def spec_problems(
     if cluster.deployment(namespace, spec.workload_ref.name) is None:
         message = f"Deployment {spec.workload_ref.name!r} not found in namespace {namespace!r}"
         problems.append(Problem("spec.workloadRef.name", message))
-    if spec.profile.queries and not (spec.profile.prometheus_url or prometheus_url):
+    needs_prometheus = [
+        what
+        for what, queries in (
+            ("the profile", spec.profile.queries),
+            ("the SLOs", spec.slos),
+            ("the canary analysis", spec.rollout.analysis),
+        )
+        if queries
+    ]
+    if needs_prometheus and not (spec.profile.prometheus_url or prometheus_url):
         message = (
-            "no Prometheus to read the profile from: set it, or start the operator with "
-            "--prometheus-url"
+            f"no Prometheus to read {' and '.join(needs_prometheus)} from: set it, or start "
+            "the operator with --prometheus-url"
         )
         problems.append(Problem("spec.profile.prometheusUrl", message))
     if spec.search.mutator == "llm":
@@ -144,10 +169,35 @@ def read_signals(
     """The hardware under the workload and its profile; or why the target must wait; and
     the queries Prometheus rejected (spec problems)."""
     spec = target.spec
+    fingerprint = hardware_under(cluster, target, nodes)
+    if isinstance(fingerprint, SignalsWaiting):
+        return fingerprint, []
+    profile, waiting, problems = read_profile(
+        spec.profile.queries, spec.profile.prometheus_url or prometheus_url
+    )
+    if waiting is not None or problems:
+        return waiting or SignalsWaiting("InvalidQuery", "a profile query is invalid"), problems
+    return (
+        Signals(
+            profile=profile,
+            hardware=hardware_context(fingerprint),
+            fingerprint=fingerprint.fingerprint,
+            summary=fingerprint.summary,
+        ),
+        [],
+    )
+
+
+def hardware_under(
+    cluster: Cluster, target: OptimizationTarget, nodes: Iterable[NodeInfo]
+) -> HardwareFingerprint | SignalsWaiting:
+    """The hardware class of the nodes the workload runs on (or may run on: its placement
+    and the nodes its pods are bound to), or why it cannot be told."""
+    spec = target.spec
     workload = read_workload(cluster, target)
     if workload is None:
         message = f"Deployment {spec.workload_ref.name!r} not found"
-        return SignalsWaiting("WorkloadNotFound", message), []
+        return SignalsWaiting("WorkloadNotFound", message)
     bound = [
         str((pod.get("spec") or {}).get("nodeName") or "")
         for pod in cluster.pods(target.metadata.namespace, workload.selector)
@@ -162,22 +212,89 @@ def read_signals(
         pod_node_names=bound,
     )
     try:
-        fingerprint = HardwareFingerprint.from_nodes(under, spec.hardware.label_keys)
+        return HardwareFingerprint.from_nodes(under, spec.hardware.label_keys)
     except ValueError as error:
-        return SignalsWaiting("NoMatchingNodes", str(error)), []
-    profile, waiting, problems = read_profile(
-        spec.profile.queries, spec.profile.prometheus_url or prometheus_url
+        return SignalsWaiting("NoMatchingNodes", str(error))
+
+
+class StopAtOutage:
+    """A metrics provider that, once Prometheus could not be reached, answers every
+    further query of this round with that outage instead of waiting for it again."""
+
+    def __init__(self, inner: MetricsProvider) -> None:
+        self.inner = inner
+        self.outage: Unavailable | None = None
+
+    def query(self, promql: str) -> Sample:
+        if self.outage is not None:
+            return self.outage
+        sample = safe_query(self.inner, promql)
+        if isinstance(sample, Unavailable):
+            self.outage = sample
+        return sample
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+
+class NoPrometheus:
+    """The provider of a target without Prometheus (spec problems say so): no data."""
+
+    def query(self, promql: str) -> Sample:
+        return Unavailable("no Prometheus URL: set spec.profile.prometheusUrl or --prometheus-url")
+
+
+def metrics_provider(target: OptimizationTarget, prometheus_url: str | None) -> StopAtOutage:
+    """The target's Prometheus (its own, or the operator's)."""
+    url = target.spec.profile.prometheus_url or prometheus_url
+    return StopAtOutage(provider_for(url) if url else NoPrometheus())
+
+
+def read_watch(
+    cluster: Cluster,
+    target: OptimizationTarget,
+    nodes: Iterable[NodeInfo],
+    status: TargetStatus,
+    now: datetime,
+    *,
+    prometheus_url: str | None,
+) -> WatchReading:
+    """What a Stable target's retune triggers observe now: each SLO, the profile when it
+    is due (every ``spec.profile.interval`` after ``status.watch.profileReadAt``), the
+    hardware under the workload."""
+    spec = target.spec
+    fingerprint = hardware_under(cluster, target, nodes)
+    hardware = (
+        fingerprint
+        if isinstance(fingerprint, SignalsWaiting)
+        else HardwareReading(fingerprint.fingerprint, fingerprint.summary)
     )
-    if waiting is not None or problems:
-        return waiting or SignalsWaiting("InvalidQuery", "a profile query is invalid"), problems
-    return (
-        Signals(
-            profile=profile,
-            hardware=hardware_context(fingerprint),
-            fingerprint=fingerprint.fingerprint,
-            summary=fingerprint.summary,
-        ),
-        [],
+    samples: dict[str, Sample] = {}
+    burn_rates: dict[str, BurnRateVerdict] = {}
+    provider = metrics_provider(target, prometheus_url)
+    try:
+        for slo in spec.slos:
+            if slo.kind == "threshold" and slo.query is not None:
+                samples[slo.name] = provider.query(slo.query)
+            else:
+                burn_rates[slo.name] = evaluate_burn_rate(slo, provider)
+    finally:
+        provider.close()
+    watch = status.watch
+    read_at = watch.profile_read_at if watch is not None else None
+    due = read_at is None or (now - read_at).total_seconds() >= spec.profile.interval_seconds
+    profile: dict[str, float] | SignalsWaiting | None = None
+    if spec.profile.queries and due:
+        url = spec.profile.prometheus_url or prometheus_url
+        values, waiting, problems = read_profile(spec.profile.queries, url)
+        if problems:
+            message = "; ".join(str(problem) for problem in problems)
+            waiting = SignalsWaiting("ProfileInvalid", message)
+        profile = waiting if waiting is not None else values
+    return WatchReading(
+        slo_samples=samples, burn_rates=burn_rates, profile=profile, hardware=hardware
     )
 
 

@@ -21,6 +21,7 @@ from retune.handlers.gather import read_seed, read_workload
 from retune.handlers.kube import Cluster
 from retune.handlers.metrics import OperatorMetrics
 from retune.handlers.workers import WorkerHandle, WorkFailed
+from retune.search.archive import Archive
 from retune.search.config import builtin_mutator, engine_config
 from retune.search.engine import Engine, EngineConfig, EngineError
 from retune.search.ledger import Ledger
@@ -67,6 +68,20 @@ class TargetInputs:
             params=dict(self.target.spec.evaluator.params),
             seed=0,
         )
+
+
+@dataclass(frozen=True)
+class SearchStart:
+    """How a search starts: resumed or fresh, from which policy, warm or cold."""
+
+    resume: bool
+    """Continue the checkpoint if it belongs to this search's configuration."""
+    seed_revision: str | None = None
+    """Start from this policy revision's program instead of ``spec.policy.seed``."""
+    seed_offset: int = 0
+    """Added to ``spec.search.seed``."""
+    warm_start: bool = False
+    """Re-score the previous archive's elites first."""
 
 
 class _GuardedStore:
@@ -191,11 +206,19 @@ def _evaluator_identity(inputs: TargetInputs) -> str:
     return "\0".join(parts + [f"{key}={value}" for key, value in sorted(evaluator.env.items())])
 
 
-def run_search(
-    settings: JobSettings, inputs: TargetInputs, resume: bool, handle: WorkerHandle
-) -> SearchOutcome:
-    """Run (or resume) the target's search to its budget."""
-    spec = inputs.target.spec
+def _seed_code(settings: JobSettings, inputs: TargetInputs, start: SearchStart) -> str:
+    """The program the search starts from: the stable revision's, for a retune; else the
+    spec's seed."""
+    if start.seed_revision is not None:
+        config_map = settings.cluster.config_map(inputs.namespace, start.seed_revision)
+        file_name = inputs.target.spec.policy.volume.file_name
+        code = ((config_map or {}).get("data") or {}).get(file_name)
+        if code is not None:
+            return str(code)
+        raise WorkFailed(
+            f"the stable revision {start.seed_revision} (ConfigMap) is gone or has no key "
+            f"{file_name!r}; it is where a retune starts from"
+        )
     seed_code, problem = read_seed(settings.cluster, inputs.target)
     if seed_code is None:
         raise WorkFailed(
@@ -203,11 +226,45 @@ def run_search(
             path=problem.path if problem else "spec.policy.seed",
             permanent=True,
         )
+    return seed_code
+
+
+def warm_programs(state: EngineState, limit: int) -> list[str]:
+    """The best ``limit`` elites of a previous search's archive, best first."""
+    elites = sorted(Archive(state.archive).elites(), key=lambda e: (-e.score, e.index))
+    return [elite.code for elite in elites[:limit]]
+
+
+def warm_limit(config: EngineConfig) -> int:
+    """How many elites a warm start re-scores: within the initial population, and at most
+    a third of an evaluation budget, so the search still has room to move."""
+    limit = max(1, config.initial_population - 1)
+    if config.budget.max_evaluations is not None:
+        limit = min(limit, max(1, config.budget.max_evaluations // 3))
+    return limit
+
+
+def run_search(
+    settings: JobSettings, inputs: TargetInputs, start: SearchStart, handle: WorkerHandle
+) -> SearchOutcome:
+    """Run (or resume) the target's search to its budget."""
+    spec = inputs.target.spec
+    seed_code = _seed_code(settings, inputs, start)
     config = engine_config(
-        spec, inputs.context(), seed_code=seed_code, evaluator_source=_evaluator_identity(inputs)
+        spec,
+        inputs.context(),
+        seed_code=seed_code,
+        evaluator_source=_evaluator_identity(inputs),
+        seed=spec.search.seed + start.seed_offset,
     )
     store = checkpoint_store(settings, inputs)
-    resumable = _resumable(store.load(), config, resume, handle)
+    document = store.load()
+    resumable = _resumable(document, config, start.resume, handle)
+    warm: list[str] = []
+    if resumable is None and start.warm_start:
+        previous = _decoded(document)
+        warm = warm_programs(previous, warm_limit(config)) if previous is not None else []
+        handle.note(warm_programs=len(warm))
     ledger = Ledger(config.budget)
     settings.metrics.ledger_baseline(
         inputs.namespace, inputs.name, resumable.ledger if resumable else ledger.snapshot()
@@ -223,6 +280,7 @@ def run_search(
             executor=executor,
             store=_GuardedStore(store, handle),
             ledger=ledger,
+            warm_programs=warm,
             resume=resumable is not None,
         )
 
@@ -246,6 +304,15 @@ def run_search(
     return SearchOutcome(
         stop_reason=state.stop_reason or "finished", progress=_progress(state, config)
     )
+
+
+def _decoded(document: bytes | None) -> EngineState | None:
+    if document is None:
+        return None
+    try:
+        return decode_state(document)
+    except ValueError:
+        return None
 
 
 def _resumable(

@@ -136,6 +136,20 @@ class Cluster:
             _request_timeout=REQUEST_TIMEOUT,
         )
 
+    def remove_annotations(self, namespace: str, name: str, keys: tuple[str, ...]) -> None:
+        """Remove annotations from a target (a merge patch: absent keys are no error)."""
+        patch = {"metadata": {"annotations": dict.fromkeys(keys)}}
+        self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            patch,
+            _content_type="application/merge-patch+json",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
     def delete_target_objects(self, namespace: str, target: str) -> list[str]:
         """Delete the Jobs (their pods follow) and ConfigMaps labelled as the target's."""
         selector = f"{TARGET_LABEL}={target_label(target)}"

@@ -24,7 +24,7 @@ from kubernetes.client.rest import ApiException
 from retune.handlers.jobs import JobSettings
 from retune.handlers.kube import Cluster, api_client, connection_info
 from retune.handlers.metrics import Health, OperatorMetrics, serve
-from retune.handlers.reconcile import OperatorContext, TargetLoop
+from retune.handlers.reconcile import OperatorContext, TargetLoop, controls_of
 from retune.handlers.workers import Workers
 from retune.signals.nodes import NodeInfo, node_info
 from retune.spec import GROUP, PLURAL, VERSION
@@ -105,6 +105,16 @@ def build_registry(context: OperatorContext, options: OperatorOptions) -> kopf.O
     async def target_changed(*, namespace: str | None, name: str, **_: Any) -> None:
         context.wake((namespace or "", name))
 
+    # kopf leaves its own annotation prefix (retune.dev/) out of the diffs that drive
+    # on.update and on.field, so the manual controls are watched as raw events.
+    @kopf.on.event(*resource, id="controls", registry=registry)
+    async def controls_set(*, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+        key = (namespace or "", name)
+        controls = controls_of(body)
+        if context.controls_seen.get(key, frozenset()) != controls:
+            context.controls_seen[key] = controls
+            context.wake(key)
+
     @kopf.daemon(
         *resource,
         id="reconcile",
@@ -140,6 +150,7 @@ def build_registry(context: OperatorContext, options: OperatorOptions) -> kopf.O
             deleted = []
         context.metrics.forget_target(namespace, name)
         context.wakeups.pop(key, None)
+        context.controls_seen.pop(key, None)
         logger.info("target deleted; removed %s", ", ".join(deleted) or "nothing")
 
     return registry

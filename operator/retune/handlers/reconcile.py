@@ -19,10 +19,12 @@ from pydantic import ValidationError
 
 from retune.controller import (
     Action,
+    ClearAnnotations,
     Decision,
     Facts,
     ForgetWork,
     PublishRevision,
+    RemoveCanary,
     SpecDigests,
     StartSearch,
     StartValidation,
@@ -32,11 +34,20 @@ from retune.controller import (
     decide,
     spec_digests,
 )
-from retune.handlers.gather import read_signals, spec_problems
-from retune.handlers.jobs import JobSettings, TargetInputs, run_search, run_validation
+from retune.handlers.canary import canary_tick, remove_canary
+from retune.handlers.gather import read_signals, read_watch, spec_problems
+from retune.handlers.jobs import JobSettings, SearchStart, TargetInputs, run_search, run_validation
 from retune.handlers.kube import Cluster
 from retune.handlers.metrics import Health, OperatorMetrics
 from retune.handlers.workers import Key, Workers
+from retune.rollout import (
+    ABORT_ANNOTATION,
+    PAUSE_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    RETUNE_ANNOTATION,
+    RolloutError,
+)
+from retune.rollout.controls import is_set
 from retune.rollout.revisions import publish_revision, revision_annotations, revision_manifest
 from retune.signals.nodes import NodeInfo
 from retune.spec import (
@@ -52,6 +63,11 @@ from retune.spec import (
 log = logging.getLogger(__name__)
 
 _NO_DIGESTS = SpecDigests(signals="", search="", budget="")
+CONTROL_ANNOTATIONS = (ABORT_ANNOTATION, PROMOTE_ANNOTATION, PAUSE_ANNOTATION, RETUNE_ANNOTATION)
+_MAX_PASSES = 4
+# Carried out before the status is written: a revision is recorded only once it exists, a
+# dropped rollout only once its canary is gone, a new worker only after the old one stopped.
+_BEFORE_STATUS = (StopWork, PublishRevision, RemoveCanary)
 
 
 @dataclass
@@ -65,6 +81,8 @@ class OperatorContext:
     health: Health
     prometheus_url: str | None
     wakeups: dict[Key, asyncio.Event] = field(default_factory=dict)
+    controls_seen: dict[Key, frozenset[str]] = field(default_factory=dict)
+    """The manual-control annotations last seen on each target (a change wakes it)."""
 
     def wake(self, key: Key) -> None:
         """Reconcile ``key`` now rather than at its next scheduled time."""
@@ -89,6 +107,17 @@ def parse(body: Mapping[str, Any]) -> tuple[OptimizationTarget | None, list[Prob
         return parse_target(data, source), []
     except TargetValidationError as error:
         return None, list(error.problems)
+
+
+def annotations_of(body: Mapping[str, Any]) -> dict[str, str]:
+    """The target's annotations."""
+    return dict((body.get("metadata") or {}).get("annotations") or {})
+
+
+def controls_of(body: Mapping[str, Any]) -> frozenset[str]:
+    """The manual-control annotations set on the target."""
+    annotations = annotations_of(body)
+    return frozenset(key for key in CONTROL_ANNOTATIONS if is_set(annotations, key))
 
 
 def status_of(body: Mapping[str, Any]) -> TargetStatus:
@@ -126,24 +155,71 @@ class TargetLoop:
             problems=tuple(problems),
             work=context.workers.report(self.key),
             max_concurrent_searches=context.workers.limit,
+            controls=controls_of(body),
         )
+        if target is not None:
+            spec = target.spec
+            facts = replace(
+                facts,
+                retune=spec.retune,
+                slos=tuple(spec.slos),
+                profile_interval=float(spec.profile.interval_seconds),
+            )
         now = datetime.now(UTC)
         decision = decide(status, facts, now)
-        if decision.needs_signals and target is not None:
-            reading, rejected = await asyncio.to_thread(
-                read_signals,
-                context.cluster,
-                target,
-                list(nodes),
-                prometheus_url=context.prometheus_url,
-            )
-            facts = replace(facts, signals=reading, problems=facts.problems + tuple(rejected))
+        for _ in range(_MAX_PASSES):
+            more = await self._gather(decision, facts, target, body, list(nodes), now)
+            if more is None:
+                break
+            facts = more
             decision = decide(status, facts, now)
         await self._carry_out(decision, status, body, target)
         context.metrics.target_state(
             namespace, name, decision.status.phase, decision.status.best_score
         )
         return max(0.5, decision.requeue_after)
+
+    async def _gather(
+        self,
+        decision: Decision,
+        facts: Facts,
+        target: OptimizationTarget | None,
+        body: Mapping[str, Any],
+        nodes: list[NodeInfo],
+        now: datetime,
+    ) -> Facts | None:
+        """The facts with what ``decision`` asked for, or None when it asked for nothing
+        more. A canary tick acts as it reads; it runs at most once per reconcile."""
+        context = self.context
+        if target is None:
+            return None
+        url = context.prometheus_url
+        if decision.needs_signals and facts.signals is None:
+            reading, rejected = await asyncio.to_thread(
+                read_signals, context.cluster, target, nodes, prometheus_url=url
+            )
+            return replace(facts, signals=reading, problems=facts.problems + tuple(rejected))
+        if decision.needs_watch and facts.watch is None:
+            watched = await asyncio.to_thread(
+                read_watch, context.cluster, target, nodes, decision.status, now, prometheus_url=url
+            )
+            return replace(facts, watch=watched)
+        rollout = decision.status.rollout
+        if decision.needs_canary and facts.canary is None and rollout is not None:
+            validation = decision.status.validation
+            tick = await asyncio.to_thread(
+                canary_tick,
+                context.cluster,
+                target,
+                owner_of(body),
+                rollout,
+                now,
+                annotations=annotations_of(body),
+                score=validation.candidate_score if validation else None,
+                prometheus_url=url,
+            )
+            return replace(facts, canary=tick)
+        return None
 
     async def _carry_out(
         self,
@@ -155,8 +231,8 @@ class TargetLoop:
         """Actions that must precede the status first, then the status, then the rest:
         a revision is recorded only once it exists, a worker starts only once the status
         says what it works on, and a report is dropped only once it is in the status."""
-        first = [a for a in decision.actions if isinstance(a, (StopWork, PublishRevision))]
-        then = [a for a in decision.actions if not isinstance(a, (StopWork, PublishRevision))]
+        first = [a for a in decision.actions if isinstance(a, _BEFORE_STATUS)]
+        then = [a for a in decision.actions if not isinstance(a, _BEFORE_STATUS)]
         for step in first:
             await self._act(step, body, target)
         if decision.status != status:
@@ -179,11 +255,21 @@ class TargetLoop:
             await asyncio.to_thread(context.workers.stop, self.key)
         elif isinstance(action, ForgetWork):
             context.workers.forget(self.key)
+        elif isinstance(action, ClearAnnotations):
+            await asyncio.to_thread(context.cluster.remove_annotations, *self.key, action.keys)
+        elif isinstance(action, RemoveCanary) and target is None:
+            log.warning("the canary of %s/%s stays: the target cannot be read", *self.key)
         elif target is None:
             raise RuntimeError(f"{action} needs a valid target")
         elif isinstance(action, StartSearch):
             inputs = self._inputs(body, target, action.profile, action.hardware)
-            job = partial(run_search, context.jobs, inputs, action.resume)
+            start = SearchStart(
+                resume=action.resume,
+                seed_revision=action.seed_revision,
+                seed_offset=action.seed_offset,
+                warm_start=action.warm_start,
+            )
+            job = partial(run_search, context.jobs, inputs, start)
             context.workers.start(self.key, WorkKind.SEARCH, job)
         elif isinstance(action, StartValidation):
             inputs = self._inputs(body, target, action.profile, action.hardware)
@@ -205,6 +291,12 @@ class TargetLoop:
                 ),
             )
             await asyncio.to_thread(publish_revision, context.cluster.api, manifest)
+        elif isinstance(action, RemoveCanary):
+            log.info("removing the canary of %s/%s: %s", *self.key, action.reason)
+            try:
+                await asyncio.to_thread(remove_canary, context.cluster, target)
+            except RolloutError as error:  # not ours to delete: say so, and go on
+                log.warning("the canary of %s/%s: %s", *self.key, error)
 
     @staticmethod
     def _inputs(

@@ -59,9 +59,10 @@ class WorkerHandle:
         """The engine's latest progress."""
         self._update(progress=progress)
 
-    def note(self, *, resumed_from: int | None = None, discarded: str | None = None) -> None:
-        """How the search started: resumed from a checkpoint, or why not."""
-        self._update(resumed_from=resumed_from, discarded=discarded)
+    def note(self, **how: Any) -> None:
+        """How the search started: ``resumed_from`` a checkpoint, or why not
+        (``discarded``); how many ``warm_programs`` it re-scores first."""
+        self._update(**how)
 
     def check(self) -> None:
         """Raise :class:`WorkCancelled` if the worker was asked to stop."""

@@ -52,6 +52,7 @@ from retune.spec.signals import (
 )
 from retune.spec.status import (
     HISTORY_LIMIT,
+    ClockStatus,
     Condition,
     ConditionStatus,
     ConditionType,
@@ -61,8 +62,10 @@ from retune.spec.status import (
     RolloutRecord,
     RolloutStatus,
     SearchStatus,
+    SLOStatus,
     TargetStatus,
     ValidationStatus,
+    WatchStatus,
 )
 from retune.spec.target import (
     API_VERSION,
@@ -99,6 +102,7 @@ __all__ = [
     "BudgetSpec",
     "BurnRateWindow",
     "CascadeSpec",
+    "ClockStatus",
     "Comparison",
     "Condition",
     "ConditionStatus",
@@ -125,6 +129,7 @@ __all__ = [
     "RolloutRecord",
     "RolloutSpec",
     "RolloutStatus",
+    "SLOStatus",
     "SearchSpec",
     "SearchStatus",
     "SpecModel",
@@ -134,6 +139,7 @@ __all__ = [
     "TargetValidationError",
     "TieringSpec",
     "ValidationStatus",
+    "WatchStatus",
     "WorkloadRef",
     "cluster_problems",
     "format_duration",

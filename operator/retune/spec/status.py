@@ -37,6 +37,9 @@ class ConditionType(StrEnum):
     DRIFTED = "Drifted"
     CANARY_PROGRESSING = "CanaryProgressing"
     SIGNALS_READY = "SignalsReady"
+    SLO_VIOLATED = "SLOViolated"
+    HARDWARE_CHANGED = "HardwareChanged"
+    RETUNE_PENDING = "RetunePending"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -108,6 +111,18 @@ class SearchStatus(StatusModel):
     """When it ended; unset while it runs."""
     stop_reason: str | None = None
     """Why it ended (e.g. ``evaluation budget reached``)."""
+    trigger: str | None = None
+    """What started it: ``Created``, ``SpecChanged``, or a retune trigger (``SLOViolation``,
+    ``ProfileDrift``, ``HardwareChange``, ``Schedule``, ``Manual``)."""
+    seed_revision: str | None = None
+    """The policy revision it started from (the stable one, for a retune); unset when it
+    started from ``spec.policy.seed``."""
+    seed_offset: int = 0
+    """Added to ``spec.search.seed``: each retune searches with a seed of its own."""
+    warm_start: bool = False
+    """Whether the previous archive's elites seed it."""
+    warm_programs: int | None = None
+    """How many elites of the previous archive it re-scores first."""
 
 
 class ValidationStatus(StatusModel):
@@ -149,6 +164,13 @@ class RolloutStatus(StatusModel):
     """When the rollout started."""
     step_started_at: datetime | None = None
     """When the current step started."""
+    verdicts: dict[str, Literal["pass", "fail", "nodata"]] = {}
+    """Verdict of each analysis query at the last analysis."""
+    stable_analysis: dict[str, float | None] = {}
+    """The stable's value of each per-track analysis query at the last analysis, for
+    comparison."""
+    message: str = ""
+    """What the rollout did last, and why."""
 
 
 class RolloutRecord(StatusModel):
@@ -166,6 +188,58 @@ class RolloutRecord(StatusModel):
     """When the rollout started."""
     finished_at: datetime | None = None
     """When it ended."""
+
+
+class ClockStatus(StatusModel):
+    """A persisted "held for a duration" clock (:class:`retune.signals.sustain.SustainClock`);
+    times are Unix seconds."""
+
+    since: float | None = None
+    """Start of the current stretch in which the condition held."""
+    last_held_at: float | None = None
+    """Last real observation where the condition held."""
+    missing: bool = False
+    """Whether data has been missing since ``lastHeldAt``."""
+    latest: float | None = None
+    """Latest observation."""
+
+
+class SLOStatus(StatusModel):
+    """The latest reading of one SLO."""
+
+    state: Literal["ok", "pending", "violated", "nodata"] = "nodata"
+    """``pending``: a threshold is broken, not yet for its ``for``."""
+    value: float | None = None
+    """The threshold SLO's value, or the highest burn rate of an error-budget SLO."""
+    message: str = ""
+    """The reading, in words."""
+    clock: ClockStatus | None = None
+    """A threshold SLO's clock."""
+
+
+class WatchStatus(StatusModel):
+    """What the operator watches while the target is Stable: the state of each retune
+    trigger, kept here so a restarted operator carries on where it was."""
+
+    since: datetime | None = None
+    """When watching started (the schedule counts from the later of this and the last
+    search's end)."""
+    checked_at: datetime | None = None
+    """The latest check."""
+    slos: dict[str, SLOStatus] = {}
+    """Each SLO's latest reading."""
+    profile_read_at: datetime | None = None
+    """When the profile was last re-read (every ``spec.profile.interval``)."""
+    current_profile: dict[str, float] = {}
+    """The profile as last re-read, to compare with the tuned ``profile``."""
+    drift: dict[str, ClockStatus] = {}
+    """Per profile value, how long it has been beyond the drift threshold."""
+    hardware_fingerprint: str | None = None
+    """A fingerprint under the workload other than the tuned ``hardwareFingerprint``."""
+    hardware_summary: str | None = None
+    """Its summary, e.g. ``m7i.xlarge/amd64``."""
+    hardware_since: datetime | None = None
+    """Since when it has been seen (it counts once it held ``hardwareSettleSeconds``)."""
 
 
 class TargetStatus(StatusModel):
@@ -216,6 +290,12 @@ class TargetStatus(StatusModel):
     """What triggered the last search."""
     last_search_end_time: datetime | None = None
     """When the last search ended."""
+    last_retune_trigger: str | None = None
+    """What started the last search (see ``search.trigger``)."""
+    retunes: int = 0
+    """Searches started by a retune trigger since the target was created."""
+    watch: WatchStatus | None = None
+    """The retune triggers' state, while Stable."""
 
     def condition(self, type_: str) -> Condition | None:
         """The condition of ``type_``, if set."""

@@ -10,10 +10,16 @@ never of request order -- so a run replays whatever the client's concurrency.
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /stats`` (tokens
 served per model), ``GET /calls`` (every counted answer in order, with the digest of the
 program it wrote), ``GET|POST /admin/faults`` (read or replace the fault spec),
-``POST /admin/reset`` (zero the stats and the calls). Standard library only.
+``POST /admin/reset`` (zero the stats, the calls and the repeat counts). Standard library
+only.
 
 The parent program is found under retune's heading (``## Current program``) or
 OpenEvolve's (``# Current Program``), so both frameworks can be benchmarked against it.
+With ``--fresh-repeats`` the n-th repeat of an identical request (same model, prompt and
+``seed``) is answered as a new sample, as a model sampling at a temperature would: a
+client that sends one fixed ``seed`` with every request (OpenEvolve does) would otherwise
+get the same answer to the same prompt every time. A client that varies its seeds never
+repeats a request, so this changes nothing for it.
 
 Faults (``--faults``, comma-separated ``KIND[@MODEL]:P`` or ``KIND[@MODEL]:#N``): with
 probability P per request (a seeded draw from the request's content), or for the next N
@@ -191,9 +197,19 @@ class Server(ThreadingHTTPServer):
         self.stall_seconds: float = args.stall_seconds
         self.retry_after: float = args.retry_after
         self.verbose: bool = args.verbose
+        self.fresh_repeats: bool = args.fresh_repeats
+        self.repeats: dict[str, int] = {}  # request digest -> times seen (--fresh-repeats)
         self.stats: dict[str, dict[str, int]] = {}
         self.calls: list[dict[str, object]] = []  # counted answers, in the order counted
         self.stats_lock = threading.Lock()
+
+    def repeat_of(self, key: tuple[object, ...]) -> tuple[int, ...]:
+        """``()`` the first time a request is seen, ``(n,)`` on its n-th repeat."""
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()
+        with self.stats_lock:
+            seen = self.repeats.get(digest, 0)
+            self.repeats[digest] = seen + 1
+        return (seen,) if seen else ()
 
     def count(self, model: str, prompt: int, completion: int, program: str | None = None) -> None:
         with self.stats_lock:
@@ -265,6 +281,7 @@ class Handler(BaseHTTPRequestHandler):
             with self.server.stats_lock:
                 self.server.stats.clear()
                 self.server.calls.clear()
+                self.server.repeats.clear()
             self._json(200, {})
         else:
             self._error(404, f"no route {self.path}", "not_found")
@@ -285,7 +302,9 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, f"the model `{model}` does not exist", "model_not_found")
             return
         prompt = "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
-        key = (self.server.seed, model, prompt, request.get("seed"))
+        key: tuple[object, ...] = (self.server.seed, model, prompt, request.get("seed"))
+        if self.server.fresh_repeats:
+            key += self.server.repeat_of(key)
         fault = self.server.faults.pick(model, _draw(*key, "fault").random())
         if fault in ("stall", "drop"):
             if fault == "stall":
@@ -394,6 +413,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stall-seconds", type=float, default=30.0)
     parser.add_argument("--retry-after", type=float, default=1.0, help="seconds a 429 asks for")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument(
+        "--fresh-repeats",
+        action="store_true",
+        help="answer the n-th repeat of an identical request as a new sample",
+    )
     args = parser.parse_args(argv)
     try:
         parse_faults(args.faults)

@@ -4,23 +4,26 @@ profile (a Prometheus that is down), metrics, revisions."""
 from __future__ import annotations
 
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
 
+from retune.controller import HardwareReading, SignalsWaiting
 from retune.evaluate.contract import (
     EvaluationOutcome,
     EvaluationResult,
     EvaluationTask,
     FailureReason,
 )
-from retune.handlers.gather import read_profile
+from retune.handlers.gather import StopAtOutage, read_profile, read_watch, spec_problems
 from retune.handlers.metrics import Health, OperatorMetrics
-from retune.handlers.reconcile import parse, status_of
+from retune.handlers.reconcile import controls_of, parse, status_of
 from retune.rollout.revisions import revision_annotations, revision_manifest, revision_name
 from retune.search.ledger import LedgerState, ModelUsage
-from retune.spec import Phase
+from retune.signals.metrics import Sample, Unavailable
+from retune.signals.nodes import NodeInfo, node_info
+from retune.spec import OptimizationTarget, Phase, TargetStatus, WatchStatus
 from tests.test_spec import MINIMAL_CLUSTER
 
 
@@ -94,8 +97,12 @@ def test_metrics_count_evaluations_failures_and_spending_once() -> None:
     assert value("retune_target_phase", phase="Searching") == 1
     assert value("retune_target_phase", phase="Idle") == 0
     assert value("retune_best_score") == 0.5
+    metrics.outcomes("shop", "router", ["Promoted", "RolledBack"], "SLOViolation")
+    assert value("retune_rollouts_total", outcome="Promoted") == 1
+    assert value("retune_retunes_total", trigger="SLOViolation") == 1
     metrics.forget_target("shop", "router")
     assert value("retune_target_phase", phase="Searching") is None
+    assert value("retune_rollouts_total", outcome="Promoted") is None
 
 
 def test_readiness_waits_for_startup_and_tolerates_a_short_api_outage() -> None:
@@ -135,3 +142,99 @@ def test_a_revision_is_an_immutable_owned_config_map_named_by_its_content() -> N
     assert manifest["metadata"]["ownerReferences"][0]["uid"] == "1"
     assert manifest["metadata"]["labels"]["retune.dev/role"] == "policy-revision"
     assert manifest["metadata"]["annotations"]["retune.dev/holdout-score"] == "0.53"
+
+
+# -- a Stable target's readings, and the manual controls ----------------------------------------
+class _Cluster:
+    """The reads a Stable target's readings make: its workload and the pods it runs."""
+
+    def __init__(self) -> None:
+        self.pod_lists = 0
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        template = {"spec": {"nodeSelector": {"pool": "cpu"}}}
+        return {"spec": {"selector": {"matchLabels": {"app": name}}, "template": template}}
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.pod_lists += 1
+        return [{"spec": {"nodeName": "cpu-0"}}]
+
+
+def _node(name: str, instance_type: str) -> NodeInfo:
+    labels = {
+        "pool": "cpu",
+        "node.kubernetes.io/instance-type": instance_type,
+        "kubernetes.io/arch": "amd64",
+    }
+    return node_info(
+        {"metadata": {"name": name, "labels": labels}, "status": {"allocatable": {"cpu": "4"}}}
+    )
+
+
+def _stable_target() -> OptimizationTarget:
+    body = api_object()
+    body["spec"]["profile"] = {"queries": {"rps": "sum(rate(x[5m]))"}, "interval": "30s"}
+    body["spec"]["slos"] = [{"name": "p99", "query": "p99", "threshold": 0.2, "for": "1m"}]
+    target, problems = parse(body)
+    assert target is not None and problems == []
+    return target
+
+
+def test_a_stable_target_reads_slos_profile_and_hardware_and_prometheus_down_is_no_data() -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    target, cluster = _stable_target(), _Cluster()
+    nodes = [_node("cpu-0", "m7i.xlarge"), _node("gpu-0", "p5.48xlarge")]
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    reading = read_watch(cluster, target, nodes, TargetStatus(), now, prometheus_url=url)  # type: ignore[arg-type]
+    assert isinstance(reading.slo_samples["p99"], Unavailable)
+    assert isinstance(reading.profile, SignalsWaiting)
+    assert reading.profile.reason == "PrometheusUnavailable"
+    assert isinstance(reading.hardware, HardwareReading)
+    assert reading.hardware.summary.startswith("m7i.xlarge")  # the node its pod runs on
+
+    # the profile is read again only once its interval has passed
+    watch = WatchStatus(profile_read_at=now)
+    later = TargetStatus(watch=watch)
+    soon = read_watch(
+        cluster, target, nodes, later, now + timedelta(seconds=10), prometheus_url=url
+    )  # type: ignore[arg-type]
+    assert soon.profile is None
+    due = read_watch(cluster, target, nodes, later, now + timedelta(seconds=30), prometheus_url=url)  # type: ignore[arg-type]
+    assert due.profile is not None
+
+
+def test_one_outage_answers_every_further_query_of_the_round() -> None:
+    calls: list[str] = []
+
+    class Down:
+        def query(self, promql: str) -> Sample:
+            calls.append(promql)
+            return Unavailable("connection refused")
+
+    provider = StopAtOutage(Down())
+    assert isinstance(provider.query("a"), Unavailable)
+    assert isinstance(provider.query("b"), Unavailable)
+    assert calls == ["a"]
+
+
+def test_only_the_manual_controls_that_are_on_count() -> None:
+    body = api_object()
+    body["metadata"]["annotations"] = {
+        "retune.dev/retune": "true",
+        "retune.dev/abort": "false",
+        "retune.dev/pause": "",
+        "retune.dev/kopf-managed": "yes",
+    }
+    assert controls_of(body) == frozenset({"retune.dev/retune"})
+
+
+def test_slos_and_canary_analysis_without_prometheus_are_a_spec_problem() -> None:
+    target = _stable_target()
+
+    class Cluster(_Cluster):
+        def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+            return {"data": {"policy.py": "def route(request, *, alpha, depth):\n    return 'a'\n"}}
+
+    problems = spec_problems(Cluster(), target, prometheus_url=None)  # type: ignore[arg-type]
+    (problem,) = [p for p in problems if p.path == "spec.profile.prometheusUrl"]
+    assert "the profile and the SLOs" in problem.message

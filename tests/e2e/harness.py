@@ -53,7 +53,12 @@ class OperatorProcess:
     """``retune operator`` serving ``namespaces``, authenticated by ``kubeconfig``."""
 
     def __init__(
-        self, kubeconfig: Path, namespaces: Iterable[str], prometheus_url: str, log_path: Path
+        self,
+        kubeconfig: Path,
+        namespaces: Iterable[str],
+        prometheus_url: str,
+        log_path: Path,
+        max_concurrent_searches: int = 2,
     ) -> None:
         self.port = free_port()
         argv = [
@@ -64,7 +69,7 @@ class OperatorProcess:
             f"--prometheus-url={prometheus_url}",
             "--metrics-host=127.0.0.1",
             f"--metrics-port={self.port}",
-            "--max-concurrent-searches=2",
+            f"--max-concurrent-searches={max_concurrent_searches}",
         ]
         env = {
             k: v
@@ -103,6 +108,16 @@ class OperatorProcess:
         return self.process.log_tail(lines)
 
 
+@dataclass(frozen=True)
+class RecordedTask:
+    """One evaluation as its batch described it."""
+
+    at: float
+    task_id: str
+    code: str
+    hardware: dict[str, str]
+
+
 @dataclass
 class EvaluationRecorder:
     """Every evaluation batch (task ids, when) and pod (node) of one namespace."""
@@ -111,6 +126,7 @@ class EvaluationRecorder:
     namespace: str
     batches: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
     pod_nodes: dict[str, str] = field(default_factory=dict)
+    tasks: list[RecordedTask] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> EvaluationRecorder:
@@ -144,8 +160,12 @@ class EvaluationRecorder:
         name = config_map.metadata.name
         document = (config_map.data or {}).get("batch.json")
         if document and name not in self.batches:
-            tasks = [task["task_id"] for task in json.loads(document)["tasks"]]
-            self.batches[name] = (time.time(), tasks)
+            now, tasks = time.time(), json.loads(document)["tasks"]
+            self.batches[name] = (now, [task["task_id"] for task in tasks])
+            self.tasks += [
+                RecordedTask(now, task["task_id"], task["policy_code"], task["context"]["hardware"])
+                for task in tasks
+            ]
 
     def _pod(self, pod: Any) -> None:
         if pod.spec.node_name:

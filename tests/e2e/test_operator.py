@@ -12,7 +12,7 @@ from kubernetes.client.rest import ApiException
 
 from retune.search.state import EngineState
 from tests.cluster.processes import wait_until
-from tests.e2e.conftest import E2E
+from tests.e2e.environment import E2E
 from tests.e2e.harness import (
     EvaluationRecorder,
     apply_target,

@@ -21,6 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from retune.controller import RETUNE_TRIGGERS
 from retune.evaluate.contract import EvaluationOutcome, EvaluationTask
 from retune.search.ledger import LedgerState
 from retune.spec import Phase
@@ -78,6 +79,18 @@ class OperatorMetrics:
             registry=r,
         )
         self.searches = Gauge("retune_searches", "Search workers, by state.", ["state"], registry=r)
+        self.rollouts = Counter(
+            "retune_rollouts",
+            "Rollouts ended, by outcome (Promoted, RolledBack, Aborted).",
+            [*_TARGET, "outcome"],
+            registry=r,
+        )
+        self.retunes = Counter(
+            "retune_retunes",
+            "Retunes started, by trigger (SLOViolation, ProfileDrift, HardwareChange, ...).",
+            [*_TARGET, "trigger"],
+            registry=r,
+        )
         self._ledgers: dict[tuple[str, str], LedgerState] = {}
         self._lock = threading.Lock()
 
@@ -123,10 +136,23 @@ class OperatorMetrics:
         else:
             self.best_score.labels(namespace, target).set(best)
 
+    def outcomes(
+        self, namespace: str, target: str, ended: Iterable[str], retune_trigger: str | None
+    ) -> None:
+        """Count the rollouts a decision ended, and the retune it started (if any)."""
+        for outcome in ended:
+            self.rollouts.labels(namespace, target, outcome).inc()
+        if retune_trigger is not None:
+            self.retunes.labels(namespace, target, retune_trigger).inc()
+
     def forget_target(self, namespace: str, target: str) -> None:
         """A deleted target's series go."""
         for each in Phase:
             self._remove(self.phase, (namespace, target, each.value))
+        for outcome in ("Promoted", "RolledBack", "Aborted"):
+            self._remove(self.rollouts, (namespace, target, outcome))
+        for trigger in RETUNE_TRIGGERS:
+            self._remove(self.retunes, (namespace, target, trigger))
         self._remove(self.best_score, (namespace, target))
         with self._lock:
             self._ledgers.pop((namespace, target), None)
@@ -137,7 +163,7 @@ class OperatorMetrics:
         self.searches.labels("queued").set(queued)
 
     @staticmethod
-    def _remove(metric: Gauge, labels: Iterable[str]) -> None:
+    def _remove(metric: Gauge | Counter, labels: Iterable[str]) -> None:
         with contextlib.suppress(KeyError):
             metric.remove(*labels)
 

@@ -174,8 +174,14 @@ class TargetLoop:
             facts = more
             decision = decide(status, facts, now)
         await self._carry_out(decision, status, body, target)
-        context.metrics.target_state(
-            namespace, name, decision.status.phase, decision.status.best_score
+        new = decision.status
+        context.metrics.target_state(namespace, name, new.phase, new.best_score)
+        retuned = new.retunes > status.retunes
+        context.metrics.outcomes(
+            namespace,
+            name,
+            [r.outcome for r in new.history if r not in status.history],
+            new.last_retune_trigger if retuned else None,
         )
         return max(0.5, decision.requeue_after)
 

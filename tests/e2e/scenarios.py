@@ -1,0 +1,134 @@
+"""The continuous-tuning story, scene by scene: what is done to the cache and its target,
+and what is awaited. The end-to-end tests assert on what each scene saw; the cluster demo
+plays the same scenes and prints the timeline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from retune.search.archive import Archive
+from tests.cluster.prometheus import PrometheusServer
+from tests.e2e.harness import OperatorProcess, checkpoint
+from tests.e2e.story import SHIFTED, CacheStory, continuous_target, finished, promoted
+
+SEARCH = 150.0
+"""Seconds a search, its validation and its canary may take on 2 shared cores."""
+CPU_NODES = ("cpu-pool-0", "cpu-pool-1")
+NEW_INSTANCE_TYPE = "m7i.xlarge"
+
+
+@dataclass
+class Tuned:
+    """What the tuning scene saw."""
+
+    first: dict[str, Any]
+    """The status at the first promotion."""
+    elites: set[str]
+    """The programs of the first search's archive."""
+    shifted_at: float
+    retuning: dict[str, Any]
+    """The status when the retune on the SLO violation was seen."""
+    second: dict[str, Any]
+    """The status at the second promotion."""
+    relabelled_at: float
+    third: dict[str, Any]
+    """The status once the retune on the new hardware finished."""
+
+
+def tuned(story: CacheStory) -> Tuned:
+    """A target is tuned and promoted, retuned when its SLO is violated, and again when
+    the hardware under it changes."""
+    # Given the cache running LRU, when its target is applied, then a better policy is
+    # found, validated, rolled out as a canary and promoted
+    story.apply(continuous_target(story.namespace))
+    first = story.wait(promoted(1), SEARCH, "the first promotion")
+    assert story.traffic is not None
+    story.traffic.wait_for_pods({"stable"})  # the promoted pods carry the stable track
+    state = checkpoint(story.api, story.namespace, story.name)
+    elites = {elite.code for elite in Archive(state.archive).elites()} if state else set()
+
+    # When the load generator shifts to scan-heavy traffic, then the hit ratio SLO is
+    # violated, and a retune starts
+    shifted_at = time.time()
+    story.traffic.shift(**SHIFTED)
+    retuning = story.wait(
+        lambda s: s.get("lastRetuneTrigger") == "SLOViolation", 90, "a retune on the SLO"
+    )
+    # (the owners accept the new normal: the SLO is lowered so that it does not call again)
+    slo = story.target()["spec"]["slos"][0]
+    story.patch_spec({"slos": [{**slo, "threshold": 0.01}]})
+    # then the retune's winner is promoted as a second canary
+    second = story.wait(promoted(2), SEARCH, "the second promotion")
+
+    # When the nodes under the workload are relabelled to a new instance type, then once
+    # the change has settled a retune runs on the new hardware
+    relabelled_at = time.time()
+    for node in CPU_NODES:
+        story.env.cluster.relabel_node(
+            node, {"node.kubernetes.io/instance-type": NEW_INSTANCE_TYPE}
+        )
+    third = story.wait(
+        lambda s: (
+            s.get("lastRetuneTrigger") == "HardwareChange"
+            and (s.get("search") or {}).get("finishedAt") is not None
+            and s.get("phase") == "Stable"
+        ),
+        SEARCH,
+        "a retune on the new hardware",
+    )
+    return Tuned(first, elites, shifted_at, retuning, second, relabelled_at, third)
+
+
+def failing_canary(story: CacheStory) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A canary whose analysis fails; returns the workload before, and the status after."""
+    before = story.deployment()
+    assert before is not None
+    # Given a target whose analysis asks the canary for a hit ratio no cache reaches,
+    # then its canary is rolled back
+    story.apply(continuous_target(story.namespace, budget=7, canary_floor=0.99))
+    return before, story.wait(finished("RolledBack"), SEARCH, "the rollback")
+
+
+def blind_canary(
+    story: CacheStory, prometheus: PrometheusServer
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Prometheus stopped mid-canary; returns the workload before, and the status after."""
+    before = story.deployment()
+    assert before is not None
+    # Given a target whose canary holds at most 4 intervals without data
+    story.apply(continuous_target(story.namespace, budget=7, no_data_limit=4))
+    story.wait(lambda s: s.get("phase") == "Canary", SEARCH, "the canary")
+    # When Prometheus stops mid-canary, then the canary is held, and rolled back at the limit
+    prometheus.stop()
+    try:
+        done = story.wait(finished("RolledBack"), 60, "the rollback without data")
+    finally:
+        prometheus.start()
+    return before, done
+
+
+def killed_canary(
+    story: CacheStory, operator: OperatorProcess
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The operator killed at each canary step; returns the workload before, and the status
+    after."""
+    before = story.deployment()
+    assert before is not None
+    # Given a target with a three-step canary
+    story.apply(continuous_target(story.namespace, budget=7, steps=(25, 50, 100)))
+    # When the operator is killed -9 at each step and started again
+    for step in range(3):
+        story.wait(
+            lambda s, step=step: (
+                (s.get("rollout") or {}).get("step", -1) >= step or bool(s.get("history"))
+            ),
+            SEARCH,
+            f"canary step {step + 1}",
+        )
+        operator.kill()
+        operator.start()
+    # then the rollout ends
+    return before, story.wait(promoted(1), 60, "the promotion")

@@ -1,0 +1,133 @@
+"""Continuous tuning end to end: the real cache service under real traffic, scraped by the
+real Prometheus; its policy rolled out as a canary, promoted or rolled back on the
+analysis; retuned when its SLO is violated or its hardware changes; the operator killed
+mid-canary. The scenes are in :mod:`tests.e2e.scenarios`; small budgets and 2 s canary
+steps keep the story within minutes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.cluster.processes import wait_until
+from tests.e2e import scenarios
+from tests.e2e.environment import E2E
+from tests.e2e.harness import condition
+from tests.e2e.scenarios import CPU_NODES, NEW_INSTANCE_TYPE
+from tests.e2e.story import SHIFTED, CacheStory
+
+E2E_ROLES = ("tuned", "rollback", "blind", "restarts")
+
+
+@pytest.fixture
+def story(e2e: E2E, request: pytest.FixtureRequest) -> Iterator[CacheStory]:
+    role = request.node.get_closest_marker("role").args[0]
+    cache = CacheStory(e2e, e2e.namespaces[role]).deploy()
+    try:
+        yield cache
+    finally:
+        cache.close()
+        e2e.cluster.reset_nodes()
+        if not e2e.operator.process.running:
+            e2e.operator.start()
+        e2e.prometheus.start()
+
+
+def _generation(deployment: dict[str, Any] | None) -> int:
+    assert deployment is not None
+    return int(deployment["metadata"]["generation"])
+
+
+@pytest.mark.role("tuned")
+def test_promoted_then_retuned_on_an_slo_violation_and_on_new_hardware(story: CacheStory) -> None:
+    seen = scenarios.tuned(story)
+    recorder = story.recorder
+    assert recorder is not None
+
+    # The first winner was rolled out as a canary and promoted: the workload runs it
+    first = seen.first
+    revision = first["stableRevision"]
+    assert [(r["revision"], r["outcome"]) for r in first["history"]] == [(revision, "Promoted")]
+    assert condition(first, "Ready")["reason"] == "Promoted"
+    assert story.deployment("cache-canary") is None
+    for reason in ("RolloutStarted", "CanaryStep", "CanaryPromoted"):
+        assert reason in story.reasons()
+
+    # The SLO violation started a retune on the shifted profile, from the stable revision,
+    # warm-started: the previous archive's elites were evaluated again
+    assert "hit-ratio" in seen.retuning["lastRetuneReason"]
+    second = seen.second
+    search = second["search"]
+    assert search["trigger"] == "SLOViolation" and search["seedRevision"] == revision
+    assert search["warmStart"] and search["warmPrograms"] > 0
+    assert second["profile"]["scan_fraction"] == SHIFTED["scan_fraction"]
+    rescored = [
+        task
+        for task in recorder.tasks
+        if task.at >= seen.shifted_at
+        and task.code in seen.elites
+        and re.fullmatch(r"c[1-9]\d*-\w+", task.task_id)
+    ]
+    assert rescored, "the retune evaluated none of the previous archive's elites"
+    # and its winner is the workload's policy now
+    assert second["stableRevision"] not in (None, revision)
+    assert story.policy_of(story.deployment() or {}) == second["stableRevision"]
+
+    # The hardware change started a retune whose evaluations ran on the relabelled nodes,
+    # told the new instance type
+    third = seen.third
+    assert third["hardware"]["node.kubernetes.io/instance-type"] == NEW_INSTANCE_TYPE
+    assert NEW_INSTANCE_TYPE in third["lastRetuneReason"]
+    evaluated = [task for task in recorder.tasks if task.at >= seen.relabelled_at]
+    assert evaluated, "no evaluation after the relabelling"
+    hardware = {task.hardware["node.kubernetes.io/instance-type"] for task in evaluated}
+    assert hardware == {NEW_INSTANCE_TYPE}
+    assert recorder.pod_nodes and set(recorder.pod_nodes.values()) <= set(CPU_NODES)
+    assert third["retunes"] == 2
+    for reason in ("SLOViolated", "RetuneStarted", "HardwareChanged", "HardwareSettled"):
+        assert reason in story.reasons()
+
+
+@pytest.mark.role("rollback")
+def test_a_canary_whose_analysis_fails_is_rolled_back_and_the_stable_is_untouched(
+    story: CacheStory,
+) -> None:
+    before, after = scenarios.failing_canary(story)
+    record = after["history"][-1]
+    assert "hit-ratio" in record["reason"] and "is not at least 0.99" in record["reason"]
+    assert after.get("stableRevision") is None and after.get("validatedRevision") is None
+    assert condition(after, "Ready")["reason"] == "RolledBack"
+    assert "CanaryRolledBack" in story.reasons()
+    # the stable was never written to
+    workload = story.deployment()
+    assert _generation(workload) == _generation(before)
+    assert story.policy_of(workload or {}) == "cache-policy"
+    wait_until(lambda: story.deployment("cache-canary") is None, 30, "the canary to go")
+
+
+@pytest.mark.role("blind")
+def test_a_canary_without_prometheus_is_held_and_never_promoted(
+    e2e: E2E, story: CacheStory
+) -> None:
+    before, after = scenarios.blind_canary(story, e2e.prometheus)
+    record = after["history"][-1]
+    assert "no data 4/4" in record["reason"] and "cannot connect to Prometheus" in record["reason"]
+    assert "Promoted" not in story.outcomes()
+    assert "CanaryHeld" in story.reasons()
+    assert _generation(story.deployment()) == _generation(before)
+
+
+@pytest.mark.role("restarts")
+def test_an_operator_killed_at_every_canary_step_promotes_exactly_once(
+    e2e: E2E, story: CacheStory
+) -> None:
+    before, after = scenarios.killed_canary(story, e2e.operator)
+    assert [r["outcome"] for r in after["history"]] == ["Promoted"]
+    reasons = story.reasons()
+    assert reasons.count("RolloutStarted") == 1 and reasons.count("CanaryPromoted") == 1
+    # the stable rolled once: one template change
+    assert _generation(story.deployment()) == _generation(before) + 1
+    assert story.deployment("cache-canary") is None

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-cluster test-e2e lint bootstrap testbin prometheus crd clean
+.PHONY: demo demo-cluster test test-fast test-cluster test-e2e lint bootstrap testbin prometheus crd clean
 
 $(INSTALLED): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "retune needs Python >= 3.11 (none found on PATH)"; exit 1; }
@@ -22,6 +22,10 @@ bootstrap: $(INSTALLED)
 demo: $(INSTALLED)
 	@rm -rf runs/demo
 	$(VENV)/bin/retune run examples/01-cache-eviction/target.yaml --output runs/demo
+
+## demo-cluster: the continuous-tuning story on the test control plane, told as a timeline
+demo-cluster: $(INSTALLED) testbin prometheus
+	$(PY) -m tests.e2e.demo_cluster
 
 ## lint: ruff, formatting, mypy and the layer contract
 lint: $(INSTALLED)

@@ -128,3 +128,85 @@ def test_errors_are_in_the_openai_shape(server: MutationServer) -> None:
     assert post(server, "/v1/chat/completions", chat("large", MutationKind.MUTATE))[0] == 500
     assert post(server, "/v1/chat/completions", chat("large", MutationKind.MUTATE))[0] == 200
     assert set(server.stats()) == {"small", "large"}
+
+
+# -- OpenEvolve's prompts (bench/vs_openevolve.py) --------------------------------------------
+SEED_WITH_AN_EDIT = 1  # a request seed for which the stand-in finds an edit (most do)
+OTHER_PROGRAM = (REPO / "examples" / "01-cache-eviction" / "baselines" / "lfu.py").read_text()
+
+
+def openevolve_style_chat(seed: int = SEED_WITH_AN_EDIT) -> dict[str, Any]:
+    """A request shaped like OpenEvolve's diff prompts: the problem in the system message,
+    other programs shown first, the parent under a ``# Current Program`` heading."""
+    system = (
+        "You are an expert coder helping to improve programs through evolution.\n"
+        f"The program must define `priority` with exactly this signature: `{BRIEF.signature}`."
+    )
+    user = (
+        "# Current Program Information\n- Fitness: 0.4600\n\n"
+        "# Program Evolution History\n## Top Performing Programs\n\n"
+        f"### Program 1 (Score: 0.4719)\n```python\n{OTHER_PROGRAM}```\n\n"
+        f"# Current Program\n```python\n{SEED_POLICY}```\n\n"
+        "# Task\nSuggest improvements. You MUST use the exact SEARCH/REPLACE diff format:\n"
+        "<<<<<<< SEARCH\n# Original code\n=======\n# New code\n>>>>>>> REPLACE\n"
+    )
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return {"model": "small", "messages": messages, "seed": seed}
+
+
+def get(server: MutationServer, path: str) -> Any:
+    with urllib.request.urlopen(server.root + path, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_it_edits_the_current_program_of_an_openevolve_prompt(server: MutationServer) -> None:
+    import hashlib
+
+    status, body = post(server, "/v1/chat/completions", openevolve_style_chat())
+    assert status == 200
+    text = body["choices"][0]["message"]["content"]
+    assert "<<<<<<< SEARCH" in text  # the diff format the prompt asks for
+    outcome = parse_answer(text, parent_code=SEED_POLICY, entrypoint="priority")
+    assert outcome.code is not None, (outcome.failure, text)  # it applies to the parent,
+    assert "Seed policy: least recently used" in outcome.code  # not to the LFU shown first
+    # /calls names the program the answer wrote, so a benchmark can trace scores to calls.
+    (call,) = get(server, "/calls")
+    assert call["model"] == "small" and call["prompt_tokens"] == body["usage"]["prompt_tokens"]
+    assert call["program_sha256"] == hashlib.sha256(outcome.code.strip().encode()).hexdigest()
+    server.reset()
+    assert get(server, "/calls") == []
+
+
+def test_fresh_repeats_answer_a_repeated_request_anew() -> None:
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from server_process import MutationServerProcess
+
+    def answer(server: MutationServerProcess) -> str:
+        request = urllib.request.Request(
+            server.base_url + "/chat/completions",
+            data=json.dumps(openevolve_style_chat(seed=42)).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return str(json.loads(response.read())["choices"][0]["message"]["content"])
+
+    with MutationServerProcess(seed=3, fresh_repeats=False) as fixed:
+        assert answer(fixed) == answer(fixed)
+    with MutationServerProcess(seed=3, fresh_repeats=True) as fresh:
+        first, second, third = answer(fresh), answer(fresh), answer(fresh)
+        assert len({first, second, third}) > 1
+        fresh.reset()  # a reset forgets the repeats too
+        assert answer(fresh) == first
+
+
+def test_bold_edits_pass_the_allowlist(server: MutationServer) -> None:
+    from retune.evaluate.allowlist import check_policy
+
+    for seed in range(5):
+        body = post(server, "/v1/chat/completions", chat("large", MutationKind.PARADIGM, seed))[1]
+        text = body["choices"][0]["message"]["content"]
+        code = parse_answer(text, parent_code=SEED_POLICY, entrypoint="priority").code
+        assert code is not None and " > " in code  # the added branch
+        assert check_policy(code, "priority") == [], code

@@ -10,7 +10,7 @@ analysis fails; Prometheus stopped mid-canary; the operator killed at every cana
 After each scene it prints what the operator did and why, from the target's Events. The
 last line counts the outcomes: ``promotions=N rollbacks=M retunes=K``.
 
-Needs what ``make test-e2e`` needs (``make testbin prometheus``); takes about 5 minutes on
+Needs what ``make test-e2e`` needs (``make testbin prometheus``); takes about 4 minutes on
 2 cores. ``RETUNE_KEEP_TEST_DIRS=1`` keeps the logs.
 """
 
@@ -78,11 +78,12 @@ def services(workdir: Path) -> Iterator[tuple[ControlPlane, PrometheusServer]]:
 
 
 def timeline(story: CacheStory, started: float) -> list[str]:
-    """The target's Events, one line each, timed from the start of the demo."""
+    """The target's Events (``!`` marks a warning) and what the scene did (``>``), one line
+    each, timed from the start of the demo."""
     lines = []
-    for entry in story.events():
+    for entry in story.timeline():
         offset = max(0, int(entry.at.timestamp() - started))
-        mark = "!" if entry.type == "Warning" else " "
+        mark = {"Warning": "!", "Action": ">"}.get(entry.type, " ")
         head = f"  {offset // 60:2d}:{offset % 60:02d} {mark} {entry.reason:<18} "
         message = textwrap.shorten(entry.message, WIDTH - len(head), placeholder=" ...")
         lines.append(head + message)

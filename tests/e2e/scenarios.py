@@ -53,12 +53,14 @@ def tuned(story: CacheStory) -> Tuned:
     # When the load generator shifts to scan-heavy traffic, then the hit ratio SLO is
     # violated, and a retune starts
     shifted_at = time.time()
+    story.act(f"the load generator shifts its mix to {SHIFTED}")
     story.traffic.shift(**SHIFTED)
     retuning = story.wait(
         lambda s: s.get("lastRetuneTrigger") == "SLOViolation", 90, "a retune on the SLO"
     )
     # (the owners accept the new normal: the SLO is lowered so that it does not call again)
     slo = story.target()["spec"]["slos"][0]
+    story.act("the SLO is lowered to 0.01: the owners accept the new normal")
     story.patch_spec({"slos": [{**slo, "threshold": 0.01}]})
     # then the retune's winner is promoted as a second canary
     second = story.wait(promoted(2), SEARCH, "the second promotion")
@@ -66,6 +68,7 @@ def tuned(story: CacheStory) -> Tuned:
     # When the nodes under the workload are relabelled to a new instance type, then once
     # the change has settled a retune runs on the new hardware
     relabelled_at = time.time()
+    story.act(f"{' and '.join(CPU_NODES)} relabelled to instance type {NEW_INSTANCE_TYPE}")
     for node in CPU_NODES:
         story.env.cluster.relabel_node(
             node, {"node.kubernetes.io/instance-type": NEW_INSTANCE_TYPE}
@@ -102,11 +105,13 @@ def blind_canary(
     story.apply(continuous_target(story.namespace, budget=7, no_data_limit=4))
     story.wait(lambda s: s.get("phase") == "Canary", SEARCH, "the canary")
     # When Prometheus stops mid-canary, then the canary is held, and rolled back at the limit
+    story.act("Prometheus stopped")
     prometheus.stop()
     try:
         done = story.wait(finished("RolledBack"), 60, "the rollback without data")
     finally:
         prometheus.start()
+        story.act("Prometheus started again")
     return before, done
 
 
@@ -128,6 +133,7 @@ def killed_canary(
             SEARCH,
             f"canary step {step + 1}",
         )
+        story.act(f"the operator is killed (-9) at canary step {step + 1}, and started again")
         operator.kill()
         operator.start()
     # then the rollout ends

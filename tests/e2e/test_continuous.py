@@ -63,7 +63,7 @@ def test_promoted_then_retuned_on_an_slo_violation_and_on_new_hardware(story: Ca
     search = second["search"]
     assert search["trigger"] == "SLOViolation" and search["seedRevision"] == revision
     assert search["warmStart"] and search["warmPrograms"] > 0
-    assert second["profile"]["scan_fraction"] == SHIFTED["scan_fraction"]
+    assert {key: second["profile"][key] for key in SHIFTED} == SHIFTED
     rescored = [
         task
         for task in recorder.tasks
@@ -127,7 +127,9 @@ def test_an_operator_killed_at_every_canary_step_promotes_exactly_once(
     before, after = scenarios.killed_canary(story, e2e.operator)
     assert [r["outcome"] for r in after["history"]] == ["Promoted"]
     reasons = story.reasons()
-    assert reasons.count("RolloutStarted") == 1 and reasons.count("CanaryPromoted") == 1
+    # (an Event is posted after the status it reports is written: a kill between the two
+    # loses it, never doubles it)
+    assert reasons.count("RolloutStarted") == 1 and reasons.count("CanaryPromoted") <= 1
     # the stable rolled once: one template change
     assert _generation(story.deployment()) == _generation(before) + 1
     assert story.deployment("cache-canary") is None

@@ -113,7 +113,7 @@ def watch(draft: Draft) -> Decision | None:
         ends = status.last_search_end_time + timedelta(seconds=facts.retune.cooldown_seconds)
         message = (
             f"{trigger.message}; the retune starts when the cooldown "
-            f"(spec.retune.cooldown) ends at {ends:%H:%M:%S} UTC"
+            f"(spec.retune.cooldown) ends at {ends:%Y-%m-%d %H:%M:%S} UTC"
         )
         if draft.turn(RETUNE_PENDING, True, trigger.kind, message):
             draft.event("RetuneDeferred", message)

@@ -18,6 +18,8 @@ SEARCH = 150.0
 """Seconds a search, its validation and its canary may take on 2 shared cores."""
 CPU_NODES = ("cpu-pool-0", "cpu-pool-1")
 NEW_INSTANCE_TYPE = "m7i.xlarge"
+DRIFTED = {"key_space": 20000}
+"""The mix after the drift: four times the keys, far beyond the 50% drift threshold."""
 
 
 @dataclass
@@ -83,6 +85,46 @@ def tuned(story: CacheStory) -> Tuned:
         "a retune on the new hardware",
     )
     return Tuned(first, elites, shifted_at, retuning, second, relabelled_at, third)
+
+
+@dataclass
+class Drifted:
+    """What the drift scene saw."""
+
+    first: dict[str, Any]
+    """The status at the first promotion."""
+    drifted_at: float
+    retuned: dict[str, Any]
+    """The status once the retune on the drifted profile finished."""
+
+
+def drifting(story: CacheStory) -> Drifted:
+    """A target tuned on one profile is retuned when the profile drifts and stays drifted."""
+    # Given a target whose SLO never calls and whose drift threshold is 50% for 4 s, tuned
+    # and promoted
+    story.apply(
+        continuous_target(story.namespace, budget=7, slo_threshold=0.0, drift_threshold=0.5)
+    )
+    first = story.wait(promoted(1), SEARCH, "the first promotion")
+    # When the workload's key space grows fourfold, then once the drift has lasted its 4 s
+    # a retune runs on the new profile, and the target is stable on it
+    drifted_at = time.time()
+    story.act(f"the load generator shifts its mix to {DRIFTED}")
+    assert story.traffic is not None
+    story.traffic.shift(**DRIFTED)
+
+    def retuned(status: dict[str, Any]) -> bool:
+        search = status.get("search") or {}
+        drifted = [c for c in status.get("conditions", []) if c["type"] == "Drifted"]
+        return (
+            search.get("trigger") == "ProfileDrift"
+            and search.get("finishedAt") is not None
+            and status.get("phase") == "Stable"
+            and bool(drifted)
+            and drifted[0]["status"] == "False"
+        )
+
+    return Drifted(first, drifted_at, story.wait(retuned, SEARCH, "a retune on the drift"))
 
 
 def failing_canary(story: CacheStory) -> tuple[dict[str, Any], dict[str, Any]]:

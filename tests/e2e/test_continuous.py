@@ -1,7 +1,7 @@
 """Continuous tuning end to end: the real cache service under real traffic, scraped by the
 real Prometheus; its policy rolled out as a canary, promoted or rolled back on the
-analysis; retuned when its SLO is violated or its hardware changes; the operator killed
-mid-canary. The scenes are in :mod:`tests.e2e.scenarios`; small budgets and 2 s canary
+analysis; retuned when its SLO is violated, its profile drifts or its hardware changes;
+the operator killed mid-canary. The scenes are in :mod:`tests.e2e.scenarios`; small budgets and 2 s canary
 steps keep the story within minutes."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from tests.cluster.processes import wait_until
 from tests.e2e import scenarios
 from tests.e2e.environment import E2E
 from tests.e2e.harness import condition
-from tests.e2e.scenarios import CPU_NODES, NEW_INSTANCE_TYPE
+from tests.e2e.scenarios import CPU_NODES, DRIFTED, NEW_INSTANCE_TYPE
 from tests.e2e.story import SHIFTED, CacheStory
 
-E2E_ROLES = ("tuned", "rollback", "blind", "restarts")
+E2E_ROLES = ("tuned", "drift", "rollback", "blind", "restarts")
 
 
 @pytest.fixture
@@ -89,6 +89,25 @@ def test_promoted_then_retuned_on_an_slo_violation_and_on_new_hardware(story: Ca
     assert third["retunes"] == 2
     for reason in ("SLOViolated", "RetuneStarted", "HardwareChanged", "HardwareSettled"):
         assert reason in story.reasons()
+
+
+@pytest.mark.role("drift")
+def test_retuned_on_a_sustained_profile_drift(story: CacheStory) -> None:
+    seen = scenarios.drifting(story)
+    assert seen.first["profile"]["key_space"] != DRIFTED["key_space"]
+    retuned = seen.retuned
+    # The drift was named, and the retune ran warm-started on the drifted profile
+    assert retuned["lastRetuneTrigger"] == "ProfileDrift"
+    assert "key_space" in retuned["lastRetuneReason"]
+    search = retuned["search"]
+    assert search["warmStart"] and search["warmPrograms"] > 0
+    assert search["seedRevision"] == seen.first["stableRevision"]
+    assert retuned["profile"]["key_space"] == DRIFTED["key_space"]
+    assert retuned["retunes"] == 1
+    reasons = story.reasons()
+    assert reasons.index("ProfileDrifted") < reasons.index("RetuneStarted")
+    # (a profile that only drifted, with an SLO that never called, is not an SLO retune)
+    assert "SLOViolated" not in reasons
 
 
 @pytest.mark.role("rollback")

@@ -216,3 +216,23 @@ def test_builtin_mutator_imports_math_when_it_adds_a_math_call() -> None:
             with_math += 1
             assert code.startswith("import math\n")
     assert with_math > 0
+
+
+def test_a_resumed_warm_start_rescores_every_warm_program(tmp_path: Path) -> None:
+    # more warm programs than the window of 4 plans at once: some are unplanned at the crash
+    warm = [SEED.replace("1.5", f"{2.0 + k / 10}") for k in range(1, 6)]
+    reference = make_engine(tmp_path / "ref", warm_programs=warm).run()
+
+    def crash(progress: Progress) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        make_engine(tmp_path / "run", warm_programs=warm, on_progress=crash).run()
+    saved = decode_state(FileStore(tmp_path / "run" / "ck").load() or b"")
+    assert saved.next_index <= len(warm)  # a warm program was still to be planned
+    executor = StaticExecutor()
+    # as a restarted operator does: the warm programs are not given again
+    resumed = make_engine(tmp_path / "run", resume=True, executor=executor).run()
+    evaluated = {task.policy_code for task in executor.tasks}
+    assert all(program in evaluated for program in warm[saved.next_index - 1 :])  # unplanned
+    assert fingerprint(resumed) == fingerprint(reference)

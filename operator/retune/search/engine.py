@@ -98,13 +98,13 @@ class Engine:
     ) -> None:
         self.config = config
         self.seed_code = seed_code
-        self.warm_programs = warm_programs or []
         self.mutator = mutator
         self.executor = executor
         self.store = store
         self.on_progress = on_progress
         self.rng = random.Random(config.seed)
-        self.state = self._initial_state(resume)
+        self.state = self._initial_state(resume, warm_programs or [])
+        self.warm_programs = self.state.warm_programs
         self.archive = Archive(self.state.archive)
         self.ledger = ledger or Ledger(config.budget)
         self.ledger.restore(self.state.ledger)
@@ -112,7 +112,9 @@ class Engine:
         self._last_tick = time.monotonic()
 
     # -- state -------------------------------------------------------------------------
-    def _initial_state(self, resume: bool) -> EngineState:
+    def _initial_state(self, resume: bool, warm_programs: list[str]) -> EngineState:
+        """The checkpoint's state on a resume (with the warm programs it started with);
+        else a fresh one."""
         document = self.store.load() if resume else None
         if document is not None:
             state = decode_state(document)
@@ -130,6 +132,7 @@ class Engine:
             window=self.config.window,
             rng_state=[],
             archive=archive.state,
+            warm_programs=list(warm_programs),
         )
 
     def checkpoint(self) -> None:

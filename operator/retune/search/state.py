@@ -88,6 +88,9 @@ class EngineState(BaseModel):
     history: list[HistoryPoint] = Field(default_factory=list)
     best: Elite | None = None
     seed_elite: Elite | None = None
+    # elites of an earlier search, re-scored first (candidates 1..n): kept, so a resume
+    # plans the ones not yet planned as they were meant to be
+    warm_programs: list[str] = Field(default_factory=list)
     skipped_applied: int = 0  # applied candidates that were never evaluated
     last_improvement: int = 0  # evaluations count when the best last improved
     last_paradigm: int = 0  # evaluations count at the last paradigm call

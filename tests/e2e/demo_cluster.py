@@ -6,12 +6,12 @@ Starts the test control plane and Prometheus (as the test fixtures do), installs
 chart's identity, runs the operator as a real process, and plays the end-to-end scenes
 (:mod:`tests.e2e.scenarios`) against examples/01's cache service under load: a target
 tuned and promoted, retuned on an SLO violation and on new hardware; a target retuned
-on a drifting profile; a canary whose
+on a drifting profile; a rollout paused, aborted and promoted by hand; a canary whose
 analysis fails; Prometheus stopped mid-canary; the operator killed at every canary step.
 After each scene it prints what the operator did and why, from the target's Events. The
 last line counts the outcomes: ``promotions=N rollbacks=M retunes=K``.
 
-Needs what ``make test-e2e`` needs (``make testbin prometheus``); takes about 5 minutes on
+Needs what ``make test-e2e`` needs (``make testbin prometheus``); takes about 6 minutes on
 2 cores. ``RETUNE_KEEP_TEST_DIRS=1`` keeps the logs.
 """
 
@@ -48,6 +48,11 @@ SCENES: list[tuple[str, str, Callable[[CacheStory, E2E], object]]] = [
         "drift",
         "a tuned target is retuned when its workload profile drifts",
         lambda story, env: scenarios.drifting(story),
+    ),
+    (
+        "manual",
+        "a rollout is paused, aborted, and after a retune asked for, promoted by hand",
+        lambda story, env: scenarios.steered(story),
     ),
     (
         "rollback",

@@ -127,6 +127,52 @@ def drifting(story: CacheStory) -> Drifted:
     return Drifted(first, drifted_at, story.wait(retuned, SEARCH, "a retune on the drift"))
 
 
+@dataclass
+class Steered:
+    """What the manual-control scene saw."""
+
+    before: dict[str, Any]
+    """The workload before the target was applied."""
+    paused: dict[str, Any]
+    """The status once the paused canary had outlived its step interval."""
+    aborted: dict[str, Any]
+    """The status once the aborted canary was gone."""
+    promoted: dict[str, Any]
+    """The status once the manual retune's canary was promoted by hand."""
+
+
+def steered(story: CacheStory) -> Steered:
+    """A rollout steered by hand: paused, aborted, a retune asked for, its canary promoted."""
+    before = story.deployment()
+    assert before is not None
+    # Given a target whose canary steps last 15 s, with a canary in flight
+    story.apply(continuous_target(story.namespace, budget=7, step_interval="15s"))
+    story.wait(lambda s: s.get("phase") == "Canary", SEARCH, "the canary")
+    # When it is paused, then it holds at its share past the step's interval
+    story.act("annotated retune.dev/pause=true")
+    story.annotate("retune.dev/pause")
+    story.wait(lambda s: "paused" in (s.get("rollout") or {}).get("message", ""), 30, "the pause")
+    time.sleep(20)
+    paused = story.status()
+    # When it is aborted, then it is rolled back at once, paused or not
+    story.act("annotated retune.dev/abort=true")
+    story.annotate("retune.dev/abort")
+    aborted = story.wait(finished("Aborted"), 30, "the abort")
+    # When the pause is lifted and a retune asked for, then a new search runs, and its
+    # canary, promoted by hand, replaces the stable before its first step is over
+    story.act("retune.dev/pause removed; annotated retune.dev/retune=true")
+    story.annotate("retune.dev/pause", None)
+    story.annotate("retune.dev/retune")
+    story.wait(
+        lambda s: s.get("lastRetuneTrigger") == "Manual" and s.get("phase") == "Canary",
+        SEARCH,
+        "the manual retune's canary",
+    )
+    story.act("annotated retune.dev/promote=true")
+    story.annotate("retune.dev/promote")
+    return Steered(before, paused, aborted, story.wait(promoted(1), 30, "the promotion"))
+
+
 def failing_canary(story: CacheStory) -> tuple[dict[str, Any], dict[str, Any]]:
     """A canary whose analysis fails; returns the workload before, and the status after."""
     before = story.deployment()

@@ -62,6 +62,7 @@ def continuous_target(
     *,
     budget: int = 10,
     steps: tuple[int, ...] = (50, 100),
+    step_interval: str = "2s",
     canary_floor: float = 0.005,
     no_data_limit: int = 12,
     slo_threshold: float = 0.22,
@@ -95,7 +96,7 @@ def continuous_target(
     ]
     spec["rollout"] = {
         "steps": list(steps),
-        "interval": "2s",
+        "interval": step_interval,
         "analysis": [
             {
                 "name": "hit-ratio",

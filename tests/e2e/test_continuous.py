@@ -19,7 +19,7 @@ from tests.e2e.harness import condition
 from tests.e2e.scenarios import CPU_NODES, DRIFTED, NEW_INSTANCE_TYPE
 from tests.e2e.story import SHIFTED, CacheStory
 
-E2E_ROLES = ("tuned", "drift", "rollback", "blind", "restarts")
+E2E_ROLES = ("tuned", "drift", "manual", "rollback", "blind", "restarts")
 
 
 @pytest.fixture
@@ -108,6 +108,32 @@ def test_retuned_on_a_sustained_profile_drift(story: CacheStory) -> None:
     assert reasons.index("ProfileDrifted") < reasons.index("RetuneStarted")
     # (a profile that only drifted, with an SLO that never called, is not an SLO retune)
     assert "SLOViolated" not in reasons
+
+
+@pytest.mark.role("manual")
+def test_a_rollout_is_paused_aborted_and_promoted_by_annotations(story: CacheStory) -> None:
+    seen = scenarios.steered(story)
+    # paused: held at its first share past its 15 s interval, nothing analysed or ended
+    rollout = seen.paused["rollout"]
+    assert seen.paused["phase"] == "Canary" and rollout["step"] == 0
+    assert "retune.dev/pause" in rollout["message"] and not seen.paused.get("history")
+    # aborted: rolled back, the stable never written to
+    assert [r["outcome"] for r in seen.aborted["history"]] == ["Aborted"]
+    assert "retune.dev/abort" in seen.aborted["history"][-1]["reason"]
+    assert seen.aborted.get("stableRevision") is None
+    # a manual retune, whose canary was promoted by hand within its first step
+    done = seen.promoted
+    assert done["lastRetuneTrigger"] == "Manual" and done["search"]["trigger"] == "Manual"
+    assert [r["outcome"] for r in done["history"]] == ["Aborted", "Promoted"]
+    assert "retune.dev/promote" in done["history"][-1]["reason"]
+    assert story.policy_of(story.deployment() or {}) == done["stableRevision"]
+    assert _generation(story.deployment()) == _generation(seen.before) + 1
+    # the one-shot controls were removed by the operator; retune.dev/pause was the user's
+    annotations = story.target()["metadata"].get("annotations") or {}
+    assert not {"retune.dev/abort", "retune.dev/promote", "retune.dev/retune"} & set(annotations)
+    reasons = story.reasons()
+    for reason in ("CanaryAborted", "RetuneStarted", "CanaryPromoted"):
+        assert reason in reasons
 
 
 @pytest.mark.role("rollback")

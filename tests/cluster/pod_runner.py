@@ -103,7 +103,8 @@ class PodRunner(threading.Thread):
         self.reason: str | None = None
         self.message: str | None = None
         self.volumes_ready = False
-        self._stop = threading.Event()
+        # (not ``_stop``: Thread has a method of that name, which is_alive() calls)
+        self._stopping = threading.Event()
         self._grace = 0.0
         self._delete_after_stop = False
         self._lock = threading.Lock()
@@ -122,7 +123,7 @@ class PodRunner(threading.Thread):
                 return False
             self._grace = min(max(grace_seconds, 0.0), 30.0)
             self._delete_after_stop = delete
-            self._stop.set()
+            self._stopping.set()
             return True
 
     def kill_now(self) -> None:
@@ -164,7 +165,7 @@ class PodRunner(threading.Thread):
         for container in self.containers:
             self._start(container)
         self._report()
-        while not self._stop.wait(TICK_SECONDS):
+        while not self._stopping.wait(TICK_SECONDS):
             if deadline is not None and time.monotonic() - self.started_monotonic >= deadline:
                 self._kill_all(grace=2.0)
                 self._collect_exits(allow_restart=False)
@@ -204,7 +205,7 @@ class PodRunner(threading.Thread):
                         "waiting": {"reason": missing.reason, "message": missing.message}
                     }
                 self._report()
-            if self._stop.wait(1.0):
+            if self._stopping.wait(1.0):
                 return False
 
     # -- processes -----------------------------------------------------------------------
@@ -366,7 +367,7 @@ class PodRunner(threading.Thread):
             )
         except ApiException as error:
             if error.status == 404:
-                self._stop.set()
+                self._stopping.set()
             else:
                 log.warning(
                     "pod %s/%s: status update failed: %s",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import pytest
@@ -318,6 +319,31 @@ def test_deleting_a_running_pod_kills_its_process_and_removes_the_pod(
     wait_until(gone, 30, "the pod to be removed")
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid), 0)  # type: ignore[call-overload]
+
+
+def test_a_finished_pod_deleted_keeps_the_agents_watch_alive(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    (agent,) = [p for p in cluster.processes if p.name == "node-agent"]
+    logged = agent.log_path.stat().st_size
+    core = client.CoreV1Api(cluster.api())
+    pod = {
+        "metadata": {"name": "done"},
+        "spec": {"restartPolicy": "Never", "containers": [_python_container("main", "pass")]},
+    }
+    core.create_namespaced_pod(namespace, pod)
+    wait_until(
+        lambda: core.read_namespaced_pod("done", namespace).status.phase == "Succeeded",
+        30,
+        "the pod to finish",
+    )
+    time.sleep(1)  # its runner thread ends after the last status write
+    core.delete_namespaced_pod("done", namespace, grace_period_seconds=0)
+    wait_until(lambda: not core.list_namespaced_pod(namespace).items, 30, "the pod to go")
+    time.sleep(1)
+    with open(agent.log_path, "rb") as log:
+        log.seek(logged)
+        assert b"watch broken" not in log.read()
 
 
 def test_on_failure_restarts_the_container_and_keeps_its_empty_dir(

@@ -115,7 +115,6 @@ def test_values_reach_the_operator_arguments_and_environment() -> None:
             "endpoints": [
                 {
                     "name": "open-ai",
-                    "baseURL": "https://api.example.com/v1",
                     "apiKeySecret": {"name": "retune-llm", "key": "openai"},
                 }
             ]
@@ -137,7 +136,6 @@ def test_values_reach_the_operator_arguments_and_environment() -> None:
             "name": "RETUNE_LLM_KEY_OPEN_AI",
             "valueFrom": {"secretKeyRef": {"name": "retune-llm", "key": "openai"}},
         },
-        {"name": "RETUNE_LLM_URL_OPEN_AI", "value": "https://api.example.com/v1"},
     ]
     assert pod["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
 

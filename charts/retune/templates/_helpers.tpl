@@ -31,7 +31,7 @@ app.kubernetes.io/component: operator
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
-{{/* RETUNE_LLM_KEY_<NAME> / RETUNE_LLM_URL_<NAME>: NAME upper-cased, `-` as `_`. */}}
+{{/* RETUNE_LLM_KEY_<NAME>: NAME upper-cased, `-` as `_`. */}}
 {{- define "retune.llmEnvSuffix" -}}
 {{- . | upper | replace "-" "_" }}
 {{- end }}

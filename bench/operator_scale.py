@@ -6,11 +6,12 @@ Helm chart's ServiceAccount. Each target is examples/01's (as the e2e tests make
 a status recorded as if its search had finished without beating the seed: phase
 ``Stable``, digests of its own spec, the profile and hardware it reads now, and a search
 that ended just now (so the 30m cooldown defers any retune trigger). That is the cheapest
-state that is still steady monitoring: every check reads the SLO and the hardware under
-the workload, the profile when it is due, and writes what it saw -- but nothing searches.
+state that is still steady monitoring: every check reads the hardware under the workload
+(its Deployment and pods), the SLOs and the profile when due, and writes the status when
+it saw something new (or its check time is 5 minutes old) -- but nothing searches.
 
-Per count it measures, with the targets settled (every target checked once by this
-operator process):
+Per count it measures, with the targets settled (every target reconciled once by this
+operator process, as its ``/metrics`` says):
 
 - RSS of the operator process (mean and max over the window, from /proc);
 - CPU share: the process's CPU seconds over the window's wall seconds;
@@ -49,7 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "operator")]
 
 from retune.controller import spec_digests  # noqa: E402
-from retune.handlers.gather import hardware_under  # noqa: E402
+from retune.handlers.gather import hardware_under, read_workload  # noqa: E402
 from retune.handlers.kube import Cluster  # noqa: E402
 from retune.handlers.reconcile import parse  # noqa: E402
 from retune.signals.nodes import node_info  # noqa: E402
@@ -204,7 +205,7 @@ def create_steady_targets(
         )
         target, problems = parse(body)
         assert target is not None, problems
-        fingerprint = hardware_under(cluster, target, nodes)
+        fingerprint = hardware_under(cluster, target, read_workload(cluster, target), nodes)
         assert hasattr(fingerprint, "fingerprint"), fingerprint
         status = steady_status(body, fingerprint, dt.datetime.now(dt.UTC))
         custom(api).patch_namespaced_custom_object_status(
@@ -219,23 +220,23 @@ def phases(api: client.ApiClient, namespace: str) -> dict[str, str]:
     return {t["metadata"]["name"]: (t.get("status") or {}).get("phase", "") for t in items}
 
 
-def wait_checked_since(
-    api: client.ApiClient, namespace: str, count: int, since: dt.datetime, timeout: float
-) -> None:
-    """Until every target's ``status.watch.checkedAt`` is after ``since``."""
+def wait_reconciled(operator: OperatorProcess, count: int, timeout: float) -> None:
+    """Until the operator has reconciled every target once: each has its
+    ``retune_target_phase`` series (the status is not written by a check that saw nothing
+    new, so ``status.watch.checkedAt`` cannot tell)."""
 
-    def checked() -> bool:
-        items = custom(api).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)[
-            "items"
-        ]
-        done = 0
-        for item in items:
-            at = ((item.get("status") or {}).get("watch") or {}).get("checkedAt")
-            if at and dt.datetime.fromisoformat(at.replace("Z", "+00:00")) >= since:
-                done += 1
-        return done >= count
+    def reconciled() -> bool:
+        code, text = operator.get("/metrics")
+        if code != 200:
+            return False
+        targets = {
+            line.split('target="', 1)[1].split('"', 1)[0]
+            for line in text.splitlines()
+            if line.startswith("retune_target_phase{") and line.endswith(" 1.0")
+        }
+        return len(targets) >= count
 
-    wait_until(checked, timeout, f"{count} targets checked by the operator", interval=1.0)
+    wait_until(reconciled, timeout, f"{count} targets reconciled by the operator", interval=1.0)
 
 
 class GenerationWatch:
@@ -339,10 +340,9 @@ def measure(
     time.sleep(window)
     baseline = (api_requests(api) - before) / window
 
-    started_at = dt.datetime.now(dt.UTC)
     started = time.monotonic()
     operator.start()
-    wait_checked_since(api, namespace, len(names), started_at, timeout=300)
+    wait_reconciled(operator, len(names), timeout=300)
     settled = time.monotonic() - started
     time.sleep(settle)
 

@@ -1,29 +1,45 @@
 """The operator's adapters where they need no cluster: reading an API object, reading the
-profile (a Prometheus that is down), metrics, revisions."""
+profile (a Prometheus that is down), metrics, revisions, and the API calls one reconcile
+of a Stable target makes."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import kopf
+import pytest
 import yaml
 
-from retune.controller import HardwareReading, SignalsWaiting
+from retune.controller import HardwareReading, SignalsWaiting, spec_digests
 from retune.evaluate.contract import (
     EvaluationOutcome,
     EvaluationResult,
     EvaluationTask,
     FailureReason,
 )
-from retune.handlers.gather import StopAtOutage, read_profile, read_watch, spec_problems
+from retune.handlers.gather import (
+    StopAtOutage,
+    hardware_under,
+    read_profile,
+    read_watch,
+    read_workload,
+    spec_problems,
+)
+from retune.handlers.jobs import JobSettings
 from retune.handlers.metrics import Health, OperatorMetrics
-from retune.handlers.reconcile import controls_of, parse, status_of
+from retune.handlers.reconcile import OperatorContext, TargetLoop, controls_of, parse, status_of
+from retune.handlers.workers import Workers
 from retune.rollout.revisions import revision_annotations, revision_manifest, revision_name
 from retune.search.ledger import LedgerState, ModelUsage
 from retune.signals.metrics import Sample, Unavailable
 from retune.signals.nodes import NodeInfo, node_info
 from retune.spec import OptimizationTarget, Phase, TargetStatus, WatchStatus
+from retune.spec.status import SearchStatus
 from tests.test_spec import MINIMAL_CLUSTER
 
 
@@ -149,15 +165,25 @@ class _Cluster:
     """The reads a Stable target's readings make: its workload and the pods it runs."""
 
     def __init__(self) -> None:
-        self.pod_lists = 0
+        self.calls: Counter[str] = Counter()
+        self.statuses: list[dict[str, Any]] = []
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls["deployment"] += 1
         template = {"spec": {"nodeSelector": {"pool": "cpu"}}}
         return {"spec": {"selector": {"matchLabels": {"app": name}}, "template": template}}
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        self.pod_lists += 1
+        self.calls["pods"] += 1
         return [{"spec": {"nodeName": "cpu-0"}}]
+
+    def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls["config_map"] += 1
+        return {"data": {"policy.py": "def route(request, *, alpha, depth):\n    return 'a'\n"}}
+
+    def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.calls["replace_status"] += 1
+        self.statuses.append(status)
 
 
 def _node(name: str, instance_type: str) -> NodeInfo:
@@ -185,7 +211,8 @@ def test_a_stable_target_reads_slos_profile_and_hardware_and_prometheus_down_is_
     target, cluster = _stable_target(), _Cluster()
     nodes = [_node("cpu-0", "m7i.xlarge"), _node("gpu-0", "p5.48xlarge")]
     now = datetime(2025, 1, 1, tzinfo=UTC)
-    reading = read_watch(cluster, target, nodes, TargetStatus(), now, prometheus_url=url)  # type: ignore[arg-type]
+    workload = read_workload(cluster, target)  # type: ignore[arg-type]
+    reading = read_watch(cluster, target, workload, nodes, TargetStatus(), now, prometheus_url=url)  # type: ignore[arg-type]
     assert isinstance(reading.slo_samples["p99"], Unavailable)
     assert isinstance(reading.profile, SignalsWaiting)
     assert reading.profile.reason == "PrometheusUnavailable"
@@ -196,10 +223,12 @@ def test_a_stable_target_reads_slos_profile_and_hardware_and_prometheus_down_is_
     watch = WatchStatus(profile_read_at=now)
     later = TargetStatus(watch=watch)
     soon = read_watch(
-        cluster, target, nodes, later, now + timedelta(seconds=10), prometheus_url=url
+        cluster, target, workload, nodes, later, now + timedelta(seconds=10), prometheus_url=url
     )  # type: ignore[arg-type]
     assert soon.profile is None
-    due = read_watch(cluster, target, nodes, later, now + timedelta(seconds=30), prometheus_url=url)  # type: ignore[arg-type]
+    due = read_watch(
+        cluster, target, workload, nodes, later, now + timedelta(seconds=30), prometheus_url=url
+    )  # type: ignore[arg-type]
     assert due.profile is not None
 
 
@@ -231,10 +260,76 @@ def test_only_the_manual_controls_that_are_on_count() -> None:
 def test_slos_and_canary_analysis_without_prometheus_are_a_spec_problem() -> None:
     target = _stable_target()
 
-    class Cluster(_Cluster):
-        def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-            return {"data": {"policy.py": "def route(request, *, alpha, depth):\n    return 'a'\n"}}
-
-    problems = spec_problems(Cluster(), target, prometheus_url=None)  # type: ignore[arg-type]
+    cluster = _Cluster()
+    workload = read_workload(cluster, target)  # type: ignore[arg-type]
+    problems = spec_problems(cluster, target, workload, prometheus_url=None)  # type: ignore[arg-type]
     (problem,) = [p for p in problems if p.path == "spec.profile.prometheusUrl"]
     assert "the profile and the SLOs" in problem.message
+
+
+def _steady_body(cluster: _Cluster, nodes: list[NodeInfo]) -> dict[str, Any]:
+    """A Stable target whose search just ended (so the cooldown defers any trigger), its
+    profile read just now, on the hardware it reads now."""
+    body = api_object()
+    body["spec"]["profile"] = {"queries": {"rps": "sum(rate(x[5m]))"}, "interval": "5m"}
+    body["spec"]["slos"] = [{"name": "p99", "query": "p99", "threshold": 0.2, "for": "1m"}]
+    target, problems = parse(body)
+    assert target is not None and problems == []
+    fingerprint = hardware_under(cluster, target, read_workload(cluster, target), nodes)  # type: ignore[arg-type]
+    assert not isinstance(fingerprint, SignalsWaiting)
+    digests, now = spec_digests(target.spec), datetime.now(UTC)
+    status = TargetStatus(
+        phase=Phase.STABLE,
+        observed_generation=3,
+        hardware_fingerprint=fingerprint.fingerprint,
+        profile={"rps": 100.0},
+        best_score=1.0,
+        seed_score=1.0,
+        search=SearchStatus(
+            started_at=now - timedelta(hours=1),
+            generation=3,
+            signals_digest=digests.signals,
+            search_digest=digests.search,
+            budget_digest=digests.budget,
+            finished_at=now,
+        ),
+        last_search_end_time=now,
+        watch=WatchStatus(since=now, profile_read_at=now, current_profile={"rps": 100.0}),
+    )
+    body["status"] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return body
+
+
+def test_a_stable_check_reads_the_workload_once_and_writes_only_what_is_new(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kopf, "event", lambda *args, **kwargs: None)
+    cluster, metrics = _Cluster(), OperatorMetrics()
+    context = OperatorContext(
+        cluster=cluster,  # type: ignore[arg-type]
+        workers=Workers(4),
+        jobs=JobSettings(cluster, metrics, threading.BoundedSemaphore(1)),  # type: ignore[arg-type]
+        metrics=metrics,
+        health=Health(),
+        prometheus_url=f"http://127.0.0.1:{closed_port()}",
+    )
+    nodes = [_node("cpu-0", "m7i.xlarge")]
+    body = _steady_body(cluster, nodes)
+    cluster.calls.clear()
+    loop = TargetLoop(context, "shop", "router")
+
+    asyncio.run(loop.reconcile(body, nodes))  # the first check adds the watch's conditions
+    assert cluster.calls == {"config_map": 1, "deployment": 1, "pods": 1, "replace_status": 1}
+    assert cluster.statuses[-1]["phase"] == "Stable"
+    asyncio.run(loop.reconcile(body, nodes))  # nothing new: nothing written
+    assert cluster.calls == {"config_map": 2, "deployment": 2, "pods": 2, "replace_status": 1}
+    written = TargetStatus.model_validate(cluster.statuses[-1]).watch
+    assert loop.status is not None and loop.status.watch is not None and written is not None
+    assert loop.status.watch.checked_at is not None and written.checked_at is not None
+    assert loop.status.watch.checked_at > written.checked_at  # checked, not written
+
+    # a spec change is written at once, with the generation it reflects
+    body["metadata"]["generation"] = 4
+    asyncio.run(loop.reconcile(body, nodes))
+    assert cluster.calls["replace_status"] == 2
+    assert cluster.statuses[-1]["observedGeneration"] == 4

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from retune.controller import (
+    CHECK_REFRESH,
     ClearAnnotations,
     Decision,
     HardwareReading,
@@ -14,6 +15,7 @@ from retune.controller import (
     WatchReading,
     decide,
     next_fire,
+    status_worth_writing,
 )
 from retune.rollout import RETUNE_ANNOTATION
 from retune.signals.metrics import NoData, Unavailable, Value
@@ -89,6 +91,25 @@ def test_a_stable_target_asks_for_its_readings_and_checks_often_enough() -> None
     assert (
         decision.status.watch is not None and decision.status.watch.slos["hit-ratio"].value == 0.4
     )
+
+
+def test_a_check_that_saw_nothing_new_is_written_only_once_its_time_is_old() -> None:
+    start = END + timedelta(minutes=5)
+    written = watching(stable_status(), start, reading()).status
+    same = run(written, start, [2, 4, 30], watched=reading())
+    assert same.status.watch is not None and written.watch is not None
+    assert same.status.watch.checked_at != written.watch.checked_at
+    assert not status_worth_writing(written, same.status)  # only the check times moved
+    # a restarted operator, reading the unwritten status, decides as the running one did
+    at = start + timedelta(seconds=32)
+    restarted = watching(written, at, reading())
+    assert not status_worth_writing(restarted.status, watching(same.status, at, reading()).status)
+    # a value that moved, a clock that started: written at once
+    assert status_worth_writing(written, watching(same.status, at, reading(0.41)).status)
+    assert status_worth_writing(written, watching(same.status, at, reading(0.1)).status)
+    # and the check time itself once it is CHECK_REFRESH old
+    refreshed = run(written, start, [CHECK_REFRESH], watched=reading())
+    assert status_worth_writing(written, refreshed.status)
 
 
 def test_a_broken_slo_is_pending_until_it_held_for_its_duration() -> None:

@@ -41,8 +41,10 @@ from retune.controller.facts import (
 from retune.controller.machine import decide, resume_point
 from retune.controller.schedule import next_fire
 from retune.controller.triggers import RETUNE_TRIGGERS
+from retune.controller.writes import CHECK_REFRESH, status_worth_writing
 
 __all__ = [
+    "CHECK_REFRESH",
     "RETUNE_TRIGGERS",
     "Action",
     "CanaryFailure",
@@ -75,4 +77,5 @@ __all__ = [
     "next_fire",
     "resume_point",
     "spec_digests",
+    "status_worth_writing",
 ]

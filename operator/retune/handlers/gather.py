@@ -4,7 +4,8 @@ a Stable target's retune triggers observe (its SLOs, its profile, its hardware).
 
 Spec problems name the field to change and make the target Degraded; a signal that cannot
 be read yet (Prometheus down, a query without data, no node) makes it wait, saying which
-query and what error.
+query and what error. The workload Deployment is read once per reconcile
+(:func:`check_spec`) and handed to the readings that need it.
 """
 
 from __future__ import annotations
@@ -92,10 +93,25 @@ def read_seed(cluster: Cluster, target: OptimizationTarget) -> tuple[str | None,
     return str(data[ref.key]), None
 
 
-def spec_problems(
+def check_spec(
     cluster: Cluster, target: OptimizationTarget, *, prometheus_url: str | None
+) -> tuple[Workload | None, list[Problem]]:
+    """The workload Deployment (None when it does not exist), and everything about the
+    spec that cannot work in this cluster. The reconcile's readings use this one read of
+    the Deployment rather than reading it again."""
+    workload = read_workload(cluster, target)
+    return workload, spec_problems(cluster, target, workload, prometheus_url=prometheus_url)
+
+
+def spec_problems(
+    cluster: Cluster,
+    target: OptimizationTarget,
+    workload: Workload | None,
+    *,
+    prometheus_url: str | None,
 ) -> list[Problem]:
-    """Everything about the spec that cannot work in this cluster, each with its field."""
+    """Everything about the spec that cannot work in this cluster, each with its field;
+    ``workload`` is the workload Deployment as just read."""
     spec, namespace = target.spec, target.metadata.namespace
     problems = list(cluster_problems(target))
     code, problem = read_seed(cluster, target)
@@ -107,7 +123,7 @@ def spec_problems(
             where = "inline" if spec.policy.seed.inline is not None else "configMapRef"
             message = f"the seed program is refused: {verdict.detail}"
             problems.append(Problem(f"spec.policy.seed.{where}", message))
-    if cluster.deployment(namespace, spec.workload_ref.name) is None:
+    if workload is None:
         message = f"Deployment {spec.workload_ref.name!r} not found in namespace {namespace!r}"
         problems.append(Problem("spec.workloadRef.name", message))
     needs_prometheus = [
@@ -162,6 +178,7 @@ def _model_key_problems(cluster: Cluster, target: OptimizationTarget) -> list[Pr
 def read_signals(
     cluster: Cluster,
     target: OptimizationTarget,
+    workload: Workload | None,
     nodes: Iterable[NodeInfo],
     *,
     prometheus_url: str | None,
@@ -169,7 +186,7 @@ def read_signals(
     """The hardware under the workload and its profile; or why the target must wait; and
     the queries Prometheus rejected (spec problems)."""
     spec = target.spec
-    fingerprint = hardware_under(cluster, target, nodes)
+    fingerprint = hardware_under(cluster, target, workload, nodes)
     if isinstance(fingerprint, SignalsWaiting):
         return fingerprint, []
     profile, waiting, problems = read_profile(
@@ -189,12 +206,18 @@ def read_signals(
 
 
 def hardware_under(
-    cluster: Cluster, target: OptimizationTarget, nodes: Iterable[NodeInfo]
+    cluster: Cluster,
+    target: OptimizationTarget,
+    workload: Workload | None,
+    nodes: Iterable[NodeInfo],
 ) -> HardwareFingerprint | SignalsWaiting:
-    """The hardware class of the nodes the workload runs on (or may run on: its placement
-    and the nodes its pods are bound to), or why it cannot be told."""
+    """The hardware class of the nodes the workload (its Deployment as read, None when
+    there is none) runs on, or may run on: the nodes its pods are bound to, else its
+    placement; or why it cannot be told.
+
+    The pods are listed every time: a pod moved to another node shows in nothing else
+    this reads (the nodes come from the operator's watch of them)."""
     spec = target.spec
-    workload = read_workload(cluster, target)
     if workload is None:
         message = f"Deployment {spec.workload_ref.name!r} not found"
         return SignalsWaiting("WorkloadNotFound", message)
@@ -255,6 +278,7 @@ def metrics_provider(target: OptimizationTarget, prometheus_url: str | None) -> 
 def read_watch(
     cluster: Cluster,
     target: OptimizationTarget,
+    workload: Workload | None,
     nodes: Iterable[NodeInfo],
     status: TargetStatus,
     now: datetime,
@@ -263,9 +287,9 @@ def read_watch(
 ) -> WatchReading:
     """What a Stable target's retune triggers observe now: each SLO, the profile when it
     is due (every ``spec.profile.interval`` after ``status.watch.profileReadAt``), the
-    hardware under the workload."""
+    hardware under the workload (``workload``, its Deployment as read)."""
     spec = target.spec
-    fingerprint = hardware_under(cluster, target, nodes)
+    fingerprint = hardware_under(cluster, target, workload, nodes)
     hardware = (
         fingerprint
         if isinstance(fingerprint, SignalsWaiting)

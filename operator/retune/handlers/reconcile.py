@@ -1,7 +1,9 @@
 """One target's reconcile: gather the facts, let the controller decide, carry it out.
 
-The loop keeps the status it last wrote: it is the only writer of the status, so its own
-copy is never stale, while the watched object may lag behind a patch by a moment.
+The loop keeps the status it last decided: it is the only writer of the status, so its
+own copy is never stale, while the watched object may lag behind a patch by a moment. It
+writes a decided status only when it is worth writing
+(:func:`~retune.controller.status_worth_writing`): a check that saw nothing new is not.
 """
 
 from __future__ import annotations
@@ -33,9 +35,16 @@ from retune.controller import (
     candidate_id,
     decide,
     spec_digests,
+    status_worth_writing,
 )
 from retune.handlers.canary import canary_tick, remove_canary
-from retune.handlers.gather import read_signals, read_watch, spec_problems
+from retune.handlers.gather import (
+    Workload,
+    check_spec,
+    read_signals,
+    read_watch,
+    read_workload,
+)
 from retune.handlers.jobs import JobSettings, SearchStart, TargetInputs, run_search, run_validation
 from retune.handlers.kube import Cluster
 from retune.handlers.metrics import Health, OperatorMetrics
@@ -136,17 +145,25 @@ class TargetLoop:
         self.context = context
         self.key: Key = (namespace, name)
         self.status: TargetStatus | None = None
+        """The status as last decided."""
+        self.written: TargetStatus | None = None
+        """The status as last written (or as the API had it when the loop started)."""
 
     async def reconcile(self, body: Mapping[str, Any], nodes: Iterable[NodeInfo]) -> float:
         """One round; returns the seconds until the next."""
         context, (namespace, name) = self.context, self.key
-        status = self.status if self.status is not None else status_of(body)
+        if self.status is None:
+            self.status = self.written = status_of(body)
+        status = self.status
         target, problems = parse(body)
         paused = bool(((body.get("spec") or {}).get("retune") or {}).get("paused", False))
+        # The workload Deployment, read once for the spec check and the readings after it.
+        workload: Workload | None = None
         if target is not None and not paused:
-            problems += await asyncio.to_thread(
-                spec_problems, context.cluster, target, prometheus_url=context.prometheus_url
+            workload, found = await asyncio.to_thread(
+                check_spec, context.cluster, target, prometheus_url=context.prometheus_url
             )
+            problems += found
         facts = Facts(
             target=name,
             generation=int((body.get("metadata") or {}).get("generation") or 0),
@@ -168,12 +185,12 @@ class TargetLoop:
         now = datetime.now(UTC)
         decision = decide(status, facts, now)
         for _ in range(_MAX_PASSES):
-            more = await self._gather(decision, facts, target, body, list(nodes), now)
+            more = await self._gather(decision, facts, target, workload, body, list(nodes), now)
             if more is None:
                 break
             facts = more
             decision = decide(status, facts, now)
-        await self._carry_out(decision, status, body, target)
+        await self._carry_out(decision, body, target)
         new = decision.status
         context.metrics.target_state(namespace, name, new.phase, new.best_score)
         retuned = new.retunes > status.retunes
@@ -190,24 +207,37 @@ class TargetLoop:
         decision: Decision,
         facts: Facts,
         target: OptimizationTarget | None,
+        workload: Workload | None,
         body: Mapping[str, Any],
         nodes: list[NodeInfo],
         now: datetime,
     ) -> Facts | None:
         """The facts with what ``decision`` asked for, or None when it asked for nothing
-        more. A canary tick acts as it reads; it runs at most once per reconcile."""
+        more. ``workload`` is the Deployment as this reconcile read it (None: missing, or
+        not read, for a paused target). A canary tick acts as it reads; it runs at most
+        once per reconcile."""
         context = self.context
         if target is None:
             return None
         url = context.prometheus_url
+        needs_workload = decision.needs_signals or decision.needs_watch
+        if needs_workload and workload is None and facts.paused:  # not read above
+            workload = await asyncio.to_thread(read_workload, context.cluster, target)
         if decision.needs_signals and facts.signals is None:
             reading, rejected = await asyncio.to_thread(
-                read_signals, context.cluster, target, nodes, prometheus_url=url
+                read_signals, context.cluster, target, workload, nodes, prometheus_url=url
             )
             return replace(facts, signals=reading, problems=facts.problems + tuple(rejected))
         if decision.needs_watch and facts.watch is None:
             watched = await asyncio.to_thread(
-                read_watch, context.cluster, target, nodes, decision.status, now, prometheus_url=url
+                read_watch,
+                context.cluster,
+                target,
+                workload,
+                nodes,
+                decision.status,
+                now,
+                prometheus_url=url,
             )
             return replace(facts, watch=watched)
         rollout = decision.status.rollout
@@ -230,7 +260,6 @@ class TargetLoop:
     async def _carry_out(
         self,
         decision: Decision,
-        status: TargetStatus,
         body: Mapping[str, Any],
         target: OptimizationTarget | None,
     ) -> None:
@@ -241,9 +270,10 @@ class TargetLoop:
         then = [a for a in decision.actions if not isinstance(a, _BEFORE_STATUS)]
         for step in first:
             await self._act(step, body, target)
-        if decision.status != status:
+        if self.written is None or status_worth_writing(self.written, decision.status):
             document = decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
             await asyncio.to_thread(self.context.cluster.replace_status, *self.key, document)
+            self.written = decision.status
         self.status = decision.status
         for event in decision.events:
             kopf.event(

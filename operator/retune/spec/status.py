@@ -225,7 +225,8 @@ class WatchStatus(StatusModel):
     """When watching started (the schedule counts from the later of this and the last
     search's end)."""
     checked_at: datetime | None = None
-    """The latest check."""
+    """The latest check written: a check that saw nothing new is written only once this is
+    5 minutes old."""
     slos: dict[str, SLOStatus] = {}
     """Each SLO's latest reading."""
     profile_read_at: datetime | None = None

@@ -1,10 +1,12 @@
-"""The stand-in model server (``mutation_server.py``) as a child process of a benchmark.
+"""The stand-in model server (``mutation_server.py``) as a child process, for benchmarks
+and tests (``tests/llm_server.py`` is a thin wrapper of this module).
 
-    with MutationServerProcess(seed=0) as server:
+    with MutationServerProcess(seed=0, fresh_repeats=True) as server:
         ...  # point a framework at server.base_url
         spent = server.usd()          # from GET /stats, at the server's own prices
         calls = server.calls()        # GET /calls: every counted answer, in order
-        server.reset()                # zero both between two framework runs
+        server.set_faults("429:#1")   # replace the fault spec while it runs
+        server.reset()                # zero the stats and calls, clear the faults
 
 Standard library only: the OpenEvolve runner, which has no retune installed, imports the
 pricing from here too.
@@ -59,8 +61,19 @@ def fetch_json(url: str, body: object | None = None) -> Any:
 class MutationServerProcess:
     """A mutation server on a free loopback port, stopped on exit."""
 
-    def __init__(self, seed: int = 0, fresh_repeats: bool = True) -> None:
-        command = [sys.executable, str(SERVER_SCRIPT), "--port", "0", "--seed", str(seed)]
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        fresh_repeats: bool = False,
+        faults: str = "",
+        stall_seconds: float = 30.0,
+        retry_after: float = 1.0,
+    ) -> None:
+        """Start the server; the options are its command-line flags (``--help``)."""
+        command = [sys.executable, str(SERVER_SCRIPT), "--host", "127.0.0.1", "--port", "0"]
+        command += ["--seed", str(seed), "--faults", faults]
+        command += ["--stall-seconds", str(stall_seconds), "--retry-after", str(retry_after)]
         if fresh_repeats:  # see mutation_server.py: fair to clients that fix their seed
             command.append("--fresh-repeats")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -99,9 +112,14 @@ class MutationServerProcess:
         """USD served since the last reset."""
         return usd_of_stats(self.stats())
 
+    def set_faults(self, spec: str) -> None:
+        """Replace the fault spec, e.g. ``"429:#1"`` or ``"500@small:1.0"``."""
+        fetch_json(self.root + "/admin/faults", {"faults": spec})
+
     def reset(self) -> None:
-        """Zero the stats and forget the calls."""
+        """Zero the stats, forget the calls and the repeats, and clear the faults."""
         fetch_json(self.root + "/admin/reset", {})
+        self.set_faults("")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -82,7 +83,7 @@ QUICK = Plan(
     seeds=[0, 1, 2], budget_usd=0.015, retune_max_evaluations=100, openevolve_max_iterations=200
 )
 FULL = Plan(
-    seeds=[0, 1, 2], budget_usd=0.12, retune_max_evaluations=1000, openevolve_max_iterations=2000
+    seeds=[0, 1, 2], budget_usd=0.05, retune_max_evaluations=600, openevolve_max_iterations=2000
 )
 
 
@@ -219,7 +220,7 @@ def run_openevolve(
         "log": str(run_dir / "evaluations.jsonl"),
     }
     (run_dir / "problem.json").write_text(json.dumps(problem_card, indent=2))
-    with MutationServerProcess(seed=0) as server:
+    with MutationServerProcess(seed=0, fresh_repeats=True) as server:
         config = openevolve_config(setup, seed, server.base_url, plan.openevolve_max_iterations)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         command = [
@@ -309,7 +310,7 @@ def run_retune(
     output = work / problem / f"{variant}-seed{seed}"
     shutil.rmtree(output, ignore_errors=True)
     setup = with_tiering(setup, RETUNE_VARIANTS[variant])
-    with MutationServerProcess(seed=0) as server:
+    with MutationServerProcess(seed=0, fresh_repeats=True) as server:
         started = time.monotonic()
         result = run_search(
             setup,
@@ -488,11 +489,11 @@ def render_markdown(
     ]
     targets = {(r.problem, r.seed): r.best_score for r in runs if r.framework == "openevolve"}
     for run in runs:
-        reach = run.usd_to_reach(targets[run.problem, run.seed])
+        spent = run.usd_to_reach(targets[run.problem, run.seed])
         lines.append(
             f"| {run.problem} | {run.seed} | {run.framework} | {run.best_score:.4f} | "
             f"{run.usd:.4f} | {run.calls} | {run.wasted_calls} ({run.wasted_usd:.4f}) | "
-            f"{run.evaluations} | {'never' if reach is None else f'{reach:.4f}'} | "
+            f"{run.evaluations} | {'never' if spent is None else f'{spent:.4f}'} | "
             f"{run.wall_seconds} | {run.stop} |"
         )
     notes = [f"- {r.framework} {r.problem} seed {r.seed}: {n}" for r in runs for n in r.notes]
@@ -519,6 +520,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "vs_openevolve")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM: unwind, so the model servers and workers it started stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = QUICK if args.quick else FULL
     plan = Plan(
         seeds=args.seeds or plan.seeds,

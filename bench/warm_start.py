@@ -2,10 +2,19 @@
 
 For each example: tune on its recorded profile and hardware (A); then shift the workload
 (profile B) and, separately, the hardware (another node class), and search the shifted
-problem twice with the same budget and seed -- cold, from the seed policy, and warm, with
-A's archive elites (best first) re-scored as ``warm_programs``, as the operator does when
-it retunes. Reported: the evaluations (and, with ``--mutator llm``, the USD) each needed
-to reach 95% of the cold start's final best score. Warm programs count as evaluations.
+problem with the same budget and seed three ways:
+
+- cold: from the seed policy, knowing nothing of A;
+- warm: as the operator retunes -- from the stable revision (A's best, which the operator
+  promoted after A's search), with A's archive elites (best first) re-scored as
+  ``warm_programs``;
+- restart: from A's best without the archive (the operator with ``warmStart: false``),
+  to tell what the archive adds to starting from the deployed policy.
+
+Reported: the evaluations (and, with ``--mutator llm``, the USD) each needed to reach 95%
+of the cold start's final best score. The starting policy and the warm programs count as
+evaluations; a warm program identical to the starting policy is skipped, as the engine
+skips every duplicate.
 
     .venv/bin/python bench/warm_start.py [--quick] [--mutator builtin|llm] [--seeds 0 1 2]
 
@@ -20,10 +29,11 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,14 +103,18 @@ class Comparison:
     seed: int
     seed_score: float  # the seed policy on B
     a_best: float  # the best of the tuning run on A, scored on A
+    a_best_on_b: float  # the same program scored on B: where warm and restart start
     warm_programs: int
     cold_best: float
     warm_best: float
+    restart_best: float
     target: float  # REACH_FRACTION x cold_best
     cold_evaluations: int | None  # to reach the target; None: never
     warm_evaluations: int | None
+    restart_evaluations: int | None
     cold_usd: float | None
     warm_usd: float | None
+    restart_usd: float | None
 
     @property
     def speedup(self) -> float:
@@ -134,7 +148,7 @@ def search(
 ) -> SearchResult:
     """One search, with a fresh stand-in model server if ``llm``."""
     shutil.rmtree(output, ignore_errors=True)
-    with MutationServerProcess(seed=0) if llm else nullcontext() as server:
+    with MutationServerProcess(seed=0, fresh_repeats=True) if llm else nullcontext() as server:
         return run_search(
             setup,
             output,
@@ -151,6 +165,7 @@ def compare(
     base = load_setup(example.target)
     tuned = search(base, work / name / f"a-seed{seed}", seed, plan.evaluations_a, llm)
     elites = tuned.elites()
+    deployed = elites[0]  # A's best: what the operator promoted and retunes from
     shifted = {
         "workload": load_setup(
             example.target, workload={**base.context.workload, **example.workload_shift}
@@ -161,29 +176,37 @@ def compare(
     for shift, setup in shifted.items():
         where = work / name / f"{shift}-seed{seed}"
         cold = search(setup, where / "cold", seed, plan.evaluations_b, llm)
-        warm = search(setup, where / "warm", seed, plan.evaluations_b, llm, elites)
+        from_a = replace(setup, seed_code=deployed)
+        warm = search(from_a, where / "warm", seed, plan.evaluations_b, llm, elites)
+        restart = search(from_a, where / "restart", seed, plan.evaluations_b, llm)
         target = REACH_FRACTION * cold.best_score
         cold_evaluations, cold_usd = to_reach(cold, target)
         warm_evaluations, warm_usd = to_reach(warm, target)
+        restart_evaluations, restart_usd = to_reach(restart, target)
         comparison = Comparison(
             example=name,
             shift=shift,
             seed=seed,
             seed_score=cold.seed_score,
             a_best=tuned.best_score,
+            a_best_on_b=warm.seed_score,
             warm_programs=len(elites),
             cold_best=cold.best_score,
             warm_best=warm.best_score,
+            restart_best=restart.best_score,
             target=round(target, 6),
             cold_evaluations=cold_evaluations,
             warm_evaluations=warm_evaluations,
+            restart_evaluations=restart_evaluations,
             cold_usd=cold_usd if llm else None,
             warm_usd=warm_usd if llm else None,
+            restart_usd=restart_usd if llm else None,
         )
         print(
-            f"{name} {shift:8s} seed {seed}: cold best {cold.best_score:.4f}, warm best "
-            f"{warm.best_score:.4f}; to {target:.4f}: cold {cold_evaluations}, warm "
-            f"{warm_evaluations} evaluations (x{comparison.speedup:.2f})",
+            f"{name} {shift:8s} seed {seed}: best cold {cold.best_score:.4f}, warm "
+            f"{warm.best_score:.4f}, restart {restart.best_score:.4f}; to {target:.4f}: cold "
+            f"{cold_evaluations}, warm {warm_evaluations}, restart {restart_evaluations} "
+            f"evaluations (x{comparison.speedup:.2f})",
             flush=True,
         )
         comparisons.append(comparison)
@@ -192,13 +215,15 @@ def compare(
 
 def summarize(comparisons: list[Comparison]) -> list[dict[str, object]]:
     """Per example and shift: evaluations to the target summed over seeds, and the ratio."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for name in dict.fromkeys(c.example for c in comparisons):
         for shift in ("workload", "hardware"):
             group = [c for c in comparisons if c.example == name and c.shift == shift]
             missed = [c.seed for c in group if c.warm_evaluations is None]
             cold = sum(c.cold_evaluations or 0 for c in group)
             warm = sum(c.warm_evaluations or 0 for c in group)
+            restart_missed = [c.seed for c in group if c.restart_evaluations is None]
+            restart = sum(c.restart_evaluations or 0 for c in group)
             usd = [c for c in group if c.cold_usd is not None and c.warm_usd is not None]
             rows.append(
                 {
@@ -206,10 +231,13 @@ def summarize(comparisons: list[Comparison]) -> list[dict[str, object]]:
                     "shift": shift,
                     "seeds": len(group),
                     "seed_score": round(sum(c.seed_score for c in group) / len(group), 4),
+                    "a_best_on_b": round(sum(c.a_best_on_b for c in group) / len(group), 4),
                     "cold_best": round(sum(c.cold_best for c in group) / len(group), 4),
                     "warm_best": round(sum(c.warm_best for c in group) / len(group), 4),
+                    "restart_best": round(sum(c.restart_best for c in group) / len(group), 4),
                     "cold_evaluations": cold,
                     "warm_evaluations": warm,
+                    "restart_evaluations": None if restart_missed else restart,
                     "speedup": 0.0 if missed or not warm else round(cold / warm, 2),
                     "warm_missed_seeds": missed,
                     "cold_usd": round(sum(c.cold_usd or 0.0 for c in usd), 6) if usd else None,
@@ -230,34 +258,39 @@ def render_markdown(
         f"{meta['evaluations_b']} per run on B; {'--quick' if meta['quick'] else 'full'} run, "
         f"{meta['wall_minutes']} min.",
         f"Target: {REACH_FRACTION:.0%} of the cold start's final best. Evaluations and USD "
-        "to reach it are summed over seeds; scores are means.",
+        "to reach it are summed over seeds; scores are means. Cold: from the seed policy. "
+        "Warm: from A's best with A's archive, as the operator retunes. Restart: from A's "
+        "best alone. Speedup: cold over warm evaluations.",
         "",
-        "| example | shift | seed policy on B | cold best | warm best | cold evaluations "
-        "| warm evaluations | speedup | cold USD | warm USD |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| example | shift | seed policy on B | A's best on B | cold best | warm best "
+        "| restart best | cold evaluations | warm evaluations | restart evaluations | speedup "
+        "| cold USD | warm USD |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         missed = row["warm_missed_seeds"]
         speedup = f"{row['speedup']}x" + (f" (warm missed seeds {missed})" if missed else "")
         usd = f"{row['cold_usd']} | {row['warm_usd']}" if row["cold_usd"] is not None else "- | -"
+        restart = row["restart_evaluations"]
         lines.append(
-            f"| {row['example']} | {row['shift']} | {row['seed_score']} | {row['cold_best']} "
-            f"| {row['warm_best']} | {row['cold_evaluations']} | {row['warm_evaluations']} "
-            f"| {speedup} | {usd} |"
+            f"| {row['example']} | {row['shift']} | {row['seed_score']} | {row['a_best_on_b']} "
+            f"| {row['cold_best']} | {row['warm_best']} | {row['restart_best']} "
+            f"| {row['cold_evaluations']} | {row['warm_evaluations']} "
+            f"| {'not reached' if restart is None else restart} | {speedup} | {usd} |"
         )
     lines += [
         "",
         "Per seed:",
         "",
         "| example | shift | seed | best on A | warm programs | target | cold evaluations "
-        "| warm evaluations | speedup |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| warm evaluations | restart evaluations | speedup |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in comparisons:
         lines.append(
             f"| {c.example} | {c.shift} | {c.seed} | {c.a_best:.4f} | {c.warm_programs} "
             f"| {c.target:.4f} | {c.cold_evaluations} | {c.warm_evaluations} "
-            f"| {c.speedup:.2f}x |"
+            f"| {c.restart_evaluations} | {c.speedup:.2f}x |"
         )
     return "\n".join(lines) + "\n"
 
@@ -272,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "warm_start")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM: unwind, so the model servers and workers it started stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = QUICK if args.quick else FULL
     plan = Plan(
         seeds=args.seeds or plan.seeds,

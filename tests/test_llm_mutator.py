@@ -28,6 +28,7 @@ from retune.search.llm import (
     build_llm_mutator,
     tiers_for_base_url,
 )
+from retune.search.llm import mutator as mutator_module
 from retune.search.llm.client import ChatEndpoint
 from retune.search.llm.mutator import Tier
 from retune.search.llm.pricing import cost_usd, worst_case_usd
@@ -237,6 +238,33 @@ def test_concurrent_callers_never_overshoot_together(server: MutationServer) -> 
     assert any((r.failure or "").startswith("budget") for r in results)
     assert ledger.usd_spent <= budget
     assert ledger_tokens(ledger) == server.stats()
+
+
+def test_an_answer_that_cannot_be_read_still_settles_its_reservation(
+    server: MutationServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Whatever reading an answer raises (CPython 3.11's parser can fail spuriously under
+    # threads, gh-106905), the call is paid and its reservation settled: a reservation left
+    # held would stall a search near the end of its budget, waiting for it forever.
+    budget = worst_case(make_mutator(server), "small", request(0)) * 2.5
+    ledger = Ledger(Budget(max_usd=budget))
+    audit = tmp_path / "calls.jsonl"
+    mutator = make_mutator(server, ledger, audit_path=audit)
+    read = mutator_module.parse_answer
+    failures = iter([SystemError("AST constructor recursion depth mismatch")])
+
+    def flaky_parse(*args: Any, **kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(mutator_module, "parse_answer", flaky_parse)
+    result = mutator.mutate(request(0), never_duplicate)
+    assert result.ok and result.model == "small"
+    assert [line["outcome"] for line in audit_lines(audit)] == ["unreadable", "ok"]
+    assert ledger_tokens(ledger) == server.stats()  # the unreadable answer is paid for
+    assert ledger.reserve_usd(budget - ledger.usd_spent) is not None  # nothing left held
 
 
 def test_a_rewrite_the_strong_tier_cannot_afford_goes_to_the_cheap_one(

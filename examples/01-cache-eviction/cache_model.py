@@ -11,7 +11,9 @@ import math
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from retune.evaluate.inputs import read_context, weights_by_name
 
 PHASES = ("steady", "scan", "shift")
 GIB = 1024**3
@@ -56,24 +58,14 @@ class CacheParams(BaseModel):
     )
 
     def weights(self) -> dict[str, float]:
-        unknown = set(self.phase_weights) - set(PHASES)
-        if unknown:
-            raise ValueError(f"params.phase_weights: unknown phases {sorted(unknown)}")
-        weights = {phase: float(self.phase_weights.get(phase, 0.0)) for phase in PHASES}
-        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-            raise ValueError("params.phase_weights: weights must be >= 0 and not all 0")
-        return weights
+        return weights_by_name(self.phase_weights, PHASES, "params.phase_weights")
 
 
 def parse_inputs(profile: dict) -> tuple[CacheWorkload, CacheParams, int]:
     """Validate the evaluation context; raise ``ValueError`` naming the bad field."""
-    try:
-        workload = CacheWorkload.model_validate(profile.get("workload") or {})
-        params = CacheParams.model_validate(profile.get("params") or {})
-    except ValidationError as exc:
-        raise ValueError(f"invalid evaluation context: {exc}") from exc
+    workload, params, seed = read_context(profile, CacheWorkload, CacheParams)
     params.weights()
-    return workload, params, int(profile.get("seed", 0))
+    return workload, params, seed
 
 
 # --- node memory -----------------------------------------------------------------------

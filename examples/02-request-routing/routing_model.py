@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from retune.evaluate.inputs import read_context
 
 LEVELS = ("low", "medium", "high")
 
@@ -90,11 +92,7 @@ class RoutingParams(BaseModel):
 
 def parse_inputs(profile: dict) -> tuple[RoutingWorkload, RoutingParams, int]:
     """Validate the evaluation context; raise ``ValueError`` naming the bad field."""
-    try:
-        workload = RoutingWorkload.model_validate(profile.get("workload") or {})
-        params = RoutingParams.model_validate(profile.get("params") or {})
-    except ValidationError as exc:
-        raise ValueError(f"invalid evaluation context: {exc}") from exc
+    workload, params, seed = read_context(profile, RoutingWorkload, RoutingParams)
     for name in ("load_levels", "level_weights"):
         table = getattr(params, name)
         if set(table) - set(LEVELS):
@@ -103,7 +101,7 @@ def parse_inputs(profile: dict) -> tuple[RoutingWorkload, RoutingParams, int]:
             raise ValueError(f"params.{name}: values must be >= 0")
     if isinstance(params.replicas, str) and params.replicas != "auto":
         raise ValueError(f"params.replicas={params.replicas!r}: expected an integer or 'auto'")
-    return workload, params, int(profile.get("seed", 0))
+    return workload, params, seed
 
 
 def gpu_spec(hardware: dict[str, str], params: RoutingParams) -> GpuSpec:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from retune.evaluate.inputs import read_context, weights_by_name
 
 PHASES = ("diurnal", "bursty", "flash")
 
@@ -51,26 +53,16 @@ class ScalingParams(BaseModel):
     )
 
     def weights(self) -> dict[str, float]:
-        unknown = set(self.phase_weights) - set(PHASES)
-        if unknown:
-            raise ValueError(f"params.phase_weights: unknown phases {sorted(unknown)}")
-        weights = {phase: float(self.phase_weights.get(phase, 0.0)) for phase in PHASES}
-        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-            raise ValueError("params.phase_weights: weights must be >= 0 and not all 0")
-        return weights
+        return weights_by_name(self.phase_weights, PHASES, "params.phase_weights")
 
 
 def parse_inputs(profile: dict) -> tuple[ScalingWorkload, ScalingParams, int]:
     """Validate the evaluation context; raise ``ValueError`` naming the bad field."""
-    try:
-        workload = ScalingWorkload.model_validate(profile.get("workload") or {})
-        params = ScalingParams.model_validate(profile.get("params") or {})
-    except ValidationError as exc:
-        raise ValueError(f"invalid evaluation context: {exc}") from exc
+    workload, params, seed = read_context(profile, ScalingWorkload, ScalingParams)
     params.weights()
     if params.min_replicas > params.max_replicas:
         raise ValueError("params.min_replicas must not exceed params.max_replicas")
-    return workload, params, int(profile.get("seed", 0))
+    return workload, params, seed
 
 
 def cpu_speed(hardware: dict[str, str]) -> tuple[float, str]:

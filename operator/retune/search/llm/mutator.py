@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from retune.search.ledger import Ledger, Reservation
 from retune.search.llm.audit import AuditEntry, AuditLog
-from retune.search.llm.client import ChatEndpoint, RetryPolicy, Step, with_retries
+from retune.search.llm.client import CallResult, ChatEndpoint, RetryPolicy, Step, with_retries
 from retune.search.llm.parse import parse_answer
 from retune.search.llm.pricing import PerMillionPrices, cost_usd, worst_case_usd
 from retune.search.llm.prompts import PolicyBrief, Prompt, build_prompt
@@ -213,18 +213,20 @@ class LLMMutator:
                 entry.detail = f"a call may cost up to ${worst_usd:.6f}; the budget cannot cover it"
                 self._audit(entry)
                 return Step(), f"{BUDGET}: {entry.detail}", True
-            call = tier.endpoint.complete(
-                prompt.messages(),
-                max_tokens=tier.max_output_tokens,
-                temperature=tier.temperature,
-                seed=_derive(self.seed, request.seed, tier.name, index) % 2**31,
-            )
+            try:
+                call = tier.endpoint.complete(
+                    prompt.messages(),
+                    max_tokens=tier.max_output_tokens,
+                    temperature=tier.temperature,
+                    seed=_derive(self.seed, request.seed, tier.name, index) % 2**31,
+                )
+            except BaseException:
+                # A reservation left held would shrink the budget for good; with little
+                # left, every later call would wait for it forever.
+                self.ledger.release(reservation)
+                raise
             usd = cost_usd(tier.prices, call.prompt_tokens, call.completion_tokens)
-            result, failure = self._read_answer(tier, request, call.text, call.finish_reason)
-            if call.ok and result is not None and _safe_is_duplicate(is_duplicate, result.code):
-                result, failure = None, "duplicate: the program is already known"
-            if not call.ok:
-                failure = f"{call.outcome}: {call.detail}"
+            result, failure = self._judge(tier, request, call, is_duplicate)
             self.ledger.settle(
                 reservation,
                 model=tier.name,
@@ -262,6 +264,22 @@ class LLMMutator:
             if limit is None or self.ledger.usd_spent + usd > limit:
                 return None
             time.sleep(RESERVATION_POLL_SECONDS)
+
+    def _judge(
+        self, tier: Tier, request: MutationRequest, call: CallResult, is_duplicate: DuplicateCheck
+    ) -> tuple[MutationResult | None, str]:
+        """The new program in a served answer, or why there is none. Never raises: the
+        answer is paid for, and its reservation must be settled whatever it holds."""
+        if not call.ok:
+            return None, f"{call.outcome}: {call.detail}"
+        try:
+            result, failure = self._read_answer(tier, request, call.text, call.finish_reason)
+        except Exception as error:  # e.g. CPython 3.11's parser under threads (gh-106905)
+            log.warning("cannot read an answer from tier %s", tier.name, exc_info=True)
+            return None, f"unreadable: {type(error).__name__}: {error}"
+        if result is not None and _safe_is_duplicate(is_duplicate, result.code):
+            return None, "duplicate: the program is already known"
+        return result, failure
 
     def _read_answer(
         self, tier: Tier, request: MutationRequest, text: str | None, finish_reason: str | None

@@ -1,0 +1,69 @@
+"""The side-by-side benchmarks, end to end, at toy size: they run and report their line.
+
+``bench/vs_openevolve.py`` needs OpenEvolve in its own venv (``bench/.venv-openevolve``);
+the script installs it from PyPI on first use, and this test skips if that fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.llm_server import REPO
+
+pytestmark = pytest.mark.slow
+BENCH = REPO / "bench"
+
+
+def run_script(script: str, tmp_path: Path, *args: str) -> tuple[list[str], dict[str, Any]]:
+    """Run ``script`` with seed 0 and its files under ``tmp_path``; return the lines it
+    printed and the JSON results it wrote."""
+    results = tmp_path / "results"
+    command = [sys.executable, str(BENCH / script), *args, "--seeds", "0"]
+    command += ["--work-dir", str(tmp_path / "work"), "--results-dir", str(results)]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-4000:]
+    document = json.loads((results / script.replace(".py", ".json")).read_text())
+    return finished.stdout.strip().splitlines(), document
+
+
+def test_vs_openevolve_reports_cost_ratio_and_score_delta(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    from vs_openevolve import openevolve_python
+
+    try:
+        openevolve_python()
+    except subprocess.CalledProcessError as error:
+        pytest.skip(f"cannot install OpenEvolve into its venv: {error}")
+    lines, document = run_script(
+        "vs_openevolve.py",
+        tmp_path,
+        *("--problems", "03-autoscaling", "--budget-usd", "0.004"),
+        *("--retune-max-evaluations", "12"),
+    )
+    assert re.fullmatch(r"min_cost_ratio=(\S+) min_score_delta=(-?[0-9.]+)", lines[-1])
+    runs = {run["framework"]: run for run in document["runs"]}
+    assert set(runs) == {"openevolve", "retune"}
+    for run in runs.values():
+        assert run["best_score"] >= run["seed_score"] > 0
+        assert run["usd"] > 0 and run["calls"] > 0
+    assert runs["retune"]["usd"] <= runs["openevolve"]["usd"] + 1e-9  # never above its budget
+    assert (tmp_path / "results" / "vs_openevolve.md").read_text().startswith("# retune vs")
+
+
+def test_warm_start_reports_the_speedup(tmp_path: Path) -> None:
+    lines, document = run_script(
+        "warm_start.py", tmp_path, "--examples", "02-request-routing", "--evaluations", "8"
+    )
+    assert re.fullmatch(r"min_warm_speedup=[0-9.]+", lines[-1])
+    assert {(r["example"], r["shift"]) for r in document["rows"]} == {
+        ("02-request-routing", "workload"),
+        ("02-request-routing", "hardware"),
+    }
+    assert all(run["warm_programs"] >= 1 for run in document["runs"])

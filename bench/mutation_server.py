@@ -198,6 +198,7 @@ class Server(ThreadingHTTPServer):
         self.retry_after: float = args.retry_after
         self.verbose: bool = args.verbose
         self.fresh_repeats: bool = args.fresh_repeats
+        self.api_key: str | None = args.api_key
         self.repeats: dict[str, int] = {}  # request digest -> times seen (--fresh-repeats)
         self.stats: dict[str, dict[str, int]] = {}
         self.calls: list[dict[str, object]] = []  # counted answers, in the order counted
@@ -267,6 +268,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path == "/v1/chat/completions":
+            key = self.server.api_key
+            if key is not None and self.headers.get("Authorization") != f"Bearer {key}":
+                self._error(401, "Incorrect API key provided.", "invalid_api_key")
+                return
             self._chat(body)
         elif self.path == "/admin/faults":
             try:
@@ -417,6 +422,10 @@ def main(argv: list[str] | None = None) -> None:
         "--fresh-repeats",
         action="store_true",
         help="answer the n-th repeat of an identical request as a new sample",
+    )
+    parser.add_argument(
+        "--api-key",
+        help="answer chat completions only with `Authorization: Bearer KEY` (else 401)",
     )
     args = parser.parse_args(argv)
     try:

@@ -69,6 +69,7 @@ class MutationServerProcess:
         faults: str = "",
         stall_seconds: float = 30.0,
         retry_after: float = 1.0,
+        api_key: str | None = None,
     ) -> None:
         """Start the server; the options are its command-line flags (``--help``)."""
         command = [sys.executable, str(SERVER_SCRIPT), "--host", "127.0.0.1", "--port", "0"]
@@ -76,6 +77,8 @@ class MutationServerProcess:
         command += ["--stall-seconds", str(stall_seconds), "--retry-after", str(retry_after)]
         if fresh_repeats:  # see mutation_server.py: fair to clients that fix their seed
             command.append("--fresh-repeats")
+        if api_key is not None:
+            command += ["--api-key", api_key]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         line = self._first_line()

@@ -25,8 +25,35 @@ from tests.e2e.harness import (
     read_target,
     wait_for_status,
 )
+from tests.llm_server import MODELS, running_mutation_server
 
 CPU_NODES = {"cpu-pool-0", "cpu-pool-1"}
+E2E_ROLES = ("story", "invalid", "signals", "llm")
+API_KEY = "sk-test-retune-e2e"
+
+
+def llm_target(namespace: str, name: str, base_url: str, secret: str) -> dict[str, Any]:
+    """examples/01's target searching with the stand-in models, its key in a Secret."""
+    target = cache_target(namespace, name, budget=8)
+    key = {"secretKeyRef": {"name": secret, "key": "openai"}}
+    target["spec"]["search"]["mutator"] = "llm"
+    target["spec"]["search"]["budget"]["maxUsd"] = 0.05
+    target["spec"]["search"]["models"] = [
+        {
+            "name": model,
+            "role": role,
+            "baseUrl": base_url,
+            "model": model,
+            "apiKey": key,
+            "pricing": {
+                "inputPerMillion": card.input_per_million,
+                "outputPerMillion": card.output_per_million,
+            },
+        }
+        for model, role in (("small", "mutate"), ("large", "paradigm"))
+        for card in [MODELS[model]]
+    ]
+    return target
 
 
 def _applied_task_ids(state: EngineState) -> set[str]:
@@ -241,3 +268,62 @@ def test_prometheus_down_makes_the_target_wait_and_it_recovers(e2e: E2E) -> None
     )
     assert condition(searching, "SignalsReady")["status"] == "True"
     assert searching["profile"]["zipf_alpha"] == 0.85
+
+
+def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e: E2E) -> None:
+    api, namespace, operator = e2e.api, e2e.namespaces["llm"], e2e.operator
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, cache_deployment(namespace))
+    client.CoreV1Api(api).create_namespaced_secret(
+        namespace, {"metadata": {"name": "llm-keys"}, "stringData": {"openai": API_KEY}}
+    )
+    # (the stand-in models answer only with the key: 401 otherwise)
+    with running_mutation_server(seed=5, api_key=API_KEY) as server:
+        # A tier naming a Secret that does not exist: Degraded, naming the field
+        apply_target(api, llm_target(namespace, "keyless", server.base_url, "no-such-secret"))
+        keyless = wait_for_status(
+            api,
+            namespace,
+            "keyless",
+            lambda s: (
+                "spec.search.models[0].apiKey.secretKeyRef"
+                in condition(s, "Degraded").get("message", "")
+            ),
+            60,
+            "Degraded naming the Secret",
+            operator,
+        )
+        assert keyless["phase"] == "Degraded"
+
+        # Given the key in a Secret, when the target is applied, then it searches with the
+        # models, and its ledger holds exactly the tokens the server served
+        apply_target(api, llm_target(namespace, "llm-tuned", server.base_url, "llm-keys"))
+        done = wait_for_status(
+            api,
+            namespace,
+            "llm-tuned",
+            lambda s: (s.get("search") or {}).get("finishedAt") is not None,
+            240,
+            "the search to finish",
+            operator,
+        )
+        served = server.stats()
+    ledger = done["ledger"]
+    assert served.get("small", {}).get("completion_tokens", 0) > 0, served
+    assert {
+        model: {
+            "prompt_tokens": used["promptTokens"],
+            "completion_tokens": used["completionTokens"],
+        }
+        for model, used in ledger["models"].items()
+        if used["promptTokens"] or used["completionTokens"]
+    } == served
+    assert ledger["usd"] == pytest.approx(
+        sum(ledger["models"][model]["usd"] for model in served), abs=1e-9
+    )
+    assert 0 < ledger["usd"] <= 0.05
+    assert ledger["evaluations"] == 8
+    # the key went no further than the call: not in the status, not in the Events
+    everything = str(read_target(api, namespace, "llm-tuned")) + str(
+        event_reasons(api, namespace, "llm-tuned")
+    )
+    assert API_KEY not in everything

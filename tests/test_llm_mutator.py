@@ -79,6 +79,7 @@ def policy_spec() -> PolicySpec:
 
 def search_spec(base_url: str, **tier_options: Any) -> SearchSpec:
     key = ApiKeySource(env="RETUNE_TEST_LLM_KEY")
+    tier_options = {"timeout_seconds": STALL_TIMEOUT, **tier_options}
     models = [
         ModelTier(
             name="small",
@@ -87,7 +88,6 @@ def search_spec(base_url: str, **tier_options: Any) -> SearchSpec:
             model="small",
             api_key=key,
             pricing=Pricing(input_per_million=0.15, output_per_million=0.60),
-            timeout_seconds=STALL_TIMEOUT,
             **tier_options,
         ),
         ModelTier(
@@ -97,7 +97,6 @@ def search_spec(base_url: str, **tier_options: Any) -> SearchSpec:
             model="large",
             api_key=key,
             pricing=Pricing(input_per_million=2.50, output_per_million=10.00),
-            timeout_seconds=STALL_TIMEOUT,
             **tier_options,
         ),
     ]
@@ -405,7 +404,9 @@ def test_a_refused_connection_ends_in_the_fallback() -> None:
 
 def test_under_random_faults_the_mutator_never_raises(server: MutationServer) -> None:
     ledger = Ledger(Budget())
-    mutator = make_mutator(server, ledger)
+    # (no stalls here: a generous timeout, so that a slow answer on a loaded machine is not
+    # given up by the client after the server has served, and counted, it)
+    mutator = make_mutator(server, ledger, timeout_seconds=30.0)
     server.set_faults(
         "429:0.1,500:0.1,503:0.05,drop:0.1,malformed:0.1,empty:0.1,garbage:0.1,truncate:0.1"
     )

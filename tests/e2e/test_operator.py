@@ -317,9 +317,13 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
         for model, used in ledger["models"].items()
         if used["promptTokens"] or used["completionTokens"]
     } == served
-    assert ledger["usd"] == pytest.approx(
-        sum(ledger["models"][model]["usd"] for model in served), abs=1e-9
+    # the USD is those tokens at the tiers' prices (the status rounds to 6 digits)
+    priced = sum(
+        used["prompt_tokens"] * MODELS[model].input_per_million / 1e6
+        + used["completion_tokens"] * MODELS[model].output_per_million / 1e6
+        for model, used in served.items()
     )
+    assert ledger["usd"] == pytest.approx(priced, abs=1e-6)
     assert 0 < ledger["usd"] <= 0.05
     assert ledger["evaluations"] == 8
     # the key went no further than the call: not in the status, not in the Events

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -38,8 +37,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retune_search import SearchResult, Setup, load_setup, run_search, usd_when_written
 from server_process import MutationServerProcess
+
+from tests.cluster.processes import install_signal_handlers
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -305,8 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "warm_start")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    # Stopped with SIGTERM: unwind, so the model servers and workers it started stop too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Stopped with SIGTERM or SIGHUP: unwind, so the model servers and workers it started
+    # stop too.
+    install_signal_handlers()
     plan = QUICK if args.quick else FULL
     plan = Plan(
         seeds=args.seeds or plan.seeds,

@@ -5,7 +5,6 @@ the load generator produces the mix it is asked for and changes it at run time."
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import math
 import os
@@ -17,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from retune.evaluate.loader import load_policy
 from retune.rollout.revisions import revision_hash
+from tests.imports import import_file
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "01-cache-eviction"
 WORKLOAD = EXAMPLE / "workload"
@@ -47,17 +46,8 @@ FREQUENCY_POLICY = (
 )
 
 
-def _import(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-server = _import(WORKLOAD / "server.py", "retune_example_cache_server")
-loadgen = _import(WORKLOAD / "loadgen.py", "retune_example_cache_loadgen")
+server = import_file(WORKLOAD / "server.py", "retune_example_cache_server")
+loadgen = import_file(WORKLOAD / "loadgen.py", "retune_example_cache_loadgen")
 import cache_model  # noqa: E402  (made importable by the two modules above)
 import cache_sim  # noqa: E402
 import cache_trace  # noqa: E402

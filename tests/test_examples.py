@@ -3,7 +3,6 @@ targets are valid, and the tables in their READMEs are what the evaluators measu
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from retune.evaluate.allowlist import check_policy
 from retune.evaluate.contract import EvaluationResult
 from retune.evaluate.loader import PolicyRejected, load_evaluator
 from retune.spec import load_target
+from tests.imports import import_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "examples" / "01-cache-eviction"
@@ -34,15 +34,6 @@ QUICK_CPU_SECONDS = 0.5
 FULL_CPU_SECONDS = 2.5
 
 
-def _import_file(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def evaluators() -> dict[str, ModuleType]:
     return {name: load_evaluator(path / "evaluator.py") for name, path in EXAMPLES.items()}
@@ -51,7 +42,7 @@ def evaluators() -> dict[str, ModuleType]:
 @pytest.fixture(scope="module")
 def baselines() -> dict[str, ModuleType]:
     return {
-        name: _import_file(path / "baselines.py", f"retune_example_{name}_baselines")
+        name: import_file(path / "baselines.py", f"retune_example_{name}_baselines")
         for name, path in EXAMPLES.items()
     }
 

@@ -31,6 +31,7 @@ from tests.cluster.exporter import MetricsExporter
 from tests.cluster.processes import ManagedProcess, wait_until
 from tests.cluster.prometheus import PrometheusServer
 from tests.e2e.harness import EXAMPLE, free_port
+from tests.imports import import_file
 
 WORKLOAD = EXAMPLE / "workload"
 TRACK_LABEL = "retune.dev/track"
@@ -38,14 +39,8 @@ APP = {"app": "cache"}
 CACHE_BYTES = 4 * 1024 * 1024
 NODE_MEMORY_BYTES = 15 * 1024**3  # the CPU pool's allocatable memory
 MIX: dict[str, float] = {
-    "request_rate": 100.0,
-    "key_space": 5000,
-    "zipf_alpha": 0.85,
-    "scan_fraction": 0.15,
-    "scan_length_mean": 150,
-    "object_size_mean_bytes": 8192,
-    "object_size_median_bytes": 3072,
-    "hot_set_turnover": 0.6,
+    **import_file(WORKLOAD / "loadgen.py", "retune_example_cache_loadgen").DEFAULT_MIX,
+    "key_space": 5000,  # fewer keys than its default: the scenes' SLOs assume these
 }
 """The traffic the load generator sends, which is also the workload profile (at the scale
 one machine drives: the cache's own estimates of a day's distinct keys or an hour's hot-set

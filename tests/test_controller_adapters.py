@@ -5,6 +5,7 @@ of a Stable target makes."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import threading
 from collections import Counter
@@ -14,6 +15,7 @@ from typing import Any
 import kopf
 import pytest
 import yaml
+from kubernetes.client.rest import ApiException
 
 from retune.controller import HardwareReading, SignalsWaiting, spec_digests
 from retune.evaluate.contract import (
@@ -162,11 +164,26 @@ def test_a_revision_is_an_immutable_owned_config_map_named_by_its_content() -> N
 
 # -- a Stable target's readings, and the manual controls ----------------------------------------
 class _Cluster:
-    """The reads a Stable target's readings make: its workload and the pods it runs."""
+    """The reads a Stable target's readings make: its workload, the pods it runs, and the
+    Secrets holding its models' API keys (``secrets``: name -> data; ``forbidden``: names
+    the operator's RBAC does not cover). Every read of a Secret counts as ``secret``."""
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.statuses: list[dict[str, Any]] = []
+        self.secrets: dict[str, dict[str, str]] = {}
+        self.forbidden: set[str] = set()
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        self.calls["secret"] += 1
+        if name in self.forbidden:
+            raise ApiException(status=403, reason="Forbidden")
+        data = self.secrets.get(name)
+        return None if data is None else dict(data)
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        encoded = (self.secret_data(namespace, name) or {}).get(key)
+        return None if encoded is None else base64.b64decode(encoded).decode()
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls["deployment"] += 1
@@ -184,6 +201,9 @@ class _Cluster:
     def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.calls["replace_status"] += 1
         self.statuses.append(status)
+
+    def remove_annotations(self, namespace: str, name: str, keys: tuple[str, ...]) -> None:
+        self.calls["remove_annotations"] += 1
 
 
 def _node(name: str, instance_type: str) -> NodeInfo:
@@ -267,12 +287,139 @@ def test_slos_and_canary_analysis_without_prometheus_are_a_spec_problem() -> Non
     assert "the profile and the SLOs" in problem.message
 
 
-def _steady_body(cluster: _Cluster, nodes: list[NodeInfo]) -> dict[str, Any]:
+# -- the models' API keys: each Secret read once, and only when a search needs it -------------
+_KEY = base64.b64encode(b"sk-test").decode()
+
+
+def _llm_search(*tiers: tuple[str, str]) -> dict[str, Any]:
+    """spec.search with the llm mutator and one tier per (Secret, key) holding its API key."""
+    models = [
+        {
+            "name": f"tier{index}",
+            "baseUrl": "https://llm.example.com/v1",
+            "model": "coder",
+            "apiKey": {"secretKeyRef": {"name": name, "key": key}},
+            "pricing": {"inputPerMillion": 0.1, "outputPerMillion": 0.4},
+        }
+        for index, (name, key) in enumerate(tiers)
+    ]
+    return {"mutator": "llm", "models": models}
+
+
+def _key_problems(cluster: _Cluster, search: dict[str, Any]) -> list[tuple[str, str]]:
+    body = api_object()
+    body["spec"]["search"] = search
+    target, problems = parse(body)
+    assert target is not None and problems == []
+    workload = read_workload(cluster, target)  # type: ignore[arg-type]
+    found = spec_problems(cluster, target, workload, prometheus_url=None)  # type: ignore[arg-type]
+    return [(p.path, p.message) for p in found if p.path.startswith("spec.search.models")]
+
+
+def test_tiers_naming_one_secret_read_it_once_and_a_missing_secret_or_key_is_named() -> None:
+    cluster = _Cluster()
+    cluster.secrets["llm"] = {"openai": _KEY}
+    tiers = [("llm", "openai"), ("llm", "anthropic"), ("llm", "openai"), ("gone", "openai")]
+    problems = _key_problems(cluster, _llm_search(*tiers))
+    assert cluster.calls["secret"] == 2  # "llm" once for three tiers, "gone" once
+    assert problems == [
+        (
+            "spec.search.models[1].apiKey.secretKeyRef",
+            "Secret 'llm' with key 'anthropic' not found in namespace 'shop'",
+        ),
+        (
+            "spec.search.models[3].apiKey.secretKeyRef",
+            "Secret 'gone' with key 'openai' not found in namespace 'shop'",
+        ),
+    ]
+
+
+def test_a_secret_the_operator_may_not_read_is_asked_once_and_named_for_each_tier() -> None:
+    cluster = _Cluster()
+    cluster.forbidden.add("llm")
+    problems = _key_problems(cluster, _llm_search(("llm", "openai"), ("llm", "anthropic")))
+    assert cluster.calls["secret"] == 1
+    message = (
+        "the operator may not read Secret 'llm': its RBAC needs get on it "
+        "(the chart's rbac.secretNames)"
+    )
+    assert problems == [
+        ("spec.search.models[0].apiKey.secretKeyRef.name", message),
+        ("spec.search.models[1].apiKey.secretKeyRef.name", message),
+    ]
+
+
+def _operator_context(cluster: _Cluster) -> OperatorContext:
+    metrics = OperatorMetrics()
+    return OperatorContext(
+        cluster=cluster,  # type: ignore[arg-type]
+        workers=Workers(4),
+        jobs=JobSettings(cluster, metrics, threading.BoundedSemaphore(1)),  # type: ignore[arg-type]
+        metrics=metrics,
+        health=Health(),
+        prometheus_url=f"http://127.0.0.1:{closed_port()}",
+    )
+
+
+def test_a_stable_check_reads_no_secret_and_one_before_a_search_reads_each_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events: list[str] = []
+    monkeypatch.setattr(kopf, "event", lambda *args, **kwargs: events.append(kwargs["reason"]))
+    cluster = _Cluster()
+    cluster.secrets["llm"] = {"openai": _KEY}
+    nodes = [_node("cpu-0", "m7i.xlarge")]
+    search = _llm_search(("llm", "openai"), ("llm", "openai"))
+    body = _steady_body(cluster, nodes, search)
+    cluster.calls.clear()
+    loop = TargetLoop(_operator_context(cluster), "shop", "router")
+
+    asyncio.run(loop.reconcile(body, nodes))  # a steady check: no search needs the key
+    assert cluster.calls["secret"] == 0
+    assert cluster.statuses[-1]["phase"] == "Stable"
+
+    # The Secret is deleted while Stable; when a retune is about to search, it is read
+    # once for both tiers and the target is Degraded, naming each tier's field.
+    del cluster.secrets["llm"]
+    body["metadata"]["annotations"] = {"retune.dev/retune": "true"}
+    asyncio.run(loop.reconcile(body, nodes))
+    assert cluster.calls["secret"] == 1
+    status = TargetStatus.model_validate(cluster.statuses[-1])
+    degraded = status.condition("Degraded")
+    assert status.phase is Phase.DEGRADED and degraded is not None
+    assert degraded.reason == "InvalidSpec"
+    for index in (0, 1):
+        assert (
+            f"spec.search.models[{index}].apiKey.secretKeyRef: Secret 'llm' with key 'openai' "
+            "not found in namespace 'shop'"
+        ) in degraded.message
+    assert "InvalidSpec" in events and "SignalsRead" not in events
+
+    # Degraded, it checks the keys each time (one read): it stays so, without recovering.
+    events.clear()
+    asyncio.run(loop.reconcile(body, nodes))
+    assert cluster.calls["secret"] == 2
+    assert loop.status is not None and loop.status.phase is Phase.DEGRADED
+    assert "Recovered" not in events
+
+    # Given the Secret back, it recovers and the retune goes on, the Secret read once.
+    cluster.secrets["llm"] = {"openai": _KEY}
+    asyncio.run(loop.reconcile(body, nodes))
+    assert cluster.calls["secret"] == 3
+    assert loop.status is not None and loop.status.phase is Phase.PROFILING
+    assert "Recovered" in events
+
+
+def _steady_body(
+    cluster: _Cluster, nodes: list[NodeInfo], search: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A Stable target whose search just ended (so the cooldown defers any trigger), its
-    profile read just now, on the hardware it reads now."""
+    profile read just now, on the hardware it reads now; ``search`` is its spec.search."""
     body = api_object()
     body["spec"]["profile"] = {"queries": {"rps": "sum(rate(x[5m]))"}, "interval": "5m"}
     body["spec"]["slos"] = [{"name": "p99", "query": "p99", "threshold": 0.2, "for": "1m"}]
+    if search is not None:
+        body["spec"]["search"] = search
     target, problems = parse(body)
     assert target is not None and problems == []
     fingerprint = hardware_under(cluster, target, read_workload(cluster, target), nodes)  # type: ignore[arg-type]
@@ -304,19 +451,11 @@ def test_a_stable_check_reads_the_workload_once_and_writes_only_what_is_new(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(kopf, "event", lambda *args, **kwargs: None)
-    cluster, metrics = _Cluster(), OperatorMetrics()
-    context = OperatorContext(
-        cluster=cluster,  # type: ignore[arg-type]
-        workers=Workers(4),
-        jobs=JobSettings(cluster, metrics, threading.BoundedSemaphore(1)),  # type: ignore[arg-type]
-        metrics=metrics,
-        health=Health(),
-        prometheus_url=f"http://127.0.0.1:{closed_port()}",
-    )
+    cluster = _Cluster()
     nodes = [_node("cpu-0", "m7i.xlarge")]
     body = _steady_body(cluster, nodes)
     cluster.calls.clear()
-    loop = TargetLoop(context, "shop", "router")
+    loop = TargetLoop(_operator_context(cluster), "shop", "router")
 
     asyncio.run(loop.reconcile(body, nodes))  # the first check adds the watch's conditions
     assert cluster.calls == {"config_map": 1, "deployment": 1, "pods": 1, "replace_status": 1}

@@ -5,7 +5,8 @@ a Stable target's retune triggers observe (its SLOs, its profile, its hardware).
 Spec problems name the field to change and make the target Degraded; a signal that cannot
 be read yet (Prometheus down, a query without data, no node) makes it wait, saying which
 query and what error. The workload Deployment is read once per reconcile
-(:func:`check_spec`) and handed to the readings that need it.
+(:func:`check_spec`) and handed to the readings that need it; so is each Secret holding a
+model's API key (:func:`model_key_problems`).
 """
 
 from __future__ import annotations
@@ -94,13 +95,22 @@ def read_seed(cluster: Cluster, target: OptimizationTarget) -> tuple[str | None,
 
 
 def check_spec(
-    cluster: Cluster, target: OptimizationTarget, *, prometheus_url: str | None
+    cluster: Cluster,
+    target: OptimizationTarget,
+    *,
+    prometheus_url: str | None,
+    model_keys: bool = True,
 ) -> tuple[Workload | None, list[Problem]]:
     """The workload Deployment (None when it does not exist), and everything about the
     spec that cannot work in this cluster. The reconcile's readings use this one read of
-    the Deployment rather than reading it again."""
+    the Deployment rather than reading it again. Without ``model_keys``, the models' API
+    keys are left out (the caller checks them with :func:`model_key_problems` if a search
+    is about to start)."""
     workload = read_workload(cluster, target)
-    return workload, spec_problems(cluster, target, workload, prometheus_url=prometheus_url)
+    problems = spec_problems(
+        cluster, target, workload, prometheus_url=prometheus_url, model_keys=model_keys
+    )
+    return workload, problems
 
 
 def spec_problems(
@@ -109,9 +119,11 @@ def spec_problems(
     workload: Workload | None,
     *,
     prometheus_url: str | None,
+    model_keys: bool = True,
 ) -> list[Problem]:
     """Everything about the spec that cannot work in this cluster, each with its field;
-    ``workload`` is the workload Deployment as just read."""
+    ``workload`` is the workload Deployment as just read. Without ``model_keys``, the
+    models' API keys are not checked."""
     spec, namespace = target.spec, target.metadata.namespace
     problems = list(cluster_problems(target))
     code, problem = read_seed(cluster, target)
@@ -141,12 +153,21 @@ def spec_problems(
             "the operator with --prometheus-url"
         )
         problems.append(Problem("spec.profile.prometheusUrl", message))
-    if spec.search.mutator == "llm":
-        problems += _model_key_problems(cluster, target)
+    if model_keys:
+        problems += model_key_problems(cluster, target)
     return problems
 
 
-def _model_key_problems(cluster: Cluster, target: OptimizationTarget) -> list[Problem]:
+def model_key_problems(cluster: Cluster, target: OptimizationTarget) -> list[Problem]:
+    """The LLM model tiers' API keys the operator cannot have (none unless the mutator is
+    ``llm``): a Secret or key missing, a Secret it may not read, an environment variable
+    it lacks. Each Secret is read once, however many tiers name it."""
+    if target.spec.search.mutator != "llm":
+        return []
+    namespace = target.metadata.namespace
+    # One GET returns every key of a Secret: tiers naming the same Secret share the read.
+    secrets: dict[str, Mapping[str, str] | None] = {}
+    forbidden: set[str] = set()
     problems = []
     for index, tier in enumerate(target.spec.search.models):
         source = tier.api_key
@@ -155,19 +176,24 @@ def _model_key_problems(cluster: Cluster, target: OptimizationTarget) -> list[Pr
         path = f"spec.search.models[{index}].apiKey"
         ref = source.secret_key_ref
         if ref is not None:
-            try:
-                value = cluster.secret_value(target.metadata.namespace, ref.name, ref.key)
-            except ApiException as error:
-                if error.status != 403:
-                    raise
+            if ref.name not in secrets and ref.name not in forbidden:
+                try:
+                    secrets[ref.name] = cluster.secret_data(namespace, ref.name)
+                except ApiException as error:
+                    if error.status != 403:
+                        raise
+                    forbidden.add(ref.name)
+            if ref.name in forbidden:
                 message = (
                     f"the operator may not read Secret {ref.name!r}: its RBAC needs get on it "
                     "(the chart's rbac.secretNames)"
                 )
                 problems.append(Problem(f"{path}.secretKeyRef.name", message))
                 continue
-            if value is None:
-                message = f"Secret {ref.name!r} with key {ref.key!r} not found in namespace {target.metadata.namespace!r}"
+            if ref.key not in (secrets[ref.name] or {}):
+                message = (
+                    f"Secret {ref.name!r} with key {ref.key!r} not found in namespace {namespace!r}"
+                )
                 problems.append(Problem(f"{path}.secretKeyRef", message))
         elif source.env is not None and source.env not in os.environ:
             message = f"the operator has no environment variable {source.env!r}"

@@ -83,8 +83,8 @@ class Cluster:
                 return None
             raise
 
-    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
-        """One key of a Secret, decoded; None if the Secret or the key is missing."""
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data (key -> base64-encoded value), or None if it does not exist."""
         try:
             secret = _json(
                 self.core.read_namespaced_secret(
@@ -95,7 +95,11 @@ class Cluster:
             if _absent(error):
                 return None
             raise
-        encoded = (secret.get("data") or {}).get(key)
+        return dict(secret.get("data") or {})
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded; None if the Secret or the key is missing."""
+        encoded = (self.secret_data(namespace, name) or {}).get(key)
         return None if encoded is None else base64.b64decode(encoded).decode()
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -41,6 +41,7 @@ from retune.handlers.canary import canary_tick, remove_canary
 from retune.handlers.gather import (
     Workload,
     check_spec,
+    model_key_problems,
     read_signals,
     read_watch,
     read_workload,
@@ -63,6 +64,7 @@ from retune.spec import (
     API_VERSION,
     KIND,
     OptimizationTarget,
+    Phase,
     Problem,
     TargetStatus,
     TargetValidationError,
@@ -157,11 +159,21 @@ class TargetLoop:
         status = self.status
         target, problems = parse(body)
         paused = bool(((body.get("spec") or {}).get("retune") or {}).get("paused", False))
+        # A Stable target's steady check leaves the models' API keys (Secret reads) until a
+        # search is about to start: nothing before that uses them. Any other phase checks
+        # them with the rest of the spec, so that a target Degraded by a missing key stays
+        # so (rather than recovering to Stable until its next retune) and a running search
+        # or rollout sees a deleted Secret as before.
+        keys_deferred = target is not None and not paused and status.phase is Phase.STABLE
         # The workload Deployment, read once for the spec check and the readings after it.
         workload: Workload | None = None
         if target is not None and not paused:
             workload, found = await asyncio.to_thread(
-                check_spec, context.cluster, target, prometheus_url=context.prometheus_url
+                check_spec,
+                context.cluster,
+                target,
+                prometheus_url=context.prometheus_url,
+                model_keys=not keys_deferred,
             )
             problems += found
         facts = Facts(
@@ -185,6 +197,15 @@ class TargetLoop:
         now = datetime.now(UTC)
         decision = decide(status, facts, now)
         for _ in range(_MAX_PASSES):
+            # From Stable, a search starts only through Profiling, which asks for the signals
+            # first: the keys are checked before those are read, at most once a reconcile.
+            if keys_deferred and target is not None and _heads_to_search(decision):
+                keys_deferred = False
+                found = await asyncio.to_thread(model_key_problems, context.cluster, target)
+                if found:
+                    facts = replace(facts, problems=facts.problems + tuple(found))
+                    decision = decide(status, facts, now)
+                    continue
             more = await self._gather(decision, facts, target, workload, body, list(nodes), now)
             if more is None:
                 break
@@ -342,6 +363,11 @@ class TargetLoop:
         hardware: dict[str, str],
     ) -> TargetInputs:
         return TargetInputs(target=target, owner=owner_of(body), profile=profile, hardware=hardware)
+
+
+def _heads_to_search(decision: Decision) -> bool:
+    """Whether ``decision`` starts a search, or asks for the signals one starts on."""
+    return decision.needs_signals or any(isinstance(a, StartSearch) for a in decision.actions)
 
 
 def owner_of(body: Mapping[str, Any]) -> dict[str, Any]:

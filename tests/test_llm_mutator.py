@@ -30,7 +30,7 @@ from retune.search.llm import (
 )
 from retune.search.llm import mutator as mutator_module
 from retune.search.llm.client import ChatEndpoint
-from retune.search.llm.mutator import Tier
+from retune.search.llm.mutator import Tier, request_for_tier
 from retune.search.llm.pricing import cost_usd, worst_case_usd
 from retune.search.llm.prompts import PolicyBrief, build_prompt
 from retune.search.mutation import Inspiration, MutationKind, MutationRequest, MutationResult
@@ -266,17 +266,32 @@ def test_an_answer_that_cannot_be_read_still_settles_its_reservation(
     assert ledger.reserve_usd(budget - ledger.usd_spent) is not None  # nothing left held
 
 
-def test_a_rewrite_the_strong_tier_cannot_afford_goes_to_the_cheap_one(
-    server: MutationServer,
+@pytest.mark.parametrize("kind", [MutationKind.PARADIGM, MutationKind.INIT])
+def test_a_rewrite_the_strong_tier_cannot_afford_goes_to_the_cheap_one_as_an_edit(
+    server: MutationServer, tmp_path: Path, kind: MutationKind
 ) -> None:
     probe = make_mutator(server)
-    planned = request(0, MutationKind.PARADIGM)
+    planned = request(0, kind)
     budget = worst_case(probe, "small", planned) * 1.5
     assert worst_case(probe, "large", planned) > budget
     ledger = Ledger(Budget(max_usd=budget))
-    result = make_mutator(server, ledger).mutate(planned, never_duplicate)
+    audit = tmp_path / "calls.jsonl"
+    result = make_mutator(server, ledger, audit_path=audit).mutate(planned, never_duplicate)
     assert result.ok and result.model == "small"
     assert set(server.stats()) == {"small"}
+    # The cheap tier is asked for SEARCH/REPLACE edits, not for a whole program.
+    assert [(line["tier"], line["kind"], line["outcome"]) for line in audit_lines(audit)] == [
+        ("large", str(kind), "budget"),
+        ("small", "mutate", "ok"),
+    ]
+    assert "diff blocks applied" in result.description
+
+
+def test_the_cheap_tier_is_asked_exactly_as_for_an_ordinary_edit() -> None:
+    planned = request(3, MutationKind.PARADIGM)
+    assert request_for_tier(planned, "mutate") == request(3, MutationKind.MUTATE)
+    assert request_for_tier(planned, "paradigm") == planned
+    assert request_for_tier(request(3, MutationKind.INIT), "init").kind is MutationKind.INIT
 
 
 # -- faults ------------------------------------------------------------------------------

@@ -133,12 +133,13 @@ class LLMMutator:
             return self._fall_back(request, is_duplicate, [f"internal: {error}"])
 
     def _mutate(self, request: MutationRequest, is_duplicate: DuplicateCheck) -> MutationResult:
-        prompt = build_prompt(request, self.policy)
         failures: list[str] = []
         unaffordable = 0
         chain = self.tier_chain(request.kind)
         for tier in chain:
-            outcome = self._try_tier(tier, request, prompt, is_duplicate)
+            asked = request_for_tier(request, tier.role)
+            prompt = build_prompt(asked, self.policy)
+            outcome = self._try_tier(tier, asked, prompt, is_duplicate)
             if outcome.result is not None:
                 return outcome.result
             unaffordable += outcome.budget_refused
@@ -308,6 +309,21 @@ class LLMMutator:
             self.audit.write(entry)
         except OSError:
             log.warning("cannot write the LLM audit log %s", self.audit.path, exc_info=True)
+
+
+def request_for_tier(request: MutationRequest, role: str) -> MutationRequest:
+    """``request`` as a tier of ``role`` is asked it.
+
+    A cheap (``mutate``) tier that stands in for a strong one -- not configured, failing,
+    or more than the budget can pay for a call -- is asked for an ordinary SEARCH/REPLACE
+    edit, not a whole new program: a cheap model's rewrites cost several times the output
+    tokens of an edit and come back without usable code more often, and in measurements
+    against the stand-in models they improved on their parent less often, per call and
+    per dollar (``bench/README.md``).
+    """
+    if role == "mutate" and request.kind is not MutationKind.MUTATE:
+        return request.model_copy(update={"kind": MutationKind.MUTATE})
+    return request
 
 
 def _derive(*parts: object) -> int:

@@ -67,3 +67,29 @@ def test_warm_start_reports_the_speedup(tmp_path: Path) -> None:
         ("02-request-routing", "hardware"),
     }
     assert all(run["warm_programs"] >= 1 for run in document["runs"])
+
+
+def test_seed_sweep_counts_the_seed_as_free_and_an_unreachable_score_as_missed(
+    tmp_path: Path,
+) -> None:
+    # The seed policy of 03 scores 0.490653: written for nothing, so reached at $0; no
+    # policy scores 2.
+    thresholds = tmp_path / "vs_openevolve.json"
+    runs = [
+        {"framework": "openevolve", "problem": "03-autoscaling", "best_score": s}
+        for s in (0.490653, 2.0)
+    ]
+    thresholds.write_text(json.dumps({"runs": runs}))
+    command = [sys.executable, str(BENCH / "seed_sweep.py"), "--seeds", "1"]
+    command += ["--problems", "03-autoscaling", "--budget-usd", "0.002"]
+    command += ["--thresholds-from", str(thresholds)]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-4000:]
+    lines = finished.stdout.strip().splitlines()
+    match = re.fullmatch(r"mean_best=([0-9.]+) reached=(\d+)/(\d+)", lines[-1])
+    assert match is not None, lines[-1]
+    assert float(match.group(1)) >= 0.490653
+    assert (match.group(2), match.group(3)) == ("1", "2")
+    assert (
+        "| 03-autoscaling |" in finished.stdout and "| 0.490653 | 1/1 | 0.0000 |" in finished.stdout
+    )

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from retune.search.archive import Archive
+from retune.search.archive import Archive, Elite
 from retune.search.builtin import BuiltinMutator
 from retune.search.engine import Engine, EngineConfig, EngineError, Progress
 from retune.search.ledger import Budget
+from retune.search.mutation import DuplicateCheck, MutationKind, MutationRequest, MutationResult
 from retune.search.program import normalised_hash
+from retune.search.selection import choose_parent
 from retune.search.state import decode_state
 from retune.store.file import FileStore
 from tests.staticscore import StaticExecutor
@@ -37,7 +39,7 @@ def make_engine(tmp: Path, evaluations: int = 80, resume: bool = False, **kwargs
     return Engine(
         config,
         seed_code=kwargs.pop("seed_code", SEED),  # type: ignore[arg-type]
-        mutator=BuiltinMutator("f"),
+        mutator=kwargs.pop("mutator", BuiltinMutator("f")),  # type: ignore[arg-type]
         executor=kwargs.pop("executor", StaticExecutor()),  # type: ignore[arg-type]
         store=FileStore(tmp / "ck"),
         resume=resume,
@@ -236,3 +238,56 @@ def test_a_resumed_warm_start_rescores_every_warm_program(tmp_path: Path) -> Non
     evaluated = {task.policy_code for task in executor.tasks}
     assert all(program in evaluated for program in warm[saved.next_index - 1 :])  # unplanned
     assert fingerprint(resumed) == fingerprint(reference)
+
+
+def test_ordinary_mutations_skip_exhausted_parents_while_others_remain() -> None:
+    elites = [
+        Elite(index=i, code=f"def f(x, y):\n    return {i}\n", code_hash=str(i), score=s)
+        for i, s in enumerate([0.9, 0.5, 0.4, 0.3])
+    ]
+    rng = random.Random(3)
+    picked = {
+        choose_parent(elites, MutationKind.MUTATE, rng, frozenset({0})).index for _ in range(300)
+    }
+    assert picked == {1, 2, 3}
+    everyone = frozenset(range(4))
+    picked = {choose_parent(elites, MutationKind.MUTATE, rng, everyone).index for _ in range(300)}
+    assert 0 in picked  # all used up: the best is a parent again
+    picked = {
+        choose_parent(elites, MutationKind.PARADIGM, rng, frozenset({0})).index for _ in range(50)
+    }
+    assert picked == {0}  # a paradigm shift starts from the best quarter regardless
+
+
+class RepeatingAroundTheSeed:
+    """The built-in mutator, but every answer for a child of the seed repeated a known
+    program ``repeats`` times before it (as an LLM tier reports)."""
+
+    def __init__(self, repeats: int) -> None:
+        self.inner = BuiltinMutator("f")
+        self.repeats = repeats
+        self.seed_children: list[int] = []  # candidate indexes
+
+    @property
+    def concurrency(self) -> int:
+        return 1
+
+    def mutate(self, request: MutationRequest, is_duplicate: DuplicateCheck) -> MutationResult:
+        result = self.inner.mutate(request, is_duplicate)
+        if request.parent_code != SEED:
+            return result
+        self.seed_children.append(request.candidate_index)
+        return result.model_copy(update={"duplicates": self.repeats})
+
+
+def test_a_parent_whose_children_keep_repeating_is_left_for_others(tmp_path: Path) -> None:
+    runs = {}
+    for repeats in (0, 2):
+        mutator = RepeatingAroundTheSeed(repeats)
+        state = make_engine(tmp_path / str(repeats), evaluations=60, mutator=mutator).run()
+        runs[repeats] = (sorted(mutator.seed_children), state.repeats_by_parent)
+    (plain, none_counted), (repeating, counted) = runs[0], runs[2]
+    assert none_counted.get(0, 0) == 0 and counted[0] == 2 * len(repeating)
+    # The seed is used up once its first child (candidate 1) is applied: later children
+    # come only from candidates planned before that (the window of 4 in flight).
+    assert max(repeating) <= 1 + 4 < max(plain)

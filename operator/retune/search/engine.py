@@ -46,6 +46,10 @@ from retune.store.base import Store
 
 log = logging.getLogger(__name__)
 
+# Answers repeating known programs, over a parent's children, after which ordinary
+# mutations pick other parents (while there are any).
+REPEATS_TO_EXHAUST = 2
+
 
 class EngineConfig(BaseModel):
     """Everything that shapes a search. Its fingerprint guards resumes."""
@@ -235,7 +239,7 @@ class Engine:
             if kind is MutationKind.PARADIGM:
                 self.state.last_paradigm = evaluations
         if elites:
-            parent: Elite | None = choose_parent(elites, kind, self.rng)
+            parent: Elite | None = choose_parent(elites, kind, self.rng, self._exhausted())
             inspirations = choose_inspirations(elites, parent, self.rng) if parent else []
         else:  # only the seed is known so far, and it is still being scored
             parent, inspirations = None, []
@@ -320,6 +324,7 @@ class Engine:
             candidate.stage = Stage.MUTATED
             candidate.model = result.model
             candidate.description = result.description
+            candidate.duplicates = result.duplicates
             if result.ok:
                 candidate.code = result.code
             else:
@@ -361,6 +366,7 @@ class Engine:
             return False
         del self.state.pending[candidate.index]
         self.state.applied += 1
+        self._count_repeats(candidate)
         kept = False
         failure = None
         if not candidate.evaluated:
@@ -415,6 +421,18 @@ class Engine:
             )
         )
         return True
+
+    def _count_repeats(self, candidate: Candidate) -> None:
+        repeats = candidate.duplicates + (candidate.skipped == "duplicate")
+        if repeats and candidate.parent is not None and candidate.origin is Origin.MUTATION:
+            counts = self.state.repeats_by_parent
+            counts[candidate.parent] = counts.get(candidate.parent, 0) + repeats
+
+    def _exhausted(self) -> frozenset[int]:
+        """Elites whose children's answers repeated known programs ``REPEATS_TO_EXHAUST``
+        times: asking the same mutator about them again mostly buys the same programs."""
+        counts = self.state.repeats_by_parent
+        return frozenset(i for i, n in counts.items() if n >= REPEATS_TO_EXHAUST)
 
     def _report(self) -> None:
         if self.on_progress is None:

@@ -51,6 +51,7 @@ class MutationResult(BaseModel):
     failure: str | None = None
     description: str = ""
     model: str | None = None  # which model wrote it; None for the built-in mutator
+    duplicates: int = 0  # answers that held a program the engine already had (paid for)
 
     @property
     def ok(self) -> bool:

@@ -30,15 +30,26 @@ def choose_kind(
     return MutationKind.MUTATE
 
 
-def choose_parent(elites: list[Elite], kind: MutationKind, rng: random.Random) -> Elite:
-    """Mostly exploit (a tournament on score), sometimes explore (any niche)."""
+def choose_parent(
+    elites: list[Elite],
+    kind: MutationKind,
+    rng: random.Random,
+    exhausted: frozenset[int] = frozenset(),
+) -> Elite:
+    """Mostly exploit (a tournament on score), sometimes explore (any niche).
+
+    An ordinary mutation skips the ``exhausted`` elites (their children's answers kept
+    repeating known programs: what the mutator makes of them is used up) while others
+    remain.
+    """
     if kind is MutationKind.PARADIGM:
         ranked = sorted(elites, key=lambda e: (-e.score, e.index))
         return rng.choice(ranked[: max(1, len(ranked) // 4)])
+    pool = [e for e in elites if e.index not in exhausted] or elites
     if rng.random() < 0.65:
-        contenders = [rng.choice(elites) for _ in range(min(3, len(elites)))]
+        contenders = [rng.choice(pool) for _ in range(min(3, len(pool)))]
         return max(contenders, key=lambda e: (e.score, -e.index))
-    return rng.choice(elites)
+    return rng.choice(pool)
 
 
 def choose_inspirations(

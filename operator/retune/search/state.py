@@ -47,6 +47,7 @@ class Candidate(BaseModel):
     code_hash: str | None = None
     model: str | None = None
     description: str = ""
+    duplicates: int = 0  # answers for it that repeated a known program
     skipped: str | None = None  # why it was never evaluated (duplicate, failed mutation)
     cascade_rejected: bool = False
     quick: EvaluationOutcome | None = None
@@ -95,6 +96,9 @@ class EngineState(BaseModel):
     last_improvement: int = 0  # evaluations count when the best last improved
     last_paradigm: int = 0  # evaluations count at the last paradigm call
     usd_exhausted: bool = False
+    # parent index -> answers for its children that repeated a known program (applied
+    # candidates only, so a replay counts the same)
+    repeats_by_parent: dict[int, int] = Field(default_factory=dict)
     stop_reason: str | None = None
 
 

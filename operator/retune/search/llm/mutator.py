@@ -46,6 +46,7 @@ from retune.search.mutation import (
 log = logging.getLogger(__name__)
 
 BUDGET = "budget"
+DUPLICATE = "duplicate"
 RESERVATION_POLL_SECONDS = 0.02
 
 # Which tier roles may serve a kind of mutation, best first.
@@ -82,6 +83,7 @@ class _TierOutcome:
     result: MutationResult | None = None
     failure: str = ""
     budget_refused: bool = False
+    duplicates: int = 0  # answers that repeated a known program
 
 
 class LLMMutator:
@@ -134,21 +136,24 @@ class LLMMutator:
 
     def _mutate(self, request: MutationRequest, is_duplicate: DuplicateCheck) -> MutationResult:
         failures: list[str] = []
-        unaffordable = 0
+        unaffordable = duplicates = 0
         chain = self.tier_chain(request.kind)
         for tier in chain:
             asked = request_for_tier(request, tier.role)
             prompt = build_prompt(asked, self.policy)
             outcome = self._try_tier(tier, asked, prompt, is_duplicate)
+            duplicates += outcome.duplicates
             if outcome.result is not None:
-                return outcome.result
+                return outcome.result.model_copy(update={"duplicates": duplicates})
             unaffordable += outcome.budget_refused
             failures.append(f"{tier.name}: {outcome.failure}")
         if unaffordable == len(chain):
             # No tier can be paid for any more: say so, rather than let the free fallback
             # mutator hide it from the engine.
-            return MutationResult(failure=f"{BUDGET}: " + "; ".join(failures))
-        return self._fall_back(request, is_duplicate, failures)
+            failure = f"{BUDGET}: " + "; ".join(failures)
+            return MutationResult(failure=failure, duplicates=duplicates)
+        result = self._fall_back(request, is_duplicate, failures)
+        return result.model_copy(update={"duplicates": duplicates})
 
     def _fall_back(
         self, request: MutationRequest, is_duplicate: DuplicateCheck, failures: list[str]
@@ -182,6 +187,7 @@ class LLMMutator:
             )
             outcome.failure = failure
             outcome.budget_refused = outcome.budget_refused or refused
+            outcome.duplicates += failure.startswith(DUPLICATE)
             return step
 
         rng = random.Random(_derive(self.seed, request.seed, tier.name, "backoff"))
@@ -279,7 +285,7 @@ class LLMMutator:
             log.warning("cannot read an answer from tier %s", tier.name, exc_info=True)
             return None, f"unreadable: {type(error).__name__}: {error}"
         if result is not None and _safe_is_duplicate(is_duplicate, result.code):
-            return None, "duplicate: the program is already known"
+            return None, f"{DUPLICATE}: the program is already known"
         return result, failure
 
     def _read_answer(

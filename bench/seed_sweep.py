@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retune_search import load_setup, run_search, usd_when_written
 from server_process import MutationServerProcess
-from vs_openevolve import PROBLEMS, RESULTS, SCORE_TOLERANCE
+from vs_openevolve import PROBLEMS, RESULTS, usd_to_reach
 
 MAX_EVALUATIONS = 200  # a wall-time guard: the USD budget is meant to bind
 
@@ -56,12 +56,6 @@ def openevolve_bests(path: Path) -> dict[str, list[float]]:
         if run["framework"] == "openevolve":
             bests.setdefault(run["problem"], []).append(float(run["best_score"]))
     return {problem: sorted(set(scores)) for problem, scores in bests.items()}
-
-
-def usd_to_reach(points: list[tuple[float, float, float]], threshold: float) -> float | None:
-    """The USD spent when the first program scoring at least ``threshold`` was written."""
-    hits = [usd for usd, _, score in points if score >= threshold - SCORE_TOLERANCE]
-    return min(hits) if hits else None
 
 
 def sweep(problem: str, thresholds: list[float], seeds: int, budget_usd: float) -> Sweep:

@@ -116,14 +116,19 @@ class Run:
         return sum(u["prompt_tokens"] + u["completion_tokens"] for u in self.tokens.values())
 
     def usd_to_reach(self, score: float, net: bool = False) -> float | None:
-        """The spend when the first program scoring at least ``score`` was written; with
-        ``net``, not counting wasted calls."""
-        reached = [
-            net_usd if net else usd
-            for usd, net_usd, s in self.points
-            if s >= score - SCORE_TOLERANCE
-        ]
-        return min(reached) if reached else None
+        return usd_to_reach(self.points, score, net)
+
+
+def usd_to_reach(
+    points: list[tuple[float, float, float]], score: float, net: bool = False
+) -> float | None:
+    """The spend when the first program scoring at least ``score`` was written, from a
+    run's (USD, USD without wasted calls, score) points; with ``net``, not counting wasted
+    calls. None if no program scored that much."""
+    reached = [
+        net_usd if net else usd for usd, net_usd, s in points if s >= score - SCORE_TOLERANCE
+    ]
+    return min(reached) if reached else None
 
 
 # -- OpenEvolve ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from retune.evaluate.contract import (
 from retune.handlers.gather import (
     StopAtOutage,
     hardware_under,
+    model_key_problems,
     read_profile,
     read_watch,
     read_workload,
@@ -311,8 +312,7 @@ def _key_problems(cluster: _Cluster, search: dict[str, Any]) -> list[tuple[str, 
     body["spec"]["search"] = search
     target, problems = parse(body)
     assert target is not None and problems == []
-    workload = read_workload(cluster, target)  # type: ignore[arg-type]
-    found = spec_problems(cluster, target, workload, prometheus_url=None)  # type: ignore[arg-type]
+    found = model_key_problems(cluster, target)  # type: ignore[arg-type]
     return [(p.path, p.message) for p in found if p.path.startswith("spec.search.models")]
 
 

@@ -107,9 +107,9 @@ def check_spec(
     keys are left out (the caller checks them with :func:`model_key_problems` if a search
     is about to start)."""
     workload = read_workload(cluster, target)
-    problems = spec_problems(
-        cluster, target, workload, prometheus_url=prometheus_url, model_keys=model_keys
-    )
+    problems = spec_problems(cluster, target, workload, prometheus_url=prometheus_url)
+    if model_keys:
+        problems += model_key_problems(cluster, target)
     return workload, problems
 
 
@@ -119,11 +119,10 @@ def spec_problems(
     workload: Workload | None,
     *,
     prometheus_url: str | None,
-    model_keys: bool = True,
 ) -> list[Problem]:
-    """Everything about the spec that cannot work in this cluster, each with its field;
-    ``workload`` is the workload Deployment as just read. Without ``model_keys``, the
-    models' API keys are not checked."""
+    """Everything about the spec that cannot work in this cluster, each with its field,
+    but the models' API keys (:func:`model_key_problems`); ``workload`` is the workload
+    Deployment as just read."""
     spec, namespace = target.spec, target.metadata.namespace
     problems = list(cluster_problems(target))
     code, problem = read_seed(cluster, target)
@@ -153,8 +152,6 @@ def spec_problems(
             "the operator with --prometheus-url"
         )
         problems.append(Problem("spec.profile.prometheusUrl", message))
-    if model_keys:
-        problems += model_key_problems(cluster, target)
     return problems
 
 

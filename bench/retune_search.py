@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mutation_server import MODELS
+
 from retune.evaluate.contract import EvaluationContext, SandboxLimits
 from retune.evaluate.local import LocalExecutor
 from retune.evaluate.podspec import sandbox_limits
+from retune.local.inputs import evaluation_context
 from retune.local.run import (
     RunOptions,
     build_mutator,
-    read_hardware,
     read_profile,
     read_seed_code,
 )
+from retune.local.tiers import TierOption
 from retune.search.archive import Archive
 from retune.search.config import engine_config
 from retune.search.engine import Engine
@@ -33,6 +36,11 @@ from retune.spec import OptimizationTarget, load_target
 from retune.store.file import FileStore
 
 AUDIT_LOG = "llm-calls.jsonl"
+# The stand-in server's two models at its own prices: small mutates, large shifts paradigms.
+STAND_IN_TIERS = [
+    TierOption(role, card.name, card.input_per_million, card.output_per_million)
+    for role, card in (("mutate", MODELS["small"]), ("paradigm", MODELS["large"]))
+]
 
 
 @dataclass
@@ -67,11 +75,8 @@ def load_setup(
         spec = spec.model_copy(update={"hardware": hardware})
         target = target.model_copy(update={"spec": spec})
     assert spec.evaluator.module is not None, "benchmark targets name their evaluator module"
-    context = EvaluationContext(
-        workload=workload if workload is not None else read_profile(spec, base),
-        hardware=read_hardware(spec),
-        params=dict(spec.evaluator.params),
-        seed=0,
+    context = evaluation_context(
+        spec, workload if workload is not None else read_profile(spec, base)
     )
     return Setup(
         path=target_path,
@@ -150,6 +155,7 @@ def run_search(
         seed=seed,
         mutator="llm" if llm_base_url else "builtin",
         llm_base_url=llm_base_url,
+        models=STAND_IN_TIERS if llm_base_url else [],
         show_progress=False,
     )
     mutator = build_mutator(setup.target, options, ledger, output / AUDIT_LOG)

@@ -22,6 +22,8 @@ from tests.llm_server import REPO, MutationServer, running_mutation_server
 
 TARGET = REPO / "examples" / "01-cache-eviction" / "target.yaml"
 MAX_USD = 0.05
+# The stand-in server's models at its prices (bench/mutation_server.py's MODELS).
+STAND_IN_MODELS = ["--model", "cheap=small@0.15/0.60", "--model", "strong=large@2.50/10.00"]
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +42,7 @@ def retune_run(
     server.set_faults(faults)
     command = [
         sys.executable, "-m", "retune.cli", "run", str(TARGET),
-        "--mutator", "llm", "--llm-base-url", server.base_url,
+        "--mutator", "llm", "--llm-base-url", server.base_url, *STAND_IN_MODELS,
         "--max-evaluations", "30", "--seed", "7", "--quiet", "--output", str(output), *extra,
     ]  # fmt: skip
     paths = [str(REPO / "operator"), os.environ.get("PYTHONPATH", "")]

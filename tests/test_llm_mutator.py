@@ -26,14 +26,19 @@ from retune.search.llm import (
     LLMMutator,
     RetryPolicy,
     build_llm_mutator,
-    tiers_for_base_url,
 )
 from retune.search.llm import mutator as mutator_module
 from retune.search.llm.client import ChatEndpoint
 from retune.search.llm.mutator import Tier, request_for_tier
 from retune.search.llm.pricing import cost_usd, worst_case_usd
 from retune.search.llm.prompts import PolicyBrief, build_prompt
-from retune.search.mutation import Inspiration, MutationKind, MutationRequest, MutationResult
+from retune.search.mutation import (
+    Inspiration,
+    MutationKind,
+    MutationRequest,
+    MutationResult,
+    MutatorRejected,
+)
 from retune.spec import ApiKeySource, ModelTier, PolicySource, PolicySpec, Pricing, SearchSpec
 from tests.llm_server import MutationServer, running_mutation_server
 
@@ -350,7 +355,9 @@ def test_a_truncated_answer_is_never_sent_broken(server: MutationServer) -> None
     assert ledger_tokens(ledger) == server.stats()
 
 
-def test_a_failing_tier_falls_back_to_the_other(server: MutationServer, tmp_path: Path) -> None:
+def test_a_failing_cheap_tier_is_never_replaced_by_the_strong_one(
+    server: MutationServer, tmp_path: Path
+) -> None:
     ledger = Ledger(Budget())
     audit = tmp_path / "calls.jsonl"
     mutator = make_mutator(server, ledger, audit_path=audit)
@@ -358,12 +365,12 @@ def test_a_failing_tier_falls_back_to_the_other(server: MutationServer, tmp_path
 
     result = mutator.mutate(request(2), never_duplicate)
 
-    assert result.ok and result.model == "large"
+    assert result.ok and result.model is None  # the built-in mutator wrote it
     outcomes = [(line["tier"], line["outcome"]) for line in audit_lines(audit)]
-    assert outcomes == [("small", "server_error")] * 3 + [("large", "ok")]
+    assert outcomes == [("small", "server_error")] * 3
     usage = ledger.snapshot().models
     assert usage["small"].calls == 3 and usage["small"].prompt_tokens == 0
-    assert ledger_tokens(ledger) == server.stats()
+    assert "large" not in usage and server.stats() == {}
 
 
 def test_when_every_tier_fails_the_fallback_mutator_answers(server: MutationServer) -> None:
@@ -383,7 +390,9 @@ def test_with_no_fallback_a_failed_mutation_says_why(server: MutationServer) -> 
     assert not result.ok and "no_code" in (result.failure or "")
 
 
-def test_an_unknown_model_is_not_retried(server: MutationServer, tmp_path: Path) -> None:
+def test_an_unknown_model_stops_the_search_naming_the_tier(
+    server: MutationServer, tmp_path: Path
+) -> None:
     audit = tmp_path / "calls.jsonl"
     spec = search_spec(server.base_url)
     spec.models[0] = spec.models[0].model_copy(update={"model": "no-such-model"})
@@ -396,9 +405,11 @@ def test_an_unknown_model_is_not_retried(server: MutationServer, tmp_path: Path)
         1,
         retry=FAST_RETRY,
     )
-    result = mutator.mutate(request(1), never_duplicate)
-    assert result.ok and result.model == "large"
-    assert [line["outcome"] for line in audit_lines(audit)] == ["http_404", "ok"]
+    with pytest.raises(MutatorRejected) as raised:
+        mutator.mutate(request(1), never_duplicate)
+    assert raised.value.path == "spec.search.models[0]"
+    assert "no-such-model" in str(raised.value) and "HTTP 404" in str(raised.value)
+    assert [line["outcome"] for line in audit_lines(audit)] == ["http_404"]  # not retried
 
 
 def test_a_refused_connection_ends_in_the_fallback() -> None:
@@ -543,14 +554,6 @@ def test_a_key_resolver_is_used_for_secret_references(server: MutationServer) ->
         resolve,
     )
     assert len(asked) == 2
-
-
-def test_tiers_for_base_url_points_every_tier_at_the_url() -> None:
-    spec = search_spec("http://example.invalid/v1")
-    moved = tiers_for_base_url(spec.models, "http://127.0.0.1:1234/v1")
-    assert [t.base_url for t in moved] == ["http://127.0.0.1:1234/v1"] * 2
-    defaults = tiers_for_base_url([], "http://127.0.0.1:1234/v1")
-    assert [(t.name, t.role) for t in defaults] == [("small", "mutate"), ("large", "paradigm")]
 
 
 # -- concurrency, without a server -------------------------------------------------------

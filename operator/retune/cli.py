@@ -9,9 +9,24 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from retune.local.run import RunOptions
+    from retune.local.tiers import TierOption
+
+EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_VALIDATION_REFUSED = 3
 EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """exit codes:
+  0    the run finished; held-out validation passed, or no candidate beat the seed
+  2    the target or the options cannot be used (one line per problem, with the field),
+       or the seed policy fails its own evaluation
+  3    the run finished but held-out validation refused the winner (result.json and
+       report.html are written and say why)
+  130  interrupted (Ctrl-C or SIGTERM); continue with --resume"""
 
 
 def _positive_int(text: str) -> int:
@@ -28,6 +43,62 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _model_tier(text: str) -> TierOption:
+    from retune.local.tiers import parse_tier_option
+
+    try:
+        return parse_tier_option(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `retune run`; `retune check` takes the same ones and checks them."""
+    parser.add_argument("target", type=Path, help="the OptimizationTarget YAML")
+    parser.add_argument(
+        "--seed", type=int, help="seed for every random choice (default: spec.search.seed)"
+    )
+    parser.add_argument("--max-evaluations", type=_positive_int, help="evaluation budget")
+    parser.add_argument("--max-seconds", type=_positive_float, help="wall-time budget in seconds")
+    parser.add_argument("--max-usd", type=float, help="USD budget for LLM calls")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="directory for result.json, report.html, checkpoint (default: runs/<target dir>)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --output")
+    parser.add_argument(
+        "--workers", type=_positive_int, help="evaluation processes (default: all cores)"
+    )
+    parser.add_argument(
+        "--mutator", choices=["builtin", "llm"], help="override spec.search.mutator"
+    )
+    parser.add_argument(
+        "--llm-base-url",
+        metavar="URL",
+        help="an OpenAI-compatible endpoint for every model tier (implies --mutator llm)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        type=_model_tier,
+        default=[],
+        metavar="ROLE=MODEL@IN/OUT",
+        help="a model tier at --llm-base-url: ROLE is cheap (ordinary mutations), strong "
+        "(paradigm shifts) or init; IN/OUT are US dollars per million prompt/completion "
+        "tokens, e.g. --model cheap=gpt-4o-mini@0.15/0.60 --model strong=gpt-4o@2.50/10; "
+        "replaces the spec's tiers of that role (repeatable; implies --mutator llm)",
+    )
+    parser.add_argument(
+        "--llm-api-key-env",
+        metavar="VAR",
+        help="environment variable holding the API key of the --model tiers",
+    )
+    parser.add_argument("--prometheus-url", help="read the workload profile from this Prometheus")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retune",
@@ -36,28 +107,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="tune a target locally (no cluster needed)")
-    run.add_argument("target", type=Path, help="the OptimizationTarget YAML")
-    run.add_argument(
-        "--seed", type=int, help="seed for every random choice (default: spec.search.seed)"
+    run = commands.add_parser(
+        "run",
+        help="tune a target locally (no cluster needed)",
+        description="Tune a target locally: search, validate the winner on held-out seeds, "
+        "write result.json and report.html.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--max-evaluations", type=_positive_int, help="evaluation budget")
-    run.add_argument("--max-seconds", type=_positive_float, help="wall-time budget in seconds")
-    run.add_argument("--max-usd", type=float, help="USD budget for LLM calls")
-    run.add_argument(
-        "--output", type=Path, help="directory for result.json, report.html, checkpoint"
-    )
-    run.add_argument("--resume", action="store_true", help="continue the run saved in --output")
-    run.add_argument(
-        "--workers", type=_positive_int, help="evaluation processes (default: all cores)"
-    )
-    run.add_argument("--mutator", choices=["builtin", "llm"], help="override spec.search.mutator")
-    run.add_argument("--llm-base-url", help="an OpenAI-compatible endpoint for both model tiers")
-    run.add_argument("--prometheus-url", help="read the workload profile from this Prometheus")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_arguments(run)
 
-    check = commands.add_parser("check", help="validate a target YAML and print its problems")
-    check.add_argument("target", type=Path)
+    check = commands.add_parser(
+        "check",
+        help="check a target and run options as `retune run` would, without running",
+        description="Check everything `retune run` with the same arguments checks before it "
+        "starts (the spec, files, seed policy against the sandbox allowlist, profile, model "
+        "tiers and keys, output directory), print every problem, and exit.",
+        epilog="exit codes: 0 ready to run; 2 problems found (one line each, with the field "
+        "or option to change)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_arguments(check)
 
     commands.add_parser("crd", help="print the OptimizationTarget CRD generated from the models")
 
@@ -116,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render_crd())
         return 0
     if args.command == "check":
-        return _check(args.target)
+        return _check(args)
     if args.command == "operator":
         return _operator(args)
     return _run(args)
@@ -139,30 +209,11 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(path: Path) -> int:
-    from retune.spec import TargetValidationError, load_target
+def _options(args: argparse.Namespace) -> RunOptions:
+    from retune.local.run import RunOptions
 
-    try:
-        target = load_target(path)
-    except TargetValidationError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
-    print(f"{path}: OptimizationTarget {target.metadata.name} is valid")
-    return 0
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def _run(args: argparse.Namespace) -> int:
-    from retune.local.run import RunError, RunOptions, run_target
-    from retune.search.engine import EngineError
-    from retune.spec import TargetValidationError
-
-    output = args.output or Path("runs") / args.target.resolve().parent.name
-    options = RunOptions(
-        output=output,
+    return RunOptions(
+        output=args.output or Path("runs") / args.target.resolve().parent.name,
         seed=args.seed,
         max_evaluations=args.max_evaluations,
         max_seconds=args.max_seconds,
@@ -171,11 +222,41 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         mutator=args.mutator,
         llm_base_url=args.llm_base_url,
+        models=list(args.models),
+        llm_api_key_env=args.llm_api_key_env,
         prometheus_url=args.prometheus_url,
         show_progress=not args.quiet,
     )
-    if args.llm_base_url and not args.mutator:
-        options.mutator = "llm"
+
+
+def _check(args: argparse.Namespace) -> int:
+    from retune.local.inputs import prepare
+    from retune.spec import TargetValidationError
+
+    try:
+        inputs = prepare(args.target, _options(args))
+    except TargetValidationError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    tiers = ", ".join(f"{t.name} ({t.role})" for t in inputs.models) or "none"
+    print(
+        f"{args.target}: OptimizationTarget {inputs.target.metadata.name} is ready to run "
+        f"(mutator {inputs.mutator}, model tiers: {tiers})"
+    )
+    return EXIT_OK
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace) -> int:
+    from retune.local.run import RunError, run_target
+    from retune.search.engine import EngineError
+    from retune.spec import TargetValidationError
+
+    options = _options(args)
+    output = options.output
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         result = run_target(args.target, options)
@@ -193,7 +274,10 @@ def _run(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     _summarise(result, output)
-    return 0
+    validation = result.get("validation")
+    if isinstance(validation, dict) and not validation["passed"]:
+        return EXIT_VALIDATION_REFUSED
+    return EXIT_OK
 
 
 def _summarise(result: dict[str, object], output: Path) -> None:
@@ -205,11 +289,18 @@ def _summarise(result: dict[str, object], output: Path) -> None:
         f"{float(result['wall_seconds']):.0f}s ({result['stop_reason']})"  # type: ignore[arg-type]
     )
     validation = result.get("validation")
-    if isinstance(validation, dict):
-        verdict = (
-            "passed" if validation["passed"] else "failed: " + "; ".join(validation["reasons"])
+    if not isinstance(validation, dict):
+        print("no candidate beat the seed policy; nothing to validate")
+    elif validation["passed"]:
+        print("validation on held-out seeds passed")
+    else:
+        print(
+            "validation on held-out seeds refused the winner: " + "; ".join(validation["reasons"])
         )
-        print(f"validation on held-out seeds {verdict}")
+        print(
+            "  (it would not be rolled out; a longer search, more evaluator.holdoutSeeds or a "
+            "lower evaluator.minImprovement may change that; exit status 3)"
+        )
     print(f"best policy: {output / str(result['best_policy_path'])}")
     print(f"report:      {output / 'report.html'}")
 

@@ -15,7 +15,7 @@ from retune.search.llm.client import ChatEndpoint, RetryPolicy
 from retune.search.llm.mutator import LLMMutator, Tier
 from retune.search.llm.prompts import PolicyBrief
 from retune.search.mutation import Mutator
-from retune.spec import ApiKeySource, ModelTier, PolicySpec, Pricing, SearchSpec
+from retune.spec import ApiKeySource, ModelTier, PolicySpec, SearchSpec
 
 __all__ = [
     "AuditEntry",
@@ -26,7 +26,6 @@ __all__ = [
     "Tier",
     "build_llm_mutator",
     "env_api_key",
-    "tiers_for_base_url",
 ]
 
 # What the OpenAI client is given for an endpoint that needs no key (a local server).
@@ -72,31 +71,16 @@ def build_llm_mutator(
         kind=policy_spec.kind,
     )
     audit = AuditLog(audit_path) if audit_path is not None else None
-    return LLMMutator(tiers, policy, ledger, fallback, seed=seed, audit=audit, retry=retry)
-
-
-def tiers_for_base_url(models: list[ModelTier], base_url: str) -> list[ModelTier]:
-    """``models`` pointed at ``base_url``; with none configured, the two models of the
-    stand-in server (``bench/mutation_server.py``): ``small`` mutates, ``large`` makes
-    paradigm shifts, at that server's prices."""
-    if models:
-        return [model.model_copy(update={"base_url": base_url}) for model in models]
-    return [
-        ModelTier(
-            name="small",
-            role="mutate",
-            base_url=base_url,
-            model="small",
-            pricing=Pricing(input_per_million=0.15, output_per_million=0.60),
-        ),
-        ModelTier(
-            name="large",
-            role="paradigm",
-            base_url=base_url,
-            model="large",
-            pricing=Pricing(input_per_million=2.50, output_per_million=10.00),
-        ),
-    ]
+    return LLMMutator(
+        tiers,
+        policy,
+        ledger,
+        fallback,
+        seed=seed,
+        audit=audit,
+        retry=retry,
+        strong_share=search_spec.tiering.strong_share,
+    )
 
 
 def _tier(index: int, model: ModelTier, resolve: ApiKeyResolver) -> Tier:
@@ -111,6 +95,10 @@ def _tier(index: int, model: ModelTier, resolve: ApiKeyResolver) -> Tier:
         api_key=key,
         model=model.model,
         timeout_seconds=float(model.timeout_seconds),
+        token_parameter=model.token_limit_parameter,
+        send_temperature=model.send_temperature,
+        headers=dict(model.headers),
+        query=dict(model.query),
     )
     return Tier(
         name=model.name,
@@ -120,4 +108,5 @@ def _tier(index: int, model: ModelTier, resolve: ApiKeyResolver) -> Tier:
         max_concurrency=model.max_concurrency,
         max_output_tokens=model.max_output_tokens,
         temperature=model.temperature,
+        index=index,
     )

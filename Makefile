@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-cluster test test-fast test-cluster test-e2e lint bootstrap testbin prometheus crd clean
+.PHONY: demo demo-cluster test test-fast test-cluster test-e2e lint bootstrap testbin prometheus images crd clean
 
 $(INSTALLED): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "retune needs Python >= 3.11 (none found on PATH)"; exit 1; }
@@ -42,13 +42,19 @@ testbin:
 prometheus:
 	tests/cluster/install-prometheus
 
+## images: build the operator, evaluator, cache workload and pause images with buildah
+## (no Docker engine, no registry; cached by content; archives and manifest.json under
+## $RETUNE_IMAGE_CACHE, default ~/.cache/retune-images; needs root)
+images:
+	images/build
+
 ## test: everything — lint, unit tests, real control plane and Prometheus tests
-test: $(INSTALLED) testbin prometheus lint
+test: $(INSTALLED) testbin prometheus images lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## test-fast: unit tests only (no control plane, no Prometheus)
 test-fast: $(INSTALLED)
-	$(PY) -m pytest -m "not cluster and not prometheus and not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not cluster and not prometheus and not e2e and not images" $(PYTEST_ARGS)
 
 ## test-cluster: only the tests that need the control plane
 test-cluster: $(INSTALLED) testbin prometheus

@@ -45,6 +45,7 @@ def engine_config(
         behavioural=list(search.archive.behavioural_descriptors),
         cascade=search.cascade.enabled,
         quick_threshold=search.cascade.quick_threshold,
+        quick_spread=search.cascade.quick_spread,
         tiering=Tiering(
             stagnation_evaluations=search.tiering.stagnation_evaluations,
             paradigm_every=search.tiering.paradigm_every,

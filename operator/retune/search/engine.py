@@ -29,6 +29,7 @@ from retune.evaluate.contract import (
     FailureReason,
 )
 from retune.search.archive import Archive, Elite
+from retune.search.cascade import RECENT_QUICK_SCORES, passes_screen, quick_margin
 from retune.search.ledger import Budget, Ledger
 from retune.search.mutation import Inspiration, MutationKind, MutationRequest, Mutator
 from retune.search.program import normalised_hash
@@ -64,6 +65,7 @@ class EngineConfig(BaseModel):
     behavioural: list[str] = Field(default_factory=list)
     cascade: bool = True
     quick_threshold: float = 0.9
+    quick_spread: float = 0.5
     tiering: Tiering = Field(default_factory=Tiering)
     window: int = 4
     context: EvaluationContext = Field(default_factory=EvaluationContext)
@@ -261,6 +263,7 @@ class Engine:
             kind=kind,
             parent=parent.index if parent else 0,
             parent_quick_score=parent.quick_score if parent else None,
+            quick_margin=self._quick_margin(parent.quick_score if parent else None),
             inspirations=[e.index for e in inspirations],
             seed=seed,
             request=request,
@@ -351,13 +354,23 @@ class Engine:
         failed = not outcome.ok
         self.ledger.record_evaluation(subset_quick=stage is Stage.QUICK, failed=failed)
 
+    def _quick_margin(self, reference: float | None) -> float | None:
+        if reference is None:
+            return None
+        return quick_margin(
+            reference,
+            self.state.quick_scores,
+            threshold=self.config.quick_threshold,
+            spread_factor=self.config.quick_spread,
+        )
+
     def _passes_cascade(self, candidate: Candidate) -> bool:
         assert candidate.quick is not None and candidate.quick.result is not None
         reference = candidate.parent_quick_score
-        if reference is None:
-            return True
-        margin = (1.0 - self.config.quick_threshold) * abs(reference)
-        return candidate.quick.result.score >= reference - margin
+        margin = candidate.quick_margin
+        if margin is None and reference is not None:  # planned before margins adapted
+            margin = (1.0 - self.config.quick_threshold) * abs(reference)
+        return passes_screen(candidate.quick.result.score, reference, margin or 0.0)
 
     # -- applying ----------------------------------------------------------------------
     def _apply_next(self) -> bool:
@@ -366,6 +379,10 @@ class Engine:
             return False
         del self.state.pending[candidate.index]
         self.state.applied += 1
+        if candidate.quick is not None and candidate.quick.result is not None:
+            recent = self.state.quick_scores
+            recent.append(candidate.quick.result.score)
+            del recent[:-RECENT_QUICK_SCORES]
         self._count_repeats(candidate)
         kept = False
         failure = None

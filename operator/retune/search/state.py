@@ -38,6 +38,9 @@ class Candidate(BaseModel):
     kind: MutationKind = MutationKind.MUTATE
     parent: int | None = None
     parent_quick_score: float | None = None
+    # how far below its parent's quick score this child may be and still get the full
+    # evaluation; fixed when planned (None in checkpoints older than the adaptive screen)
+    quick_margin: float | None = None
     seed: int = 0
     inspirations: list[int] = Field(default_factory=list)
     request: MutationRequest | None = None  # kept so a resume asks for the same mutation
@@ -99,6 +102,9 @@ class EngineState(BaseModel):
     # parent index -> answers for its children that repeated a known program (applied
     # candidates only, so a replay counts the same)
     repeats_by_parent: dict[int, int] = Field(default_factory=dict)
+    # quick scores of the latest applied candidates, in index order: the spread the
+    # cascade's screen adapts to
+    quick_scores: list[float] = Field(default_factory=list)
     stop_reason: str | None = None
 
 

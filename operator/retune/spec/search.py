@@ -23,7 +23,9 @@ class BudgetSpec(SpecModel):
     """Limits of one search; it stops before any of them would be exceeded."""
 
     max_evaluations: int | None = Field(default=None, ge=1)
-    """Most candidate evaluations (quick and full) the search may run."""
+    """Most candidates the search may evaluate. A candidate counts once whether the quick
+    stage screened it out or it went on to the full evaluation; duplicates and failed
+    mutations are not evaluated and do not count, nor does held-out validation."""
     max_usd: float | None = Field(default=None, ge=0)
     """Most money the search may spend on model calls, in US dollars."""
     max_wall_seconds: FloatSeconds | None = Field(
@@ -159,9 +161,15 @@ class CascadeSpec(SpecModel):
     """A quick evaluation first; only promising candidates get the full one."""
 
     enabled: bool = True
-    """Whether candidates are screened on the quick subset first."""
+    """Whether candidates are screened on the evaluator's quick stage first."""
     quick_threshold: float = Field(default=0.9, ge=0, le=1)
-    """Fraction of its parent's quick score a child needs to go on to the full evaluation."""
+    """Fraction of its parent's quick score a child needs to go on to the full evaluation
+    (the loosest screen; ``quickSpread`` tightens it)."""
+    quick_spread: float = Field(default=0.5, ge=0, le=100)
+    """Robust standard deviations of the recent quick scores a child may fall below its
+    parent's quick score and still go on; the tighter of this and ``quickThreshold``
+    applies, so the screen still works when every score lies within a few per cent of the
+    seed. 0 keeps only ``quickThreshold``."""
 
 
 class TieringSpec(SpecModel):

@@ -1,0 +1,51 @@
+"""The cascade's screen: which children of a parent are worth a full evaluation.
+
+A child is scored on the evaluator's ``quick`` stage first; it goes on to the ``full``
+stage only if its quick score is within a margin of its parent's. A margin that is a fixed
+share of the parent's score (``quickThreshold``, 0.9 = 10 % below the parent) screens
+nothing when every program scores within a few per cent of the seed, which is the usual
+case once a search is under way. So the margin also adapts to the spread of the quick
+scores the search has seen: it is the tighter of the fixed share and ``quickSpread``
+robust standard deviations (1.4826 x the median absolute deviation, which a few broken
+programs scoring 0 do not inflate) of the recent quick scores.
+
+The margin is fixed when a candidate is planned, from scores applied in index order, so a
+run still depends only on its seed and what the evaluator returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import median
+
+# Quick scores kept for the spread, and how many are needed before it is trusted.
+RECENT_QUICK_SCORES = 64
+MIN_QUICK_SCORES = 8
+MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution times this is its sigma
+
+
+def robust_spread(scores: Sequence[float]) -> float:
+    """A standard deviation estimated from the median absolute deviation of ``scores``."""
+    centre = median(scores)
+    return MAD_TO_SIGMA * median(abs(score - centre) for score in scores)
+
+
+def quick_margin(
+    reference: float, recent: Sequence[float], *, threshold: float, spread_factor: float
+) -> float:
+    """How far below ``reference`` (the parent's quick score) a child's quick score may be.
+
+    ``threshold`` is the fixed share (``cascade.quickThreshold``); ``spread_factor`` the
+    number of robust standard deviations of the ``recent`` quick scores
+    (``cascade.quickSpread``; 0 turns the adaptive part off). Until ``MIN_QUICK_SCORES``
+    scores are in, only the fixed share applies.
+    """
+    fixed = (1.0 - threshold) * abs(reference)
+    if spread_factor <= 0 or len(recent) < MIN_QUICK_SCORES:
+        return fixed
+    return min(fixed, spread_factor * robust_spread(recent[-RECENT_QUICK_SCORES:]))
+
+
+def passes_screen(quick_score: float, reference: float | None, margin: float) -> bool:
+    """Whether a child with ``quick_score`` goes on to the full evaluation."""
+    return reference is None or quick_score >= reference - margin

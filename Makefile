@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-cluster test test-fast test-cluster test-e2e lint bootstrap testbin prometheus images crd clean
+.PHONY: demo demo-cluster test test-fast test-cluster test-e2e lint bootstrap testbin prometheus node images crd clean
 
 $(INSTALLED): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "retune needs Python >= 3.11 (none found on PATH)"; exit 1; }
@@ -24,7 +24,7 @@ demo: $(INSTALLED)
 	$(VENV)/bin/retune run examples/01-cache-eviction/target.yaml --output runs/demo
 
 ## demo-cluster: the continuous-tuning story on the test control plane, told as a timeline
-demo-cluster: $(INSTALLED) testbin prometheus
+demo-cluster: $(INSTALLED) testbin prometheus node
 	$(PY) -m tests.e2e.demo_cluster
 
 ## lint: ruff, formatting, mypy and the layer contract
@@ -42,6 +42,10 @@ testbin:
 prometheus:
 	tests/cluster/install-prometheus
 
+## node: install the real test node's Debian packages when missing (containerd, runc, CNI; needs root)
+node:
+	tests/cluster/install-node
+
 ## images: build the operator, evaluator, cache workload and pause images with buildah
 ## (no Docker engine, no registry; cached by content; archives and manifest.json under
 ## $RETUNE_IMAGE_CACHE, default ~/.cache/retune-images; needs root)
@@ -49,7 +53,7 @@ images:
 	images/build
 
 ## test: everything — lint, unit tests, real control plane and Prometheus tests
-test: $(INSTALLED) testbin prometheus images lint
+test: $(INSTALLED) testbin prometheus node images lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## test-fast: unit tests only (no control plane, no Prometheus)
@@ -57,11 +61,11 @@ test-fast: $(INSTALLED)
 	$(PY) -m pytest -m "not cluster and not prometheus and not e2e and not images" $(PYTEST_ARGS)
 
 ## test-cluster: only the tests that need the control plane
-test-cluster: $(INSTALLED) testbin prometheus
+test-cluster: $(INSTALLED) testbin prometheus node
 	$(PY) -m pytest -m "cluster or prometheus" $(PYTEST_ARGS)
 
 ## test-e2e: the operator end to end on the control plane
-test-e2e: $(INSTALLED) testbin prometheus
+test-e2e: $(INSTALLED) testbin prometheus node
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 ## crd: regenerate crds/ from the models

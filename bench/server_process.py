@@ -35,8 +35,9 @@ __all__ = ["MODELS", "MutationServerProcess", "call_usd", "program_digest", "usd
 
 
 def call_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    """What one answer costs at the server's listed prices."""
-    card = MODELS[model]
+    """What one answer costs at the server's listed prices (a zoo model,
+    ``small:drift``, at its base model's)."""
+    card = MODELS[model.partition(":")[0]]
     return (
         prompt_tokens * card.input_per_million + completion_tokens * card.output_per_million
     ) / 1e6
@@ -70,9 +71,11 @@ class MutationServerProcess:
         stall_seconds: float = 30.0,
         retry_after: float = 1.0,
         api_key: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
-        """Start the server; the options are its command-line flags (``--help``)."""
-        command = [sys.executable, str(SERVER_SCRIPT), "--host", "127.0.0.1", "--port", "0"]
+        """Start the server; the options are its command-line flags (``--help``); ``host``
+        is the address it listens on (``0.0.0.0`` for clients in pods)."""
+        command = [sys.executable, str(SERVER_SCRIPT), "--host", host, "--port", "0"]
         command += ["--seed", str(seed), "--faults", faults]
         command += ["--stall-seconds", str(stall_seconds), "--retry-after", str(retry_after)]
         if fresh_repeats:  # see mutation_server.py: fair to clients that fix their seed
@@ -87,6 +90,7 @@ class MutationServerProcess:
             self.stop()
             raise RuntimeError(f"the mutation server did not start (it said {line!r})")
         self.base_url: str = url  # ends in /v1, as an OpenAI client wants it
+        self.port = int(url.rsplit(":", 1)[1].split("/")[0])
         self.root: str = url.removesuffix("/v1")
 
     def _first_line(self) -> str:

@@ -1,9 +1,11 @@
-"""A real Kubernetes control plane on loopback, for the test suite.
+"""A real Kubernetes control plane, for the test suite.
 
 etcd, kube-apiserver (RBAC on), kube-controller-manager and kube-scheduler run as local
-processes with certificates made for the session; the node agent plays the kubelet of
-every Node. ``ControlPlane`` starts and stops all of it and offers the helpers tests use:
-API clients, ServiceAccount credentials, nodes, pod logs.
+processes with certificates made for the session. With ``real_node``, a real kubelet node
+(containerd, kubelet, kube-proxy, ``tests/cluster/node.py``) is the CPU pool, and the API
+server listens where its pods reach it; the node agent plays the kubelet of the simulated
+nodes (the GPU pool, and nodes tests add). ``ControlPlane`` starts and stops all of it and
+offers the helpers tests use: API clients, ServiceAccount credentials, nodes, pod logs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 import socket
 import ssl
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -24,7 +27,14 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from tests.cluster.crds import install_crds, load_crds
-from tests.cluster.nodes import DEFAULT_NODES, node_manifest
+from tests.cluster.node import HOST_FROM_PODS, KubeletNode
+from tests.cluster.nodes import (
+    DEFAULT_NODES,
+    REAL_NODE,
+    REAL_NODE_POOLS,
+    node_manifest,
+    pool_labels,
+)
 from tests.cluster.pki import ClusterPKI, create_pki
 from tests.cluster.processes import ManagedProcess, wait_until
 
@@ -38,6 +48,11 @@ _CLIENTS = {
     "scheduler": "/CN=system:kube-scheduler",
     # The node agent writes pod status and Leases for every node: cluster-admin is simplest.
     "node-agent": "/O=system:masters/CN=retune-test-node-agent",
+    # The real node's identities: the Node authorizer knows a kubelet by this subject.
+    "kubelet": f"/O=system:nodes/CN=system:node:{REAL_NODE}",
+    "kube-proxy": "/CN=system:kube-proxy",
+    # The API server's own identity towards kubelets (logs, exec, port-forward).
+    "apiserver-kubelet-client": "/O=system:masters/CN=kube-apiserver-kubelet-client",
 }
 
 
@@ -69,8 +84,18 @@ def _kubeconfig(server: str, ca: Path, user: dict[str, str]) -> dict[str, Any]:
 class ControlPlane:
     """The test cluster: start it, use it from tests, stop it."""
 
-    def __init__(self, bin_dir: Path, workdir: Path, crd_dirs: list[Path]) -> None:
+    def __init__(
+        self, bin_dir: Path, workdir: Path, crd_dirs: list[Path], *, real_node: bool = False
+    ) -> None:
         self.bin_dir = bin_dir
+        self.real_node: KubeletNode | None = None
+        self._want_real_node = real_node
+        # Simulated nodes by pool; with a real node, it is the CPU pool on its own.
+        self.default_nodes = (
+            {name: pool for name, pool in DEFAULT_NODES.items() if pool not in REAL_NODE_POOLS}
+            if real_node
+            else dict(DEFAULT_NODES)
+        )
         self.workdir = workdir
         self.crd_dirs = crd_dirs
         self.processes: list[ManagedProcess] = []
@@ -98,7 +123,11 @@ class ControlPlane:
     def start(self) -> None:
         """Start every component and wait until the cluster schedules pods onto Ready nodes."""
         started = time.monotonic()
-        self.pki = create_pki(self.workdir / "pki", _CLIENTS)
+        self.pki = create_pki(
+            self.workdir / "pki",
+            _CLIENTS,
+            extra_ips=[HOST_FROM_PODS] if self._want_real_node else [],
+        )
         etcd_port, etcd_peer, api_port = (_free_port(self._ports) for _ in range(3))
         self.server = f"https://127.0.0.1:{api_port}"
         kubeconfigs = self._write_kubeconfigs()
@@ -125,22 +154,48 @@ class ControlPlane:
             cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, parent_death_signal="TERM",
         )  # fmt: skip
         # Nodes and CRDs need only the API server: register them while the others start.
-        for name, pool in DEFAULT_NODES.items():
+        for name, pool in self.default_nodes.items():
             self.add_node(name, pool, wait=False)
+        if self._want_real_node:
+            self._start_real_node()
         install_crds(self.api(), load_crds(self.crd_dirs))
         anonymous_tls = ssl.create_default_context()
         anonymous_tls.check_hostname, anonymous_tls.verify_mode = False, ssl.CERT_NONE
         self._wait_http(controller_manager, f"https://127.0.0.1:{cm_port}/healthz", anonymous_tls)
         self._wait_http(scheduler, f"https://127.0.0.1:{scheduler_port}/healthz", anonymous_tls)
-        for name in DEFAULT_NODES:
-            self._wait_schedulable(name)
+        for name in self.node_names:
+            self._wait_schedulable(name, timeout=90 if name == REAL_NODE else 30)
         self.startup_seconds = time.monotonic() - started
+
+    @property
+    def node_names(self) -> list[str]:
+        """Every node of the default set: simulated ones and the real one."""
+        return [*self.default_nodes, *([REAL_NODE] if self._want_real_node else [])]
+
+    def _start_real_node(self) -> None:
+        assert self.pki is not None
+        kubelet, proxy = self.pki.clients["kubelet"], self.pki.clients["kube-proxy"]
+        self.real_node = KubeletNode(
+            REAL_NODE,
+            self.bin_dir,
+            Path(tempfile.mkdtemp(prefix="retune-node-")),
+            server=self.server,
+            ca_cert=self.pki.ca_cert,
+            kubelet_cert=(kubelet.cert, kubelet.key),
+            proxy_cert=(proxy.cert, proxy.key),
+            labels=pool_labels(REAL_NODE, "cpu", kubelet_sets=False),
+        )
+        self.real_node.start()
 
     def stop(self) -> None:
         """Stop every component: the node agent (and with it every pod) first, then the rest."""
         if self._admin is not None:
             self._admin.close()
             self._admin = None
+        if self.real_node is not None:
+            problems = self.real_node.stop()
+            if problems:
+                print("\nthe real node left the host changed: " + "; ".join(problems))
         first = [p for p in self.processes if p.name == "node-agent"]
         rest = [p for p in self.processes if p.name != "node-agent"]
         for process in first:
@@ -204,12 +259,27 @@ class ControlPlane:
 
     def _apiserver_args(self, etcd_port: int, port: int) -> list[str]:
         assert self.pki is not None
+        if self._want_real_node:
+            kubelet_client = self.pki.clients["apiserver-kubelet-client"]
+            # Pods reach the API server at the bridge's gateway (the `kubernetes` Service's
+            # endpoint); the API server reaches kubelets for logs with its own identity.
+            network = [
+                "--bind-address=0.0.0.0", f"--secure-port={port}",
+                f"--advertise-address={HOST_FROM_PODS}",
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]  # fmt: skip
+        else:
+            # Loopback has no routable address; kwok's pair of flags for that case.
+            network = [
+                "--bind-address=127.0.0.1", f"--secure-port={port}",
+                "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            ]  # fmt: skip
         return [
             str(self.binary("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", f"--secure-port={port}",
-            # Loopback has no routable address; kwok's pair of flags for that case.
-            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            *network,
             f"--tls-cert-file={self.pki.serving.cert}", f"--tls-private-key-file={self.pki.serving.key}",
             f"--client-ca-file={self.pki.ca_cert}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -310,6 +380,8 @@ class ControlPlane:
 
     def remove_node(self, name: str, wait: bool = True) -> None:
         """Delete a node (its pods are left to the pod garbage collector, as in a real cluster)."""
+        if self.real_node is not None and name == self.real_node.name:
+            raise ValueError(f"{name} is the real kubelet node: relabel it, do not remove it")
         core = client.CoreV1Api(self.api())
         try:
             core.delete_node(name)
@@ -323,17 +395,23 @@ class ControlPlane:
         """Bring the nodes back to the default set with their default labels."""
         core = client.CoreV1Api(self.api())
         current = {node.metadata.name: node for node in core.list_node().items}
-        for name in set(current) - set(DEFAULT_NODES):
+        wanted_nodes = set(self.node_names)
+        for name in set(current) - wanted_nodes:
             self.remove_node(name, wait=False)
-        for name, pool in DEFAULT_NODES.items():
-            wanted = node_manifest(name, pool)["metadata"]["labels"]
+        for name in wanted_nodes:
+            pool = self.default_nodes.get(name, "cpu")
+            wanted = (
+                node_manifest(name, pool)["metadata"]["labels"]
+                if name in self.default_nodes
+                else pool_labels(name, pool, kubelet_sets=True)
+            )
             if name not in current:
                 self.add_node(name, pool)
                 continue
             labels = current[name].metadata.labels or {}
             if labels != wanted:
                 self.relabel_node(name, {**{key: None for key in labels}, **wanted})
-        for name in set(current) - set(DEFAULT_NODES):
+        for name in set(current) - wanted_nodes:
             wait_until(
                 lambda name=name: not self._node_exists(name), 30, f"node {name} to be deleted"
             )
@@ -347,7 +425,7 @@ class ControlPlane:
                 return False
             raise
 
-    def _wait_schedulable(self, name: str) -> None:
+    def _wait_schedulable(self, name: str, timeout: float = 30) -> None:
         """The node-lifecycle controller lifts the not-ready taint once it sees the node Ready."""
         core = client.CoreV1Api(self.api())
 
@@ -355,11 +433,17 @@ class ControlPlane:
             taints = core.read_node(name).spec.taints or []
             return not any(taint.key == NOT_READY_TAINT for taint in taints)
 
-        wait_until(untainted, 30, f"node {name} to lose its {NOT_READY_TAINT} taint")
+        wait_until(untainted, timeout, f"node {name} to lose its {NOT_READY_TAINT} taint")
 
     # -- diagnostics ---------------------------------------------------------------------
     def pod_log(self, namespace: str, pod: str, container: str | None = None) -> str:
-        """What a pod's container wrote to stdout/stderr (the node agent keeps it in a file)."""
+        """What a pod's container wrote to stdout/stderr: from the kubelet through the API
+        for the real node's pods, from the node agent's file for simulated nodes' pods."""
+        core = client.CoreV1Api(self.api())
+        if self.real_node is not None:
+            node = core.read_namespaced_pod(pod, namespace).spec.node_name
+            if node == self.real_node.name:
+                return str(core.read_namespaced_pod_log(pod, namespace, container=container))
         matches = sorted((self.workdir / "pods").glob(f"{namespace}_{pod}_*/logs/*.log"))
         if container is not None:
             matches = [path for path in matches if path.stem == container]
@@ -372,6 +456,9 @@ class ControlPlane:
     def diagnostics(self, lines: int = 15) -> str:
         """Where the logs are, and the end of each component's log."""
         parts = [f"test cluster work directory: {self.workdir} (component logs in {self.logs_dir})"]
+        if self.real_node is not None:
+            parts.append(f"real node {self.real_node.name} in {self.real_node.workdir}:")
+            parts.append(self.real_node.diagnostics(lines))
         for process in self.processes:
             state = "running" if process.running else process.describe_exit()
             parts.append(f"--- {process.name} ({state}), last {lines} lines of {process.log_path}:")

@@ -155,3 +155,45 @@ def service_account_api_client(
 ) -> client.ApiClient:
     """An ApiClient that authenticates as the ServiceAccount, with a fresh bound token."""
     return cluster.api(cluster.serviceaccount_kubeconfig(namespace, name))
+
+
+def install_chart(
+    kubeconfig: Path,
+    values: Mapping[str, Any] | None = None,
+    *,
+    release: str = "retune",
+    namespace: str = "retune-system",
+    chart: Path = CHART_DIR,
+    timeout: str = "180s",
+) -> str:
+    """``helm install --wait``: the release is up when the operator's pod is Ready."""
+    args = [
+        "install",
+        release,
+        str(chart),
+        "--namespace",
+        namespace,
+        "--wait",
+        "--timeout",
+        timeout,
+    ]
+    return _with_values(values, [*args, "--kubeconfig", str(kubeconfig)])
+
+
+def uninstall_chart(
+    kubeconfig: Path, *, release: str = "retune", namespace: str = "retune-system"
+) -> None:
+    """``helm uninstall --wait``; a release that is not there is fine."""
+    try:
+        helm(
+            "uninstall",
+            release,
+            "--namespace",
+            namespace,
+            "--wait",
+            "--kubeconfig",
+            str(kubeconfig),
+        )
+    except HelmError as error:
+        if "not found" not in str(error):
+            raise

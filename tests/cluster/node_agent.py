@@ -1,5 +1,7 @@
-"""A test-only stand-in for the kubelet of every Node in the test cluster.
+"""A test-only stand-in for the kubelet of the simulated Nodes in the test cluster.
 
+It serves the nodes registered as API objects by the fixtures (their runtime version says
+``retune-node-agent``), never a real kubelet's node (``tests/cluster/node.py``).
 It does two things a kubelet does, and nothing else:
 - keeps each Node alive by renewing its Lease in ``kube-node-lease``;
 - runs the pods the scheduler binds to those nodes as local processes
@@ -33,7 +35,14 @@ log = logging.getLogger("node-agent")
 
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_DURATION_SECONDS = 40
+AGENT_RUNTIME = "retune-node-agent://"
 WATCH_TIMEOUT_SECONDS = 30
+
+
+def served_by_agent(node: client.V1Node) -> bool:
+    """A simulated node (registered with the agent's runtime), not a real kubelet's."""
+    info = node.status.node_info if node.status else None
+    return bool(info and (info.container_runtime_version or "").startswith(AGENT_RUNTIME))
 
 
 def _micro_time() -> str:
@@ -52,13 +61,16 @@ class NodeAgent:
         self.runners: dict[str, PodRunner] = {}
         self.deleting: set[str] = set()  # uids whose deletion we have already acted on
         self.stopping = threading.Event()
+        self._served: dict[str, bool] = {}  # node name -> simulated by this agent
 
     # -- heartbeats ----------------------------------------------------------------------
     def heartbeat_forever(self) -> None:
         while not self.stopping.is_set():
             try:
                 for node in self.core.list_node().items:
-                    self._renew_lease(node)
+                    self._served[node.metadata.name] = served_by_agent(node)
+                    if self._served[node.metadata.name]:
+                        self._renew_lease(node)
             except Exception as error:
                 log.warning("heartbeat failed: %s", error)
             self.stopping.wait(self.heartbeat_seconds)
@@ -128,7 +140,17 @@ class NodeAgent:
             elif event["type"] in ("ADDED", "MODIFIED"):
                 self._handle(pod)
 
+    def _serves(self, node_name: str) -> bool:
+        if node_name not in self._served:
+            try:
+                self._served[node_name] = served_by_agent(self.core.read_node(node_name))
+            except ApiException:
+                return False
+        return self._served[node_name]
+
     def _handle(self, pod: dict[str, Any]) -> None:
+        if not self._serves(pod["spec"]["nodeName"]):
+            return  # a real kubelet's pod
         meta = pod["metadata"]
         uid = meta["uid"]
         runner = self.runners.get(uid)

@@ -76,6 +76,20 @@ POOLS: dict[str, tuple[Any, dict[str, str]]] = {
 
 # The nodes every session starts with, and that the per-test reset restores.
 DEFAULT_NODES: dict[str, str] = {"cpu-pool-0": "cpu", "cpu-pool-1": "cpu", "gpu-pool-0": "gpu"}
+# With a real kubelet node (tests/cluster/node.py), it is the CPU pool on its own and has
+# this name; the simulated nodes of its pool are left out.
+REAL_NODE = "cpu-pool-0"
+REAL_NODE_POOLS = ("cpu",)
+# Labels a kubelet sets on its Node itself (and refuses to take from --node-labels).
+KUBELET_LABELS = ("kubernetes.io/hostname", "kubernetes.io/os", "kubernetes.io/arch")
+
+
+def pool_labels(name: str, pool: str, *, kubelet_sets: bool) -> dict[str, str]:
+    """A pool's labels for node ``name``; without those the kubelet sets when not ``kubelet_sets``."""
+    labels: dict[str, str] = POOLS[pool][0](name)
+    if not kubelet_sets:
+        labels = {k: v for k, v in labels.items() if k not in KUBELET_LABELS}
+    return labels
 
 
 def _now() -> str:

@@ -71,8 +71,11 @@ def _signed_cert(
     return ClientCert(cert=cert, key=key)
 
 
-def create_pki(directory: Path, client_subjects: dict[str, str]) -> ClusterPKI:
-    """Create a CA, a serving certificate for 127.0.0.1, and one client cert per subject.
+def create_pki(
+    directory: Path, client_subjects: dict[str, str], extra_ips: list[str] | None = None
+) -> ClusterPKI:
+    """Create a CA, a serving certificate for 127.0.0.1 (and ``extra_ips``), and one client
+    cert per subject.
 
     ``client_subjects`` maps a file name to an openssl subject such as
     ``/O=system:masters/CN=retune-admin`` (O is the group, CN the user name).
@@ -92,7 +95,8 @@ def create_pki(directory: Path, client_subjects: dict[str, str]) -> ClusterPKI:
     )  # fmt: skip
     names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
              "kubernetes.default.svc.cluster.local"]  # fmt: skip
-    san = ",".join([f"DNS:{n}" for n in names] + ["IP:127.0.0.1", "IP:10.0.0.1"])
+    ips = ["127.0.0.1", "10.0.0.1", *(extra_ips or [])]
+    san = ",".join([f"DNS:{n}" for n in names] + [f"IP:{ip}" for ip in ips])
     serving = _signed_cert(
         directory, "apiserver", "/CN=kube-apiserver", ca,
         [f"subjectAltName={san}", "keyUsage=critical,digitalSignature,keyEncipherment",

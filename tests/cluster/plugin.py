@@ -32,6 +32,18 @@ from tests.cluster.prometheus import PrometheusMissing, PrometheusServer, find_p
 from tests.cluster.testbin import TestbinMissing, testbin_dir
 
 CRD_DIRS = [REPO_ROOT / "crds"]
+# The real kubelet node (tests/cluster/node.py) joins the cluster when running as root;
+# RETUNE_REAL_NODE=0 leaves it out (the end-to-end tests then refuse to run).
+REAL_NODE_ENV = "RETUNE_REAL_NODE"
+
+
+def want_real_node() -> bool:
+    setting = os.environ.get(REAL_NODE_ENV)
+    if setting is not None:
+        return setting == "1"
+    return os.geteuid() == 0
+
+
 # Set RETUNE_KEEP_TEST_DIRS=1 to keep the work directories (logs, etcd data) after a run.
 KEEP_ENV = "RETUNE_KEEP_TEST_DIRS"
 
@@ -116,7 +128,7 @@ def control_plane() -> Iterator[ControlPlane]:
     if reason:
         pytest.fail(reason, pytrace=False)
     workdir = Path(tempfile.mkdtemp(prefix="retune-cluster-"))
-    plane = ControlPlane(bin_dir, workdir, CRD_DIRS)
+    plane = ControlPlane(bin_dir, workdir, CRD_DIRS, real_node=want_real_node())
     problem = _start(plane.start, plane.stop, plane.diagnostics, "the test control plane")
     if problem:
         pytest.fail(problem, pytrace=False)

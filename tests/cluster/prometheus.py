@@ -1,5 +1,7 @@
-"""A real Prometheus server (Debian's ``prometheus``) on loopback, for the test suite.
+"""A real Prometheus server (Debian's ``prometheus``), for the test suite.
 
+It listens on every address of the host, so that pods on the real node reach it at the
+bridge's gateway (:attr:`PrometheusServer.pod_url`); tests use loopback (``url``).
 The server scrapes static targets that tests register (typically a ``MetricsExporter``
 from ``tests.cluster.exporter``) every second. Targets are changed by rewriting the
 config file and POSTing ``/-/reload`` (the server runs with ``--web.enable-lifecycle``).
@@ -20,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from tests.cluster.node import HOST_FROM_PODS
 from tests.cluster.processes import ManagedProcess, wait_until
 
 SCRAPE_INTERVAL = "1s"
@@ -46,9 +49,11 @@ class PrometheusServer:
         self.workdir = workdir
         self.config_path = workdir / "prometheus.yml"
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
+            sock.bind(("0.0.0.0", 0))
             self.port = int(sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
+        self.pod_url = f"http://{HOST_FROM_PODS}:{self.port}"
+        """Where pods on the real node reach this server."""
         self._jobs: dict[str, dict[str, Any]] = {}
         self._process: ManagedProcess | None = None
 
@@ -68,7 +73,7 @@ class PrometheusServer:
                 str(self.binary),
                 f"--config.file={self.config_path}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.listen-address=0.0.0.0:{self.port}",
                 "--web.enable-lifecycle",
                 "--storage.tsdb.retention.time=2h",
             ],
@@ -106,6 +111,11 @@ class PrometheusServer:
             job, {"job_name": job, "metrics_path": metrics_path, "static_configs": []}
         )
         entry["static_configs"].append({"targets": [address], "labels": dict(labels or {})})
+        self._apply()
+
+    def add_job(self, job: str, scrape_config: dict[str, Any]) -> None:
+        """A whole scrape config (service discovery, relabelling) under ``job``."""
+        self._jobs[job] = {**scrape_config, "job_name": job}
         self._apply()
 
     def remove_job(self, job: str) -> None:

@@ -128,7 +128,8 @@ def test_deployment_pods_are_created_by_the_controller_manager_and_bound_by_the_
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "nodeSelector": {"retune.dev/pool": "cpu"},
+                    # the simulated nodes' pool (the real node takes only pods that ask)
+                    "nodeSelector": {"retune.dev/pool": "gpu"},
                     "containers": [
                         {
                             "name": "cache",
@@ -152,7 +153,7 @@ def test_deployment_pods_are_created_by_the_controller_manager_and_bound_by_the_
     assert len(pods) == 3
     for pod in pods:
         assert pod.metadata.owner_references[0].kind == "ReplicaSet"
-        assert pod.spec.node_name in {"cpu-pool-0", "cpu-pool-1"}
+        assert pod.spec.node_name in cluster.default_nodes
         scheduled = next(c for c in pod.status.conditions if c.type == "PodScheduled")
         assert scheduled.status == "True"
 
@@ -249,22 +250,26 @@ def test_pods_land_on_an_added_node(cluster: ControlPlane, namespace: str) -> No
 
 def test_reset_nodes_restores_the_default_pool(cluster: ControlPlane) -> None:
     core = client.CoreV1Api(cluster.api())
+    defaults = set(cluster.node_names)
     cluster.add_node("cpu-pool-7", "cpu")
-    cluster.remove_node("cpu-pool-1")
+    cluster.add_node("gpu-pool-8", "gpu")
+    cluster.remove_node("gpu-pool-0")
+    cluster.relabel_node(
+        "cpu-pool-0", {"node.kubernetes.io/instance-type": "m7i.xlarge", "retune.dev/extra": "y"}
+    )
+    cluster.reset_nodes()
     cluster.relabel_node(
         "gpu-pool-0", {"nvidia.com/gpu.product": "NVIDIA-L4", "retune.dev/extra": "x"}
     )
 
     cluster.reset_nodes()
 
-    assert {node.metadata.name for node in core.list_node().items} == {
-        "cpu-pool-0",
-        "cpu-pool-1",
-        "gpu-pool-0",
-    }
+    assert {node.metadata.name for node in core.list_node().items} == defaults
     labels = core.read_node("gpu-pool-0").metadata.labels
     assert labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
     assert "retune.dev/extra" not in labels
+    cpu = core.read_node("cpu-pool-0").metadata.labels  # the real node when there is one
+    assert cpu["node.kubernetes.io/instance-type"] == "m6i.xlarge" and "retune.dev/extra" not in cpu
 
 
 def test_active_deadline_fails_the_pod_and_kills_its_process(

@@ -2,17 +2,21 @@
 
     python -m tests.e2e.demo_cluster          (make demo-cluster)
 
-Starts the test control plane and Prometheus (as the test fixtures do), installs the
-chart's identity, runs the operator as a real process, and plays the end-to-end scenes
+Starts the test control plane with its real kubelet node and Prometheus (as the test
+fixtures do), installs the chart with the real helm (the operator runs as a Pod from its
+own image), and plays the end-to-end scenes
 (:mod:`tests.e2e.scenarios`) against examples/01's cache service under load: a target
 tuned and promoted, retuned on an SLO violation and on new hardware; a target retuned
 on a drifting profile; a rollout paused, aborted and promoted by hand; a canary whose
 analysis fails; Prometheus stopped mid-canary; the operator killed at every canary step.
 After each scene it prints what the operator did and why, from the target's Events. The
-last line counts the outcomes: ``promotions=N rollbacks=M retunes=K``.
+last line counts the outcomes: ``promotions=N rollbacks=M retunes=K``, then
+``real_node_pods=N operator=pod|process``: N is the number of the story's pods that ran
+to completion or readiness on the kubelet node, as the kubelet reported them to the API
+(a watch on every pod's status, not the demo's own count).
 
-Needs what ``make test-e2e`` needs (``make testbin prometheus``); takes about 6 minutes on
-2 cores. ``RETUNE_KEEP_TEST_DIRS=1`` keeps the logs.
+Needs what ``make test-e2e`` needs (``make testbin prometheus images``, root); takes about
+8 minutes on 2 cores. ``RETUNE_KEEP_TEST_DIRS=1`` keeps the logs.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ import shutil
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from kubernetes import client, watch
 
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.plugin import CRD_DIRS, KEEP_ENV
@@ -76,7 +83,7 @@ WIDTH = 150
 @contextmanager
 def services(workdir: Path) -> Iterator[tuple[ControlPlane, PrometheusServer]]:
     """The test control plane and Prometheus, as the fixtures start them."""
-    plane = ControlPlane(testbin_dir(), workdir / "cluster", CRD_DIRS)
+    plane = ControlPlane(testbin_dir(), workdir / "cluster", CRD_DIRS, real_node=True)
     prometheus = PrometheusServer(find_prometheus(), workdir / "prometheus")
     try:
         print("starting the test control plane and Prometheus ...", flush=True)
@@ -86,6 +93,46 @@ def services(workdir: Path) -> Iterator[tuple[ControlPlane, PrometheusServer]]:
     finally:
         prometheus.stop()
         plane.stop()
+
+
+class RealNodePods:
+    """Every pod that ran to completion or readiness on the kubelet node, by uid, as the
+    kubelet's status updates show them (a watch over all namespaces)."""
+
+    def __init__(self, api: client.ApiClient, node: str) -> None:
+        self.api, self.node = api, node
+        self.seen: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> RealNodePods:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        core = client.CoreV1Api(self.api)
+        while not self._stop.is_set():
+            try:
+                stream = watch.Watch().stream(
+                    core.list_pod_for_all_namespaces,
+                    field_selector=f"spec.nodeName={self.node}",
+                    timeout_seconds=5,
+                )
+                for event in stream:
+                    pod = event["object"]
+                    ready = any(
+                        c.type == "Ready" and c.status == "True"
+                        for c in (pod.status.conditions or [])
+                    )
+                    if pod.status.phase == "Succeeded" or ready:
+                        self.seen[pod.metadata.uid] = (
+                            f"{pod.metadata.namespace}/{pod.metadata.name}"
+                        )
+            except Exception:  # re-opened; a pod seen once stays counted
+                time.sleep(0.5)
 
 
 def timeline(story: CacheStory, started: float) -> list[str]:
@@ -123,7 +170,7 @@ def play(env: E2E, started: float) -> tuple[int, int, int]:
         finally:
             story.close()
             env.cluster.reset_nodes()
-            if not env.operator.process.running:
+            if not env.operator.running:
                 env.operator.start()
             env.prometheus.start()
         print("\n".join(timeline(story, started)))
@@ -143,9 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     try:
         with services(workdir) as (plane, prometheus):
+            assert plane.real_node is not None
+            pods = RealNodePods(plane.api(), plane.real_node.name).start()
             roles = [role for role, _, _ in SCENES]
             with environment(plane, prometheus, roles, workdir / "operator") as env:
                 counts = play(env, started)
+                operator = env.operator.pod()
+                where = (
+                    "pod"
+                    if operator is not None and operator.spec.node_name == plane.real_node.name
+                    else "process"
+                )
+            pods.stop()
         ok = True
     finally:
         if ok and os.environ.get(KEEP_ENV) != "1":
@@ -154,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nlogs kept in {workdir}", file=sys.stderr)
     minutes, seconds = divmod(int(time.time() - started), 60)
     print(f"\nthe story took {minutes}m{seconds:02d}s")
-    print("promotions={} rollbacks={} retunes={}".format(*counts))
+    print(
+        "promotions={} rollbacks={} retunes={} real_node_pods={} operator={}".format(
+            *counts, len(pods.seen), where
+        )
+    )
     return 0
 
 

@@ -1,5 +1,6 @@
-"""The end-to-end environment: the operator as a real process under the chart's
-ServiceAccount, namespaces for the tests, a profile exporter scraped by Prometheus.
+"""The end-to-end environment: the operator installed by the real helm from its own image,
+a Pod on the real kubelet node under the chart's ServiceAccount; namespaces for the tests
+(Pod Security ``restricted`` enforced); a profile exporter scraped by Prometheus.
 
 Used by the pytest fixture (``tests/e2e/conftest.py``) and by the cluster demo
 (``python -m tests.e2e.demo_cluster``), which starts the control plane and Prometheus
@@ -19,10 +20,17 @@ from kubernetes import client
 from retune.spec import GROUP, PLURAL, VERSION
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.exporter import MetricsExporter
-from tests.cluster.helm import apply_manifests, delete_manifests, find_manifest, render_chart
 from tests.cluster.processes import wait_until
 from tests.cluster.prometheus import PrometheusServer
-from tests.e2e.harness import PROFILE, OperatorProcess
+from tests.e2e.harness import PROFILE
+from tests.e2e.operator_pod import OperatorPod
+
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+"""Every test namespace enforces Pod Security ``restricted``: the API server's admission
+refuses any evaluation, workload or operator pod that is not hardened."""
 
 
 @dataclass
@@ -32,7 +40,7 @@ class E2E:
     cluster: ControlPlane
     api: client.ApiClient
     namespaces: dict[str, str]
-    operator: OperatorProcess
+    operator: OperatorPod
     prometheus: PrometheusServer
     exporter: MetricsExporter
     log_dir: Path
@@ -40,7 +48,7 @@ class E2E:
 
 def _create_namespace(api: client.ApiClient, name: str) -> None:
     core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespace({"metadata": {"name": name, "labels": dict(RESTRICTED)}})
     wait_until(lambda: core.read_namespaced_service_account("default", name), 30, f"{name}/default")
 
 
@@ -71,19 +79,19 @@ def environment(
     log_dir: Path,
     max_concurrent_searches: int = 2,
 ) -> Iterator[E2E]:
-    """Namespaces for ``roles``, the chart's identity, the operator serving them, and the
+    """Namespaces for ``roles``, the operator serving them (installed by helm), and the
     example's profile exporter; everything is removed afterwards."""
+    if cluster.real_node is None:
+        raise RuntimeError(
+            "the end-to-end tests run the operator and its pods on the real kubelet node, "
+            "which needs root (and not RETUNE_REAL_NODE=0)"
+        )
     api = cluster.api()
     suffix = uuid.uuid4().hex[:6]
     system = f"retune-system-{suffix}"
     namespaces = {role: f"e2e-{role}-{suffix}" for role in roles}
     for name in (system, *namespaces.values()):
         _create_namespace(api, name)
-    docs = render_chart({"watchNamespaces": list(namespaces.values())}, namespace=system)
-    applied = apply_manifests(api, docs)
-    account = find_manifest(docs, "ServiceAccount")["metadata"]["name"]
-    kubeconfig = cluster.serviceaccount_kubeconfig(system, account)
-
     exporter = MetricsExporter().start()
     for key, value in PROFILE.items():
         exporter.set(f"cache_profile_{key}", value)
@@ -92,26 +100,26 @@ def environment(
     prometheus.wait_for_query('max(cache_profile_key_space{job="cache"})', timeout=30)
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(
-        kubeconfig,
+    operator = OperatorPod(
+        cluster,
+        system,
         namespaces.values(),
-        prometheus.url,
-        log_dir / "operator.log",
+        prometheus.pod_url,
         max_concurrent_searches=max_concurrent_searches,
     )
-    operator.start()
     try:
+        operator.install()
         yield E2E(cluster, api, namespaces, operator, prometheus, exporter, log_dir)
     finally:
         try:
-            if not operator.process.running:
+            (log_dir / "operator.log").write_text(operator.log(2000))
+            if operator.installed and not operator.running:
                 operator.start()
             prometheus.start()
             _delete_targets(api, list(namespaces.values()))
         finally:
-            operator.stop()
+            operator.uninstall()
             prometheus.remove_job("cache")
             exporter.stop()
-            delete_manifests(api, applied)
             for name in (system, *namespaces.values()):
                 client.CoreV1Api(api).delete_namespace(name)

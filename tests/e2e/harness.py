@@ -1,7 +1,8 @@
 """The small fixture layer the operator's end-to-end tests read through.
 
-- :class:`OperatorProcess`: ``retune operator`` as a real process, with a kubeconfig of the
-  chart's ServiceAccount, killed (-9) or stopped (SIGTERM) like a pod would be;
+- :class:`OperatorProcess`: ``retune operator`` as a local process, with a kubeconfig of the
+  chart's ServiceAccount (the benchmarks' way; the end-to-end tests run it as a Pod, see
+  ``tests/e2e/operator_pod.py``);
 - :class:`EvaluationRecorder`: watches a namespace's evaluation ConfigMaps and pods and
   remembers every batch's task ids and every pod's node, even after the executor has
   deleted them;
@@ -172,18 +173,22 @@ class EvaluationRecorder:
             self.pod_nodes[pod.metadata.name] = pod.spec.node_name
 
 
+EVALUATOR_RESOURCES = {"cpu": "400m", "memory": "512Mi"}
+"""Two evaluation pods of two targets at once fit the real node's two cores beside the
+operator and the caches (requests are limits for evaluation pods)."""
+
+
 def cache_target(namespace: str, name: str = "cache-eviction", budget: int = 24) -> dict[str, Any]:
-    """examples/01's target for this cluster: the seed inline, the evaluator loaded as a
-    module from the example's directory (the node agent runs pods on this host), queries
-    over the exporter's gauges, a small budget and shorter traces so the test is quick."""
+    """examples/01's target for this cluster: the seed inline, the example's evaluator image
+    (evaluation pods run it on the real node), queries over the exporter's gauges, a small
+    budget and shorter traces so the test is quick."""
     target = yaml.safe_load((EXAMPLE / "target.yaml").read_text())
     target["metadata"] = {"name": name, "namespace": namespace}
     spec = target["spec"]
     spec["policy"]["seed"] = {"inline": (EXAMPLE / "seed_policy.py").read_text()}
     evaluator = spec["evaluator"]
     del evaluator["module"]
-    evaluator["path"] = "evaluator"
-    evaluator["env"] = {"PYTHONPATH": str(EXAMPLE)}
+    evaluator["resources"] = dict(EVALUATOR_RESOURCES)
     evaluator["params"].update(requests_full=30000, requests_quick=8000)
     evaluator["minImprovement"] = 0.01
     spec["profile"] = {
@@ -192,27 +197,6 @@ def cache_target(namespace: str, name: str = "cache-eviction", budget: int = 24)
     del spec["hardware"]["recorded"]
     spec["search"]["budget"] = {"maxEvaluations": budget}
     return dict(target)
-
-
-def cache_deployment(namespace: str) -> dict[str, Any]:
-    """The workload: a Deployment on the CPU pool (the node agent runs it as an idle process)."""
-    labels = {"app": "cache"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "cache", "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "nodeSelector": {"retune.dev/pool": "cpu"},
-                    "containers": [{"name": "cache", "image": "ghcr.io/retune/cache:demo"}],
-                },
-            },
-        },
-    }
 
 
 # -- readers --------------------------------------------------------------------------------

@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from retune.search.archive import Archive
+from tests.cluster.nodes import REAL_NODE
 from tests.cluster.prometheus import PrometheusServer
-from tests.e2e.harness import OperatorProcess, checkpoint
+from tests.e2e.harness import checkpoint
+from tests.e2e.operator_pod import OperatorPod
 from tests.e2e.story import SHIFTED, CacheStory, continuous_target, finished, promoted
 
 SEARCH = 150.0
 """Seconds a search, its validation and its canary may take on 2 shared cores."""
-CPU_NODES = ("cpu-pool-0", "cpu-pool-1")
+CPU_NODES = (REAL_NODE,)
+"""The CPU pool: the real kubelet node."""
 NEW_INSTANCE_TYPE = "m7i.xlarge"
 DRIFTED = {"key_space": 20000}
 """The mix after the drift: four times the keys, far beyond the 50% drift threshold."""
@@ -70,7 +73,7 @@ def tuned(story: CacheStory) -> Tuned:
     # When the nodes under the workload are relabelled to a new instance type, then once
     # the change has settled a retune runs on the new hardware
     relabelled_at = time.time()
-    story.act(f"{' and '.join(CPU_NODES)} relabelled to instance type {NEW_INSTANCE_TYPE}")
+    story.act(f"{', '.join(CPU_NODES)} relabelled to instance type {NEW_INSTANCE_TYPE}")
     for node in CPU_NODES:
         story.env.cluster.relabel_node(
             node, {"node.kubernetes.io/instance-type": NEW_INSTANCE_TYPE}
@@ -204,7 +207,7 @@ def blind_canary(
 
 
 def killed_canary(
-    story: CacheStory, operator: OperatorProcess
+    story: CacheStory, operator: OperatorPod
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The operator killed at each canary step; returns the workload before, and the status
     after."""
@@ -221,7 +224,10 @@ def killed_canary(
             SEARCH,
             f"canary step {step + 1}",
         )
-        story.act(f"the operator is killed (-9) at canary step {step + 1}, and started again")
+        story.act(
+            f"the operator's pod is deleted (--force) at canary step {step + 1}; "
+            "its Deployment starts a new one"
+        )
         operator.kill()
         operator.start()
     # then the rollout ends

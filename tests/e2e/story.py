@@ -22,13 +22,7 @@ from retune.spec import GROUP, PLURAL, VERSION
 from tests.cluster.processes import wait_until
 from tests.e2e.environment import E2E
 from tests.e2e.harness import EvaluationRecorder, cache_target, status_of
-from tests.e2e.workload import (
-    MIX,
-    Traffic,
-    cache_service,
-    evaluator_memory_fraction,
-    policy_config_map,
-)
+from tests.e2e.workload import MIX, Traffic, deploy_cache, evaluator_memory_fraction
 
 HIT_RATIO = (
     'sum(rate(cache_requests_total{{namespace="{namespace}",result="hit"{track}}}[{window}]))'
@@ -75,11 +69,8 @@ def continuous_target(
     spec = target["spec"]
     spec["policy"]["seed"] = {"configMapRef": {"name": "cache-policy", "key": "policy.py"}}
     evaluator = spec["evaluator"]
-    evaluator["params"].update(
-        requests_full=8000,
-        requests_quick=3000,
-        cache_memory_fraction=evaluator_memory_fraction(),
-    )
+    # (cache_memory_fraction is set by CacheStory.apply, from the real node's memory)
+    evaluator["params"].update(requests_full=8000, requests_quick=3000)
     evaluator.update(minImprovement=0.0, holdoutSeeds=1)
     spec["profile"] = {
         "queries": {key: f'max(cache_profile_{key}{{namespace="{namespace}"}})' for key in MIX},
@@ -154,9 +145,7 @@ class CacheStory:
     # -- given -----------------------------------------------------------------------------
     def deploy(self, replicas: int = 1) -> CacheStory:
         """The cache running its LRU policy, under the load generator's traffic."""
-        core, apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
-        core.create_namespaced_config_map(self.namespace, policy_config_map(self.namespace))
-        apps.create_namespaced_deployment(self.namespace, cache_service(self.namespace, replicas))
+        deploy_cache(self.api, self.namespace, replicas)
         env = self.env
         self.traffic = Traffic(
             env.cluster, env.prometheus, env.exporter, self.namespace, env.log_dir
@@ -172,6 +161,9 @@ class CacheStory:
         self.actions.append(TimelineEntry(datetime.now(UTC), "Action", "", what))
 
     def apply(self, target: dict[str, Any]) -> None:
+        # the evaluator sizes its simulated cache as this share of the node's memory
+        params = target["spec"]["evaluator"]["params"]
+        params["cache_memory_fraction"] = evaluator_memory_fraction(self.env.cluster)
         self.act(f"OptimizationTarget {self.name} applied")
         client.CustomObjectsApi(self.api).create_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL, target

@@ -31,7 +31,7 @@ def story(e2e: E2E, request: pytest.FixtureRequest) -> Iterator[CacheStory]:
     finally:
         cache.close()
         e2e.cluster.reset_nodes()
-        if not e2e.operator.process.running:
+        if not e2e.operator.running:
             e2e.operator.start()
         e2e.prometheus.start()
 

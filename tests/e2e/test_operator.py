@@ -1,5 +1,6 @@
-"""The operator end to end: a real control plane, a real Prometheus, the operator as a real
-process with the chart's ServiceAccount, evaluation pods run by the test node agent."""
+"""The operator end to end: a real control plane, a real Prometheus, the operator installed
+by helm as a Pod on the real kubelet node under the chart's ServiceAccount, its evaluation
+pods and the cache as real containers there."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from retune.search.state import EngineState
+from tests.cluster.node import HOST_FROM_PODS
+from tests.cluster.nodes import REAL_NODE
 from tests.cluster.processes import wait_until
 from tests.e2e.environment import E2E
 from tests.e2e.harness import (
     EvaluationRecorder,
     apply_target,
-    cache_deployment,
     cache_target,
     checkpoint,
     condition,
@@ -25,9 +27,10 @@ from tests.e2e.harness import (
     read_target,
     wait_for_status,
 )
+from tests.e2e.workload import deploy_cache
 from tests.llm_server import MODELS, running_mutation_server
 
-CPU_NODES = {"cpu-pool-0", "cpu-pool-1"}
+CPU_NODES = {REAL_NODE}
 E2E_ROLES = ("story", "invalid", "signals", "llm")
 API_KEY = "sk-test-retune-e2e"
 
@@ -73,7 +76,7 @@ def test_a_target_is_tuned_resumed_after_a_kill_validated_and_cleaned_up(e2e: E2
     recorder = EvaluationRecorder(api, namespace).start()
 
     # Given the cache on the CPU pool, when examples/01's target is applied
-    client.AppsV1Api(api).create_namespaced_deployment(namespace, cache_deployment(namespace))
+    deploy_cache(api, namespace)
     apply_target(api, cache_target(namespace, name))
 
     # then it reads its profile and hardware and searches, with pods on the CPU pool
@@ -170,7 +173,7 @@ def test_a_target_is_tuned_resumed_after_a_kill_validated_and_cleaned_up(e2e: E2
 
 def test_an_invalid_target_is_refused_or_degraded_naming_the_field(e2e: E2E) -> None:
     api, namespace, operator = e2e.api, e2e.namespaces["invalid"], e2e.operator
-    client.AppsV1Api(api).create_namespaced_deployment(namespace, cache_deployment(namespace))
+    deploy_cache(api, namespace)
 
     # A target the schema can refuse is refused by the API server, naming the field
     refused = cache_target(namespace, "refused")
@@ -232,7 +235,7 @@ def test_an_invalid_target_is_refused_or_degraded_naming_the_field(e2e: E2E) -> 
 
 def test_prometheus_down_makes_the_target_wait_and_it_recovers(e2e: E2E) -> None:
     api, namespace, operator = e2e.api, e2e.namespaces["signals"], e2e.operator
-    client.AppsV1Api(api).create_namespaced_deployment(namespace, cache_deployment(namespace))
+    deploy_cache(api, namespace)
 
     # Given Prometheus is down, when a target is applied, then it waits and says why
     e2e.prometheus.stop()
@@ -272,14 +275,16 @@ def test_prometheus_down_makes_the_target_wait_and_it_recovers(e2e: E2E) -> None
 
 def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e: E2E) -> None:
     api, namespace, operator = e2e.api, e2e.namespaces["llm"], e2e.operator
-    client.AppsV1Api(api).create_namespaced_deployment(namespace, cache_deployment(namespace))
+    deploy_cache(api, namespace)
     client.CoreV1Api(api).create_namespaced_secret(
         namespace, {"metadata": {"name": "llm-keys"}, "stringData": {"openai": API_KEY}}
     )
     # (the stand-in models answer only with the key: 401 otherwise)
-    with running_mutation_server(seed=5, api_key=API_KEY) as server:
+    # (it listens where the operator's pod reaches it: the host's address on the pods' bridge)
+    with running_mutation_server(seed=5, api_key=API_KEY, host="0.0.0.0") as server:
+        base_url = f"http://{HOST_FROM_PODS}:{server.port}/v1"
         # A tier naming a Secret that does not exist: Degraded, naming the field
-        apply_target(api, llm_target(namespace, "keyless", server.base_url, "no-such-secret"))
+        apply_target(api, llm_target(namespace, "keyless", base_url, "no-such-secret"))
         keyless = wait_for_status(
             api,
             namespace,
@@ -296,7 +301,7 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
 
         # Given the key in a Secret, when the target is applied, then it searches with the
         # models, and its ledger holds exactly the tokens the server served
-        apply_target(api, llm_target(namespace, "llm-tuned", server.base_url, "llm-keys"))
+        apply_target(api, llm_target(namespace, "llm-tuned", base_url, "llm-keys"))
         done = wait_for_status(
             api,
             namespace,

@@ -1,22 +1,20 @@
 """examples/01's cache service as the workload of the end-to-end tests, with its traffic.
 
-- :func:`cache_service`: the Deployment of the real cache service (its pods are run by the
-  node agent as local processes), reading its eviction policy from the ConfigMap volume
-  ``retune-policy``, and :func:`policy_config_map`, the policy it starts with;
-- :class:`Traffic`: what a Service, kube-proxy and Prometheus' Kubernetes discovery do in a
-  real cluster, for one namespace: it finds the cache's running pods, has Prometheus scrape
-  each (labelled with its namespace, pod and ``retune.dev/track``), and spreads the load
-  generator's requests over them; it also serves the workload profile the load generator
-  is asked for, and shifts the mix at run time.
-
-The node agent gives every pod the IP 127.0.0.1, so each cache listens on a port of its
-own (``--port 0``) and says which in its log; the discovery reads it there.
+- :func:`cache_service`: the Deployment of the real cache service from its own image
+  (``ghcr.io/retune/cache``), on the real node, hardened for Pod Security ``restricted``,
+  reading its eviction policy from the ConfigMap volume ``retune-policy``; :func:`service`,
+  the Service in front of it (the canary's pods join it by their ``app`` label); and
+  :func:`policy_config_map`, the policy it starts with;
+- :class:`Traffic`: for one namespace, Prometheus scrapes the cache's pods through
+  Kubernetes service discovery and the relabelling docs/install.md gives users, and the
+  load generator (a process on the host, like a client outside the cluster that balances
+  over the Service's endpoints) spreads its requests over the ready pods' IPs; it also
+  serves the workload profile the load generator is asked for, and shifts the mix.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 import threading
 import time
@@ -25,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from kubernetes.utils import parse_quantity
 
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.exporter import MetricsExporter
+from tests.cluster.node import REAL_NODE_TAINT
+from tests.cluster.nodes import REAL_NODE
 from tests.cluster.processes import ManagedProcess, wait_until
 from tests.cluster.prometheus import PrometheusServer
 from tests.e2e.harness import EXAMPLE, free_port
@@ -37,7 +38,21 @@ WORKLOAD = EXAMPLE / "workload"
 TRACK_LABEL = "retune.dev/track"
 APP = {"app": "cache"}
 CACHE_BYTES = 4 * 1024 * 1024
-NODE_MEMORY_BYTES = 15 * 1024**3  # the CPU pool's allocatable memory
+CACHE_IMAGE = "ghcr.io/retune/cache:0.1.0"
+CACHE_PORT = 8080
+ON_THE_REAL_NODE: dict[str, Any] = {
+    "nodeSelector": {"retune.dev/pool": "cpu"},
+    "tolerations": [{**REAL_NODE_TAINT, "operator": "Equal"}],
+}
+"""The CPU pool is the real node, tainted so that only pods asking for it land there;
+evaluation pods inherit both from the workload."""
+HARDENED = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 MIX: dict[str, float] = {
     **import_file(WORKLOAD / "loadgen.py", "retune_example_cache_loadgen").DEFAULT_MIX,
     "key_space": 5000,  # fewer keys than its default: the scenes' SLOs assume these
@@ -49,7 +64,6 @@ LRU = (
     "def priority(size, now, last_access, access_count, insert_time, evicted_count, "
     "last_evicted):\n    return last_access\n"
 )
-_SERVING = re.compile(r"serving on (\S+:\d+)")
 
 
 def policy_config_map(namespace: str, code: str = LRU) -> dict[str, Any]:
@@ -63,12 +77,12 @@ def policy_config_map(namespace: str, code: str = LRU) -> dict[str, Any]:
 
 
 def cache_service(namespace: str, replicas: int = 1) -> dict[str, Any]:
-    """The cache Deployment on the CPU pool."""
+    """The cache Deployment on the CPU pool (the real node), from the cache image."""
     command = [
-        sys.executable,
-        str(WORKLOAD / "server.py"),
-        "--host=127.0.0.1",
-        "--port=0",
+        "python",
+        "/app/examples/01-cache-eviction/workload/server.py",
+        "--host=0.0.0.0",
+        f"--port={CACHE_PORT}",
         f"--capacity-bytes={CACHE_BYTES}",
         "--policy=/etc/retune/policy/policy.py",
         "--policy-poll-seconds=1",
@@ -85,23 +99,96 @@ def cache_service(namespace: str, replicas: int = 1) -> dict[str, Any]:
             "template": {
                 "metadata": {"labels": dict(APP)},
                 "spec": {
-                    "nodeSelector": {"retune.dev/pool": "cpu"},
+                    **ON_THE_REAL_NODE,
                     "terminationGracePeriodSeconds": 2,
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                    },
                     "containers": [
                         {
                             "name": "cache",
-                            "image": "ghcr.io/retune/cache:demo",
+                            "image": CACHE_IMAGE,
+                            "imagePullPolicy": "Never",
                             "command": command,
+                            "ports": [{"name": "http", "containerPort": CACHE_PORT}],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/metrics", "port": "http"},
+                                "periodSeconds": 1,
+                            },
+                            "resources": {
+                                "requests": {"cpu": "50m", "memory": "96Mi"},
+                                "limits": {"memory": "384Mi"},
+                            },
+                            "securityContext": dict(HARDENED),
                             "volumeMounts": [
-                                {"name": "retune-policy", "mountPath": "/etc/retune/policy"}
+                                {"name": "retune-policy", "mountPath": "/etc/retune/policy"},
+                                {"name": "tmp", "mountPath": "/tmp"},
                             ],
                         }
                     ],
-                    "volumes": [{"name": "retune-policy", "configMap": {"name": "cache-policy"}}],
+                    "volumes": [
+                        {"name": "retune-policy", "configMap": {"name": "cache-policy"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+                    ],
                 },
             },
         },
     }
+
+
+def service(namespace: str) -> dict[str, Any]:
+    """The Service in front of the cache: stable and canary pods alike (by ``app``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "cache", "namespace": namespace},
+        "spec": {
+            "selector": dict(APP),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+def deploy_cache(api: client.ApiClient, namespace: str, replicas: int = 1) -> None:
+    """The cache running LRU: its policy ConfigMap, Deployment and Service."""
+    client.CoreV1Api(api).create_namespaced_config_map(namespace, policy_config_map(namespace))
+    client.AppsV1Api(api).create_namespaced_deployment(
+        namespace, cache_service(namespace, replicas)
+    )
+    client.CoreV1Api(api).create_namespaced_service(namespace, service(namespace))
+
+
+def scrape_config(cluster: ControlPlane, namespace: str) -> dict[str, Any]:
+    """How Prometheus finds and labels the cache's pods: Kubernetes service discovery of
+    pods, kept by their port name, labelled with namespace, pod and retune's track (the
+    relabelling docs/install.md shows)."""
+    assert cluster.pki is not None
+    admin = cluster.pki.clients["admin"]
+    return {
+        "kubernetes_sd_configs": [
+            {
+                "role": "pod",
+                "api_server": cluster.server,
+                "namespaces": {"names": [namespace]},
+                "selectors": [{"role": "pod", "label": "app=cache"}],
+                "tls_config": {
+                    "ca_file": str(cluster.pki.ca_cert),
+                    "cert_file": str(admin.cert),
+                    "key_file": str(admin.key),
+                },
+            }
+        ],
+        "relabel_configs": [
+            {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "http", "action": "keep"},
+            {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            {"source_labels": ["__meta_kubernetes_pod_label_retune_dev_track"], "target_label": "track"},
+        ],
+    }  # fmt: skip
 
 
 class LoadGenerator:
@@ -167,6 +254,7 @@ class Traffic:
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Traffic:
         self._profile(self.current_mix)
+        self.prometheus.add_job(self.job, scrape_config(self.cluster, self.namespace))
         self.loadgen.start()
         self._thread.start()
         return self
@@ -217,37 +305,21 @@ class Traffic:
                 pods = core.list_namespaced_pod(self.namespace, label_selector=selector).items
                 found = {}
                 for pod in pods:
-                    if pod.status.phase != "Running" or pod.metadata.deletion_timestamp:
+                    conditions = {c.type: c.status for c in (pod.status.conditions or [])}
+                    if pod.metadata.deletion_timestamp or conditions.get("Ready") != "True":
                         continue
-                    address = self._address(pod.metadata.name)
-                    if address is not None:
-                        track = (pod.metadata.labels or {}).get(TRACK_LABEL)
-                        found[pod.metadata.name] = (address, track)
+                    track = (pod.metadata.labels or {}).get(TRACK_LABEL)
+                    found[pod.metadata.name] = (f"{pod.status.pod_ip}:{CACHE_PORT}", track)
                 if found != self.pods:
-                    self._apply(found)
+                    if found:
+                        self.loadgen.targets([address for address, _ in found.values()])
+                    self.pods = found
             except Exception:  # the API server or a pod going away: look again
                 time.sleep(0.5)
 
-    def _address(self, pod: str) -> str | None:
-        try:
-            log = self.cluster.pod_log(self.namespace, pod, "cache")
-        except FileNotFoundError:
-            return None
-        match = _SERVING.search(log)
-        return match.group(1) if match else None
 
-    def _apply(self, found: dict[str, tuple[str, str | None]]) -> None:
-        self.prometheus.remove_job(self.job)
-        for pod, (address, track) in sorted(found.items()):
-            labels = {"namespace": self.namespace, "pod": pod}
-            if track:
-                labels["track"] = track
-            self.prometheus.add_target(self.job, address, labels)
-        if found:
-            self.loadgen.targets([address for address, _ in found.values()])
-        self.pods = found
-
-
-def evaluator_memory_fraction() -> float:
-    """The share of the node's memory that is the cache's size, for the evaluator."""
-    return CACHE_BYTES / NODE_MEMORY_BYTES
+def evaluator_memory_fraction(cluster: ControlPlane) -> float:
+    """The share of the CPU pool's memory that is the cache's size, for the evaluator
+    (which sizes its simulated cache as that share of the node's allocatable memory)."""
+    node = client.CoreV1Api(cluster.api()).read_node(REAL_NODE)
+    return CACHE_BYTES / float(parse_quantity(node.status.allocatable["memory"]))

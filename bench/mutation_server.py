@@ -13,7 +13,7 @@ program it wrote), ``GET|POST /admin/faults`` (read or replace the fault spec),
 ``POST /admin/reset`` (zero the stats, the calls and the repeat counts). Standard library
 only.
 
-The parent program is found under retune's heading (``## Current program``) or
+The parent program is found under retune's heading (``## Program to change``) or
 OpenEvolve's (``# Current Program``), so both frameworks can be benchmarked against it.
 With ``--fresh-repeats`` the n-th repeat of an identical request (same model, prompt and
 ``seed``) is answered as a new sample, as a model sampling at a temperature would: a
@@ -51,11 +51,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import zoo
 from mutation_edits import Hints, Style, hints_from_signature, mutate_source
 from mutation_faults import Faults, parse_faults
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
-PARENT_HEADING = "## Current program"  # the heading retune's prompts put the parent under
+PARENT_HEADING = "## Program to change"  # the heading retune's prompts put the parent under
 # OpenEvolve's prompts put it under a line of its own, after "# Current Program Information".
 PARENT_HEADINGS = (PARENT_HEADING, "# Current Program\n")
 DIFF_MARKER = "SEARCH/REPLACE"
@@ -105,17 +106,33 @@ def program_digest(code: str) -> str:
     return hashlib.sha256(code.strip().encode()).hexdigest()
 
 
-def compose_answer(card: ModelCard, prompt: str, rng: random.Random) -> tuple[str, str | None]:
-    """The answer's text, and the whole program it describes (None for prose only)."""
-    parent = parent_program(prompt)
+def compose_answer(
+    card: ModelCard,
+    prompt: str,
+    rng: random.Random,
+    behaviours: frozenset[str] = frozenset(),
+    limit: int = zoo.DEFAULT_OUTPUT_LIMIT,
+) -> tuple[str, str | None]:
+    """The answer's text, and the whole program it describes (None for prose only).
+
+    ``behaviours`` are the zoo's (``zoo.py``) that act on this answer; ``limit`` is the
+    request's output-token limit, which a verbose model overruns.
+    """
+    parent = zoo.program_to_edit(prompt, behaviours, parent_program(prompt))
     signature = _SIGNATURE.search(prompt)
     hints = hints_from_signature(signature.group(1)) if signature else Hints()
+
+    def variant() -> str | None:
+        mutated = mutate_source(parent, card.style, rng, hints) if parent else None
+        return zoo.spoil_program(mutated[0], behaviours, rng) if mutated else None
+
     mutated = mutate_source(parent, card.style, rng, hints) if parent else None
     if parent is None or mutated is None:
         return garbage_answer(rng), None
     new, labels = mutated
+    new = zoo.spoil_program(new, behaviours, rng)
     changes = _join(labels)
-    if DIFF_MARKER in prompt:
+    if zoo.wants_diff(prompt, behaviours, DIFF_MARKER):
         opener = rng.choice(
             [
                 f"Looking at the per-subset scores, I'd {changes}.",
@@ -123,7 +140,15 @@ def compose_answer(card: ModelCard, prompt: str, rng: random.Random) -> tuple[st
                 f"One targeted improvement: {changes}.",
             ]
         )
-        return f"{opener}\n\n{diff_blocks(parent, new)}\n\nThe interface is unchanged.\n", new
+
+        def other_diff() -> str | None:
+            other = variant()
+            return zoo.dress_diff(diff_blocks(parent, other), behaviours, rng) if other else None
+
+        blocks = zoo.dress_diff(diff_blocks(parent, new), behaviours, rng)
+        body = zoo.with_alternatives(blocks, other_diff, behaviours)
+        answer = f"{opener}\n\n{body}\n\nThe interface is unchanged.\n"
+        return zoo.pad_verbose(answer, behaviours, limit, rng), new
     opener = rng.choice(
         [
             "Here is a restructured version of the policy.",
@@ -131,8 +156,15 @@ def compose_answer(card: ModelCard, prompt: str, rng: random.Random) -> tuple[st
             "I rewrote the policy around a different weighting.",
         ]
     )
+
+    def other_program() -> str | None:
+        other = variant()
+        return zoo.dress_program(other, behaviours, rng) if other else None
+
+    code = zoo.with_alternatives(zoo.dress_program(new, behaviours, rng), other_program, behaviours)
     bullets = "\n".join(f"- {label[0].upper()}{label[1:]}" for label in labels)
-    return f"{opener}\n\n```python\n{new.rstrip()}\n```\n\nWhat changed:\n{bullets}\n", new
+    answer = f"{opener}\n\n{code}\n\nWhat changed:\n{bullets}\n"
+    return zoo.pad_verbose(answer, behaviours, limit, rng), new
 
 
 def garbage_answer(rng: random.Random) -> str:
@@ -302,9 +334,17 @@ class Handler(BaseHTTPRequestHandler):
                 400, "the body must be JSON with `model` and `messages`", "invalid_request_error"
             )
             return
-        card = MODELS.get(model)
+        try:
+            base, behaviours = zoo.split_model(str(model))
+        except ValueError:
+            base, behaviours = "", ()
+        card = MODELS.get(base)
         if card is None:
             self._error(404, f"the model `{model}` does not exist", "model_not_found")
+            return
+        refusal = zoo.reasoning_refusal(request) if "reasoning" in behaviours else None
+        if refusal is not None:
+            self._error(400, refusal, "invalid_request_error")
             return
         prompt = "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
         key: tuple[object, ...] = (self.server.seed, model, prompt, request.get("seed"))
@@ -326,7 +366,9 @@ class Handler(BaseHTTPRequestHandler):
         elif fault == "malformed":
             self._send(200, b'{"id": "chatcmpl-x", "object": "chat.completion", "choices": [{"mess')
         else:
-            self._complete(card, prompt, messages, request, key, fault)
+            follow_up = any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages)
+            acting = zoo.active(behaviours, follow_up)
+            self._complete(card, prompt, messages, request, key, fault, acting)
 
     def _complete(
         self,
@@ -336,15 +378,17 @@ class Handler(BaseHTTPRequestHandler):
         request: dict[str, Any],
         key: tuple[object, ...],
         fault: str | None,
+        behaviours: frozenset[str],
     ) -> None:
         rng = _draw(*key, "answer")
         program: str | None = None
+        limit = request.get("max_completion_tokens") or request.get("max_tokens")
         if fault == "garbage":
             text = garbage_answer(rng)
         else:
-            text, program = compose_answer(card, prompt, rng)
+            cap = limit if isinstance(limit, int) else zoo.DEFAULT_OUTPUT_LIMIT
+            text, program = compose_answer(card, prompt, rng, behaviours, cap)
         finish = "stop"
-        limit = request.get("max_completion_tokens") or request.get("max_tokens")
         if fault == "truncate":
             text, finish = truncate_tokens(text, count_tokens(text) // 2), "length"
         if isinstance(limit, int) and count_tokens(text) > limit:
@@ -364,14 +408,14 @@ class Handler(BaseHTTPRequestHandler):
         )
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
         usable = finish == "stop" and fault != "empty"
-        self.server.count(card.name, usage_in, usage_out, program if usable else None)
+        self.server.count(str(request["model"]), usage_in, usage_out, program if usable else None)
         self._json(
             200,
             {
                 "id": f"chatcmpl-{digest}",
                 "object": "chat.completion",
                 "created": 0,
-                "model": card.name,
+                "model": request["model"],
                 "choices": choices,
                 "usage": {
                     "prompt_tokens": usage_in,

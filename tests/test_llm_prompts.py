@@ -8,9 +8,17 @@ from email.utils import formatdate
 
 import pytest
 
+from retune.evaluate.allowlist import ALLOWED_MODULES, SAFE_BUILTIN_NAMES
 from retune.search.llm.client import RetryPolicy, Step, retry_after_seconds, with_retries
 from retune.search.llm.pricing import cost_usd, estimate_tokens, prompt_token_bound
-from retune.search.llm.prompts import PARENT_HEADING, PolicyBrief, build_prompt
+from retune.search.llm.prompts import (
+    CONTEXT_HEADING,
+    PARENT_HEADING,
+    PolicyBrief,
+    Prompt,
+    build_prompt,
+    repair_prompt,
+)
 from retune.search.mutation import Inspiration, MutationKind, MutationRequest
 from retune.spec import Pricing
 
@@ -29,8 +37,8 @@ def request(kind: MutationKind, **fields: object) -> MutationRequest:
     return MutationRequest(kind=kind, parent_code=PARENT, seed=1, **fields)  # type: ignore[arg-type]
 
 
-def test_a_mutate_prompt_shows_everything_and_asks_for_diff_blocks() -> None:
-    prompt = build_prompt(
+def mutate_prompt() -> Prompt:
+    return build_prompt(
         request(
             MutationKind.MUTATE,
             parent_score=0.42,
@@ -40,16 +48,58 @@ def test_a_mutate_prompt_shows_everything_and_asks_for_diff_blocks() -> None:
         ),
         BRIEF,
     )
-    user = prompt.user
-    assert BRIEF.description in user and BRIEF.signature in prompt.system
-    assert (
-        f"{PARENT_HEADING}\nScore: 0.42 (per subset: scan=0.2, steady=0.6)\n```python\n{PARENT}```"
-        in user
-    )
+
+
+def test_the_program_to_change_is_the_only_code_block_directly_under_its_named_heading() -> None:
+    user = mutate_prompt().user
+    assert f"{PARENT_HEADING}\n```python\n{PARENT}```\n" in user
+    assert "`policy.py`" in PARENT_HEADING
+    # One fence in the whole prompt: a model that edits the first, the last or the longest
+    # code block edits the program to change.
+    assert user.count("```") == 2
+    assert "Score of `policy.py`: 0.42 (subscores: scan=0.2, steady=0.6)" in user
     assert "scan phase: hot objects evicted" in user
-    assert "# other 0" in user and "# other 1" in user and "# other 2" not in user  # at most two
     assert "<<<<<<< SEARCH" in user and "SEARCH/REPLACE" in user
-    assert [m["role"] for m in prompt.messages()] == ["system", "user"]
+    assert "matched against `policy.py` alone" in user
+
+
+def test_other_programs_are_read_only_listings_placed_after_the_task() -> None:
+    user = mutate_prompt().user
+    task, context = user.index("## Task"), user.index(CONTEXT_HEADING)
+    assert user.index(PARENT_HEADING) < task < context
+    listing = user[context:]
+    assert "NOT the program to change" in listing
+    assert "| # other 0" in listing and "| # other 1" in listing
+    assert "# other 2" not in user  # at most two
+    assert "### Reference A (read-only), score 0.3" in listing
+    # No line of a reference program appears unprefixed, so none can match a SEARCH block.
+    body = [line for line in listing.splitlines()[2:] if line and not line.startswith("###")]
+    assert all(line.startswith("| ") for line in body)
+
+
+def test_the_rules_offer_exactly_what_the_allowlist_accepts() -> None:
+    system = mutate_prompt().system
+    assert BRIEF.signature in system
+    for module in ("heapq", "collections", "itertools"):
+        assert module not in system
+    modules = re.search(r"Imports: only (.*?), at the top", system)
+    assert modules is not None
+    assert set(re.findall(r"`(\w+)`", modules.group(1))) == ALLOWED_MODULES
+    builtins = re.search(r"Builtins: only (.*?)\. Exceptions", system)
+    assert builtins is not None
+    assert set(builtins.group(1).split(", ")) == SAFE_BUILTIN_NAMES
+
+
+def test_a_repair_round_carries_the_answer_and_the_exact_problem() -> None:
+    prompt = mutate_prompt()
+    problem = "diff_not_applied: this SEARCH text is not in it:\n    return hits * 2"
+    repaired = repair_prompt(prompt, "the answer", problem, MutationKind.MUTATE)
+    roles = [m["role"] for m in repaired.messages()]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert repaired.messages()[2]["content"] == "the answer"
+    follow_up = repaired.messages()[3]["content"]
+    assert problem in follow_up and "```" not in follow_up.replace("```python block", "")
+    assert repaired.texts()[:2] == prompt.texts()
 
 
 @pytest.mark.parametrize("kind", [MutationKind.PARADIGM, MutationKind.INIT])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -208,5 +209,5 @@ def test_bold_edits_pass_the_allowlist(server: MutationServer) -> None:
         body = post(server, "/v1/chat/completions", chat("large", MutationKind.PARADIGM, seed))[1]
         text = body["choices"][0]["message"]["content"]
         code = parse_answer(text, parent_code=SEED_POLICY, entrypoint="priority").code
-        assert code is not None and " > " in code  # the added branch
+        assert code is not None and re.search(r"if \w+ >=? ", code)  # the added branch
         assert check_policy(code, "priority") == [], code

@@ -155,6 +155,7 @@ def ledger_status(ledger: LedgerState) -> LedgerStatus:
         failed_evaluations=ledger.failed_evaluations,
         wall_seconds=round(ledger.wall_seconds, 1),
         usd=round(ledger.usd_spent, 6),
+        strong_usd=round(ledger.strong_usd, 6),
         models={
             name: ModelUsageStatus(
                 calls=usage.calls,

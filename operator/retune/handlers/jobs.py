@@ -23,7 +23,7 @@ from retune.handlers.metrics import OperatorMetrics
 from retune.handlers.workers import WorkerHandle, WorkFailed
 from retune.search.archive import Archive
 from retune.search.config import builtin_mutator, engine_config
-from retune.search.engine import Engine, EngineConfig, EngineError
+from retune.search.engine import Engine, EngineConfig, EngineError, SearchConfigError
 from retune.search.ledger import Ledger
 from retune.search.mutation import Mutator
 from retune.search.state import EngineState, decode_state
@@ -291,6 +291,9 @@ def run_search(
 
         engine.on_progress = report
         state = engine.run()
+    except SearchConfigError as error:
+        handle.check()
+        raise WorkFailed(str(error), path=error.path, permanent=True) from None
     except EngineError as error:
         handle.check()
         raise WorkFailed(str(error), path="spec.policy.seed", permanent=True) from None

@@ -31,7 +31,13 @@ from retune.evaluate.contract import (
 from retune.search.archive import Archive, Elite
 from retune.search.cascade import RECENT_QUICK_SCORES, passes_screen, quick_margin
 from retune.search.ledger import Budget, Ledger
-from retune.search.mutation import Inspiration, MutationKind, MutationRequest, Mutator
+from retune.search.mutation import (
+    Inspiration,
+    MutationKind,
+    MutationRequest,
+    Mutator,
+    MutatorRejected,
+)
 from retune.search.program import normalised_hash
 from retune.search.selection import Tiering, choose_inspirations, choose_kind, choose_parent
 from retune.search.state import (
@@ -84,6 +90,14 @@ class Progress(BaseModel):
 
 class EngineError(RuntimeError):
     """The search cannot go on (for example, the seed policy itself fails)."""
+
+
+class SearchConfigError(EngineError):
+    """The search cannot go on as configured; ``path`` names the spec field to fix."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
 
 
 class Engine:
@@ -323,7 +337,10 @@ class Engine:
     ) -> None:
         candidate = self.state.pending[index]
         if stage is Stage.PLANNED:
-            result = future.result()
+            try:
+                result = future.result()
+            except MutatorRejected as error:
+                raise SearchConfigError(str(error), error.path) from None
             candidate.stage = Stage.MUTATED
             candidate.model = result.model
             candidate.description = result.description

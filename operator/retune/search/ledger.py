@@ -3,6 +3,10 @@
 Money is reserved *before* it is spent (an LLM call reserves its worst case: prompt
 tokens plus max output tokens at the model's price) and settled with the actual cost
 afterwards, so concurrent callers can never overshoot the USD budget together.
+
+The strong model tiers (paradigm shifts, initial diversification) may be held to a share
+of the USD budget: their calls reserve against that cap too, and what they spent is kept
+apart (``strong_usd``) for the status and the report.
 """
 
 from __future__ import annotations
@@ -40,12 +44,14 @@ class LedgerState(BaseModel):
     failed_mutations: int = 0
     wall_seconds: float = 0.0
     usd_spent: float = 0.0
+    strong_usd: float = 0.0  # spent by the strong tiers, included in usd_spent
     models: dict[str, ModelUsage] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Reservation:
     usd: float
+    strong: bool = False  # held against the strong tiers' cap too
 
 
 class Ledger:
@@ -55,6 +61,7 @@ class Ledger:
         self.budget = budget
         self._state = state.model_copy(deep=True) if state else LedgerState()
         self._reserved_usd = 0.0
+        self._reserved_strong_usd = 0.0
         self._lock = threading.Lock()
 
     def restore(self, state: LedgerState) -> None:
@@ -63,14 +70,34 @@ class Ledger:
             self._state = state.model_copy(deep=True)
 
     # -- money -------------------------------------------------------------------------
-    def reserve_usd(self, usd: float) -> Reservation | None:
-        """Reserve ``usd`` against the budget; ``None`` if that would exceed it."""
+    def reserve_usd(self, usd: float, *, strong_cap: float | None = None) -> Reservation | None:
+        """Reserve ``usd`` against the budget; ``None`` if that would exceed it.
+
+        With ``strong_cap`` the call is a strong tier's, and the strong tiers' spend plus
+        their reservations may not pass ``strong_cap`` either.
+        """
+        strong = strong_cap is not None
         with self._lock:
             limit = self.budget.max_usd
             if limit is not None and self._state.usd_spent + self._reserved_usd + usd > limit:
                 return None
+            if strong_cap is not None and (
+                self._state.strong_usd + self._reserved_strong_usd + usd > strong_cap
+            ):
+                return None
             self._reserved_usd += usd
-            return Reservation(usd)
+            if strong:
+                self._reserved_strong_usd += usd
+            return Reservation(usd, strong)
+
+    def affordable(self, usd: float, *, strong_cap: float | None = None) -> bool:
+        """Whether ``usd`` fits what is left unspent (reservations aside): if not, waiting
+        for calls in flight to settle cannot help."""
+        with self._lock:
+            limit = self.budget.max_usd
+            if limit is not None and self._state.usd_spent + usd > limit:
+                return False
+            return strong_cap is None or self._state.strong_usd + usd <= strong_cap
 
     def settle(
         self,
@@ -84,7 +111,7 @@ class Ledger:
     ) -> None:
         """Release a reservation and record what the call actually cost."""
         with self._lock:
-            self._reserved_usd = max(0.0, self._reserved_usd - reservation.usd)
+            self._unreserve(reservation)
             usage = self._state.models.setdefault(model, ModelUsage())
             usage.calls += 1
             usage.failed_calls += int(failed)
@@ -92,11 +119,18 @@ class Ledger:
             usage.completion_tokens += completion_tokens
             usage.usd += usd
             self._state.usd_spent += usd
+            if reservation.strong:
+                self._state.strong_usd += usd
+
+    def _unreserve(self, reservation: Reservation) -> None:
+        self._reserved_usd = max(0.0, self._reserved_usd - reservation.usd)
+        if reservation.strong:
+            self._reserved_strong_usd = max(0.0, self._reserved_strong_usd - reservation.usd)
 
     def release(self, reservation: Reservation) -> None:
         """Give back a reservation for a call that was never made."""
         with self._lock:
-            self._reserved_usd = max(0.0, self._reserved_usd - reservation.usd)
+            self._unreserve(reservation)
 
     # -- evaluations -------------------------------------------------------------------
     def record_evaluation(self, *, subset_quick: bool, failed: bool) -> None:

@@ -61,6 +61,16 @@ class MutationResult(BaseModel):
 DuplicateCheck = Callable[[str], bool]
 
 
+class MutatorRejected(Exception):
+    """The mutator cannot work as configured: an endpoint refuses its requests (a wrong
+    key, model name or parameter). The search stops and says so, rather than go on with a
+    fallback the user did not ask for; ``path`` is the spec field to fix."""
+
+    def __init__(self, message: str, path: str = "spec.search.models") -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class Mutator(Protocol):
     """Turns a planned mutation into a program (or a failure with a reason)."""
 
@@ -74,6 +84,7 @@ class Mutator(Protocol):
 
         ``is_duplicate(code)`` says whether a program is already known to the engine, so
         a mutator can try again instead of returning a program that would be skipped.
-        Never raises for a bad answer from a model; that is a failed mutation.
+        Never raises for a bad answer from a model; that is a failed mutation. Raises
+        :class:`MutatorRejected` only when no mutation can succeed as configured.
         """
         ...

@@ -128,8 +128,19 @@ class ModelTier(SpecModel):
     """Timeout of one call."""
     max_output_tokens: int = Field(default=2048, ge=16, le=1_000_000)
     """Most completion tokens per call (also what a call reserves from the budget)."""
+    token_limit_parameter: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    """How the output limit is sent. ``auto``: ``max_tokens``, switching to
+    ``max_completion_tokens`` when the endpoint says so (reasoning models)."""
     temperature: float = Field(default=0.8, ge=0, le=2)
     """Sampling temperature."""
+    send_temperature: bool = True
+    """false sends no temperature (models that take only their default). A temperature
+    the endpoint refuses is dropped after its first 400 anyway."""
+    headers: dict[str, str] = {}
+    """Extra HTTP headers on every call (a gateway's route or tenant); the API key belongs
+    in ``apiKey``, not here."""
+    query: dict[str, str] = {}
+    """Extra query parameters on every call (e.g. ``api-version`` for Azure OpenAI)."""
 
 
 class ArchiveSpec(SpecModel):
@@ -181,6 +192,9 @@ class TieringSpec(SpecModel):
     """Request a paradigm shift every this many evaluations regardless; 0 disables."""
     initial_seeds: int = Field(default=3, ge=0, le=100)
     """Diversified programs asked of the init tier for the initial population."""
+    strong_share: float = Field(default=0.3, ge=0, le=1)
+    """Most share of the USD budget the strong tiers (roles ``paradigm`` and ``init``) may
+    spend; past it, paradigm shifts are ordinary edits by the cheap tier."""
 
 
 def _default_budget() -> BudgetSpec:

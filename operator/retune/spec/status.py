@@ -86,6 +86,9 @@ class LedgerStatus(StatusModel):
     """Time the search has run, over all its resumes."""
     usd: float = 0.0
     """US dollars spent on model calls."""
+    strong_usd: float = 0.0
+    """Of ``usd``, what the strong tiers (paradigm shifts, initial diversification) spent;
+    bounded by ``spec.search.tiering.strongShare`` of the USD budget."""
     models: dict[str, ModelUsageStatus] = {}
     """Usage per model tier name."""
 

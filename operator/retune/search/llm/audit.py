@@ -23,6 +23,7 @@ class AuditEntry(BaseModel):
     kind: str
     candidate_index: int
     attempt: int
+    repair: bool = False  # the follow-up that hands an unusable answer's problem back
     outcome: str  # ok, duplicate, budget, a call failure (timeout, ...) or a parse failure
     prompt_tokens: int = 0
     completion_tokens: int = 0

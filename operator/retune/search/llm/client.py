@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ T = TypeVar("T")
 
 OK = "ok"
 _RETRYABLE_STATUS = {408, 409, 429}
+_REJECTED_STATUS = {400, 401, 403, 404, 405, 422}
+# 400s about this one prompt (too long for the context window, a filtered answer).
+_PROMPT_SPECIFIC = re.compile(
+    r"context.length|maximum context|too many tokens|content.filter", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class CallResult:
     retry_after: float | None = None
     detail: str = ""
     latency_seconds: float = 0.0
+    rejected: bool = False  # the endpoint refuses requests as configured (bad key, model...)
 
     @property
     def ok(self) -> bool:
@@ -50,7 +57,15 @@ class CallResult:
 
 
 class ChatEndpoint:
-    """A model behind an OpenAI-compatible ``/v1/chat/completions``."""
+    """A model behind an OpenAI-compatible ``/v1/chat/completions``.
+
+    Reasoning models refuse ``max_tokens`` (they take ``max_completion_tokens``) and any
+    ``temperature`` but their default. With ``token_parameter="auto"`` the endpoint starts
+    with ``max_tokens`` and, when a 400 names the parameter it refuses, sends the request
+    again as the endpoint asks and keeps doing so: a refused request served no tokens, so
+    the switch costs nothing. ``headers`` and ``query`` go with every request (gateways
+    want an API version, a route, a tenant).
+    """
 
     def __init__(
         self,
@@ -60,11 +75,23 @@ class ChatEndpoint:
         model: str,
         timeout_seconds: float,
         client: Any | None = None,
+        token_parameter: str = "auto",
+        send_temperature: bool = True,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
     ) -> None:
         self.model = model
         self._secret = api_key
+        self._adapt = token_parameter == "auto"
+        self.token_parameter = "max_tokens" if self._adapt else token_parameter
+        self.send_temperature = send_temperature
         self._client = client or openai.OpenAI(
-            base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_seconds
+            base_url=base_url,
+            api_key=api_key,
+            max_retries=0,
+            timeout=timeout_seconds,
+            default_headers=headers or None,
+            default_query=query or None,
         )
 
     def complete(
@@ -75,26 +102,44 @@ class ChatEndpoint:
         temperature: float,
         seed: int,
     ) -> CallResult:
-        """One request; never raises. ``seed`` is OpenAI's best-effort sampling seed."""
+        """One request (two or three when a 400 shows which parameters the model takes);
+        never raises. ``seed`` is OpenAI's best-effort sampling seed."""
         started = time.monotonic()
-        try:
-            response = self._client.chat.completions.create(
-                model=self.model,
-                messages=cast(Any, messages),  # plain dicts are the wire format
-                max_tokens=max_tokens,
-                temperature=temperature,
-                seed=seed,
-            )
-        except openai.APITimeoutError:
-            return self._failed(started, "timeout", retryable=True, detail="no answer in time")
-        except openai.APIConnectionError as error:
-            return self._failed(started, "connection", retryable=True, detail=str(error))
-        except openai.APIStatusError as error:
-            return self._status_failure(started, error)
-        except Exception as error:  # a body that is not a chat completion (bad JSON, ...)
-            detail = f"{type(error).__name__}: {error}"
-            return self._failed(started, "malformed", retryable=True, detail=detail)
-        return self._answered(started, messages, response)
+        for _ in range(3):
+            options: dict[str, Any] = {self.token_parameter: max_tokens, "seed": seed}
+            if self.send_temperature:
+                options["temperature"] = temperature
+            try:
+                response = self._client.chat.completions.create(
+                    model=self.model,
+                    messages=cast(Any, messages),  # plain dicts are the wire format
+                    **options,
+                )
+            except openai.APITimeoutError:
+                return self._failed(started, "timeout", retryable=True, detail="no answer in time")
+            except openai.APIConnectionError as error:
+                return self._failed(started, "connection", retryable=True, detail=str(error))
+            except openai.APIStatusError as error:
+                if error.status_code == 400 and self._adapted_to(_body_message(error)):
+                    continue
+                return self._status_failure(started, error)
+            except Exception as error:  # a body that is not a chat completion (bad JSON, ...)
+                detail = f"{type(error).__name__}: {error}"
+                return self._failed(started, "malformed", retryable=True, detail=detail)
+            return self._answered(started, messages, response)
+        return self._failed(started, "http_400", retryable=False, detail="parameters refused")
+
+    def _adapted_to(self, message: str) -> bool:
+        """Whether a 400 that says ``message`` was about a parameter this endpoint can do
+        without; if so, the parameter is changed for this and every later request."""
+        text = message.lower()
+        if self._adapt and "max_tokens" in text and self.token_parameter == "max_tokens":
+            self.token_parameter = "max_completion_tokens"
+            return True
+        if "temperature" in text and self.send_temperature:
+            self.send_temperature = False
+            return True
+        return False
 
     def _answered(
         self, started: float, messages: list[dict[str, str]], response: Any
@@ -135,9 +180,17 @@ class ChatEndpoint:
         else:
             outcome = f"http_{status}"
         retryable = status in _RETRYABLE_STATUS or status >= 500
-        detail = f"HTTP {status}: {_body_message(error)}"
+        message = _body_message(error)
+        detail = f"HTTP {status}: {message}"
+        # A refusal that no other prompt would escape: the configuration is wrong.
+        rejected = status in _REJECTED_STATUS and not _PROMPT_SPECIFIC.search(message)
         return self._failed(
-            started, outcome, retryable=retryable, retry_after=retry_after, detail=detail
+            started,
+            outcome,
+            retryable=retryable,
+            retry_after=retry_after,
+            detail=detail,
+            rejected=rejected,
         )
 
     def _failed(
@@ -148,11 +201,13 @@ class ChatEndpoint:
         retryable: bool,
         detail: str,
         retry_after: float | None = None,
+        rejected: bool = False,
     ) -> CallResult:
         return CallResult(
             outcome,
             retryable=retryable,
             retry_after=retry_after,
+            rejected=rejected,
             detail=self.redact(detail)[:300],
             latency_seconds=time.monotonic() - started,
         )

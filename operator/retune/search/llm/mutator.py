@@ -1,8 +1,14 @@
 """``LLMMutator``: the Mutator protocol on top of one or more model tiers.
 
-For one planned mutation it tries the tier whose role fits the mutation's kind, then the
-other tiers, then a fallback mutator (the built-in one), and never raises. Each attempt at
-a tier:
+Which tiers a planned mutation may use:
+
+* an ordinary edit (``MUTATE``) goes to the cheap (``mutate``) tiers only;
+* a paradigm shift or an initial diversification (``PARADIGM``, ``INIT``) goes to the
+  strong (``paradigm``/``init``) tiers, within their share of the USD budget
+  (``strong_share``); when they cannot serve it (over the cap, failing) a cheap tier
+  makes an ordinary edit instead. The strong tier is never a retry of a cheap edit.
+
+Each call to a tier:
 
 1. waits for a slot of that tier's concurrency limit;
 2. reserves its worst-case cost on the ledger (an upper bound on the prompt tokens plus
@@ -10,13 +16,17 @@ a tier:
    rest of the budget -- if what is left unspent cannot cover it, the tier is not called;
 3. makes one request, settles the reservation with what the server says it served (a
    200 with useless content still consumed tokens; a 5xx consumed none);
-4. parses the answer into a program, or records why that failed;
+4. parses the answer into a program, or records exactly why that failed;
 5. appends an audit line.
 
 Endpoint trouble (timeouts, 429, 5xx, refused connections) is retried with seeded
-backoff; a useless answer or a duplicate program is retried at once with another seed.
-Every seed is derived from the run's seed and the request, never from the clock or from
-the order in which threads run, so a run against the same server replays exactly.
+backoff. An answer that cannot be used (SEARCH text not in the program, a syntax error, a
+name the allowlist refuses, a known program) gets one repair round on the same tier: the
+answer and the exact problem go back to the model, once. An endpoint that refuses the
+request itself (a 400/401/404 no other prompt would escape) stops the search with
+:class:`MutatorRejected`. Every seed is derived from the run's seed and the request,
+never from the clock or from the order in which threads run, so a run against the same
+server replays exactly.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from retune.search.ledger import Ledger, Reservation
@@ -34,13 +44,14 @@ from retune.search.llm.audit import AuditEntry, AuditLog
 from retune.search.llm.client import CallResult, ChatEndpoint, RetryPolicy, Step, with_retries
 from retune.search.llm.parse import parse_answer
 from retune.search.llm.pricing import PerMillionPrices, cost_usd, worst_case_usd
-from retune.search.llm.prompts import PolicyBrief, Prompt, build_prompt
+from retune.search.llm.prompts import PolicyBrief, Prompt, build_prompt, repair_prompt
 from retune.search.mutation import (
     DuplicateCheck,
     MutationKind,
     MutationRequest,
     MutationResult,
     Mutator,
+    MutatorRejected,
 )
 
 log = logging.getLogger(__name__)
@@ -48,12 +59,13 @@ log = logging.getLogger(__name__)
 BUDGET = "budget"
 DUPLICATE = "duplicate"
 RESERVATION_POLL_SECONDS = 0.02
+STRONG_ROLES = ("paradigm", "init")
+DEFAULT_STRONG_SHARE = 0.3
 
-# Which tier roles may serve a kind of mutation, best first.
-ROLE_PREFERENCE: dict[MutationKind, tuple[str, ...]] = {
-    MutationKind.MUTATE: ("mutate", "paradigm", "init"),
-    MutationKind.PARADIGM: ("paradigm", "mutate", "init"),
-    MutationKind.INIT: ("init", "paradigm", "mutate"),
+# Which strong roles serve a kind of rewrite, best first.
+STRONG_PREFERENCE: dict[MutationKind, tuple[str, ...]] = {
+    MutationKind.PARADIGM: ("paradigm", "init"),
+    MutationKind.INIT: ("init", "paradigm"),
 }
 
 
@@ -68,6 +80,7 @@ class Tier:
     max_concurrency: int = 4
     max_output_tokens: int = 2048
     temperature: float = 0.8
+    index: int = 0  # its place in spec.search.models, for error messages
     slots: threading.BoundedSemaphore = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -77,17 +90,25 @@ class Tier:
     def model(self) -> str:
         return self.endpoint.model
 
+    @property
+    def strong(self) -> bool:
+        return self.role in STRONG_ROLES
+
 
 @dataclass
-class _TierOutcome:
+class _Answer:
+    """What one round at a tier came to: a program, or the answer and why it is unusable."""
+
     result: MutationResult | None = None
     failure: str = ""
+    text: str | None = None  # the model's answer, when one came back but was unusable
     budget_refused: bool = False
-    duplicates: int = 0  # answers that repeated a known program
+    duplicates: int = 0
 
 
 class LLMMutator:
-    """Mutations written by LLM tiers, with retries, tier fallback and a fallback mutator."""
+    """Mutations written by LLM tiers, with retries, a repair round, tier fallback and a
+    fallback mutator."""
 
     def __init__(
         self,
@@ -100,6 +121,7 @@ class LLMMutator:
         audit: AuditLog | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        strong_share: float | None = DEFAULT_STRONG_SHARE,
     ) -> None:
         if not tiers:
             raise ValueError("an LLM mutator needs at least one model tier")
@@ -110,6 +132,7 @@ class LLMMutator:
         self.seed = seed
         self.audit = audit
         self.retry = retry or RetryPolicy()
+        self.strong_share = strong_share
         self._sleep = sleep
 
     @property
@@ -117,19 +140,32 @@ class LLMMutator:
         """Every tier's slots: more mutations than that in flight would only queue."""
         return sum(max(1, tier.max_concurrency) for tier in self.tiers)
 
+    @property
+    def strong_cap_usd(self) -> float | None:
+        """The most the strong tiers may spend: their share of the USD budget (no cap
+        without a USD budget)."""
+        limit = self.ledger.budget.max_usd
+        if limit is None or self.strong_share is None:
+            return None
+        return self.strong_share * limit
+
     def tier_chain(self, kind: MutationKind) -> list[Tier]:
-        """The tiers to try for ``kind``, in order: best-fitting role first."""
-        preference = ROLE_PREFERENCE[kind]
-
-        def rank(tier: Tier) -> int:
-            return preference.index(tier.role) if tier.role in preference else len(preference)
-
-        return sorted(self.tiers, key=rank)  # stable: the spec's order breaks ties
+        """The tiers to try for ``kind``, in order: for a rewrite the strong tiers, then
+        the cheap ones (as an ordinary edit); for an edit the cheap tiers only."""
+        cheap = [t for t in self.tiers if not t.strong] or list(self.tiers)
+        if kind is MutationKind.MUTATE:
+            return cheap
+        preference = STRONG_PREFERENCE[kind]
+        strong = sorted((t for t in self.tiers if t.strong), key=lambda t: preference.index(t.role))
+        return strong + [t for t in cheap if t not in strong]
 
     def mutate(self, request: MutationRequest, is_duplicate: DuplicateCheck) -> MutationResult:
-        """A new program for ``request``; a failed result, never an exception."""
+        """A new program for ``request``; a failed result, never an exception but
+        :class:`MutatorRejected` (the endpoint refuses every request as configured)."""
         try:
             return self._mutate(request, is_duplicate)
+        except MutatorRejected:
+            raise
         except Exception as error:  # a bug here must cost one mutation, not the search
             log.exception("LLM mutator failed on candidate %s", request.candidate_index)
             return self._fall_back(request, is_duplicate, [f"internal: {error}"])
@@ -140,8 +176,7 @@ class LLMMutator:
         chain = self.tier_chain(request.kind)
         for tier in chain:
             asked = request_for_tier(request, tier.role)
-            prompt = build_prompt(asked, self.policy)
-            outcome = self._try_tier(tier, asked, prompt, is_duplicate)
+            outcome = self._try_tier(tier, asked, is_duplicate)
             duplicates += outcome.duplicates
             if outcome.result is not None:
                 return outcome.result.model_copy(update={"duplicates": duplicates})
@@ -172,25 +207,51 @@ class LLMMutator:
         return result.model_copy(update={"failure": f"{result.failure} [{prefix}]"})
 
     def _try_tier(
+        self, tier: Tier, request: MutationRequest, is_duplicate: DuplicateCheck
+    ) -> _Answer:
+        """A program from ``tier``: its answer, and if that cannot be used, one repair."""
+        prompt = build_prompt(request, self.policy)
+        attempts = iter(range(1_000))  # numbers every call at this tier, repairs included
+        first = self._round(tier, request, prompt, is_duplicate, attempts, repair=False)
+        if first.result is not None or first.text is None:
+            return first
+        problem = first.failure
+        if first.failure.startswith("truncated"):
+            problem += (
+                f" (the limit is {tier.max_output_tokens} output tokens: give the code "
+                "first and little or no explanation)"
+            )
+        follow_up = repair_prompt(prompt, first.text, problem, request.kind)
+        second = self._round(tier, request, follow_up, is_duplicate, attempts, repair=True)
+        second.duplicates += first.duplicates
+        if second.result is None:
+            second.failure = f"{first.failure}; repair: {second.failure}"
+        return second
+
+    def _round(
         self,
         tier: Tier,
         request: MutationRequest,
         prompt: Prompt,
         is_duplicate: DuplicateCheck,
-    ) -> _TierOutcome:
-        outcome = _TierOutcome()
+        attempts: Iterator[int],
+        *,
+        repair: bool,
+    ) -> _Answer:
+        """One question to ``tier``, retried while the endpoint is in trouble."""
+        outcome = _Answer()
         worst_usd = worst_case_usd(tier.prices, prompt.texts(), tier.max_output_tokens)
 
-        def attempt(index: int) -> Step[MutationResult]:
-            step, failure, refused = self._attempt(
-                tier, request, prompt, is_duplicate, index, worst_usd
+        def attempt(_: int) -> Step[MutationResult]:
+            step, answer = self._attempt(
+                tier, request, prompt, is_duplicate, next(attempts), worst_usd, repair
             )
-            outcome.failure = failure
-            outcome.budget_refused = outcome.budget_refused or refused
-            outcome.duplicates += failure.startswith(DUPLICATE)
+            outcome.failure, outcome.text = answer.failure, answer.text
+            outcome.budget_refused = outcome.budget_refused or answer.budget_refused
+            outcome.duplicates += answer.duplicates
             return step
 
-        rng = random.Random(_derive(self.seed, request.seed, tier.name, "backoff"))
+        rng = random.Random(_derive(self.seed, request.seed, tier.name, "backoff", repair))
         outcome.result = with_retries(attempt, self.retry, rng, self._sleep)
         return outcome
 
@@ -202,8 +263,9 @@ class LLMMutator:
         is_duplicate: DuplicateCheck,
         index: int,
         worst_usd: float,
-    ) -> tuple[Step[MutationResult], str, bool]:
-        """One call; returns the retry step, the failure (if any) and a budget refusal flag."""
+        repair: bool,
+    ) -> tuple[Step[MutationResult], _Answer]:
+        """One call; returns the retry step and what the answer came to."""
         entry = AuditEntry(
             model=tier.model,
             tier=tier.name,
@@ -211,15 +273,16 @@ class LLMMutator:
             kind=str(request.kind),
             candidate_index=request.candidate_index,
             attempt=index,
+            repair=repair,
             outcome=BUDGET,
             reserved_usd=worst_usd,
         )
         with tier.slots:
-            reservation = self._reserve(worst_usd)
+            reservation = self._reserve(worst_usd, tier.strong)
             if reservation is None:
-                entry.detail = f"a call may cost up to ${worst_usd:.6f}; the budget cannot cover it"
+                entry.detail = self._refusal(worst_usd, tier)
                 self._audit(entry)
-                return Step(), f"{BUDGET}: {entry.detail}", True
+                return Step(), _Answer(failure=f"{BUDGET}: {entry.detail}", budget_refused=True)
             try:
                 call = tier.endpoint.complete(
                     prompt.messages(),
@@ -250,25 +313,45 @@ class LLMMutator:
         entry.usd = usd
         entry.latency_seconds = round(call.latency_seconds, 4)
         self._audit(entry)
+        if call.rejected:
+            raise MutatorRejected(
+                f"tier {tier.name!r} (model {tier.model!r}): the endpoint refused the request: "
+                f"{call.detail}; check the tier's model, baseUrl, apiKey, headers and query",
+                path=f"spec.search.models[{tier.index}]",
+            )
         if result is not None:
-            return Step(value=result), "", False
+            return Step(value=result), _Answer()
         if not call.ok:
-            return Step(retry=call.retryable, retry_after=call.retry_after), failure, False
-        return Step(retry=True, backoff=False), failure, False  # useless answer: ask again
+            step: Step[MutationResult] = Step(retry=call.retryable, retry_after=call.retry_after)
+            return step, _Answer(failure=failure)
+        # A served but unusable answer: not retried here; the caller may repair it once.
+        answer = _Answer(failure=failure, text=call.text)
+        answer.duplicates = int(failure.startswith(DUPLICATE))
+        return Step(), answer
 
-    def _reserve(self, usd: float) -> Reservation | None:
-        """Reserve ``usd``; ``None`` once the budget itself cannot cover it.
+    def _refusal(self, worst_usd: float, tier: Tier) -> str:
+        cap = self.strong_cap_usd if tier.strong else None
+        if cap is not None and self.ledger.affordable(worst_usd):
+            return (
+                f"a call may cost up to ${worst_usd:.6f}; the strong tiers' share of the "
+                f"budget (${cap:.6f}) cannot cover it"
+            )
+        return f"a call may cost up to ${worst_usd:.6f}; the budget cannot cover it"
+
+    def _reserve(self, usd: float, strong: bool) -> Reservation | None:
+        """Reserve ``usd`` (against the strong tiers' cap too for a strong tier); ``None``
+        once the budget itself cannot cover it.
 
         A refusal while other calls hold reservations is only temporary: they settle at
         their actual cost, usually far below their worst case, so wait for them rather
         than end the search with money left.
         """
+        cap = self.strong_cap_usd if strong else None
         while True:
-            reservation = self.ledger.reserve_usd(usd)
+            reservation = self.ledger.reserve_usd(usd, strong_cap=cap)
             if reservation is not None:
                 return reservation
-            limit = self.ledger.budget.max_usd
-            if limit is None or self.ledger.usd_spent + usd > limit:
+            if not self.ledger.affordable(usd, strong_cap=cap):
                 return None
             time.sleep(RESERVATION_POLL_SECONDS)
 
@@ -285,7 +368,10 @@ class LLMMutator:
             log.warning("cannot read an answer from tier %s", tier.name, exc_info=True)
             return None, f"unreadable: {type(error).__name__}: {error}"
         if result is not None and _safe_is_duplicate(is_duplicate, result.code):
-            return None, f"{DUPLICATE}: the program is already known"
+            return None, (
+                f"{DUPLICATE}: the program your answer describes was evaluated before; "
+                "make a different change"
+            )
         return result, failure
 
     def _read_answer(

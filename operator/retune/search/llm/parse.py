@@ -5,8 +5,11 @@ indentation that is off by a level, a block whose SEARCH text is not in the pare
 answer cut off at the output-token limit, a full program where a diff was asked for (or
 the reverse). This module accepts what can be used and rejects the rest with a short
 reason (``"<reason>: <detail>"``; the reason alone is :data:`Failure` vocabulary), so a
-broken program is never handed to the evaluator: whatever is returned parses and defines
-the entrypoint with the policy's arity.
+broken program is never handed to the evaluator: whatever is returned parses, defines
+the entrypoint with the policy's arity, passes the sandbox's allowlist and defines every
+name it uses (``amend``: what can be mended safely is, such as an unused refused import or
+an answer holding only the changed function). A failure's detail is exact (the SEARCH text
+that matched nothing, the refused name and line), since a repair round quotes it back.
 
 Diff blocks are applied leniently: a block whose SEARCH text cannot be found is skipped as
 long as another block applies, because the evaluator's quick subset rejects a broken
@@ -16,8 +19,12 @@ result far more cheaply than paying for another call.
 from __future__ import annotations
 
 import ast
+import itertools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from retune.search.llm.amend import drop_unused_foreign_imports, merge_fragment, refusal
 
 _SEARCH = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")
 _DIVIDER = re.compile(r"^\s*={5,9}\s*$")
@@ -27,6 +34,7 @@ _FENCE_CLOSE = re.compile(r"^\s*```\s*$")
 _PYTHON_LANGS = {"", "python", "py", "python3"}
 _CODE_START = re.compile(r"^(def |async def |class |import |from |@|#|[A-Za-z_]\w*\s*(:[^=]+)?=)")
 _MAX_TRAILING_PROSE_LINES = 30
+_MAX_QUOTED_LINES = 12
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,9 @@ def apply_block(code: str, block: DiffBlock) -> str | None:
     """``code`` with ``block`` applied at its first match, or ``None`` if it does not match.
 
     Tries an exact match, then one that ignores trailing whitespace, then one that allows
-    the whole block to be indented by a different (consistent) amount.
+    the whole block to be indented by a different (consistent) amount, then one that
+    ignores blank lines, tabs and any drift of indentation or spacing inside lines (the
+    replacement is then re-indented to the program's own indentation).
     """
     if not any(line.strip() for line in block.search):
         return None
@@ -122,7 +132,58 @@ def apply_block(code: str, block: DiffBlock) -> str | None:
         if delta is not None:
             new = [_reindent(line, delta) for line in block.replace]
             return "\n".join(lines[:start] + new + lines[start + size :])
-    return None
+    return _apply_fuzzy(lines, block)
+
+
+def _apply_fuzzy(lines: list[str], block: DiffBlock) -> str | None:
+    """The block applied where its non-blank lines match the program's with all spacing
+    ignored; ``None`` unless exactly one place matches."""
+    wanted = [_squash(line) for line in block.search if line.strip()]
+    code_rows = [i for i, line in enumerate(lines) if line.strip()]
+    squashed = [_squash(lines[i]) for i in code_rows]
+    matches = [
+        at
+        for at in range(len(code_rows) - len(wanted) + 1)
+        if squashed[at : at + len(wanted)] == wanted
+    ]
+    if len(matches) != 1:
+        return None
+    rows = code_rows[matches[0] : matches[0] + len(wanted)]
+    search_indents = [_width(line) for line in block.search if line.strip()]
+    levels = dict(zip(search_indents, (_width(lines[i]) for i in rows), strict=True))
+    new = [_map_indent(line, levels) for line in block.replace]
+    return "\n".join(lines[: rows[0]] + new + lines[rows[-1] + 1 :])
+
+
+def _squash(line: str) -> str:
+    return "".join(line.split())
+
+
+def _width(line: str) -> int:
+    expanded = line.expandtabs(4)
+    return len(expanded) - len(expanded.lstrip(" "))
+
+
+def _map_indent(line: str, levels: dict[int, int]) -> str:
+    """``line`` re-indented from the block's indentation to the program's: widths seen in
+    the match map as matched; others step from the nearest one below, one program
+    indentation unit per unit of the block's own."""
+    if not line.strip():
+        return ""
+    width = _width(line)
+    if width in levels:
+        target = levels[width]
+    else:
+        base = max([w for w in levels if w < width] or [min(levels)])
+        steps = round((width - base) / _unit(levels.keys()))
+        target = max(0, levels[base] + steps * _unit(levels.values()))
+    return " " * target + line.strip()
+
+
+def _unit(widths: Iterable[int]) -> int:
+    """The indentation step of a set of widths (four spaces if they do not show one)."""
+    known = sorted({0, *widths})
+    return min((b - a for a, b in itertools.pairwise(known) if b > a), default=4)
 
 
 def _from_diff(
@@ -130,18 +191,32 @@ def _from_diff(
 ) -> ParseOutcome:
     code = parent_code if parent_code.endswith("\n") else parent_code + "\n"
     applied = 0
+    unmatched: list[DiffBlock] = []
     for block in blocks:
         result = apply_block(code, block)
         if result is not None:
             code, applied = result, applied + 1
+        else:
+            unmatched.append(block)
     if applied == 0:
         return ParseOutcome(
-            failure=f"diff_not_applied: none of {len(blocks)} SEARCH blocks matches the program"
+            failure=f"diff_not_applied: {_unmatched_detail(unmatched, len(blocks))}"
         )
     summary = f"{applied} of {len(blocks)} diff blocks applied"
     if partial:
         summary += ", an unfinished block ignored"
-    return _validated(code, parent_code, entrypoint, signature, summary)
+    return _validated(code, parent_code, entrypoint, signature, summary, fragment=False)
+
+
+def _unmatched_detail(unmatched: list[DiffBlock], total: int) -> str:
+    """Which SEARCH text matched nothing, quoted, for the model to correct."""
+    first = [line for line in unmatched[0].search if line.strip()][:_MAX_QUOTED_LINES]
+    quoted = "\n".join(first)
+    more = f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""
+    return (
+        f"none of {total} SEARCH blocks matches the program to change; this SEARCH text is "
+        f"not in it{more}:\n{quoted}"
+    )
 
 
 def _indent_delta(window: list[str], search: list[str]) -> int | None:
@@ -238,10 +313,21 @@ def _from_bare_text(text: str, parent_code: str, entrypoint: str, signature: str
 
 # -- validation --------------------------------------------------------------------------
 def _validated(
-    code: str, parent_code: str, entrypoint: str, signature: str, summary: str
+    code: str,
+    parent_code: str,
+    entrypoint: str,
+    signature: str,
+    summary: str,
+    *,
+    fragment: bool = True,
 ) -> ParseOutcome:
-    code = code.strip("\n") + "\n"
-    failure = check_program(code, entrypoint, signature)
+    """``code`` as a usable program; ``fragment``: it may be a piece of the parent (an
+    answer's code block), not a whole program (a diff applied to the parent)."""
+    code = drop_unused_foreign_imports(code.strip("\n") + "\n")
+    merged = merge_fragment(code, parent_code, entrypoint) if fragment else None
+    if merged is not None:
+        code, summary = merged, summary + " (merged into the program)"
+    failure = check_program(code, entrypoint, signature) or refusal(code, entrypoint)
     if failure is not None:
         return ParseOutcome(failure=failure)
     if _same_program(code, parent_code):

@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from retune.evaluate.contract import (
-    SUBSET_QUICK,
+    STAGE_QUICK,
     EvaluationOutcome,
     EvaluationResult,
     EvaluationTask,
@@ -20,7 +20,7 @@ from retune.evaluate.contract import (
 )
 
 
-def static_score(code: str, subset: str) -> EvaluationOutcome:
+def static_score(code: str, stage: str) -> EvaluationOutcome:
     try:
         tree = ast.parse(code)
     except SyntaxError as exc:
@@ -36,7 +36,7 @@ def static_score(code: str, subset: str) -> EvaluationOutcome:
     closeness = -sum(min(abs(c - 7.0), 10.0) for c in constants) / max(1, len(constants))
     a = closeness
     b = -0.01 * size
-    score = a + b if subset != SUBSET_QUICK else a + b + 0.05 * (len(constants) % 3)
+    score = a + b if stage != STAGE_QUICK else a + b + 0.05 * (len(constants) % 3)
     return EvaluationOutcome(result=EvaluationResult(score=score, subscores={"a": a, "b": b}))
 
 
@@ -52,7 +52,7 @@ class StaticExecutor:
     def submit(self, task: EvaluationTask) -> Future[EvaluationOutcome]:
         with self._lock:
             self.tasks.append(task)
-        return self._pool.submit(static_score, task.policy_code, task.subset)
+        return self._pool.submit(static_score, task.policy_code, task.stage)
 
     def close(self) -> None:
         self._pool.shutdown()

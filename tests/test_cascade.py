@@ -65,7 +65,7 @@ def search(tmp: Path, evaluations: int, **config: float) -> tuple[EngineState, N
 def stages_by_candidate(executor: NarrowExecutor) -> dict[str, set[str]]:
     stages: dict[str, set[str]] = {}
     for task in executor.tasks:
-        stages.setdefault(task.task_id.split("-")[0], set()).add(task.subset)
+        stages.setdefault(task.task_id.split("-")[0], set()).add(task.stage)
     return stages
 
 

@@ -87,7 +87,7 @@ def test_prometheus_down_is_waiting_named_by_query_and_stops_at_the_first_refusa
 
 def test_metrics_count_evaluations_failures_and_spending_once() -> None:
     metrics = OperatorMetrics()
-    task = EvaluationTask(task_id="c1-quick", policy_code="x", context={}, subset="quick")
+    task = EvaluationTask(task_id="c1-quick", policy_code="x", context={}, stage="quick")
     ok = EvaluationOutcome(result=EvaluationResult(score=0.5))
     metrics.evaluation("shop", "router", task, ok)
     metrics.evaluation(
@@ -108,7 +108,7 @@ def test_metrics_count_evaluations_failures_and_spending_once() -> None:
             name, {"namespace": "shop", "target": "router", **labels}
         )
 
-    assert value("retune_evaluations_total", subset="quick", result="ok") == 1
+    assert value("retune_evaluations_total", stage="quick", result="ok") == 1
     assert value("retune_evaluation_failures_total", reason="timeout") == 1
     assert value("retune_llm_tokens_total", model="small", kind="prompt") == 50
     assert value("retune_llm_tokens_total", model="small", kind="completion") == 20

@@ -103,17 +103,17 @@ def test_evaluation_budget_is_never_exceeded(tmp_path: Path) -> None:
 def test_no_program_is_evaluated_twice(tmp_path: Path) -> None:
     executor = StaticExecutor()
     make_engine(tmp_path, evaluations=120, executor=executor).run()
-    full = [normalised_hash(t.policy_code) for t in executor.tasks if t.subset == "full"]
+    full = [normalised_hash(t.policy_code) for t in executor.tasks if t.stage == "full"]
     assert len(full) == len(set(full))
 
 
 def test_cascade_stops_weak_candidates_before_the_full_evaluation(tmp_path: Path) -> None:
     executor = StaticExecutor()
     state = make_engine(tmp_path, evaluations=120, executor=executor).run()
-    quick = {t.task_id.split("-")[0] for t in executor.tasks if t.subset == "quick"}
-    full = {t.task_id.split("-")[0] for t in executor.tasks if t.subset == "full"}
+    quick = {t.task_id.split("-")[0] for t in executor.tasks if t.stage == "quick"}
+    full = {t.task_id.split("-")[0] for t in executor.tasks if t.stage == "full"}
     assert state.ledger.quick_evaluations > 0
-    assert quick - full, "some candidates should stop after the quick subset"
+    assert quick - full, "some candidates should stop after the quick stage"
     assert sum(1 for h in state.history if h.failure == "cascade") == len(quick - full)
 
 

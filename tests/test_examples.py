@@ -49,13 +49,11 @@ def baselines() -> dict[str, ModuleType]:
 
 @pytest.fixture(scope="module")
 def seed_results(evaluators: dict[str, ModuleType]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The seed policy's result per (example, subset), computed once."""
+    """The seed policy's result per (example, stage), computed once."""
     return {
-        (example, subset): evaluators[example].evaluate(
-            seed_path(example), context(example), subset
-        )
+        (example, stage): evaluators[example].evaluate(seed_path(example), context(example), stage)
         for example in EXAMPLES
-        for subset in ("quick", "full", "holdout")
+        for stage in ("quick", "full", "holdout")
     }
 
 
@@ -103,12 +101,12 @@ def test_every_baseline_passes_the_allowlist(example: str) -> None:
 # -- the evaluators ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("subset", ["quick", "full", "holdout"])
+@pytest.mark.parametrize("stage", ["quick", "full", "holdout"])
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_the_seed_policy_scores(
-    seed_results: dict[tuple[str, str], dict[str, Any]], example: str, subset: str
+    seed_results: dict[tuple[str, str], dict[str, Any]], example: str, stage: str
 ) -> None:
-    result = EvaluationResult.model_validate(seed_results[example, subset])
+    result = EvaluationResult.model_validate(seed_results[example, stage])
     assert 0.0 < result.score < 1.0
     assert set(result.subscores) == SUBSCORES[example]
     assert result.metrics["policy_calls"] > 1000
@@ -171,18 +169,18 @@ def test_evaluations_stay_within_their_time_budget(
     evaluators: dict[str, ModuleType], example: str
 ) -> None:
     evaluate = evaluators[example].evaluate
-    for subset, bound in (("quick", QUICK_CPU_SECONDS), ("full", FULL_CPU_SECONDS)):
+    for stage, bound in (("quick", QUICK_CPU_SECONDS), ("full", FULL_CPU_SECONDS)):
         spent = []
         for _ in range(2):  # the faster of two runs: a busy machine only ever slows it
             started = time.process_time()
-            evaluate(seed_path(example), context(example), subset)
+            evaluate(seed_path(example), context(example), stage)
             spent.append(time.process_time() - started)
-        assert min(spent) < bound, f"{example} {subset}: {min(spent):.2f}s of CPU"
+        assert min(spent) < bound, f"{example} {stage}: {min(spent):.2f}s of CPU"
 
 
-def test_an_unknown_subset_is_refused(evaluators: dict[str, ModuleType]) -> None:
+def test_an_unknown_stage_is_refused(evaluators: dict[str, ModuleType]) -> None:
     for example, module in evaluators.items():
-        with pytest.raises(ValueError, match="unknown subset 'medium-ish'"):
+        with pytest.raises(ValueError, match="unknown stage 'medium-ish'"):
             module.evaluate(seed_path(example), context(example), "medium-ish")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from retune.evaluate.contract import (
-    SUBSET_QUICK,
+    STAGE_QUICK,
     EvaluationContext,
     EvaluationOutcome,
     EvaluationTask,
@@ -34,11 +34,11 @@ OPERATOR = str(Path(__file__).parent.parent / "operator")
 
 
 def task(
-    offset: int = 1, task_id: str = "t", subset: str = "full", **params: object
+    offset: int = 1, task_id: str = "t", stage: str = "full", **params: object
 ) -> EvaluationTask:
     code = f"def choose(x):\n    return 2 * x + {offset}\n"
     context = EvaluationContext(params=dict(params))
-    return EvaluationTask(task_id=task_id, policy_code=code, context=context, subset=subset)
+    return EvaluationTask(task_id=task_id, policy_code=code, context=context, stage=stage)
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +91,10 @@ def test_scores_many_candidates_in_parallel(pool: LocalExecutor) -> None:
         assert pool.isolation["network"] == "zygote"
 
 
-def test_context_and_subset_reach_the_evaluator(pool: LocalExecutor) -> None:
-    outcome = pool.submit(task(subset=SUBSET_QUICK, mode="sleep", seconds=0.2)).result(30)
+def test_context_and_stage_reach_the_evaluator(pool: LocalExecutor) -> None:
+    outcome = pool.submit(task(stage=STAGE_QUICK, mode="sleep", seconds=0.2)).result(30)
     assert outcome.result is not None
-    assert outcome.result.subscores == {SUBSET_QUICK: 100.0}
+    assert outcome.result.subscores == {STAGE_QUICK: 100.0}
     assert 0.2 <= outcome.evaluator_seconds < 1.0
 
 
@@ -318,7 +318,7 @@ def test_entrypoint_runs_a_batch_and_reports_compactly(tmp_path: Path) -> None:
     (tmp_path / "evaluator").mkdir()
     for name in ("scoring_evaluator.py", "scoring_rules.py"):
         (tmp_path / "evaluator" / name).write_text((FIXTURES / name).read_text())
-    tasks = [task(offset=1, task_id="good"), task(offset=0, task_id="close", subset="quick")]
+    tasks = [task(offset=1, task_id="good"), task(offset=0, task_id="close", stage="quick")]
     tasks.append(task(task_id="nan", mode="nan"))
     tasks.append(
         EvaluationTask(

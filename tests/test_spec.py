@@ -624,3 +624,14 @@ def test_status_conditions_move_their_transition_time_only_on_change() -> None:
     assert data["status"]["conditions"][0]["lastTransitionTime"] == "2025-01-02T00:00:00Z"
     reread = parse_target(data, "shop/router").status
     assert reread is not None and reread.conditions[0].last_transition_time == t1
+
+
+def test_required_subsets_is_still_read_as_required_subscores() -> None:
+    from retune.spec.evaluator import EvaluatorSpec
+
+    old = {"module": "e.py", "requiredSubsets": ["burst"]}
+    spec = EvaluatorSpec.model_validate(old, by_alias=True, by_name=False)
+    assert spec.required_subscores == ["burst"] and spec.required_subsets is None
+    both = {**old, "requiredSubscores": ["steady"]}
+    with pytest.raises(ValueError, match="old name of requiredSubscores"):
+        EvaluatorSpec.model_validate(both, by_alias=True, by_name=False)

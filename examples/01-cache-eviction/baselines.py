@@ -51,12 +51,12 @@ def recorded_context(hardware: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 def score_baseline(
-    policy_file: str, reference: str | None, subset: str, context: dict[str, Any]
+    policy_file: str, reference: str | None, stage: str, context: dict[str, Any]
 ) -> dict[str, Any]:
     """Score one baseline row with the evaluator."""
     if reference is not None:
         context = {**context, "params": {**context["params"], "reference": reference}}
-    return evaluator.evaluate(str(HERE / "baselines" / policy_file), context, subset)
+    return evaluator.evaluate(str(HERE / "baselines" / policy_file), context, stage)
 
 
 def baseline_table(hardware: dict[str, str] | None = None) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Evaluator for examples/01-cache-eviction: the byte hit ratio of an eviction priority.
 
-``evaluate(policy_path, profile, subset)`` replays three synthetic trace phases built from
+``evaluate(policy_path, profile, stage)`` replays three synthetic trace phases built from
 the workload profile through a cache sized from the node's memory, evicting by the
 policy's ``priority(...)``, and scores the weighted mean byte hit ratio:
 
@@ -22,17 +22,17 @@ from cache_trace import generate
 from retune.evaluate.loader import load_policy
 
 ENTRYPOINT = "priority"
-SUBSET_SEEDS = {"quick": 0, "full": 0, "holdout": 1}  # holdout traces use other seeds
+STAGE_SEEDS = {"quick": 0, "full": 0, "holdout": 1}  # holdout traces use other seeds
 
 __all__ = ["ENTRYPOINT", "PolicyError", "evaluate", "score_policy"]
 
 
-def evaluate(policy_path: str, profile: dict, subset: str) -> dict:
+def evaluate(policy_path: str, profile: dict, stage: str) -> dict:
     """Score the policy file at ``policy_path``; the evaluator contract's entry point."""
     _, params, _ = parse_inputs(profile)
     if params.reference is not None:
-        return score_policy(None, profile, subset)
-    return score_policy(load_policy(policy_path, ENTRYPOINT), profile, subset)
+        return score_policy(None, profile, stage)
+    return score_policy(load_policy(policy_path, ENTRYPOINT), profile, stage)
 
 
 def cache_capacity(workload: CacheWorkload, params: CacheParams, hardware: dict) -> dict:
@@ -48,27 +48,27 @@ def cache_capacity(workload: CacheWorkload, params: CacheParams, hardware: dict)
     }
 
 
-def score_policy(priority: PriorityFn | None, profile: dict, subset: str) -> dict:
+def score_policy(priority: PriorityFn | None, profile: dict, stage: str) -> dict:
     """Score a loaded priority function (or ``params.reference`` when it is None)."""
-    if subset not in SUBSET_SEEDS:
-        raise ValueError(f"unknown subset {subset!r}; expected one of {sorted(SUBSET_SEEDS)}")
+    if stage not in STAGE_SEEDS:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGE_SEEDS)}")
     workload, params, seed = parse_inputs(profile)
     if priority is None and params.reference is None:
         raise ValueError("no policy given and params.reference is not set")
     capacity = cache_capacity(workload, params, profile.get("hardware") or {})
-    length = params.requests_quick if subset == "quick" else params.requests_full
+    length = params.requests_quick if stage == "quick" else params.requests_full
     weights = params.weights()
 
     results: dict[str, PhaseResult] = {}
     for index, phase in enumerate(PHASES):
         if weights[phase] <= 0:
             continue
-        trace = generate(workload, params, phase, length, [seed, SUBSET_SEEDS[subset], index])
+        trace = generate(workload, params, phase, length, [seed, STAGE_SEEDS[stage], index])
         size = max(1, int(trace.working_set_bytes * capacity["cache_share"]))
         if priority is None:
             results[phase] = simulate_s3fifo(trace, size)
         else:
-            sim_seed = seed * 1000 + SUBSET_SEEDS[subset] * 10 + index
+            sim_seed = seed * 1000 + STAGE_SEEDS[stage] * 10 + index
             results[phase] = simulate_priority(
                 trace, size, priority, params.eviction_samples, sim_seed
             )

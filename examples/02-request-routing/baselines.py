@@ -58,10 +58,10 @@ def recorded_context(gpu: str | None = None) -> dict[str, Any]:
     }
 
 
-def score(policy_file: str, gpu: str, subset: str = "full", seed: int = 0) -> dict[str, Any]:
+def score(policy_file: str, gpu: str, stage: str = "full", seed: int = 0) -> dict[str, Any]:
     """Score one baseline on one GPU pool."""
     context = {**recorded_context(gpu), "seed": seed}
-    return evaluator.evaluate(str(HERE / "baselines" / policy_file), context, subset)
+    return evaluator.evaluate(str(HERE / "baselines" / policy_file), context, stage)
 
 
 def baseline_table(gpus: tuple[str, ...] = DEFAULT_GPUS) -> dict[str, dict[str, dict]]:

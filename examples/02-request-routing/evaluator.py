@@ -1,6 +1,6 @@
 """Evaluator for examples/02-request-routing: where to send each LLM request.
 
-``evaluate(policy_path, profile, subset)`` replays synthetic traffic drawn from the
+``evaluate(policy_path, profile, stage)`` replays synthetic traffic drawn from the
 workload profile through a pool of model-serving replicas sized from the GPU in the node
 labels, routing every request with the policy's ``choose(request, replicas)``.
 
@@ -26,24 +26,24 @@ from routing_sim import ChooseFn, LevelResult, PolicyError, generate, simulate
 from retune.evaluate.loader import load_policy
 
 ENTRYPOINT = "choose"
-SUBSET_SEEDS = {"quick": 0, "full": 0, "holdout": 1}  # holdout traffic uses other seeds
+STAGE_SEEDS = {"quick": 0, "full": 0, "holdout": 1}  # holdout traffic uses other seeds
 
 __all__ = ["ENTRYPOINT", "PolicyError", "evaluate", "score_policy"]
 
 
-def evaluate(policy_path: str, profile: dict, subset: str) -> dict:
+def evaluate(policy_path: str, profile: dict, stage: str) -> dict:
     """Score the policy file at ``policy_path``; the evaluator contract's entry point."""
     parse_inputs(profile)  # fail on a bad context before loading anything
-    return score_policy(load_policy(policy_path, ENTRYPOINT), profile, subset)
+    return score_policy(load_policy(policy_path, ENTRYPOINT), profile, stage)
 
 
-def score_policy(choose: ChooseFn, profile: dict, subset: str) -> dict:
+def score_policy(choose: ChooseFn, profile: dict, stage: str) -> dict:
     """Score an already loaded ``choose`` function."""
-    if subset not in SUBSET_SEEDS:
-        raise ValueError(f"unknown subset {subset!r}; expected one of {sorted(SUBSET_SEEDS)}")
+    if stage not in STAGE_SEEDS:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGE_SEEDS)}")
     workload, params, seed = parse_inputs(profile)
     pool = size_pool(workload, params, gpu_spec(profile.get("hardware") or {}, params))
-    count = params.requests_quick if subset == "quick" else params.requests_full
+    count = params.requests_quick if stage == "quick" else params.requests_full
 
     results: dict[str, LevelResult] = {}
     for index, level in enumerate(LEVELS):
@@ -52,7 +52,7 @@ def score_policy(choose: ChooseFn, profile: dict, subset: str) -> dict:
         if weight <= 0 or multiplier <= 0:
             continue
         rate = workload.request_rate * multiplier
-        arrivals = generate(workload, params, rate, count, [seed, SUBSET_SEEDS[subset], index])
+        arrivals = generate(workload, params, rate, count, [seed, STAGE_SEEDS[stage], index])
         results[level] = simulate(arrivals, pool, params, choose)
 
     slo = params.ttft_slo_seconds

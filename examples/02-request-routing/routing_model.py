@@ -73,7 +73,7 @@ class RoutingParams(BaseModel):
     )
     load_levels: dict[str, float] = Field(
         default_factory=lambda: {"low": 0.5, "medium": 1.0, "high": 1.2},
-        description="request-rate multipliers, one per subset",
+        description="request-rate multipliers, one per load level (subscore)",
     )
     level_weights: dict[str, float] = Field(
         default_factory=lambda: {"low": 1.0, "medium": 1.0, "high": 1.0}

@@ -2,14 +2,17 @@
 
 An evaluator is a Python module exposing::
 
-    evaluate(policy_path: str, profile: dict, subset: str) -> dict
+    evaluate(policy_path: str, profile: dict, stage: str) -> dict
 
 returning ``{"score": float, "subscores": {name: float}, "metrics": {name: float},
 "feedback": str}``; higher scores are better. ``profile`` is an
 :class:`EvaluationContext` dumped to a plain dict (the workload profile, the hardware,
-the evaluator's own parameters and a seed). ``subset`` names what to evaluate: ``"quick"``
-(a cheap subset used by the cascade), ``"full"`` (everything), or ``"holdout"`` (the full
-evaluation on held-out seeds, used for validation before rollout).
+the evaluator's own parameters and a seed). ``stage`` names how much to evaluate:
+``"quick"`` (a cheap screen used by the cascade), ``"full"`` (everything), or
+``"holdout"`` (the full evaluation on held-out seeds, used for validation before
+rollout). A *stage* is how much of the problem is run; a *subscore* is one named part of
+the result (``subscores``), which validation's ``requiredSubscores`` refer to. See
+docs/evaluator.md.
 
 The same contract runs in the local process pool and in evaluation pods.
 """
@@ -21,11 +24,11 @@ from concurrent.futures import Future
 from enum import StrEnum
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-SUBSET_QUICK = "quick"
-SUBSET_FULL = "full"
-SUBSET_HOLDOUT = "holdout"
+STAGE_QUICK = "quick"
+STAGE_FULL = "full"
+STAGE_HOLDOUT = "holdout"
 
 
 class EvaluationContext(BaseModel):
@@ -100,14 +103,15 @@ class EvaluationOutcome(BaseModel):
 
 
 class EvaluationTask(BaseModel):
-    """One candidate to score: the program text, the context and the subset."""
+    """One candidate to score: the program text, the context and the evaluation stage."""
 
     model_config = ConfigDict(extra="forbid")
 
     task_id: str
     policy_code: str
     context: EvaluationContext
-    subset: str = SUBSET_FULL
+    # "subset" is the field's old name, still read from tasks written by older versions
+    stage: str = Field(default=STAGE_FULL, validation_alias=AliasChoices("stage", "subset"))
 
 
 class SandboxLimits(BaseModel):

@@ -1,6 +1,6 @@
 """For evaluator authors: the evaluation context read into the evaluator's own models.
 
-An evaluator's ``evaluate(policy_path, profile, subset)`` receives the context as a plain
+An evaluator's ``evaluate(policy_path, profile, stage)`` receives the context as a plain
 dict (``workload``, ``hardware``, ``params``, ``seed``). Validating it up front, into
 pydantic models the evaluator declares, makes a bad value fail with its field's name
 rather than deep inside a simulator::

@@ -5,7 +5,7 @@ evaluator loads the candidate it scores with::
 
     from retune.evaluate.loader import load_policy
 
-    def evaluate(policy_path, profile, subset):
+    def evaluate(policy_path, profile, stage):
         choose = load_policy(policy_path)   # the entrypoint the target declares
         ...
 
@@ -150,7 +150,7 @@ def load_evaluator(spec: str | os.PathLike[str]) -> ModuleType:
         raise EvaluatorLoadError(f"cannot import evaluator {text!r}: {exc!r}") from exc
     if not callable(getattr(module, "evaluate", None)):
         raise EvaluatorLoadError(
-            f"evaluator {text!r} has no evaluate(policy_path, profile, subset) function"
+            f"evaluator {text!r} has no evaluate(policy_path, profile, stage) function"
         )
     return module
 

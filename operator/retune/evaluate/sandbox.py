@@ -185,7 +185,7 @@ class SandboxHarness:
             "path": str(path),
             "code": task.policy_code,
             "context": task.context.model_dump(mode="json"),
-            "subset": task.subset,
+            "stage": task.stage,
         }
         return Prepared(path, nonce, json.dumps(request).encode())
 
@@ -310,7 +310,7 @@ class SandboxHarness:
         loader.activate(request["path"], request["code"], self.entrypoint)
         started = time.perf_counter()
         try:
-            value = self._evaluate(request["path"], request["context"], request["subset"])
+            value = self._evaluate(request["path"], request["context"], request["stage"])
             frame.update(kind="result", value=value)
         except BaseException as exc:
             ballast.close()  # room to describe the failure if memory ran out

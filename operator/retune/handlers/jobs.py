@@ -357,7 +357,7 @@ def run_validation(
             candidate_code=state.best.code,
             stable_code=state.seed_elite.code,
             min_improvement=evaluator.min_improvement,
-            required_subsets=list(evaluator.required_subsets),
+            required_subscores=list(evaluator.required_subscores),
             seeds=evaluator.holdout_seeds,
         )
     finally:

@@ -37,8 +37,8 @@ class OperatorMetrics:
         r = self.registry
         self.evaluations = Counter(
             "retune_evaluations",
-            "Candidate evaluations finished, by subset and result.",
-            [*_TARGET, "subset", "result"],
+            "Candidate evaluations finished, by evaluation stage and result.",
+            [*_TARGET, "stage", "result"],
             registry=r,
         )
         self.failures = Counter(
@@ -100,7 +100,7 @@ class OperatorMetrics:
     ) -> None:
         """Count one finished evaluation."""
         result = "ok" if outcome.ok else "failed"
-        self.evaluations.labels(namespace, target, task.subset, result).inc()
+        self.evaluations.labels(namespace, target, task.stage, result).inc()
         if outcome.failure is not None:
             self.failures.labels(namespace, target, str(outcome.failure)).inc()
 

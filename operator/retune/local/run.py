@@ -124,7 +124,7 @@ def _validate(
         candidate_code=state.best.code,
         stable_code=state.seed_elite.code,
         min_improvement=spec.evaluator.min_improvement,
-        required_subsets=list(spec.evaluator.required_subsets),
+        required_subscores=list(spec.evaluator.required_subscores),
         seeds=spec.evaluator.holdout_seeds,
     )
 

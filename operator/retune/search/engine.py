@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from retune.evaluate.contract import (
-    SUBSET_FULL,
-    SUBSET_QUICK,
+    STAGE_FULL,
+    STAGE_QUICK,
     EvaluationContext,
     EvaluationOutcome,
     EvaluationTask,
@@ -203,9 +203,9 @@ class Engine:
             if candidate.stage is Stage.PLANNED:
                 self._submit_mutation(candidate, mutations)
             elif candidate.stage is Stage.QUICK:
-                self._submit_evaluation(candidate, SUBSET_QUICK)
+                self._submit_evaluation(candidate, STAGE_QUICK)
             elif candidate.stage is Stage.FULL:
-                self._submit_evaluation(candidate, SUBSET_FULL)
+                self._submit_evaluation(candidate, STAGE_FULL)
 
     def _budget_reason(self) -> str:
         if self.state.usd_exhausted:
@@ -318,16 +318,16 @@ class Engine:
                 continue
             self.state.seen[candidate.code_hash] = candidate.index
             quick_first = self.config.cascade and candidate.origin is Origin.MUTATION
-            self._submit_evaluation(candidate, SUBSET_QUICK if quick_first else SUBSET_FULL)
+            self._submit_evaluation(candidate, STAGE_QUICK if quick_first else STAGE_FULL)
 
-    def _submit_evaluation(self, candidate: Candidate, subset: str) -> None:
+    def _submit_evaluation(self, candidate: Candidate, stage: str) -> None:
         assert candidate.code is not None
-        candidate.stage = Stage.QUICK if subset == SUBSET_QUICK else Stage.FULL
+        candidate.stage = Stage.QUICK if stage == STAGE_QUICK else Stage.FULL
         task = EvaluationTask(
-            task_id=f"c{candidate.index}-{subset}",
+            task_id=f"c{candidate.index}-{stage}",
             policy_code=candidate.code,
             context=self.config.context,
-            subset=subset,
+            stage=stage,
         )
         self._futures[self.executor.submit(task)] = (candidate.index, candidate.stage)
 
@@ -362,14 +362,14 @@ class Engine:
                 and candidate.origin is Origin.MUTATION
                 and self._passes_cascade(candidate)
             ):
-                self._submit_evaluation(candidate, SUBSET_FULL)
+                self._submit_evaluation(candidate, STAGE_FULL)
                 return
             candidate.cascade_rejected = outcome.ok
         else:
             candidate.full = outcome
         candidate.stage = Stage.DONE
         failed = not outcome.ok
-        self.ledger.record_evaluation(subset_quick=stage is Stage.QUICK, failed=failed)
+        self.ledger.record_evaluation(quick_stage=stage is Stage.QUICK, failed=failed)
 
     def _quick_margin(self, reference: float | None) -> float | None:
         if reference is None:

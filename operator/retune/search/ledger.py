@@ -133,10 +133,12 @@ class Ledger:
             self._unreserve(reservation)
 
     # -- evaluations -------------------------------------------------------------------
-    def record_evaluation(self, *, subset_quick: bool, failed: bool) -> None:
+    def record_evaluation(self, *, quick_stage: bool, failed: bool) -> None:
+        """One candidate evaluated: screened out by the quick stage (``quick_stage``), or
+        through to the full one; a quick plus a full evaluation counts once."""
         with self._lock:
             self._state.evaluations += 1
-            if subset_quick:
+            if quick_stage:
                 self._state.quick_evaluations += 1
             else:
                 self._state.full_evaluations += 1

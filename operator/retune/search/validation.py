@@ -1,12 +1,12 @@
 """Validation before rollout: the best candidate against the stable policy on held-out
-seeds of the full evaluation. Only a clear win on every required subset passes."""
+seeds of the full evaluation. Only a clear win, no worse on any required subscore, passes."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
 from retune.evaluate.contract import (
-    SUBSET_HOLDOUT,
+    STAGE_HOLDOUT,
     EvaluationContext,
     EvaluationOutcome,
     EvaluationResult,
@@ -20,9 +20,8 @@ class ValidationReport(BaseModel):
     candidate_score: float | None
     stable_score: float | None
     improvement: float | None  # relative to |stable score|
-    subsets: dict[str, tuple[float, float]] = Field(
-        default_factory=dict
-    )  # name -> (candidate, stable)
+    # required subscore name -> (candidate, stable)
+    subscores: dict[str, tuple[float, float]] = Field(default_factory=dict)
     reasons: list[str] = Field(default_factory=list)
 
 
@@ -37,7 +36,7 @@ def validate(
     candidate_code: str,
     stable_code: str,
     min_improvement: float,
-    required_subsets: list[str],
+    required_subscores: list[str],
     seeds: int = 3,
 ) -> ValidationReport:
     """Re-score both programs on ``seeds`` held-out seeds, side by side, and decide.
@@ -50,7 +49,7 @@ def validate(
                 task_id=f"validate-{name}-{k}",
                 policy_code=code,
                 context=context.model_copy(update={"seed": context.seed + 1 + k}),
-                subset=SUBSET_HOLDOUT,
+                stage=STAGE_HOLDOUT,
             )
         )
         for name, code in (("candidate", candidate_code), ("stable", stable_code))
@@ -81,24 +80,24 @@ def validate(
         reasons.append(
             f"improvement {improvement:+.2%} on held-out seeds is below the required {min_improvement:.2%}"
         )
-    subsets = {}
-    for name in required_subsets:
+    subscores = {}
+    for name in required_subscores:
         ours = candidate.result.subscores.get(name)
         theirs = stable.result.subscores.get(name)
         if ours is None or theirs is None:
-            reasons.append(f"required subset {name!r} was not reported by the evaluator")
+            reasons.append(f"required subscore {name!r} was not reported by the evaluator")
             continue
-        subsets[name] = (ours, theirs)
+        subscores[name] = (ours, theirs)
         if ours < theirs:
             reasons.append(
-                f"worse than the stable policy on required subset {name!r}: {ours:.4f} < {theirs:.4f}"
+                f"worse than the stable policy on required subscore {name!r}: {ours:.4f} < {theirs:.4f}"
             )
     return ValidationReport(
         passed=not reasons,
         candidate_score=candidate.result.score,
         stable_score=stable.result.score,
         improvement=improvement,
-        subsets=subsets,
+        subscores=subscores,
         reasons=reasons,
     )
 

@@ -77,8 +77,11 @@ class EvaluatorSpec(SpecModel):
     """Affinity of evaluation pods; unset means the workload's own."""
     tolerations: list[dict[str, Any]] | None = None
     """Tolerations of evaluation pods; unset means the workload's own."""
-    required_subsets: list[Name] = []
-    """Subscores on which a candidate must beat the stable policy to be rolled out."""
+    required_subscores: list[Name] = []
+    """Subscores (names in the evaluator's ``subscores``) on which a candidate must be no
+    worse than the stable policy, on the held-out seeds, to be rolled out."""
+    required_subsets: list[Name] | None = None
+    """Deprecated: the old name of ``requiredSubscores``, still read (and moved there)."""
     min_improvement: float = Field(default=0.01, ge=0)
     """Relative improvement over the stable policy a candidate needs (0.01 = 1 %)."""
     holdout_seeds: int = Field(default=3, ge=1, le=100)
@@ -113,7 +116,15 @@ class EvaluatorSpec(SpecModel):
     def _module_or_image(self) -> EvaluatorSpec:
         if self.module is None and self.image is None:
             raise invalid("set module (local mode), image (cluster), or both")
-        repeated = duplicates(self.required_subsets)
+        if self.required_subsets is not None:
+            if self.required_subscores:
+                raise invalid(
+                    "requiredSubsets is the old name of requiredSubscores; keep only "
+                    "requiredSubscores",
+                    "requiredSubsets",
+                )
+            self.required_subscores, self.required_subsets = self.required_subsets, None
+        repeated = duplicates(self.required_subscores)
         if repeated:
-            raise invalid(f"duplicate subset {repeated[0]!r}", "requiredSubsets")
+            raise invalid(f"duplicate subscore {repeated[0]!r}", "requiredSubscores")
         return self

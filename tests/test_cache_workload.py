@@ -430,3 +430,16 @@ def test_the_load_generator_drives_the_service_and_a_mix_shift_shows(cache_serve
     served = sum(v for _, v in after["cache_requests_total"])
     assert by_result["hit"] + by_result["miss"] == served
     assert after["cache_writes_total"][0][1] >= by_result["miss"] - 3  # in-flight fills
+
+
+def test_the_service_links_of_a_service_named_cache_do_not_break_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Kubernetes puts CACHE_PORT=tcp://<ip>:<port> (and CACHE_SERVICE_HOST...) in every pod
+    # of a namespace with a Service named "cache": the server crashed on it at start.
+    monkeypatch.setenv("CACHE_PORT", "tcp://10.0.0.191:80")
+    monkeypatch.setenv("CACHE_SERVICE_HOST", "10.0.0.191")
+    assert server.parse_args(["--port=8080"]).port == 8080
+    assert server.parse_args([]).port == 8080
+    monkeypatch.setenv("CACHE_LISTEN_PORT", "9090")
+    assert server.parse_args([]).port == 9090

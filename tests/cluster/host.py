@@ -239,9 +239,12 @@ def restore(record: HostRecord) -> list[str]:
                 result = _run([f"{command}-restore", "-w"], stdin=dump)
                 if result.returncode != 0:
                     problems.append(f"{command}-restore of {table}: {result.stderr.strip()}")
-            else:
+            else:  # it was not there: its chains and rules go, then the table itself
                 _run([command, "-w", "-t", table, "-F"])
                 _run([command, "-w", "-t", table, "-X"])
+                if shutil.which("nft"):
+                    family = "ip" if command == "iptables" else "ip6"
+                    _run(["nft", "delete", "table", family, table])
 
     # 5. sysctls.
     for key, value in record.sysctls.items():

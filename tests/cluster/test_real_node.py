@@ -138,7 +138,15 @@ def test_the_cache_image_serves_behind_a_service_from_the_host_and_from_a_pod(
         pod = core.read_namespaced_pod("cache", namespace)
         return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
-    wait_until(ready, 60, "the cache pod to be Ready")
+    def crashed() -> str | None:
+        pod = core.read_namespaced_pod("cache", namespace)
+        for status in pod.status.container_statuses or []:
+            if status.restart_count:
+                log = core.read_namespaced_pod_log("cache", namespace, previous=True)
+                return f"the cache restarted: {status.last_state}\n{log}"
+        return None
+
+    wait_until(ready, 60, "the cache pod to be Ready", abort=crashed)
     pod = core.read_namespaced_pod("cache", namespace)
     assert pod.spec.node_name == REAL_NODE
     assert pod.status.pod_ip.startswith("10.244.0.")
@@ -211,7 +219,6 @@ def _executor(
         owner=_owner(cluster, namespace),
         evaluator=evaluator,
         entrypoint=entrypoint,
-        placement=None,
         image_pull_policy="Never",
         poll_interval=0.3,
         linger_seconds=0.2,

@@ -348,8 +348,11 @@ def remap(path: str) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default=env("CACHE_HOST", "0.0.0.0"))
-    parser.add_argument("--port", type=int, default=int(env("CACHE_PORT", "8080")))
+    # Not CACHE_PORT / CACHE_HOST: Kubernetes sets CACHE_PORT=tcp://... in every pod of a
+    # namespace with a Service named "cache" (service links). A string default is only
+    # converted by `type` when the flag is absent.
+    parser.add_argument("--host", default=env("CACHE_LISTEN_HOST", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=env("CACHE_LISTEN_PORT", "8080"))
     parser.add_argument(
         "--capacity-bytes",
         type=byte_quantity,

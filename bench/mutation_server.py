@@ -11,7 +11,11 @@ Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /stats`` (to
 served per model), ``GET /calls`` (every counted answer in order, with the digest of the
 program it wrote), ``GET|POST /admin/faults`` (read or replace the fault spec),
 ``POST /admin/reset`` (zero the stats, the calls and the repeat counts). Standard library
-only.
+only. A ``/calls`` entry also says what was asked: whether it was a follow-up (more than
+one user turn), its last message, its query parameters, its ``X-`` headers and which of
+``max_tokens``/``max_completion_tokens``/``temperature`` it sent.
+
+A model name may carry behaviours of the zoo (``zoo.py``): ``small:first-block+drift``.
 
 The parent program is found under retune's heading (``## Program to change``) or
 OpenEvolve's (``# Current Program``), so both frameworks can be benchmarked against it.
@@ -45,6 +49,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -244,7 +249,14 @@ class Server(ThreadingHTTPServer):
             self.repeats[digest] = seen + 1
         return (seen,) if seen else ()
 
-    def count(self, model: str, prompt: int, completion: int, program: str | None = None) -> None:
+    def count(
+        self,
+        model: str,
+        prompt: int,
+        completion: int,
+        program: str | None = None,
+        asked: dict[str, object] | None = None,
+    ) -> None:
         with self.stats_lock:
             served = self.stats.setdefault(model, {"prompt_tokens": 0, "completion_tokens": 0})
             served["prompt_tokens"] += prompt
@@ -255,6 +267,7 @@ class Server(ThreadingHTTPServer):
                     "prompt_tokens": prompt,
                     "completion_tokens": completion,
                     "program_sha256": program_digest(program) if program else None,
+                    **(asked or {}),
                 }
             )
 
@@ -263,6 +276,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     server: Server
+    query_string = ""
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
@@ -299,7 +313,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.path == "/v1/chat/completions":
+        route, _, self.query_string = self.path.partition("?")
+        if route == "/v1/chat/completions":
             key = self.server.api_key
             if key is not None and self.headers.get("Authorization") != f"Bearer {key}":
                 self._error(401, "Incorrect API key provided.", "invalid_api_key")
@@ -408,7 +423,19 @@ class Handler(BaseHTTPRequestHandler):
         )
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
         usable = finish == "stop" and fault != "empty"
-        self.server.count(str(request["model"]), usage_in, usage_out, program if usable else None)
+        asked = {
+            "follow_up": len(messages) > 2,
+            "last_message": str(messages[-1].get("content") or "")[:4000],
+            "query": dict(urllib.parse.parse_qsl(self.query_string)),
+            "headers": {
+                k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-")
+            },
+            "parameters": sorted(
+                k for k in ("max_tokens", "max_completion_tokens", "temperature") if k in request
+            ),
+        }
+        program = program if usable else None
+        self.server.count(str(request["model"]), usage_in, usage_out, program, asked)
         self._json(
             200,
             {

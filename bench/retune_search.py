@@ -135,9 +135,12 @@ def run_search(
     llm_base_url: str | None = None,
     warm_programs: list[str] | None = None,
     workers: int | None = None,
+    tiers: list[TierOption] | None = None,
+    max_output_tokens: dict[str, int] | None = None,
 ) -> SearchResult:
     """Search ``setup`` to its budget with the built-in mutator, or with the LLM tiers
-    against ``llm_base_url`` (the stand-in server's two models at its prices)."""
+    against ``llm_base_url``: ``tiers`` (by default the stand-in server's two models at
+    its prices), with ``max_output_tokens`` per role where given."""
     spec = setup.target.spec
     budget = Budget(max_evaluations=max_evaluations, max_usd=max_usd)
     config = engine_config(
@@ -155,10 +158,12 @@ def run_search(
         seed=seed,
         mutator="llm" if llm_base_url else "builtin",
         llm_base_url=llm_base_url,
-        models=STAND_IN_TIERS if llm_base_url else [],
+        models=(STAND_IN_TIERS if tiers is None else tiers) if llm_base_url else [],
         show_progress=False,
     )
     mutator = build_mutator(setup.target, options, ledger, output / AUDIT_LOG)
+    for tier in getattr(mutator, "tiers", []):
+        tier.max_output_tokens = (max_output_tokens or {}).get(tier.role, tier.max_output_tokens)
     with LocalExecutor(
         setup.evaluator_path, setup.entrypoint, setup.limits, workers=workers
     ) as executor:

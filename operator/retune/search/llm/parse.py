@@ -122,6 +122,8 @@ def apply_block(code: str, block: DiffBlock) -> str | None:
     """
     if not any(line.strip() for line in block.search):
         return None
+    if "\t" not in code:  # a model that indents with tabs, in a program that does not
+        block = DiffBlock(_untab(block.search), _untab(block.replace))
     search_text = "\n".join(block.search) + "\n"
     if search_text in code:
         return code.replace(search_text, "\n".join(block.replace) + "\n", 1)
@@ -153,6 +155,10 @@ def _apply_fuzzy(lines: list[str], block: DiffBlock) -> str | None:
     levels = dict(zip(search_indents, (_width(lines[i]) for i in rows), strict=True))
     new = [_map_indent(line, levels) for line in block.replace]
     return "\n".join(lines[: rows[0]] + new + lines[rows[-1] + 1 :])
+
+
+def _untab(lines: list[str]) -> list[str]:
+    return [line.expandtabs(4) if line.startswith("\t") else line for line in lines]
 
 
 def _squash(line: str) -> str:

@@ -344,10 +344,16 @@ def _read_all(fd: int) -> bytes:
 
 
 def _snapshot_trusted_code(evaluator: types.ModuleType) -> list[tuple[dict[str, Any], str, Any]]:
-    """Functions of the evaluator, its sibling modules and retune.evaluate, as bound now."""
+    """Functions of the evaluator, its sibling modules and retune.evaluate, as bound now.
+
+    Other threads may be importing meanwhile, growing ``sys.modules`` and the namespace of
+    a module still running its body. Iterating either live (even through ``list(...)``)
+    can be interrupted by a garbage collection that runs Python code and lets another
+    thread in, so each is copied first with ``dict.copy``, which runs no Python code.
+    """
     directory = os.path.dirname(os.path.abspath(getattr(evaluator, "__file__", "") or "."))
     watched = []
-    for name, module in list(sys.modules.items()):
+    for name, module in sys.modules.copy().items():
         path = getattr(module, "__file__", None) or ""
         if (
             module is evaluator
@@ -355,7 +361,7 @@ def _snapshot_trusted_code(evaluator: types.ModuleType) -> list[tuple[dict[str, 
             or (path and os.path.dirname(os.path.abspath(path)) == directory)
         ):
             namespace = vars(module)
-            for key, value in list(namespace.items()):
+            for key, value in namespace.copy().items():
                 if isinstance(value, types.FunctionType):
                     watched.append((namespace, key, (value, value.__code__)))
     return watched

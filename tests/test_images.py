@@ -262,12 +262,17 @@ def cache_directory() -> Path:
     return Path(os.environ.get("RETUNE_IMAGE_CACHE") or Path.home() / ".cache" / "retune-images")
 
 
-@pytest.fixture(scope="module")
-def manifest() -> dict[str, Any]:
+def read_manifest() -> dict[str, Any]:
     path = cache_directory() / "manifest.json"
     if not path.is_file():
         pytest.fail(f"no {path}: run `make images` (a prerequisite of make test)", pytrace=False)
-    return json.loads(path.read_text())
+    return dict(json.loads(path.read_text()))
+
+
+@pytest.fixture
+def manifest() -> dict[str, Any]:
+    """The manifest as it is now (a build in an earlier test may have rewritten it)."""
+    return read_manifest()
 
 
 def archive_of(manifest: dict[str, Any], name: str) -> tuple[str, Path]:
@@ -322,10 +327,11 @@ def run_in(
     if os.geteuid() != 0 or chroot is None or unshare is None:
         pytest.skip("running an image's root filesystem needs root, chroot and unshare")
     tmp.chmod(0o1777)
+    # As a runtime does: /dev and /proc provided, the image's own files read-only.
     script = (
-        'set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1" "$1";'
-        ' mount --bind "$2" "$1/tmp"; if [ -d "$1/proc" ]; then mount -t proc proc "$1/proc"; fi;'
-        ' shift 2; exec "$@"'
+        'set -e; mkdir -p "$1/dev" "$1/proc" "$1/tmp"; mount --bind "$1" "$1";'
+        ' mount --rbind /dev "$1/dev"; mount -t proc proc "$1/proc"; mount --bind "$2" "$1/tmp";'
+        ' mount -o remount,bind,ro "$1" "$1"; shift 2; exec "$@"'
     )
     command = [unshare, "--mount", "--fork", "/bin/sh", "-c", script, "sh", str(rootfs), str(tmp)]
     command += ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items())]
@@ -345,22 +351,9 @@ def unpacked(manifest: dict[str, Any], name: str, tmp_path: Path) -> tuple[dict[
 
 
 @pytest.fixture(scope="module")
-def operator_rootfs(manifest: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _, archive = archive_of(manifest, "operator")
+def operator_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _, archive = archive_of(read_manifest(), "operator")
     return unpack(archive, tmp_path_factory.mktemp("operator") / "rootfs")
-
-
-@pytest.mark.images
-def test_a_second_build_with_no_change_rebuilds_nothing(manifest: dict[str, Any]) -> None:
-    started = time.monotonic()
-    result = subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=600)
-    elapsed = time.monotonic() - started
-    assert result.returncode == 0, result.stderr
-    assert " building " not in result.stdout, result.stdout
-    assert result.stdout.count("up to date") == len(manifest["images"]) + len(manifest["base"])
-    assert elapsed < 60, f"an up-to-date build took {elapsed:.0f} s"
-    check = subprocess.run([str(BUILD), "--check"], capture_output=True, text=True, timeout=120)
-    assert check.returncode == 0, check.stdout
 
 
 @pytest.mark.images
@@ -449,7 +442,8 @@ def test_the_evaluator_image_scores_a_batch_as_an_evaluation_pod_does(
     )
     assert math.isfinite(outcome.result.score)
     assert outcome.result.score == pytest.approx(expected["score"], rel=1e-5)
-    assert '"score"' in result.stdout or "score" in result.stdout
+    printed = decode_outcomes(result.stdout.strip(), ["seed"])["seed"]  # stdout has it too
+    assert printed.result is not None and printed.result.score == outcome.result.score
 
 
 @pytest.mark.images
@@ -479,3 +473,26 @@ def test_the_pause_image_is_one_static_binary(manifest: dict[str, Any]) -> None:
     ):
         files = [m.name.lstrip("./") for m in layer.getmembers() if m.isfile()]
     assert files == ["pause"], files
+
+
+@pytest.mark.images
+def test_a_second_build_with_no_change_rebuilds_nothing() -> None:
+    # Run last: it may rebuild what changed since `make images`. The tree can be edited
+    # while the suite runs, so a build that had something to do is followed by another,
+    # a few times; with nothing changed in between, a run builds nothing, in seconds.
+    system_cache_before = Path("/var/lib/containers").exists()
+    for _ in range(3):
+        started = time.monotonic()
+        result = subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=1800)
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        if " building " not in result.stdout:
+            break
+    assert " building " not in result.stdout, result.stdout
+    manifest = read_manifest()
+    assert result.stdout.count("up to date") == len(manifest["images"]) + len(manifest["base"])
+    assert elapsed < 60, f"an up-to-date build took {elapsed:.0f} s"
+    # buildah's storage and everything else stay in the cache directory.
+    assert Path("/var/lib/containers").exists() == system_cache_before
+    check = subprocess.run([str(BUILD), "--check"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout

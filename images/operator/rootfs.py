@@ -36,7 +36,12 @@ STDLIB_SKIP = {
     "test", "tests", "idle_test", "idlelib", "tkinter", "turtledemo", "ensurepip",
     "lib2to3", "site-packages", "dist-packages", "__phello__", "pydoc_data",
 }  # fmt: skip
-VENV_SKIP = {"pip", "setuptools", "wheel", "_distutils_hack"}
+# pip and setuptools (pkg_resources is part of it) have no business at run time; test
+# suites shipped in wheels are never imported.
+VENV_SKIP = {"pip", "setuptools", "wheel", "_distutils_hack", "pkg_resources", "tests"}
+# The Kubernetes client's asyncio copy (kubernetes.aio, ~70 MB with bytecode): kopf talks to
+# the API with aiohttp itself and retune uses the synchronous client; nothing imports it.
+VENV_SKIP_PATHS = {"site-packages/kubernetes/aio"}
 CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
 LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)")
 
@@ -89,7 +94,13 @@ class Tree:
         """Copy a directory tree, leaving out names in ``skip``; returns where it went."""
 
         def ignore(directory: str, names: list[str]) -> set[str]:
-            return {n for n in names if n in skip or n.endswith((".a", ".exe"))}
+            return {
+                n
+                for n in names
+                if n in skip
+                or n.endswith((".a", ".exe"))
+                or any(f"{directory}/{n}".endswith(path) for path in VENV_SKIP_PATHS)
+            }
 
         source = Path(os.path.realpath(source))
         self.directory(source.parent)

@@ -10,8 +10,8 @@ the stand-in's prices), at a fixed budget, and reports per behaviour:
   repair rounds included (from retune's own audit log);
 * the best score per problem at that budget.
 
-    .venv/bin/python bench/model_zoo.py --quick   # $0.004 a run, at most 40 evaluations
-    .venv/bin/python bench/model_zoo.py           # $0.015 a run, at most 120 evaluations
+    .venv/bin/python bench/model_zoo.py --quick   # $0.01 a run, at most 40 evaluations
+    .venv/bin/python bench/model_zoo.py           # $0.03 a run, at most 120 evaluations
 
 Last line: ``min_usable_call_share=<x>`` (the smallest share over behaviours).
 """
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-usd", type=float, help="USD per run")
     parser.add_argument("--max-evaluations", type=int, help="evaluations per run")
     args = parser.parse_args(argv)
-    budget = args.budget_usd or (0.004 if args.quick else 0.015)
+    budget = args.budget_usd or (0.01 if args.quick else 0.03)
     evaluations = args.max_evaluations or (40 if args.quick else 120)
     tallies = []
     with MutationServerProcess(seed=args.seed) as server, tempfile.TemporaryDirectory() as tmp:

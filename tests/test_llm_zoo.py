@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from retune.evaluate.allowlist import check_policy
 from retune.search.builtin import BuiltinMutator
 from retune.search.ledger import Budget, Ledger
 from retune.search.llm import LLMMutator, RetryPolicy, build_llm_mutator
-from retune.search.mutation import Inspiration, MutationKind, MutationRequest
+from retune.search.mutation import Inspiration, MutationKind, MutationRequest, MutatorRejected
 from retune.spec import ModelTier, PolicySource, PolicySpec, Pricing, SearchSpec, TieringSpec
 from tests.llm_server import REPO, MutationServer, running_mutation_server
 
@@ -202,7 +203,9 @@ def test_with_a_zero_share_the_strong_tier_is_never_called(server: MutationServe
 def test_a_reasoning_model_is_asked_as_it_says(server: MutationServer) -> None:
     ledger = Ledger(Budget())
     mutator = make_mutator([tier(server, "cheap", "small:reasoning")], ledger)
-    results = [mutator.mutate(request(seed), never_duplicate) for seed in range(3)]
+    # Several calls at once meet the first refusal: each must adapt, none may give up.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda s: mutator.mutate(request(s), never_duplicate), range(8)))
     assert all(r.model == "cheap" for r in results)
     # The 400s were not paid for; every answered call carried what the model takes.
     assert all(call["parameters"] == ["max_completion_tokens"] for call in server.calls())
@@ -227,8 +230,6 @@ def test_a_reasoning_model_configured_as_such_is_never_refused(server: MutationS
 
 
 def test_a_max_tokens_only_setting_surfaces_the_400_as_an_error(server: MutationServer) -> None:
-    from retune.search.mutation import MutatorRejected
-
     model = tier(server, "cheap", "small:reasoning", token_limit_parameter="max_tokens")
     with pytest.raises(MutatorRejected) as raised:
         make_mutator([model]).mutate(request(0), never_duplicate)
@@ -248,3 +249,32 @@ def test_a_gateway_gets_its_headers_and_query_parameters(server: MutationServer)
     (call,) = server.calls()
     assert call["headers"]["x-route"] == "team-a"
     assert call["query"] == {"api-version": "2024-10-21"}
+
+
+# -- an endpoint that refuses the request stops the search -------------------------------
+class _Refused:
+    concurrency = 1
+
+    def mutate(self, request: MutationRequest, is_duplicate: Any) -> Any:
+        raise MutatorRejected("tier 'cheap': HTTP 400: bad parameter", "spec.search.models[0]")
+
+
+def test_an_endpoint_refusal_stops_the_search_with_an_error_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    from retune.search.engine import Engine, EngineConfig, SearchConfigError
+    from retune.store.file import FileStore
+    from tests.staticscore import StaticExecutor
+
+    config = EngineConfig(budget=Budget(max_evaluations=20), cells=8, initial_population=4)
+    engine = Engine(
+        config,
+        seed_code="def f(x, y):\n    return x + y\n",
+        mutator=_Refused(),
+        executor=StaticExecutor(),
+        store=FileStore(tmp_path / "ck"),
+    )
+    with pytest.raises(SearchConfigError) as raised:
+        engine.run()
+    assert raised.value.path == "spec.search.models[0]"
+    assert str(raised.value).startswith("spec.search.models[0]: tier 'cheap': HTTP 400")

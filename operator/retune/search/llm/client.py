@@ -120,7 +120,7 @@ class ChatEndpoint:
             except openai.APIConnectionError as error:
                 return self._failed(started, "connection", retryable=True, detail=str(error))
             except openai.APIStatusError as error:
-                if error.status_code == 400 and self._adapted_to(_body_message(error)):
+                if error.status_code == 400 and self._adapted_to(_body_message(error), options):
                     continue
                 return self._status_failure(started, error)
             except Exception as error:  # a body that is not a chat completion (bad JSON, ...)
@@ -129,14 +129,15 @@ class ChatEndpoint:
             return self._answered(started, messages, response)
         return self._failed(started, "http_400", retryable=False, detail="parameters refused")
 
-    def _adapted_to(self, message: str) -> bool:
-        """Whether a 400 that says ``message`` was about a parameter this endpoint can do
-        without; if so, the parameter is changed for this and every later request."""
+    def _adapted_to(self, message: str, sent: dict[str, Any]) -> bool:
+        """Whether a 400 that says ``message`` to a request that ``sent`` these options was
+        about a parameter this endpoint can do without; if so, the parameter is changed for
+        this and every later request (another thread may have changed it already)."""
         text = message.lower()
-        if self._adapt and "max_tokens" in text and self.token_parameter == "max_tokens":
+        if self._adapt and "max_tokens" in sent and "max_tokens" in text:
             self.token_parameter = "max_completion_tokens"
             return True
-        if "temperature" in text and self.send_temperature:
+        if "temperature" in sent and "temperature" in text:
             self.send_temperature = False
             return True
         return False

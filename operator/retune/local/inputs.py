@@ -27,6 +27,7 @@ from retune.signals.providers import provider_for
 from retune.spec import ModelTier, OptimizationTarget, Problem, TargetSpec, TargetValidationError
 
 CHECKPOINT = "checkpoint.retune"
+SPEND_JOURNAL = "spend.jsonl"  # the ledger's write-ahead journal (search/journal.py)
 
 
 class RunError(Exception):
@@ -102,14 +103,7 @@ def prepare(target_path: Path, options: RunOptions) -> RunInputs:
     )
     mutator, models, tier_problems = mutator_and_tiers(spec, options)
     problems += tier_problems
-    if options.output is not None and not options.resume and (options.output / CHECKPOINT).exists():
-        problems.append(
-            Problem(
-                "--output",
-                f"{options.output} already holds a run; pass --resume to continue it, "
-                "or choose another --output",
-            )
-        )
+    problems += _output_problems(options)
     if problems:
         raise TargetValidationError(problems, str(target_path))
     assert evaluator_path is not None and seed_code is not None and workload is not None
@@ -122,6 +116,24 @@ def prepare(target_path: Path, options: RunOptions) -> RunInputs:
         mutator=mutator,
         models=models,
     )
+
+
+def _output_problems(options: RunOptions) -> list[Problem]:
+    """``--output`` must hold a run exactly when ``--resume`` asks to continue one."""
+    output = options.output
+    if output is None:
+        return []
+    held = (output / CHECKPOINT).exists() or (output / SPEND_JOURNAL).exists()
+    if held and not options.resume:
+        message = (
+            f"{output} already holds a run; pass --resume to continue it, "
+            "or choose another --output"
+        )
+        return [Problem("--output", message)]
+    if options.resume and not held:
+        message = f"{output} holds no run to resume; start without --resume"
+        return [Problem("--resume", message)]
+    return []
 
 
 def evaluation_context(spec: TargetSpec, workload: dict[str, float]) -> EvaluationContext:

@@ -12,6 +12,7 @@ from retune.evaluate.local import LocalExecutor
 from retune.evaluate.podspec import sandbox_limits
 from retune.local.inputs import (
     CHECKPOINT,
+    SPEND_JOURNAL,
     RunError,
     RunOptions,
     mutator_and_tiers,
@@ -24,6 +25,7 @@ from retune.local.report import render_report
 from retune.search.archive import Archive
 from retune.search.config import builtin_mutator, engine_config
 from retune.search.engine import Engine
+from retune.search.journal import SpendJournal
 from retune.search.ledger import Ledger
 from retune.search.mutation import Mutator
 from retune.search.state import EngineState
@@ -84,7 +86,7 @@ def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
     output = options.output
     output.mkdir(parents=True, exist_ok=True)
     store = FileStore(output / CHECKPOINT)
-    ledger = Ledger(budget)
+    ledger = Ledger(budget, journal=SpendJournal(output / SPEND_JOURNAL))
     mutator = build_mutator(target, options, ledger, output / "llm-calls.jsonl")
     progress = ProgressBar() if options.show_progress else None
     executor = LocalExecutor(
@@ -148,6 +150,10 @@ def _write_outputs(
         "duplicates_skipped": ledger.duplicates_skipped,
         "failed_mutations": ledger.failed_mutations,
         "cost_usd": round(ledger.usd_spent, 10),
+        "over_reported_usd": round(ledger.over_reported_usd, 10),
+        "calls_charged_at_reservation": sum(
+            u.charged_at_reservation for u in ledger.models.values()
+        ),
         "wall_seconds": round(ledger.wall_seconds, 3),
         "archive_coverage": round(Archive(state.archive).coverage, 4),
         "stop_reason": state.stop_reason,

@@ -4,6 +4,14 @@ Money is reserved *before* it is spent (an LLM call reserves its worst case: pro
 tokens plus max output tokens at the model's price) and settled with the actual cost
 afterwards, so concurrent callers can never overshoot the USD budget together.
 
+With a :class:`~retune.search.journal.SpendJournal` the money is written ahead: a
+reservation is on disk before the call is made and its settlement after, so a killed run
+neither loses nor re-pays a call (``docs/llm.md``, "What a call costs"). A call is
+charged what the endpoint reported it used, never more than its reservation; a call whose
+cost is unknown (no answer in time, a body cut off, no usage reported) is charged its
+reservation; a report above the reservation is recorded apart (``over_reported_usd``),
+and once the reported truth reaches the budget no further call is paid for.
+
 The strong model tiers (paradigm shifts, initial diversification) may be held to a share
 of the USD budget: their calls reserve against that cap too, and what they spent is kept
 apart (``strong_usd``) for the status and the report.
@@ -11,10 +19,17 @@ apart (``strong_usd``) for the status and the report.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, Field
+
+from retune.search.journal import RELEASE, RESERVE, SETTLE, SpendJournal
+
+# Float noise in summed prices is not an over-report.
+_TOLERANCE_USD = 1e-12
 
 
 class Budget(BaseModel):
@@ -31,6 +46,8 @@ class ModelUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usd: float = 0.0
+    charged_at_reservation: int = 0  # calls whose cost was unknown, charged their worst case
+    over_reported_usd: float = 0.0  # reported above what the request could have cost
 
 
 class LedgerState(BaseModel):
@@ -45,6 +62,9 @@ class LedgerState(BaseModel):
     wall_seconds: float = 0.0
     usd_spent: float = 0.0
     strong_usd: float = 0.0  # spent by the strong tiers, included in usd_spent
+    # Usage endpoints reported beyond the calls' reservations: recorded, not charged, and
+    # counted when deciding whether the budget is reached.
+    over_reported_usd: float = 0.0
     models: dict[str, ModelUsage] = Field(default_factory=dict)
 
 
@@ -52,52 +72,156 @@ class LedgerState(BaseModel):
 class Reservation:
     usd: float
     strong: bool = False  # held against the strong tiers' cap too
+    id: str = ""  # names the call in the journal, the audit log and the request's header
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a settled call was charged, and why."""
+
+    charged_usd: float
+    over_reported_usd: float = 0.0
+    at_reservation: bool = False  # its cost was unknown: charged the worst case
 
 
 class Ledger:
     """Thread-safe accounting of evaluations, wall time, tokens and USD."""
 
-    def __init__(self, budget: Budget, state: LedgerState | None = None) -> None:
+    def __init__(
+        self,
+        budget: Budget,
+        state: LedgerState | None = None,
+        *,
+        journal: SpendJournal | None = None,
+    ) -> None:
         self.budget = budget
         self._state = state.model_copy(deep=True) if state else LedgerState()
         self._reserved_usd = 0.0
         self._reserved_strong_usd = 0.0
         self._lock = threading.Lock()
+        self.journal = journal
+        self._answers: dict[str, list[dict[str, Any]]] = {}  # request key -> paid answers
+        self._run = secrets.token_hex(4)  # call ids stay unique across resumes
+        self._calls = 0
+        if journal is not None:
+            self._replay_journal()
 
     def restore(self, state: LedgerState) -> None:
-        """Continue from a checkpointed ledger (on resume)."""
+        """Continue from a checkpointed ledger (on resume). With a journal, the money
+        is the journal's: it is written ahead of every call, the checkpoint only now and
+        then."""
         with self._lock:
             self._state = state.model_copy(deep=True)
+        if self.journal is not None:
+            self._replay_journal()
+
+    def _replay_journal(self) -> None:
+        """Rebuild the money from the journal; charge unsettled reservations in full."""
+        assert self.journal is not None
+        records = self.journal.records()
+        reserved = {r["id"]: r for r in records if r.get("op") == RESERVE}
+        closed = {r["id"]: r for r in records if r.get("op") in (SETTLE, RELEASE)}
+        with self._lock:
+            state = self._state
+            state.usd_spent = state.strong_usd = state.over_reported_usd = 0.0
+            state.models = {}
+            self._answers = {}
+        for call_id, reservation in reserved.items():
+            held = Reservation(
+                float(reservation["usd"]),
+                bool(reservation.get("strong")),
+                call_id,
+                str(reservation.get("model", "")),
+            )
+            end = closed.get(call_id)
+            if end is None:  # sent, perhaps billed, never settled: its worst case
+                self._record(held, _unknown_cost(held), 0, 0, failed=True, resumed=True)
+                continue
+            if end["op"] == RELEASE:
+                continue
+            settlement = Settlement(
+                float(end["usd"]),
+                float(end.get("over_reported_usd", 0.0)),
+                bool(end.get("at_reservation")),
+            )
+            self._apply(
+                held.model,
+                held,
+                settlement,
+                int(end.get("prompt_tokens", 0)),
+                int(end.get("completion_tokens", 0)),
+                failed=bool(end.get("failed")),
+            )
+            answer = end.get("answer")
+            key = reservation.get("key")
+            if isinstance(answer, dict) and isinstance(key, str) and key:
+                self._answers.setdefault(key, []).append(answer)
 
     # -- money -------------------------------------------------------------------------
-    def reserve_usd(self, usd: float, *, strong_cap: float | None = None) -> Reservation | None:
+    def reserve_usd(
+        self, usd: float, *, strong_cap: float | None = None, model: str = "", key: str = ""
+    ) -> Reservation | None:
         """Reserve ``usd`` against the budget; ``None`` if that would exceed it.
 
         With ``strong_cap`` the call is a strong tier's, and the strong tiers' spend plus
-        their reservations may not pass ``strong_cap`` either.
+        their reservations may not pass ``strong_cap`` either. With a journal the
+        reservation is on disk when this returns. ``key`` names what is asked, so that a
+        resumed run can take the answer it already paid for (:meth:`paid_answer`).
         """
         strong = strong_cap is not None
         with self._lock:
             limit = self.budget.max_usd
-            if limit is not None and self._state.usd_spent + self._reserved_usd + usd > limit:
+            if limit is not None and (
+                self._state.usd_spent + self._reserved_usd + usd > limit
+                or self._truth_reached(limit)
+            ):
                 return None
             if strong_cap is not None and (
                 self._state.strong_usd + self._reserved_strong_usd + usd > strong_cap
             ):
                 return None
+            self._calls += 1
+            reservation = Reservation(usd, strong, f"{self._run}-{self._calls}", model)
+            if self.journal is not None:
+                self.journal.append(
+                    {
+                        "op": RESERVE,
+                        "id": reservation.id,
+                        "model": model,
+                        "usd": usd,
+                        "strong": strong,
+                        "key": key,
+                    }
+                )
             self._reserved_usd += usd
             if strong:
                 self._reserved_strong_usd += usd
-            return Reservation(usd, strong)
+            return reservation
+
+    def _truth_reached(self, limit: float) -> bool:
+        """Whether what endpoints reported, over-reports included, has used the budget."""
+        return self._state.over_reported_usd > 0 and (
+            self._state.usd_spent + self._state.over_reported_usd >= limit
+        )
 
     def affordable(self, usd: float, *, strong_cap: float | None = None) -> bool:
         """Whether ``usd`` fits what is left unspent (reservations aside): if not, waiting
         for calls in flight to settle cannot help."""
         with self._lock:
             limit = self.budget.max_usd
-            if limit is not None and self._state.usd_spent + usd > limit:
+            if limit is not None and (
+                self._state.usd_spent + usd > limit or self._truth_reached(limit)
+            ):
                 return False
             return strong_cap is None or self._state.strong_usd + usd <= strong_cap
+
+    def paid_answer(self, key: str) -> dict[str, Any] | None:
+        """An answer to the request ``key`` that the journal shows was paid for before a
+        resume, once per time it was paid; ``None`` if there is none left."""
+        with self._lock:
+            answers = self._answers.get(key)
+            return answers.pop(0) if answers else None
 
     def settle(
         self,
@@ -108,19 +232,93 @@ class Ledger:
         prompt_tokens: int,
         completion_tokens: int,
         failed: bool = False,
-    ) -> None:
-        """Release a reservation and record what the call actually cost."""
+        cost_known: bool = True,
+        answer: dict[str, Any] | None = None,
+    ) -> Settlement:
+        """Release a reservation and charge the call: what the endpoint reported (``usd``)
+        up to the reservation, or, when ``cost_known`` is false (no answer in time, a body
+        cut off, no usage reported), the reservation. A report above the reservation is
+        recorded as ``over_reported_usd``. ``answer`` is kept in the journal for a resume.
+        """
+        if not cost_known:
+            settlement = _unknown_cost(reservation)
+        elif usd > reservation.usd + _TOLERANCE_USD:
+            settlement = Settlement(reservation.usd, over_reported_usd=usd - reservation.usd)
+        else:
+            settlement = Settlement(usd)
+        if self.journal is not None and reservation.id:
+            self.journal.append(
+                {
+                    "op": SETTLE,
+                    "id": reservation.id,
+                    "usd": settlement.charged_usd,
+                    "over_reported_usd": settlement.over_reported_usd,
+                    "at_reservation": settlement.at_reservation,
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "failed": failed,
+                    "answer": answer,
+                }
+            )
         with self._lock:
             self._unreserve(reservation)
+        self._apply(model, reservation, settlement, prompt_tokens, completion_tokens, failed=failed)
+        return settlement
+
+    def _record(
+        self,
+        reservation: Reservation,
+        settlement: Settlement,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        failed: bool,
+        resumed: bool,
+    ) -> None:
+        """Charge an unsettled reservation found on resume, and close it in the journal."""
+        if self.journal is not None and resumed:
+            self.journal.append(
+                {
+                    "op": SETTLE,
+                    "id": reservation.id,
+                    "usd": settlement.charged_usd,
+                    "at_reservation": True,
+                    "failed": True,
+                    "resumed": True,
+                }
+            )
+        self._apply(
+            reservation.model,
+            reservation,
+            settlement,
+            prompt_tokens,
+            completion_tokens,
+            failed=failed,
+        )
+
+    def _apply(
+        self,
+        model: str,
+        reservation: Reservation,
+        settlement: Settlement,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        failed: bool,
+    ) -> None:
+        with self._lock:
             usage = self._state.models.setdefault(model, ModelUsage())
             usage.calls += 1
             usage.failed_calls += int(failed)
             usage.prompt_tokens += prompt_tokens
             usage.completion_tokens += completion_tokens
-            usage.usd += usd
-            self._state.usd_spent += usd
+            usage.usd += settlement.charged_usd
+            usage.charged_at_reservation += int(settlement.at_reservation)
+            usage.over_reported_usd += settlement.over_reported_usd
+            self._state.usd_spent += settlement.charged_usd
+            self._state.over_reported_usd += settlement.over_reported_usd
             if reservation.strong:
-                self._state.strong_usd += usd
+                self._state.strong_usd += settlement.charged_usd
 
     def _unreserve(self, reservation: Reservation) -> None:
         self._reserved_usd = max(0.0, self._reserved_usd - reservation.usd)
@@ -129,6 +327,8 @@ class Ledger:
 
     def release(self, reservation: Reservation) -> None:
         """Give back a reservation for a call that was never made."""
+        if self.journal is not None and reservation.id:
+            self.journal.append({"op": RELEASE, "id": reservation.id})
         with self._lock:
             self._unreserve(reservation)
 
@@ -176,3 +376,7 @@ class Ledger:
     def snapshot(self) -> LedgerState:
         with self._lock:
             return self._state.model_copy(deep=True)
+
+
+def _unknown_cost(reservation: Reservation) -> Settlement:
+    return Settlement(reservation.usd, at_reservation=True)

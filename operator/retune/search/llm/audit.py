@@ -28,7 +28,12 @@ class AuditEntry(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_reported: bool = False
-    usd: float = 0.0
+    usd: float = 0.0  # what the call is charged (see docs/llm.md, "What a call costs")
+    reported_usd: float = 0.0  # what the reported usage costs at the tier's prices
+    over_reported_usd: float = 0.0  # reported above the reservation: flagged, not charged
+    charged_at_reservation: bool = False  # its cost was unknown (late, cut off, no usage)
+    replayed: bool = False  # an answer paid for before a resume, used again for free
+    call_id: str = ""  # the ledger's id, sent to the endpoint as X-Retune-Call
     reserved_usd: float = 0.0
     latency_seconds: float = 0.0
     detail: str = ""

@@ -7,7 +7,9 @@ a seeded RNG (a run replays with the same waits) rather than from the clock.
 :meth:`ChatEndpoint.complete` makes exactly one HTTP request and never raises: every
 way a call can go wrong (timeout, refused connection, 429, 5xx, a body that is not JSON,
 no choices, no content) becomes a :class:`CallResult` with an ``outcome`` and the tokens
-the server says it served.
+the server says it served -- or ``cost_known=False`` when nobody can say (no answer in
+time, a connection lost after the request went out, a body cut off, no ``usage``): the
+ledger then charges the call its reservation.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class CallResult:
     detail: str = ""
     latency_seconds: float = 0.0
     rejected: bool = False  # the endpoint refuses requests as configured (bad key, model...)
+    # False when the request may have been served and billed but what it used is unknown.
+    cost_known: bool = True
 
     @property
     def ok(self) -> bool:
@@ -101,14 +105,19 @@ class ChatEndpoint:
         max_tokens: int,
         temperature: float,
         seed: int,
+        call_id: str = "",
     ) -> CallResult:
         """One request (two or three when a 400 shows which parameters the model takes);
-        never raises. ``seed`` is OpenAI's best-effort sampling seed."""
+        never raises. ``seed`` is OpenAI's best-effort sampling seed; ``call_id`` goes with
+        the request as ``X-Retune-Call``, so a provider's logs can be matched to the
+        ledger's."""
         started = time.monotonic()
         for _ in range(3):
             options: dict[str, Any] = {self.token_parameter: max_tokens, "seed": seed}
             if self.send_temperature:
                 options["temperature"] = temperature
+            if call_id:
+                options["extra_headers"] = {"X-Retune-Call": call_id}
             try:
                 response = self._client.chat.completions.create(
                     model=self.model,
@@ -116,16 +125,25 @@ class ChatEndpoint:
                     **options,
                 )
             except openai.APITimeoutError:
-                return self._failed(started, "timeout", retryable=True, detail="no answer in time")
+                return self._failed(
+                    started, "timeout", retryable=True, detail="no answer in time", known=False
+                )
             except openai.APIConnectionError as error:
-                return self._failed(started, "connection", retryable=True, detail=str(error))
+                # Refused before the request was sent: nothing served. Any later loss (a
+                # dropped connection, a body cut off) may have been served and billed.
+                sent = type(error.__cause__).__name__ != "ConnectError"  # httpx's, by name
+                return self._failed(
+                    started, "connection", retryable=True, detail=str(error), known=not sent
+                )
             except openai.APIStatusError as error:
                 if error.status_code == 400 and self._adapted_to(_body_message(error), options):
                     continue
                 return self._status_failure(started, error)
             except Exception as error:  # a body that is not a chat completion (bad JSON, ...)
                 detail = f"{type(error).__name__}: {error}"
-                return self._failed(started, "malformed", retryable=True, detail=detail)
+                return self._failed(
+                    started, "malformed", retryable=True, detail=detail, known=False
+                )
             return self._answered(started, messages, response)
         return self._failed(started, "http_400", retryable=False, detail="parameters refused")
 
@@ -162,6 +180,7 @@ class ChatEndpoint:
             "prompt_tokens": prompt_tokens or 0,
             "completion_tokens": completion_tokens or 0,
             "usage_reported": reported,
+            "cost_known": reported,
             "latency_seconds": latency,
         }
         if choice is None:
@@ -203,12 +222,14 @@ class ChatEndpoint:
         detail: str,
         retry_after: float | None = None,
         rejected: bool = False,
+        known: bool = True,
     ) -> CallResult:
         return CallResult(
             outcome,
             retryable=retryable,
             retry_after=retry_after,
             rejected=rejected,
+            cost_known=known,
             detail=self.redact(detail)[:300],
             latency_seconds=time.monotonic() - started,
         )

@@ -32,6 +32,7 @@ server replays exactly.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import threading
@@ -277,40 +278,74 @@ class LLMMutator:
             outcome=BUDGET,
             reserved_usd=worst_usd,
         )
+        messages = prompt.messages()
+        seed = _derive(self.seed, request.seed, tier.name, index) % 2**31
+        key = _request_key(tier, messages, seed)
         with tier.slots:
-            reservation = self._reserve(worst_usd, tier.strong)
-            if reservation is None:
-                entry.detail = self._refusal(worst_usd, tier)
-                self._audit(entry)
-                return Step(), _Answer(failure=f"{BUDGET}: {entry.detail}", budget_refused=True)
-            try:
-                call = tier.endpoint.complete(
-                    prompt.messages(),
-                    max_tokens=tier.max_output_tokens,
-                    temperature=tier.temperature,
-                    seed=_derive(self.seed, request.seed, tier.name, index) % 2**31,
+            paid = self.ledger.paid_answer(key)
+            if paid is not None:  # answered and paid for before this run was resumed
+                call = CallResult(**paid, usage_reported=True)
+                result, failure = self._judge(tier, request, call, is_duplicate)
+                entry.reserved_usd = 0.0
+                entry.replayed = True
+            else:
+                reservation = self._reserve(worst_usd, tier.strong, tier.name, key)
+                if reservation is None:
+                    entry.detail = self._refusal(worst_usd, tier)
+                    self._audit(entry)
+                    return Step(), _Answer(failure=f"{BUDGET}: {entry.detail}", budget_refused=True)
+                entry.call_id = reservation.id
+                try:
+                    call = tier.endpoint.complete(
+                        messages,
+                        max_tokens=tier.max_output_tokens,
+                        temperature=tier.temperature,
+                        seed=seed,
+                        call_id=reservation.id,
+                    )
+                except BaseException:
+                    # Interrupted mid-call: the request may have been served. Settle it at
+                    # its worst case; a reservation left held would shrink the budget.
+                    self.ledger.settle(
+                        reservation,
+                        model=tier.name,
+                        usd=0.0,
+                        prompt_tokens=0,
+                        completion_tokens=0,
+                        failed=True,
+                        cost_known=False,
+                    )
+                    raise
+                reported = cost_usd(tier.prices, call.prompt_tokens, call.completion_tokens)
+                result, failure = self._judge(tier, request, call, is_duplicate)
+                settlement = self.ledger.settle(
+                    reservation,
+                    model=tier.name,
+                    usd=reported,
+                    prompt_tokens=call.prompt_tokens,
+                    completion_tokens=call.completion_tokens,
+                    failed=result is None,
+                    cost_known=call.cost_known,
+                    answer=_paid_answer(call),
                 )
-            except BaseException:
-                # A reservation left held would shrink the budget for good; with little
-                # left, every later call would wait for it forever.
-                self.ledger.release(reservation)
-                raise
-            usd = cost_usd(tier.prices, call.prompt_tokens, call.completion_tokens)
-            result, failure = self._judge(tier, request, call, is_duplicate)
-            self.ledger.settle(
-                reservation,
-                model=tier.name,
-                usd=usd,
-                prompt_tokens=call.prompt_tokens,
-                completion_tokens=call.completion_tokens,
-                failed=result is None,
-            )
+                entry.usd = settlement.charged_usd
+                entry.reported_usd = reported
+                entry.over_reported_usd = settlement.over_reported_usd
+                entry.charged_at_reservation = settlement.at_reservation
+                if settlement.over_reported_usd:
+                    log.warning(
+                        "tier %s reported usage costing $%.6f for call %s, above its "
+                        "reservation of $%.6f; recorded, charged the reservation",
+                        tier.name,
+                        reported,
+                        reservation.id,
+                        reservation.usd,
+                    )
         entry.outcome = "ok" if result is not None else failure.split(":", 1)[0]
         entry.detail = "" if result is not None else failure
         entry.prompt_tokens = call.prompt_tokens
         entry.completion_tokens = call.completion_tokens
         entry.usage_reported = call.usage_reported
-        entry.usd = usd
         entry.latency_seconds = round(call.latency_seconds, 4)
         self._audit(entry)
         if call.rejected:
@@ -338,7 +373,7 @@ class LLMMutator:
             )
         return f"a call may cost up to ${worst_usd:.6f}; the budget cannot cover it"
 
-    def _reserve(self, usd: float, strong: bool) -> Reservation | None:
+    def _reserve(self, usd: float, strong: bool, model: str, key: str) -> Reservation | None:
         """Reserve ``usd`` (against the strong tiers' cap too for a strong tier); ``None``
         once the budget itself cannot cover it.
 
@@ -348,7 +383,7 @@ class LLMMutator:
         """
         cap = self.strong_cap_usd if strong else None
         while True:
-            reservation = self.ledger.reserve_usd(usd, strong_cap=cap)
+            reservation = self.ledger.reserve_usd(usd, strong_cap=cap, model=model, key=key)
             if reservation is not None:
                 return reservation
             if not self.ledger.affordable(usd, strong_cap=cap):
@@ -416,6 +451,25 @@ def request_for_tier(request: MutationRequest, role: str) -> MutationRequest:
     if role == "mutate" and request.kind is not MutationKind.MUTATE:
         return request.model_copy(update={"kind": MutationKind.MUTATE})
     return request
+
+
+def _request_key(tier: Tier, messages: list[dict[str, str]], seed: int) -> str:
+    """What identifies a request: the same key, the same question to the same model."""
+    asked = [tier.name, tier.model, messages, tier.max_output_tokens, seed]
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
+def _paid_answer(call: CallResult) -> dict[str, object] | None:
+    """What a resumed run needs of a served answer to use it again without paying."""
+    if not call.ok:
+        return None
+    return {
+        "outcome": call.outcome,
+        "text": call.text,
+        "finish_reason": call.finish_reason,
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+    }
 
 
 def _derive(*parts: object) -> int:

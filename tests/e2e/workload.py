@@ -161,34 +161,47 @@ def deploy_cache(api: client.ApiClient, namespace: str, replicas: int = 1) -> No
     client.CoreV1Api(api).create_namespaced_service(namespace, service(namespace))
 
 
-def scrape_config(cluster: ControlPlane, namespace: str) -> dict[str, Any]:
-    """How Prometheus finds and labels the cache's pods: Kubernetes service discovery of
-    pods, kept by their port name, labelled with namespace, pod and retune's track (the
-    relabelling docs/install.md shows)."""
-    assert cluster.pki is not None
-    admin = cluster.pki.clients["admin"]
-    return {
-        "kubernetes_sd_configs": [
-            {
-                "role": "pod",
-                "api_server": cluster.server,
-                "namespaces": {"names": [namespace]},
-                "selectors": [{"role": "pod", "label": "app=cache"}],
-                "tls_config": {
-                    "ca_file": str(cluster.pki.ca_cert),
-                    "cert_file": str(admin.cert),
-                    "key_file": str(admin.key),
-                },
-            }
-        ],
-        "relabel_configs": [
-            {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "http", "action": "keep"},
-            {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
-            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-            {"source_labels": ["__meta_kubernetes_pod_label_retune_dev_track"], "target_label": "track"},
-        ],
-    }  # fmt: skip
+POD_RELABEL_CONFIGS: list[dict[str, Any]] = [
+    {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "http", "action": "keep"},
+    {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
+    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+    {"source_labels": ["__meta_kubernetes_pod_label_retune_dev_track"], "target_label": "track"},
+]  # fmt: skip
+"""The relabelling a user gives Prometheus' Kubernetes pod discovery so that canary analysis
+can tell the tracks apart (docs/rollout.md shows it; a test checks the page has these)."""
+
+
+def scrape_config(sd_file: Path) -> dict[str, Any]:
+    """How Prometheus finds and labels the cache's pods. Debian's Prometheus is built
+    without Kubernetes service discovery, so :class:`Traffic` plays it: it writes the
+    pods as ``kubernetes_sd`` would describe them (the same ``__meta_kubernetes_*``
+    labels) to a file Prometheus watches, and Prometheus applies the user's relabelling."""
+    return {"file_sd_configs": [{"files": [str(sd_file)]}], "relabel_configs": POD_RELABEL_CONFIGS}
+
+
+def pod_targets(pods: list[Any]) -> list[dict[str, Any]]:
+    """Pods as Kubernetes pod discovery describes them: one target per container port."""
+    targets = []
+    for pod in pods:
+        if not pod.status.pod_ip:
+            continue
+        meta = {
+            "__meta_kubernetes_namespace": pod.metadata.namespace,
+            "__meta_kubernetes_pod_name": pod.metadata.name,
+            "__meta_kubernetes_pod_phase": pod.status.phase or "",
+            "__meta_kubernetes_pod_node_name": pod.spec.node_name or "",
+        }
+        for key, value in (pod.metadata.labels or {}).items():
+            clean = "".join(c if c.isalnum() else "_" for c in key)
+            meta[f"__meta_kubernetes_pod_label_{clean}"] = value
+        for container in pod.spec.containers:
+            for port in container.ports or []:
+                labels = {**meta, "__meta_kubernetes_pod_container_name": container.name}
+                labels["__meta_kubernetes_pod_container_port_name"] = port.name or ""
+                address = f"{pod.status.pod_ip}:{port.container_port}"
+                targets.append({"targets": [address], "labels": labels})
+    return targets
 
 
 class LoadGenerator:
@@ -244,6 +257,7 @@ class Traffic:
         self.cluster, self.prometheus, self.exporter = cluster, prometheus, exporter
         self.namespace = namespace
         self.job = f"cache-{namespace}"
+        self.sd_file = log_dir / f"pods-{namespace}.json"
         self.current_mix = dict(MIX)
         self.loadgen = LoadGenerator(log_dir / f"loadgen-{namespace}.log", self.current_mix)
         self.pods: dict[str, tuple[str, str | None]] = {}
@@ -254,7 +268,8 @@ class Traffic:
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Traffic:
         self._profile(self.current_mix)
-        self.prometheus.add_job(self.job, scrape_config(self.cluster, self.namespace))
+        self._discover([])
+        self.prometheus.add_job(self.job, scrape_config(self.sd_file))
         self.loadgen.start()
         self._thread.start()
         return self
@@ -303,6 +318,7 @@ class Traffic:
         while not self._stop.wait(1.0):
             try:
                 pods = core.list_namespaced_pod(self.namespace, label_selector=selector).items
+                self._discover(pods)
                 found = {}
                 for pod in pods:
                     conditions = {c.type: c.status for c in (pod.status.conditions or [])}
@@ -316,6 +332,11 @@ class Traffic:
                     self.pods = found
             except Exception:  # the API server or a pod going away: look again
                 time.sleep(0.5)
+
+    def _discover(self, pods: list[Any]) -> None:
+        temporary = self.sd_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(pod_targets(pods)))
+        temporary.replace(self.sd_file)  # Prometheus must never read half a file
 
 
 def evaluator_memory_fraction(cluster: ControlPlane) -> float:

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -318,16 +319,14 @@ def unpack(archive: Path, directory: Path) -> Path:
     return directory
 
 
-def run_in(
-    rootfs: Path, argv: list[str], env: dict[str, str], tmp: Path, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """``argv`` as user 65532 in ``rootfs`` with only the image's environment: the root
-    read-only, ``tmp`` at /tmp (the pods' emptyDir) and /proc mounted, as a node runs it."""
+def in_image(rootfs: Path, argv: list[str], env: dict[str, str], tmp: Path) -> list[str]:
+    """The command that runs ``argv`` as user 65532 in ``rootfs`` with only the image's
+    environment: the root read-only, ``tmp`` at /tmp (the pods' emptyDir), /dev and /proc
+    provided, as a runtime does."""
     chroot, unshare = shutil.which("chroot"), shutil.which("unshare")
     if os.geteuid() != 0 or chroot is None or unshare is None:
         pytest.skip("running an image's root filesystem needs root, chroot and unshare")
     tmp.chmod(0o1777)
-    # As a runtime does: /dev and /proc provided, the image's own files read-only.
     script = (
         'set -e; mkdir -p "$1/dev" "$1/proc" "$1/tmp"; mount --bind "$1" "$1";'
         ' mount --rbind /dev "$1/dev"; mount -t proc proc "$1/proc"; mount --bind "$2" "$1/tmp";'
@@ -335,7 +334,14 @@ def run_in(
     )
     command = [unshare, "--mount", "--fork", "/bin/sh", "-c", script, "sh", str(rootfs), str(tmp)]
     command += ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items())]
-    command += [chroot, "--userspec=65532:65532", str(rootfs), *argv]
+    return [*command, chroot, "--userspec=65532:65532", str(rootfs), *argv]
+
+
+def run_in(
+    rootfs: Path, argv: list[str], env: dict[str, str], tmp: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` run to its end in the image (see ``in_image``)."""
+    command = in_image(rootfs, argv, env, tmp)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -412,6 +418,52 @@ def test_retune_runs_in_the_operator_image_on_a_read_only_root(
     result = run_in(operator_rootfs, [f"{env['PATH']}/python3", "-c", code], env, tmp_path)
     assert result.returncode == 0 and "imported" in result.stdout, result.stderr
     assert list(tmp_path.iterdir()) == []  # and it did not need /tmp either
+
+
+@pytest.mark.images
+def test_the_operator_starts_on_a_read_only_root_and_stops_on_sigterm(
+    operator_rootfs: Path, tmp_path: Path
+) -> None:
+    import socket
+    import urllib.request
+
+    env = image_env(read_archive(archive_of(read_manifest(), "operator")[1])[1]["config"])
+    # An API server that refuses connections: the operator must still come up and serve
+    # its health endpoint, with nowhere to write but /tmp.
+    (tmp_path / "kubeconfig").write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    (tmp_path / "kubeconfig").chmod(0o644)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["retune", "operator", "--all-namespaces", "--kubeconfig", "/tmp/kubeconfig"]
+    argv += [f"--metrics-port={port}"]
+    process = subprocess.Popen(
+        in_image(operator_rootfs, argv, env, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline, answer = time.monotonic() + 60, ""
+        while time.monotonic() < deadline and process.poll() is None and not answer:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    answer = r.read().decode()
+            except OSError:
+                time.sleep(0.3)
+        assert answer, f"no /healthz answer; exit {process.poll()}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output and "Read-only file system" not in output, output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kubeconfig"]
 
 
 @pytest.mark.images

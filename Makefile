@@ -24,7 +24,7 @@ demo: $(INSTALLED)
 	$(VENV)/bin/retune run examples/01-cache-eviction/target.yaml --output runs/demo
 
 ## demo-cluster: the continuous-tuning story on the test control plane, told as a timeline
-demo-cluster: $(INSTALLED) testbin prometheus node
+demo-cluster: $(INSTALLED) testbin prometheus node images
 	$(PY) -m tests.e2e.demo_cluster
 
 ## lint: ruff, formatting, mypy and the layer contract

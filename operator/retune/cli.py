@@ -251,6 +251,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from retune.evaluate.loader import EvaluatorLoadError
+    from retune.local.inputs import CHECKPOINT, SPEND_JOURNAL
     from retune.local.run import RunError, run_target
     from retune.search.engine import EngineError
     from retune.spec import TargetValidationError
@@ -263,15 +265,22 @@ def _run(args: argparse.Namespace) -> int:
     except TargetValidationError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    except (RunError, EngineError) as exc:
+    except (RunError, EngineError, EvaluatorLoadError) as exc:
         print(f"retune: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # the output directory: under a file, read-only, /proc...
+        where = exc.filename or output
+        print(f"retune: --output: cannot write {where}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        print(
-            f"\nretune: interrupted; progress is saved. Continue with: retune run {args.target} "
-            f"--output {output} --resume",
-            file=sys.stderr,
-        )
+        if (output / CHECKPOINT).exists() or (output / SPEND_JOURNAL).exists():
+            print(
+                f"\nretune: interrupted; progress is saved. Continue with: retune run "
+                f"{args.target} --output {output} --resume",
+                file=sys.stderr,
+            )
+        else:
+            print("\nretune: interrupted before anything was saved", file=sys.stderr)
         return EXIT_INTERRUPTED
     _summarise(result, output)
     validation = result.get("validation")

@@ -169,9 +169,9 @@ def _evaluator_path(spec: TargetSpec, base: Path) -> Path:
         )
     path = (base / spec.evaluator.module).resolve()
     try:
-        tree = ast.parse(path.read_text(), filename=str(path))
-    except OSError as exc:
-        raise RunError(f"spec.evaluator.module: cannot read {path}: {exc.strerror}") from exc
+        tree = ast.parse(read_utf8(path, "spec.evaluator.module"), filename=str(path))
+    except RecursionError as exc:
+        raise RunError(f"spec.evaluator.module: {path} is nested too deeply to read") from exc
     except SyntaxError as exc:
         raise RunError(
             f"spec.evaluator.module: {path} line {exc.lineno}: syntax error: {exc.msg}"
@@ -265,6 +265,18 @@ def _llm_problems(models: list[ModelTier], spec: TargetSpec, base_url: str | Non
     return problems
 
 
+def read_utf8(path: Path, field: str) -> str:
+    """The text of ``path``; a :class:`RunError` naming ``field`` if it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RunError(f"{field}: cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise RunError(
+            f"{field}: {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from exc
+
+
 def read_seed_code(spec: TargetSpec, base: Path) -> str:
     """The seed policy's source, from the file or inline text the spec gives."""
     source = spec.policy.seed
@@ -272,10 +284,7 @@ def read_seed_code(spec: TargetSpec, base: Path) -> str:
         return source.inline
     if source.file is not None:
         path = base / source.file
-        try:
-            return path.read_text()
-        except OSError as exc:
-            raise RunError(f"spec.policy.seed.file: cannot read {path}: {exc.strerror}") from exc
+        return read_utf8(path, "spec.policy.seed.file")
     raise RunError(
         "spec.policy.seed.configMapRef is only available in a cluster; "
         "locally, give the seed as spec.policy.seed.file or spec.policy.seed.inline"
@@ -294,9 +303,7 @@ def read_profile(
     if spec.profile.recorded is not None:
         path = base / spec.profile.recorded
         try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise RunError(f"spec.profile.recorded: cannot read {path}: {exc.strerror}") from exc
+            data = yaml.safe_load(read_utf8(path, "spec.profile.recorded"))
         except yaml.YAMLError as exc:
             raise RunError(f"spec.profile.recorded: {path} is not JSON or YAML: {exc}") from exc
         if not isinstance(data, dict):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from retune.evaluate.contract import EvaluationContext
+from retune.evaluate.loader import EvaluatorLoadError
 from retune.evaluate.local import LocalExecutor
 from retune.evaluate.podspec import sandbox_limits
 from retune.local.inputs import (
@@ -89,12 +90,15 @@ def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
     ledger = Ledger(budget, journal=SpendJournal(output / SPEND_JOURNAL))
     mutator = build_mutator(target, options, ledger, output / "llm-calls.jsonl")
     progress = ProgressBar() if options.show_progress else None
-    executor = LocalExecutor(
-        inputs.evaluator_path,
-        spec.policy.entrypoint,
-        sandbox_limits(spec.evaluator),
-        workers=options.workers,
-    )
+    try:
+        executor = LocalExecutor(
+            inputs.evaluator_path,
+            spec.policy.entrypoint,
+            sandbox_limits(spec.evaluator),
+            workers=options.workers,
+        )
+    except EvaluatorLoadError as exc:
+        raise RunError(f"spec.evaluator.module: {exc}") from None
     try:
         engine = Engine(
             config,

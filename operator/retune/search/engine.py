@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -137,7 +138,14 @@ class Engine:
         else a fresh one."""
         document = self.store.load() if resume else None
         if document is not None:
-            state = decode_state(document)
+            try:
+                state = decode_state(document)
+            except (ValueError, zlib.error, RecursionError) as error:  # torn, foreign, old
+                reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+                raise EngineError(
+                    f"the checkpoint cannot be resumed ({reason}); start without --resume in "
+                    "another output directory"
+                ) from None
             if state.fingerprint != self.config.fingerprint:
                 raise EngineError(
                     "the checkpoint belongs to a different target or configuration; "

@@ -114,6 +114,8 @@ def encode_state(state: EngineState) -> bytes:
 
 def decode_state(document: bytes) -> EngineState:
     data = json.loads(zlib.decompress(document))
+    if not isinstance(data, dict):
+        raise ValueError(f"not a retune checkpoint (a JSON {type(data).__name__})")
     if data.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint version {data.get('version')} is not {CHECKPOINT_VERSION}")
     return EngineState.model_validate(data)

@@ -18,6 +18,10 @@ from retune.spec.errors import (
 )
 from retune.spec.target import OptimizationTarget
 
+# The most values a target may hold once its aliases are expanded: a real target holds a
+# few hundred; ten nested aliases of ten each (the "billion laughs") hold 10^10.
+MAX_EXPANDED_VALUES = 100_000
+
 
 def parse_target(
     data: Mapping[str, Any],
@@ -91,17 +95,53 @@ def read_yaml(text: str) -> tuple[Any, dict[Loc, int], list[Problem]]:
         node = loader.get_single_node()
         if node is None:
             return None, {}, [Problem("", "the file is empty; expected an OptimizationTarget")]
+        size = expanded_size(node)
+        if size > MAX_EXPANDED_VALUES:
+            message = (
+                f"the YAML holds more than {MAX_EXPANDED_VALUES} values once its aliases are "
+                "expanded (anchors used inside anchors); write the values out instead"
+            )
+            return None, {}, [Problem("", message)]
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as error:
         return None, {}, [_syntax_problem(error)]
     except yaml.YAMLError as error:
         return None, {}, [Problem("", f"invalid YAML: {error}")]
+    except RecursionError:
+        return None, {}, [Problem("", "the YAML is nested too deeply")]
     finally:
         loader.dispose()
     lines: dict[Loc, int] = {}
     problems: list[Problem] = []
-    _index(node, (), lines, problems)
+    _index(node, (), lines, problems, set())
     return data, lines, problems
+
+
+def expanded_size(node: yaml.Node) -> int:
+    """How many values ``node`` holds with every alias expanded, computed visiting each
+    node once (an alias is the node it names, shared); a cycle counts as too many."""
+    sizes: dict[int, int] = {}
+
+    def size(current: yaml.Node) -> int:
+        known = sizes.get(id(current))
+        if known is not None:
+            return known
+        sizes[id(current)] = MAX_EXPANDED_VALUES + 1  # seen again while inside: a cycle
+        total = 1
+        if isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                total += size(key) + size(value)
+                if total > MAX_EXPANDED_VALUES:
+                    break
+        elif isinstance(current, yaml.SequenceNode):
+            for item in current.value:
+                total += size(item)
+                if total > MAX_EXPANDED_VALUES:
+                    break
+        sizes[id(current)] = total
+        return total
+
+    return size(node)
 
 
 def _syntax_problem(error: yaml.MarkedYAMLError) -> Problem:
@@ -116,7 +156,13 @@ def _syntax_problem(error: yaml.MarkedYAMLError) -> Problem:
     return Problem("", f"invalid YAML at {where}: {what}{hint}", mark.line + 1)
 
 
-def _index(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Problem]) -> None:
+def _index(
+    node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Problem], seen_nodes: set[int]
+) -> None:
+    # An alias is the node it names: index it once, where it is first written.
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
@@ -130,11 +176,11 @@ def _index(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Prob
                 continue
             seen[key] = line
             lines[(*loc, key)] = line
-            _index(value_node, (*loc, key), lines, problems)
+            _index(value_node, (*loc, key), lines, problems, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines[(*loc, index)] = item.start_mark.line + 1
-            _index(item, (*loc, index), lines, problems)
+            _index(item, (*loc, index), lines, problems, seen_nodes)
 
 
 def missing_files(target: OptimizationTarget, lines: dict[Loc, int] | None = None) -> list[Problem]:

@@ -24,6 +24,7 @@ import importlib.util
 import math
 import os
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +37,12 @@ from retune.evaluate.allowlist import (
     Rejection,
     check_policy,
 )
+
+# Compiling a policy needs every module the compiler imports lazily, imported here, in the
+# trusted process, before a candidate's privileges drop: a non-ASCII identifier is
+# NFKC-normalised through ``unicodedata``, which a confined candidate cannot import. Without
+# it such a policy scored or failed depending on what its worker had run before.
+_COMPILER_NEEDS = (unicodedata,)
 
 
 class PolicyRejected(Exception):

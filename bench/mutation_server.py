@@ -430,6 +430,7 @@ class Handler(BaseHTTPRequestHandler):
             "headers": {
                 k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-")
             },
+            "output_limit": limit,
             "parameters": sorted(
                 k for k in ("max_tokens", "max_completion_tokens", "temperature") if k in request
             ),

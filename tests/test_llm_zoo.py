@@ -22,6 +22,7 @@ from retune.evaluate.allowlist import check_policy
 from retune.search.builtin import BuiltinMutator
 from retune.search.ledger import Budget, Ledger
 from retune.search.llm import LLMMutator, RetryPolicy, build_llm_mutator
+from retune.search.llm.mutator import REPAIR_EDIT_OUTPUT_TOKENS
 from retune.search.mutation import Inspiration, MutationKind, MutationRequest, MutatorRejected
 from retune.spec import ModelTier, PolicySource, PolicySpec, Pricing, SearchSpec, TieringSpec
 from tests.llm_server import REPO, MutationServer, running_mutation_server
@@ -147,6 +148,26 @@ def test_a_mistake_gets_exactly_one_repair_on_the_same_tier_carrying_the_problem
     assert max(per_candidate) == 2  # never a second repair
     assert all(result.ok for result in results)
     assert {line["tier"] for line in lines} == {"cheap"}  # never escalated
+
+
+def test_an_answer_cut_off_at_its_limit_is_repaired_cheaply_with_an_edit_only(
+    server: MutationServer, tmp_path: Path
+) -> None:
+    audit = tmp_path / "calls.jsonl"
+    mutator = make_mutator([tier(server, "cheap", "small:verbose")], audit=audit)
+    results = [mutator.mutate(request(seed), never_duplicate) for seed in range(10)]
+    lines, calls = audit_lines(audit), server.calls()
+    cut = [i for i, line in enumerate(lines) if line["outcome"] == "truncated"]
+    assert cut, "the zoo's verbose model should run out of tokens sometimes"
+    for i in cut:
+        first, repair = lines[i], lines[i + 1]
+        assert repair["repair"] and calls[i + 1]["output_limit"] == REPAIR_EDIT_OUTPUT_TOKENS
+        assert calls[i]["output_limit"] == 2048
+        assert "SEARCH/REPLACE blocks only" in calls[i + 1]["last_message"]
+        # The cut-off answer's prose is not paid for again in the repair's prompt.
+        assert repair["prompt_tokens"] < first["prompt_tokens"] + first["completion_tokens"] / 4
+        assert repair["outcome"] == "ok"
+    assert all(result.ok for result in results)
 
 
 def test_a_repair_that_fails_again_ends_in_the_builtin_mutator_never_the_strong_tier(

@@ -62,6 +62,10 @@ DUPLICATE = "duplicate"
 RESERVATION_POLL_SECONDS = 0.02
 STRONG_ROLES = ("paradigm", "init")
 DEFAULT_STRONG_SHARE = 0.3
+# The output limit of a repair asking for SEARCH/REPLACE blocks only after an answer ran
+# out of tokens: a focused edit fits in far less than a reasoning-and-code answer, and a
+# smaller worst case lets the repair be reserved when little budget is left.
+REPAIR_EDIT_OUTPUT_TOKENS = 768
 
 # Which strong roles serve a kind of rewrite, best first.
 STRONG_PREFERENCE: dict[MutationKind, tuple[str, ...]] = {
@@ -217,13 +221,17 @@ class LLMMutator:
         if first.result is not None or first.text is None:
             return first
         problem = first.failure
-        if first.failure.startswith("truncated"):
+        cut_off = first.failure.startswith("truncated")
+        limit = repair_output_limit(tier, request.kind, cut_off=cut_off)
+        if cut_off:
             problem += (
-                f" (the limit is {tier.max_output_tokens} output tokens: give the code "
-                "first and little or no explanation)"
+                f" (the limit was {tier.max_output_tokens} output tokens; this answer may "
+                f"hold {limit}: give the code only)"
             )
-        follow_up = repair_prompt(prompt, first.text, problem, request.kind)
-        second = self._round(tier, request, follow_up, is_duplicate, attempts, repair=True)
+        follow_up = repair_prompt(prompt, first.text, problem, request.kind, cut_off=cut_off)
+        second = self._round(
+            tier, request, follow_up, is_duplicate, attempts, repair=True, max_tokens=limit
+        )
         second.duplicates += first.duplicates
         if second.result is None:
             second.failure = f"{first.failure}; repair: {second.failure}"
@@ -238,14 +246,17 @@ class LLMMutator:
         attempts: Iterator[int],
         *,
         repair: bool,
+        max_tokens: int | None = None,
     ) -> _Answer:
-        """One question to ``tier``, retried while the endpoint is in trouble."""
+        """One question to ``tier``, retried while the endpoint is in trouble; the answer
+        may hold ``max_tokens`` (the tier's limit unless given)."""
         outcome = _Answer()
-        worst_usd = worst_case_usd(tier.prices, prompt.texts(), tier.max_output_tokens)
+        limit = tier.max_output_tokens if max_tokens is None else max_tokens
+        worst_usd = worst_case_usd(tier.prices, prompt.texts(), limit)
 
         def attempt(_: int) -> Step[MutationResult]:
             step, answer = self._attempt(
-                tier, request, prompt, is_duplicate, next(attempts), worst_usd, repair
+                tier, request, prompt, is_duplicate, next(attempts), worst_usd, repair, limit
             )
             outcome.failure, outcome.text = answer.failure, answer.text
             outcome.budget_refused = outcome.budget_refused or answer.budget_refused
@@ -265,6 +276,7 @@ class LLMMutator:
         index: int,
         worst_usd: float,
         repair: bool,
+        max_tokens: int,
     ) -> tuple[Step[MutationResult], _Answer]:
         """One call; returns the retry step and what the answer came to."""
         entry = AuditEntry(
@@ -280,7 +292,7 @@ class LLMMutator:
         )
         messages = prompt.messages()
         seed = _derive(self.seed, request.seed, tier.name, index) % 2**31
-        key = _request_key(tier, messages, seed)
+        key = _request_key(tier, messages, seed, max_tokens)
         with tier.slots:
             paid = self.ledger.paid_answer(key)
             if paid is not None:  # answered and paid for before this run was resumed
@@ -298,7 +310,7 @@ class LLMMutator:
                 try:
                     call = tier.endpoint.complete(
                         messages,
-                        max_tokens=tier.max_output_tokens,
+                        max_tokens=max_tokens,
                         temperature=tier.temperature,
                         seed=seed,
                         call_id=reservation.id,
@@ -453,9 +465,17 @@ def request_for_tier(request: MutationRequest, role: str) -> MutationRequest:
     return request
 
 
-def _request_key(tier: Tier, messages: list[dict[str, str]], seed: int) -> str:
+def repair_output_limit(tier: Tier, kind: MutationKind, *, cut_off: bool) -> int:
+    """The output limit of a repair round: smaller for an edit asked again after an answer
+    that ran out of tokens (SEARCH/REPLACE blocks only), the tier's own otherwise."""
+    if cut_off and kind is MutationKind.MUTATE:
+        return min(tier.max_output_tokens, REPAIR_EDIT_OUTPUT_TOKENS)
+    return tier.max_output_tokens
+
+
+def _request_key(tier: Tier, messages: list[dict[str, str]], seed: int, max_tokens: int) -> str:
     """What identifies a request: the same key, the same question to the same model."""
-    asked = [tier.name, tier.model, messages, tier.max_output_tokens, seed]
+    asked = [tier.name, tier.model, messages, max_tokens, seed]
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 

@@ -70,25 +70,59 @@ def build_prompt(request: MutationRequest, policy: PolicyBrief) -> Prompt:
     return Prompt(system=system_rules(policy), user=_user(request, policy))
 
 
-def repair_prompt(prompt: Prompt, answer: str, problem: str, kind: MutationKind) -> Prompt:
+def repair_prompt(
+    prompt: Prompt,
+    answer: str,
+    problem: str,
+    kind: MutationKind,
+    *,
+    cut_off: bool = False,
+) -> Prompt:
     """``prompt`` followed by the model's ``answer`` and one follow-up that names the exact
-    ``problem`` and asks for a corrected answer in the same format."""
+    ``problem`` and asks for a corrected answer in the same format.
+
+    ``cut_off`` (the answer ran into its output limit) makes the follow-up short and
+    cheap: the answer's prose is left out of the echo (only the code it had begun is
+    quoted), and an edit is asked for as SEARCH/REPLACE blocks only, with no explanation --
+    the answer that ran out of tokens must not be paid for twice in the repair's prompt.
+    """
+    if cut_off:
+        answer = _code_part(answer)
     if len(answer) > MAX_ANSWER_ECHO_CHARS:
         answer = answer[:MAX_ANSWER_ECHO_CHARS] + "\n[... answer cut here]"
-    if kind is MutationKind.MUTATE:
+    if kind is MutationKind.MUTATE and cut_off:
+        again = (
+            f"Answer again with {DIFF_FORMAT_MARKER} blocks only, against `{PROGRAM_NAME}` "
+            "(copy SEARCH lines from it exactly), and nothing else: no reasoning before the "
+            "blocks, no explanation after them."
+        )
+    elif kind is MutationKind.MUTATE:
         again = (
             f"Answer again with {DIFF_FORMAT_MARKER} blocks against `{PROGRAM_NAME}` (the "
             "program under the heading 'Program to change'; copy SEARCH lines from it "
             "exactly), or with the complete corrected program in one ```python block."
+            " Keep any explanation to one or two sentences."
         )
     else:
-        again = "Answer again with the complete corrected program in one ```python block."
-    follow_up = (
-        f"{REPAIR_HEADING}\n{problem.strip()}\n\n{again} Keep any explanation to one or two "
-        "sentences."
-    )
+        again = "Answer again with the complete corrected program in one ```python block." + (
+            " No reasoning before it, no explanation after it."
+            if cut_off
+            else " Keep any explanation to one or two sentences."
+        )
+    follow_up = f"{REPAIR_HEADING}\n{problem.strip()}\n\n{again}"
     history = (*prompt.history, ("assistant", answer), ("user", follow_up))
     return Prompt(system=prompt.system, user=prompt.user, history=history)
+
+
+def _code_part(answer: str) -> str:
+    """What a cut-off answer holds from its first code fence or SEARCH marker on; a note
+    in place of an answer that was all prose."""
+    lines = answer.splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith(("```", "<<<<<<<")):
+            return "[... reasoning left out]\n" + "\n".join(lines[i:])
+    return f"[{len(answer)} characters of reasoning, cut off before any code]"
 
 
 def system_rules(policy: PolicyBrief) -> str:

@@ -141,6 +141,51 @@ def test_shadowing_a_builtin_name_is_fine() -> None:
     assert reasons("def choose(type, id):\n    return type + id\n") == []
 
 
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        (
+            "def helper(getattr):\n    return getattr\ndef choose(x):\n    return getattr(x, 'a')",
+            "getattr",
+        ),
+        ("def helper(type):\n    return type\ndef choose(x):\n    return type(x)", "type"),
+        ("def choose(x):\n    f = lambda open: open\n    return open('/etc/hostname')", "open"),
+        (
+            "def choose(x):\n    y = [getattr for getattr in x]\n    return getattr(x, 'a')",
+            "getattr",
+        ),
+        ("def choose(x):\n    return [1 for type in type(x)]", "type"),
+        ("def choose(x, y=type):\n    type = 1\n    return y(x)", "type"),
+        (
+            "def choose(x):\n    def inner(open):\n        return open\n    return open('/f')",
+            "open",
+        ),
+        (
+            "def choose(x):\n    try:\n        pass\n    except ValueError as type:\n        pass\n"
+            "    return x\ndef other(x):\n    return type(x)",
+            "type",
+        ),
+    ],
+)
+def test_a_name_bound_in_one_scope_is_refused_in_another(code: str, name: str) -> None:
+    found = reasons(code + "\n")
+    assert any(f"'{name}' is not allowed" in r for r in found), found
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "type = 1\ndef choose(x):\n    return type + x",  # module level: visible everywhere
+        "def choose(x):\n    type = 1\n    def inner(y):\n        return type + y\n    return inner(x)",
+        "def choose(x):\n    return [type for type in x]",
+        "def choose(x):\n    return [(open := y) for y in x] and open",  # := binds outside
+        "def choose(x):\n    return (lambda open: open + 1)(x)",
+    ],
+)
+def test_a_name_bound_in_an_enclosing_scope_may_be_used(code: str) -> None:
+    assert reasons(code + "\n") == []
+
+
 def test_syntax_errors_are_reported_as_such() -> None:
     [rejection] = check_policy("def choose(x:\n    return x\n", "choose")
     assert rejection.syntax and rejection.reason.startswith("syntax error")

@@ -15,8 +15,10 @@ Decisions worth knowing:
   starting with ``_`` is not.
 - Attributes may be read and called (``entry.size``, ``counts.get(k)``), never assigned or
   deleted: a policy returns its answer instead of writing it into the evaluator's objects.
-- A builtin outside the safe set may still be used as a name if the policy binds it
-  itself (``def f(type): ...``); at run time the builtins are the safe set only.
+- A builtin outside the safe set may still be used as a name where the policy binds it
+  itself (``def f(type): ...``), per scope as Python resolves names: a parameter called
+  ``type`` in one function does not let ``type`` through in another. At run time the
+  builtins are the safe set only.
 
 The check is also the first layer of a deeper defence: the harness runs the policy with
 restricted builtins in a fresh, resource-limited process (see ``docs/sandbox.md``).
@@ -169,7 +171,7 @@ def check_policy(code: str, entrypoint: str) -> list[Rejection]:
     if isinstance(nodes, Rejection):
         return [nodes]
     rejections = _check_module_level(tree, entrypoint)
-    checker = _NodeChecker(tree, nodes)
+    checker = _NodeChecker(tree)
     for node in nodes:
         rejections.extend(checker.check(node))
     return sorted(set(rejections), key=lambda r: (r.line, r.col, r.reason))
@@ -235,26 +237,101 @@ def _is_plain_target(target: ast.expr) -> bool:
     return isinstance(target, ast.Tuple | ast.List) and all(map(_is_plain_target, target.elts))
 
 
-class _NodeChecker:
-    """Per-node rules; needs to know the names the policy binds and its top-level imports."""
+class _Scope:
+    """The names one function, lambda, comprehension or the module binds."""
 
-    def __init__(self, tree: ast.Module, nodes: list[ast.AST]) -> None:
+    def __init__(self, parent: _Scope | None, comprehension: bool = False) -> None:
+        self.parent = parent
+        self.comprehension = comprehension
+        self.names: set[str] = set()
+
+    def binds(self, name: str) -> bool:
+        """Whether ``name`` resolves to a binding of the policy's, here or enclosing."""
+        scope: _Scope | None = self
+        while scope is not None:
+            if name in scope.names:
+                return True
+            scope = scope.parent
+        return False
+
+    def bind(self, name: str, walrus: bool = False) -> None:
+        scope = self
+        while walrus and scope.comprehension and scope.parent is not None:
+            scope = scope.parent  # ':=' in a comprehension binds in the enclosing function
+        scope.names.add(name)
+
+
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _scopes(tree: ast.Module) -> dict[int, _Scope]:
+    """The scope each node is evaluated in, with the names every scope binds.
+
+    Python's rules, as far as a policy can use them: parameters belong to their function
+    or lambda, while defaults, annotations and decorators are evaluated outside it; a
+    comprehension's targets are its own, its first iterable is evaluated outside it; ':='
+    binds in the enclosing function. Iterative, like :func:`_flatten`.
+    """
+    where: dict[int, _Scope] = {}
+    walrus_targets: set[int] = set()
+    outer_iterables: set[int] = set()
+    stack: list[tuple[ast.AST, _Scope]] = [(tree, _Scope(None))]
+    while stack:
+        node, scope = stack.pop()
+        where[id(node)] = scope
+        outer = scope.parent or scope
+        if isinstance(node, ast.FunctionDef | ast.Lambda):
+            inner = _Scope(scope)
+            if isinstance(node, ast.FunctionDef):
+                scope.bind(node.name)
+                stack.extend((d, scope) for d in node.decorator_list)
+                stack.extend((r, scope) for r in [node.returns] if r is not None)
+                stack.extend((b, inner) for b in node.body)
+            else:
+                stack.append((node.body, inner))
+            stack.append((node.args, inner))
+            continue
+        if isinstance(node, _COMPREHENSIONS):
+            inner = _Scope(scope, comprehension=True)
+            outer_iterables.add(id(node.generators[0].iter))
+            stack.extend((child, inner) for child in ast.iter_child_nodes(node))
+            continue
+        if isinstance(node, ast.arguments):  # its scope is the function's
+            for default in [*node.defaults, *node.kw_defaults]:
+                if default is not None:
+                    stack.append((default, outer))
+            every = [*node.posonlyargs, *node.args, *node.kwonlyargs, node.vararg, node.kwarg]
+            stack.extend((arg, scope) for arg in every if arg is not None)
+            continue
+        if isinstance(node, ast.arg):
+            scope.bind(node.arg)
+            stack.extend((a, outer) for a in [node.annotation] if a is not None)
+            continue
+        if isinstance(node, ast.comprehension):
+            iter_scope = outer if id(node.iter) in outer_iterables else scope
+            stack.append((node.iter, iter_scope))
+            stack.extend((child, scope) for child in (node.target, *node.ifs))
+            continue
+        if isinstance(node, ast.NamedExpr):
+            walrus_targets.add(id(node.target))
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            scope.bind(node.id, walrus=id(node) in walrus_targets)
+        elif isinstance(node, ast.alias):
+            scope.bind((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            scope.bind(node.name)
+        stack.extend((child, scope) for child in ast.iter_child_nodes(node))
+    return where
+
+
+class _NodeChecker:
+    """Per-node rules; needs to know the names each scope binds and the top-level imports."""
+
+    def __init__(self, tree: ast.Module) -> None:
         self.top_level_imports = {
             id(s) for s in tree.body if isinstance(s, ast.Import | ast.ImportFrom)
         }
-        self.bound: set[str] = set()
-        for node in nodes:
-            if isinstance(node, ast.Name):
-                if isinstance(node.ctx, ast.Store):
-                    self.bound.add(node.id)
-            elif isinstance(node, ast.arg):
-                self.bound.add(node.arg)
-            elif isinstance(node, ast.FunctionDef):
-                self.bound.add(node.name)
-            elif isinstance(node, ast.alias):
-                self.bound.add(node.asname or node.name)
-            elif isinstance(node, ast.ExceptHandler) and node.name:
-                self.bound.add(node.name)
+        self.scopes = _scopes(tree)
 
     def check(self, node: ast.AST) -> list[Rejection]:
         kind = type(node)
@@ -293,7 +370,11 @@ class _NodeChecker:
 
     def _name(self, node: ast.Name) -> list[Rejection]:
         name = node.id
-        if name in self.bound or name in SAFE_BUILTIN_NAMES or name in SAFE_EXCEPTION_NAMES:
+        if (
+            self.scopes[id(node)].binds(name)
+            or name in SAFE_BUILTIN_NAMES
+            or name in SAFE_EXCEPTION_NAMES
+        ):
             return []
         if name in _BUILTIN_REASONS:
             return [_at(node, f"'{name}' is not allowed: {_BUILTIN_REASONS[name]}")]

@@ -101,11 +101,11 @@ def test_metrics_count_evaluations_failures_and_spending_once() -> None:
         models={"small": ModelUsage(prompt_tokens=150, completion_tokens=30, usd=0.75)}
     )
     metrics.ledger("shop", "router", more)
-    metrics.target_state("shop", "router", Phase.SEARCHING, 0.5)
+    metrics.target_state("shop", "router", TargetStatus(phase=Phase.SEARCHING, best_score=0.5))
 
     def value(name: str, **labels: str) -> float | None:
         return metrics.registry.get_sample_value(
-            name, {"namespace": "shop", "target": "router", **labels}
+            name, {"target_namespace": "shop", "target": "router", **labels}
         )
 
     assert value("retune_evaluations_total", stage="quick", result="ok") == 1

@@ -194,7 +194,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _operator(args: argparse.Namespace) -> int:
     from retune.handlers.operator import OperatorOptions, run_operator
+    from retune.handlers.prometheus_auth import PrometheusAuth, PrometheusAuthError
 
+    try:  # a malformed connection setting stops the start, not every later reconcile
+        PrometheusAuth.from_env()
+    except PrometheusAuthError as exc:
+        print(f"retune operator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     run_operator(
         OperatorOptions(
             namespaces=list(args.namespaces or []),

@@ -157,7 +157,7 @@ def test_a_target_is_tuned_resumed_after_a_kill_validated_and_cleaned_up(e2e: E2
     status, metrics = operator.get("/metrics")
     assert status == 200
     assert (
-        f'retune_target_phase{{namespace="{namespace}",phase="Ready",target="{name}"}} 1.0'
+        f'retune_target_phase{{phase="Ready",target="{name}",target_namespace="{namespace}"}} 1.0'
         in metrics
     )
     assert "retune_evaluations_total" in metrics and "retune_reconcile_duration_seconds" in metrics

@@ -29,6 +29,7 @@ from retune.controller import (
 from retune.evaluate.podspec import PodPlacement
 from retune.evaluate.sandbox import precheck
 from retune.handlers.kube import Cluster, selector_of
+from retune.handlers.prometheus_auth import PrometheusAuth, connect
 from retune.signals.hardware import HardwareFingerprint, hardware_context
 from retune.signals.metrics import (
     BadQuery,
@@ -39,7 +40,6 @@ from retune.signals.metrics import (
     safe_query,
 )
 from retune.signals.nodes import NodeInfo, nodes_for_workload
-from retune.signals.providers import provider_for
 from retune.signals.slo import BurnRateVerdict, evaluate_burn_rate
 from retune.spec import OptimizationTarget, Problem, TargetStatus, cluster_problems
 
@@ -213,7 +213,9 @@ def read_signals(
     if isinstance(fingerprint, SignalsWaiting):
         return fingerprint, []
     profile, waiting, problems = read_profile(
-        spec.profile.queries, spec.profile.prometheus_url or prometheus_url
+        spec.profile.queries,
+        spec.profile.prometheus_url or prometheus_url,
+        auth=operator_auth(target),
     )
     if waiting is not None or problems:
         return waiting or SignalsWaiting("InvalidQuery", "a profile query is invalid"), problems
@@ -292,10 +294,18 @@ class NoPrometheus:
         return Unavailable("no Prometheus URL: set spec.profile.prometheusUrl or --prometheus-url")
 
 
+def operator_auth(target: OptimizationTarget) -> PrometheusAuth | None:
+    """The operator's Prometheus credentials, for a target that uses the operator's
+    Prometheus; None for a target that names its own (it never gets them)."""
+    return None if target.spec.profile.prometheus_url else PrometheusAuth.from_env()
+
+
 def metrics_provider(target: OptimizationTarget, prometheus_url: str | None) -> StopAtOutage:
-    """The target's Prometheus (its own, or the operator's)."""
+    """The target's Prometheus (its own, or the operator's with the operator's credentials)."""
     url = target.spec.profile.prometheus_url or prometheus_url
-    return StopAtOutage(provider_for(url) if url else NoPrometheus())
+    if not url:
+        return StopAtOutage(NoPrometheus())
+    return StopAtOutage(connect(url, operator_auth(target)))
 
 
 def read_watch(
@@ -335,7 +345,9 @@ def read_watch(
     profile: dict[str, float] | SignalsWaiting | None = None
     if spec.profile.queries and due:
         url = spec.profile.prometheus_url or prometheus_url
-        values, waiting, problems = read_profile(spec.profile.queries, url)
+        values, waiting, problems = read_profile(
+            spec.profile.queries, url, auth=operator_auth(target)
+        )
         if problems:
             message = "; ".join(str(problem) for problem in problems)
             waiting = SignalsWaiting("ProfileInvalid", message)
@@ -346,13 +358,13 @@ def read_watch(
 
 
 def read_profile(
-    queries: Mapping[str, str], url: str | None
+    queries: Mapping[str, str], url: str | None, *, auth: PrometheusAuth | None = None
 ) -> tuple[dict[str, float], SignalsWaiting | None, list[Problem]]:
     """Query each profile value once; stop at the first Prometheus outage (the rest would
     fail the same way, each after its timeout)."""
     if not queries:
         return {}, None, []
-    provider = provider_for(url)
+    provider = connect(url, auth)
     values: dict[str, float] = {}
     waiting: list[tuple[str, str]] = []
     problems: list[Problem] = []

@@ -7,6 +7,7 @@ One HTTP server serves ``/metrics``, ``/healthz`` (the event loop answers) and `
 from __future__ import annotations
 
 import contextlib
+import platform
 import threading
 import time
 from collections.abc import Iterable
@@ -21,12 +22,19 @@ from prometheus_client import (
     generate_latest,
 )
 
+from retune import __version__
 from retune.controller import RETUNE_TRIGGERS
+from retune.controller.decision import Event
 from retune.evaluate.contract import EvaluationOutcome, EvaluationTask
 from retune.search.ledger import LedgerState
 from retune.spec import Phase
+from retune.spec.search import BudgetSpec
+from retune.spec.status import TargetStatus
 
-_TARGET = ("namespace", "target")
+# Not `namespace`: Prometheus's scrape adds its own `namespace` target label (the
+# operator's), which would rename ours to `exported_namespace`.
+_TARGET = ("target_namespace", "target")
+_SLO_STATES = ("ok", "pending", "violated", "nodata")
 
 
 class OperatorMetrics:
@@ -91,7 +99,76 @@ class OperatorMetrics:
             [*_TARGET, "trigger"],
             registry=r,
         )
+        self.seed_score = Gauge(
+            "retune_seed_score",
+            "Score of the seed policy in the current search.",
+            _TARGET,
+            registry=r,
+        )
+        self.stable_score = Gauge(
+            "retune_stable_score",
+            "Score of the stable policy in the latest validation (absent before the first).",
+            _TARGET,
+            registry=r,
+        )
+        self.condition = Gauge(
+            "retune_target_condition",
+            "1 while a condition of a target is True, 0 while False or Unknown; by reason.",
+            [*_TARGET, "type", "reason"],
+            registry=r,
+        )
+        self.canary_weight = Gauge(
+            "retune_canary_weight",
+            "Percent of the workload's replicas that run the canary (0: no canary).",
+            _TARGET,
+            registry=r,
+        )
+        self.canary_step = Gauge(
+            "retune_canary_step",
+            "Index of the canary's current step (absent without a canary).",
+            _TARGET,
+            registry=r,
+        )
+        self.canary_analysis = Gauge(
+            "retune_canary_analysis",
+            "Latest value of each canary analysis query, on the canary's and the stable's pods.",
+            [*_TARGET, "query", "track"],
+            registry=r,
+        )
+        self.slo_state = Gauge(
+            "retune_slo_state",
+            "1 for the state each SLO is in (ok, pending, violated, nodata).",
+            [*_TARGET, "slo", "state"],
+            registry=r,
+        )
+        self.slo_value = Gauge(
+            "retune_slo_value",
+            "A threshold SLO's value, or the highest burn rate of an error-budget SLO.",
+            [*_TARGET, "slo"],
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "retune_budget_remaining",
+            "What the current search may still spend: evaluations, usd or wall_seconds.",
+            [*_TARGET, "resource"],
+            registry=r,
+        )
+        self.events = Counter(
+            "retune_events",
+            "Kubernetes Events the operator posted about targets, by type and reason.",
+            [*_TARGET, "type", "reason"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "retune_build_info",
+            "1, labelled with the operator's version and Python version.",
+            ["version", "python_version"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self._ledgers: dict[tuple[str, str], LedgerState] = {}
+        # The labelled series each target has, so a series that no longer applies goes.
+        self._series: dict[tuple[str, str], set[tuple[Gauge, tuple[str, ...]]]] = {}
         self._lock = threading.Lock()
 
     # -- evaluations and spending ------------------------------------------------------
@@ -127,14 +204,62 @@ class OperatorMetrics:
                 self.usd.labels(namespace, target, model).inc(usd)
 
     # -- targets -----------------------------------------------------------------------
-    def target_state(self, namespace: str, target: str, phase: Phase, best: float | None) -> None:
-        """The phase (one-hot) and best score of a target."""
+    def target_state(
+        self, namespace: str, target: str, status: TargetStatus, budget: BudgetSpec | None = None
+    ) -> None:
+        """A target's status as gauges: phase (one-hot), scores, conditions, canary, SLOs
+        and, given the search's ``budget``, what is left of it."""
+        key = (namespace, target)
         for each in Phase:
-            self.phase.labels(namespace, target, each.value).set(1 if each is phase else 0)
-        if best is None:
-            self._remove(self.best_score, (namespace, target))
-        else:
-            self.best_score.labels(namespace, target).set(best)
+            self.phase.labels(namespace, target, each.value).set(1 if each is status.phase else 0)
+        series: dict[tuple[Gauge, tuple[str, ...]], float] = {}
+
+        def put(gauge: Gauge, value: float | None, *labels: str) -> None:
+            if value is not None:
+                series[gauge, (namespace, target, *labels)] = value
+
+        put(self.best_score, status.best_score)
+        put(self.seed_score, status.seed_score)
+        put(self.stable_score, status.validation.stable_score if status.validation else None)
+        for condition in status.conditions:
+            value = 1.0 if condition.status == "True" else 0.0
+            put(self.condition, value, condition.type, condition.reason)
+        rollout = status.rollout
+        put(self.canary_weight, float(rollout.share) if rollout else 0.0)
+        if rollout is not None:
+            put(self.canary_step, float(rollout.step))
+            for track, values in (
+                ("canary", rollout.analysis),
+                ("stable", rollout.stable_analysis),
+            ):
+                for query, reading in values.items():
+                    put(self.canary_analysis, reading, query, track)
+        for name, slo in (status.watch.slos if status.watch else {}).items():
+            for state in _SLO_STATES:
+                put(self.slo_state, 1.0 if slo.state == state else 0.0, name, state)
+            put(self.slo_value, slo.value, name)
+        if budget is not None:
+            ledger = status.ledger
+            if budget.max_evaluations is not None:
+                left = budget.max_evaluations - ledger.evaluations
+                put(self.budget_remaining, float(max(0, left)), "evaluations")
+            if budget.max_usd is not None:
+                put(self.budget_remaining, max(0.0, budget.max_usd - ledger.usd), "usd")
+            if budget.max_wall_seconds is not None:
+                left_seconds = budget.max_wall_seconds - ledger.wall_seconds
+                put(self.budget_remaining, max(0.0, left_seconds), "wall_seconds")
+        with self._lock:
+            before = self._series.get(key, set())
+            self._series[key] = set(series)
+        for gauge, labels in before - set(series):
+            self._remove(gauge, labels)
+        for (gauge, labels), value in series.items():
+            gauge.labels(*labels).set(value)
+
+    def decision_events(self, namespace: str, target: str, events: Iterable[Event]) -> None:
+        """Count the Events a decision posted."""
+        for event in events:
+            self.events.labels(namespace, target, event.type, event.reason).inc()
 
     def outcomes(
         self, namespace: str, target: str, ended: Iterable[str], retune_trigger: str | None
@@ -153,9 +278,11 @@ class OperatorMetrics:
             self._remove(self.rollouts, (namespace, target, outcome))
         for trigger in RETUNE_TRIGGERS:
             self._remove(self.retunes, (namespace, target, trigger))
-        self._remove(self.best_score, (namespace, target))
         with self._lock:
             self._ledgers.pop((namespace, target), None)
+            series = self._series.pop((namespace, target), set())
+        for gauge, labels in series:
+            self._remove(gauge, labels)
 
     def workers(self, running: int, queued: int) -> None:
         """How many search workers run and wait."""

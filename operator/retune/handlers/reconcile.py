@@ -213,7 +213,9 @@ class TargetLoop:
             decision = decide(status, facts, now)
         await self._carry_out(decision, body, target)
         new = decision.status
-        context.metrics.target_state(namespace, name, new.phase, new.best_score)
+        budget = target.spec.search.budget if target is not None else None
+        context.metrics.target_state(namespace, name, new, budget)
+        context.metrics.decision_events(namespace, name, decision.events)
         retuned = new.retunes > status.retunes
         context.metrics.outcomes(
             namespace,

@@ -27,7 +27,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from tests.cluster.controlplane import REPO_ROOT, ControlPlane
-from tests.cluster.testbin import testbin_dir
+from tests.cluster.testbin import TestbinMissing, testbin_dir
 
 CHART_DIR = REPO_ROOT / "charts" / "retune"
 # What the operator needs to run under the chart's identity; the Deployment itself cannot
@@ -42,6 +42,16 @@ Manifest = dict[str, Any]
 
 class HelmError(RuntimeError):
     """helm exited non-zero; the message holds the command and what helm said."""
+
+
+def require_helm() -> None:
+    """Fail the calling test, in one line saying how, when the pinned helm is not built."""
+    import pytest
+
+    try:
+        testbin_dir()
+    except TestbinMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
 
 
 def helm(*args: str) -> str:

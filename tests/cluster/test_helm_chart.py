@@ -15,7 +15,6 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.cluster import testbin
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.helm import (
     HelmError,
@@ -26,6 +25,7 @@ from tests.cluster.helm import (
     install_dry_run,
     lint_chart,
     render_chart,
+    require_helm,
     service_account_api_client,
 )
 
@@ -51,10 +51,7 @@ TARGET = {
 
 @pytest.fixture(scope="module", autouse=True)
 def _helm_built() -> None:
-    try:
-        testbin.testbin_dir()
-    except testbin.TestbinMissing as missing:
-        pytest.fail(str(missing), pytrace=False)
+    require_helm()
 
 
 # -- lint and render ---------------------------------------------------------------------------

@@ -158,13 +158,16 @@ def test_a_dead_worker_is_replaced_and_its_task_retried(pool: LocalExecutor) -> 
 
 
 def test_a_task_that_loses_two_workers_fails_as_infrastructure() -> None:
-    with LocalExecutor(EVALUATOR, "choose", LIMITS, workers=1) as executor:
-        future = executor.submit(task(mode="sleep", seconds=3))
+    # The task outlives the test, however slowly a worker restarts on a loaded machine:
+    # it can only end by losing its workers.
+    limits = SandboxLimits(wall_seconds=600, cpu_seconds=10, memory_mb=256)
+    with LocalExecutor(EVALUATOR, "choose", limits, workers=1) as executor:
+        future = executor.submit(task(mode="sleep", seconds=600))
         for _ in range(2):
             old = executor.worker_pids()[0]
-            assert wait_until(lambda old=old: descendants(old))  # the candidate runs
+            assert wait_until(lambda old=old: descendants(old), 120)  # the candidate runs
             os.kill(old, signal.SIGKILL)
-            assert wait_until(lambda old=old: executor.worker_pids() not in ([], [old]))
+            assert wait_until(lambda old=old: executor.worker_pids() not in ([], [old]), 120)
         outcome = future.result(30)
         assert outcome.failure == FailureReason.INFRASTRUCTURE
         # "died twice", or "cannot restart" if the second kill hit the worker's start-up

@@ -248,9 +248,12 @@ def test_fork_bomb_leaves_no_process_behind(tmp_path: Path) -> None:
             body = "os = _os()\\nwhile True:\\n    os['fork']()\\n"
             report["bomb"] = run(harness, body).model_dump(mode="json")
             report["after"] = run(harness, "return 2 * x + 1").model_dump(mode="json")
-        children = [p for p in os.listdir("/proc") if p.isdigit()
-                    and open(f"/proc/{{p}}/stat").read().rsplit(")", 1)[1].split()[1]
-                    == str(os.getpid())]
+        # The kernel's own list of this process's children: scanning /proc instead races
+        # with unrelated processes that exit between the listing and the read.
+        children = []
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{{tid}}/children") as listing:
+                children += listing.read().split()
         report["children"] = children
         print(json.dumps(report))
         """)

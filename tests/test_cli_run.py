@@ -56,6 +56,11 @@ def test_a_run_improves_on_the_seed_and_writes_its_outputs(reference: Path) -> N
     )
     report = (reference / "report.html").read_text()
     assert "<svg" in report and "best_policy.py" in report
+    # The confinement the candidates got, as the workers measured it (root: every layer).
+    assert "isolation_missing" in report
+    if os.geteuid() == 0:
+        assert result["isolation"]["user"] == "nobody", result["isolation"]
+        assert result["isolation_missing"] == []
 
 
 def test_the_same_seed_gives_the_same_result(reference: Path, tmp_path: Path) -> None:

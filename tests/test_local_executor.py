@@ -88,7 +88,7 @@ def test_scores_many_candidates_in_parallel(pool: LocalExecutor) -> None:
     assert scores == [[90.0, 100.0, 90.0][i % 3] for i in range(20)]
     if os.geteuid() == 0:
         assert pool.isolation["user"] == "nobody"
-        assert pool.isolation["network"] == "zygote"
+        assert pool.isolation["network"] == "namespace"
 
 
 def test_context_and_stage_reach_the_evaluator(pool: LocalExecutor) -> None:
@@ -403,3 +403,30 @@ def test_decode_tolerates_garbage() -> None:
     outcome = decode_outcomes("not json", ["a"])["a"]
     assert outcome.failure == FailureReason.INFRASTRUCTURE
     assert "unreadable termination message" in outcome.detail
+
+
+def test_the_policy_files_of_a_killed_run_are_removed_by_the_next(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from retune.evaluate.contract import EvaluationContext, EvaluationTask, SandboxLimits
+        from retune.evaluate.local import LocalExecutor
+        limits = SandboxLimits(wall_seconds=600, cpu_seconds=10)
+        code = "def choose(x):\\n    return 2 * x + 1\\n"
+        executor = LocalExecutor(Path({str(EVALUATOR)!r}), "choose", limits, workers=1)
+        if sys.argv[1] == "hold":
+            context = EvaluationContext(params={{"mode": "sleep", "seconds": 600}})
+            executor.submit(EvaluationTask(task_id="t", policy_code=code, context=context))
+            time.sleep(600)
+        executor.close()
+        """)
+    env = {**os.environ, "PYTHONPATH": OPERATOR, "TMPDIR": str(tmp_path)}
+    killed = subprocess.Popen([sys.executable, "-c", script, "hold"], env=env)
+    try:
+        assert wait_until(lambda: list(tmp_path.glob("retune-local-*/worker-0/policy-*.py")), 120)
+    finally:
+        killed.kill()  # SIGKILL: nothing of the run gets to clean up
+        killed.wait()
+    assert list(tmp_path.glob("retune-local-*/worker-0/policy-*.py"))  # left behind
+    subprocess.run([sys.executable, "-c", script, "next"], env=env, check=True, timeout=120)
+    assert list(tmp_path.glob("retune-local-*")) == []

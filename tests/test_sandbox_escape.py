@@ -68,7 +68,7 @@ def requires(layers: dict[str, object], *needed: str) -> None:
     present = {
         "nobody": layers.get("user") == "nobody",
         "landlock": bool(layers.get("landlock_abi")),
-        "netns": layers.get("network") in ("namespace", "zygote"),
+        "netns": layers.get("network") in ("namespace", "user namespace"),
     }
     if not any(present[name] for name in needed):
         pytest.skip(f"needs one of {needed}; this machine has {layers}")

@@ -2,19 +2,22 @@
 
 :func:`confine_candidate` runs in a freshly forked child before any untrusted code: it
 points stdin/stdout/stderr at /dev/null, closes every other descriptor it was not told to
-keep, sets rlimits, leaves the network when it can, drops to uid/gid 65534 when root,
-forbids new processes, applies a Landlock ruleset when the kernel offers one, and clears
-the environment. Mandatory steps raise on failure (the candidate must then not run);
+keep, sets rlimits, leaves the network when it can (a network namespace; without root, one
+owned by an unprivileged user namespace), drops to uid/gid 65534 when root (otherwise the
+capabilities a user namespace granted), forbids new processes, applies a Landlock ruleset
+when the kernel offers one, and clears the environment. Mandatory steps raise on failure (the candidate must then not run);
 best-effort ones (network namespace, Landlock, no_new_privs) report whether they took.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
 import resource
 import signal
+from pathlib import Path
 from typing import Any
 
 from retune.evaluate.contract import SandboxLimits
@@ -23,18 +26,57 @@ NOBODY = 65534
 MAX_OPEN_FILES = 32
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
+_CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS = 1, 4, 38
 _SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_RESTRICT_SELF = 444, 446
 _EXIT_ORPHANED = 70
 
 
-def isolate_process_network() -> bool:
+def isolate_process_network() -> str:
     """Move the calling process (a zygote) into an empty network namespace, if permitted.
 
-    Its children then inherit the isolation and need no ``unshare`` of their own.
+    Its children then inherit the isolation and need no ``unshare`` of their own. Returns
+    how: ``"namespace"`` (root, or CAP_SYS_ADMIN), ``"user namespace"`` (an unprivileged
+    user namespace owning the network namespace: a developer's laptop, a pod without
+    privileges), or ``""`` when neither is allowed. The caller must be single-threaded.
     """
-    return int(_libc.unshare(_CLONE_NEWNET)) == 0
+    if int(_libc.unshare(_CLONE_NEWNET)) == 0:
+        return "namespace"
+    uid, gid = os.geteuid(), os.getegid()
+    if uid == 0 or int(_libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET)) != 0:
+        return ""  # root without CAP_SYS_ADMIN could not map nobody: keep the uid drop
+    # Map our own ids, so files and processes keep their owners as seen from inside.
+    with contextlib.suppress(OSError):  # unmapped ids show as 65534; still isolated
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1")):
+            Path(f"/proc/self/{name}").write_text(text)
+        Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+    return "user namespace"
+
+
+def missing_layers(isolation: dict[str, Any]) -> list[str]:
+    """What a user should know about the layers a probe (or candidate) reported missing."""
+    if "error" in isolation or not isolation:
+        return [f"the confinement could not be probed: {isolation.get('error', 'no report')}"]
+    missing = []
+    if isolation.get("network") in (None, "none"):
+        missing.append(
+            "network: candidates can reach the network (no network namespace: run as root, "
+            "or allow unprivileged user namespaces, e.g. sysctl user.max_user_namespaces)"
+        )
+    if isolation.get("user") != "nobody":
+        missing.append(
+            f"user: candidates run as uid {os.geteuid()}, so one that escaped the allowlist "
+            "could read that user's files (as root they run as nobody)"
+        )
+    if not isolation.get("landlock_abi"):
+        missing.append(
+            "landlock: unavailable (Linux 5.13 or later), so a candidate that escaped could "
+            "exec programs and create empty files in world-writable directories"
+        )
+    if not isolation.get("no_new_privs"):
+        missing.append("no_new_privs: not set, so an exec'd setuid program would gain privileges")
+    return missing
 
 
 def die_with_parent() -> None:
@@ -43,9 +85,13 @@ def die_with_parent() -> None:
 
 
 def confine_candidate(
-    keep_fds: tuple[int, ...], limits: SandboxLimits, network_isolated: bool, parent: int
+    keep_fds: tuple[int, ...], limits: SandboxLimits, network: str, parent: int
 ) -> dict[str, Any]:
-    """Confine this (freshly forked) process; returns which optional layers took."""
+    """Confine this (freshly forked) process; returns which optional layers took.
+
+    ``network`` says how the zygote already left the network (see
+    :func:`isolate_process_network`), ``""`` if it did not.
+    """
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGXCPU):
         signal.signal(signum, signal.SIG_DFL)
     os.setpgid(0, 0)  # the zygote kills the whole group on timeout
@@ -68,9 +114,7 @@ def confine_candidate(
         resource.setrlimit(which, (value, value))
     cpu = max(1, math.ceil(limits.cpu_seconds))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, then SIGKILL
-    network = "zygote" if network_isolated else "none"
-    if not network_isolated and int(_libc.unshare(_CLONE_NEWNET)) == 0:
-        network = "namespace"
+    network = network or isolate_process_network() or "none"
     user = "unchanged"
     if os.geteuid() == 0:
         os.setgroups([])
@@ -79,6 +123,8 @@ def confine_candidate(
         if os.getresuid() != (NOBODY,) * 3 or os.getresgid() != (NOBODY,) * 3:
             raise PermissionError("could not drop privileges to nobody")
         user = "nobody"
+    elif not _drop_capabilities():  # those a user namespace granted
+        raise PermissionError("could not drop the capabilities of the user namespace")
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # after the uid change, or it is moot
     no_new_privs = _prctl(_PR_SET_NO_NEW_PRIVS, 1)
     _prctl(_PR_SET_DUMPABLE, 0)  # no ptrace, /proc/<pid> owned by root
@@ -93,6 +139,17 @@ def confine_candidate(
         "landlock_abi": landlock,
         "no_new_privs": no_new_privs,
     }
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+def _drop_capabilities() -> bool:
+    """Empty the effective, permitted and inheritable sets (no-op when already empty)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # two {effective, permitted, inheritable}, all zero
+    return int(_libc.capset(ctypes.byref(header), ctypes.byref(data))) == 0
 
 
 def _mapped_bytes() -> int:

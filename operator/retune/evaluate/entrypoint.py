@@ -178,10 +178,8 @@ def run_batch(batch: EvaluationBatch) -> list[tuple[str, EvaluationOutcome]]:
     if evaluator.endswith(".py") or os.sep in evaluator:
         evaluator = remap(evaluator)
     module = load_evaluator(evaluator)
-    network_isolated = isolate_process_network()
-    with SandboxHarness(
-        module, batch.entrypoint, batch.limits, network_isolated=network_isolated
-    ) as harness:
+    network = isolate_process_network()
+    with SandboxHarness(module, batch.entrypoint, batch.limits, network=network) as harness:
         print(f"retune-evaluate: isolation {json.dumps(harness.probe())}", file=sys.stderr)
         gc.freeze()
         outcomes = []

@@ -13,6 +13,7 @@ a task as INFRASTRUCTURE.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -81,8 +82,7 @@ class LocalExecutor:
         enforce_allowlist: bool = True,
     ) -> None:
         self._shared = _Shared()
-        self._root = Path(tempfile.mkdtemp(prefix="retune-local-"))
-        self._root.chmod(0o711)
+        self._root, self._root_lock = _claim_policy_root(Path(tempfile.gettempdir()))
         config = {
             "evaluator": str(Path(evaluator_path).resolve()),
             "entrypoint": entrypoint,
@@ -93,7 +93,9 @@ class LocalExecutor:
         self._shared.workers.extend(
             _Worker(i, config, self._root, limits, self._shared) for i in range(count)
         )
-        self._finalizer = weakref.finalize(self, _shutdown, self._shared, self._root)
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self._shared, self._root, self._root_lock
+        )
         for worker in self._shared.workers:
             worker.thread.start()
         for worker in self._shared.workers:
@@ -326,7 +328,54 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def _shutdown(shared: _Shared, root: Path) -> None:
+def _claim_policy_root(parent: Path) -> tuple[Path, int]:
+    """A fresh directory for the policy files, locked for as long as this process lives.
+
+    A run killed with SIGKILL cannot remove its directory, so each new executor removes
+    the ones whose lock nobody holds any more. Creating and locking happen under a shared
+    lock on ``retune-local.lock``, and the sweep under an exclusive one, so a sweep never
+    takes a directory that was created but not yet locked.
+    """
+    guard = _open_guard(parent / "retune-local.lock")
+    try:
+        if guard >= 0:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            _remove_abandoned(parent)
+            fcntl.flock(guard, fcntl.LOCK_SH)  # others may create while this one does
+        root = Path(tempfile.mkdtemp(prefix="retune-local-", dir=parent))
+        root.chmod(0o711)
+        lock = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    finally:
+        if guard >= 0:
+            os.close(guard)  # releases the guard
+    return root, lock
+
+
+def _open_guard(path: Path) -> int:
+    """The guard's descriptor; -1 (no sweep) if another user's file is in the way."""
+    for flags in (os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, os.O_RDONLY | os.O_CLOEXEC):
+        with contextlib.suppress(OSError):  # e.g. fs.protected_regular refuses O_CREAT
+            return os.open(path, flags, 0o644)
+    return -1
+
+
+def _remove_abandoned(parent: Path) -> None:
+    for directory in parent.glob("retune-local-*"):
+        try:
+            lock = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            continue  # gone meanwhile, not a directory, or not ours to read
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live executor holds it
+        finally:
+            os.close(lock)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _shutdown(shared: _Shared, root: Path, root_lock: int) -> None:
     """Stop the pool: cancel queued work, kill the workers, remove the policy files.
 
     Runs from close(), or at garbage collection / interpreter exit if close() was missed.
@@ -343,6 +392,7 @@ def _shutdown(shared: _Shared, root: Path) -> None:
         if process is not None:
             _kill(process)  # the worker's thread sees the pipe close and closes its end
     shutil.rmtree(root, ignore_errors=True)
+    os.close(root_lock)
 
 
 def _failed(detail: str) -> EvaluationOutcome:

@@ -102,8 +102,8 @@ class SandboxHarness:
     """Runs candidates of one evaluator, one fresh child process each.
 
     ``enforce_allowlist=False`` is for the escape tests only: it proves the process
-    confinement holds on its own. ``network_isolated`` says the calling process already
-    left the network (:func:`retune.evaluate.confine.isolate_process_network`). Not
+    confinement holds on its own. ``network`` says how the calling process already left
+    the network (what :func:`retune.evaluate.confine.isolate_process_network` returned). Not
     thread-safe. Close it to stop the waiting spare process.
     """
 
@@ -114,14 +114,14 @@ class SandboxHarness:
         limits: SandboxLimits,
         *,
         enforce_allowlist: bool = True,
-        network_isolated: bool = False,
+        network: str = "",
         policy_dir: Path | None = None,
     ) -> None:
         self._evaluate = evaluator.evaluate
         self.entrypoint = entrypoint
         self.limits = limits
         self.enforce_allowlist = enforce_allowlist
-        self.network_isolated = network_isolated
+        self.network = network
         self._own_dir = policy_dir is None
         self.policy_dir = policy_dir or Path(tempfile.mkdtemp(prefix="retune-policies-"))
         self.policy_dir.chmod(0o711)  # the candidate, as nobody, may read its own file
@@ -296,7 +296,7 @@ class SandboxHarness:
         try:
             ballast = mmap.mmap(-1, _BALLAST_BYTES)  # reserved address space, untouched
             keep = tuple(fd for fd in (task_fd, result_fd, wait_for, my_gate) if fd >= 0)
-            isolation = confine_candidate(keep, self.limits, self.network_isolated, parent)
+            isolation = confine_candidate(keep, self.limits, self.network, parent)
         except BaseException as exc:  # confinement failed: nothing untrusted may run
             setup_error = f"sandbox setup failed: {exc!r}"
         request = json.loads(_read_all(task_fd))

@@ -158,7 +158,7 @@ def serve_worker() -> None:
             if inbox.closed:
                 return
         config = json.loads(lines[0])
-        network_isolated = isolate_process_network()
+        network = isolate_process_network()
         policy_dir = Path(config["policy_dir"])
         policy_dir.mkdir(mode=0o711, exist_ok=True)
         harness = SandboxHarness(
@@ -166,7 +166,7 @@ def serve_worker() -> None:
             config["entrypoint"],
             SandboxLimits.model_validate(config["limits"]),
             enforce_allowlist=bool(config["enforce_allowlist"]),
-            network_isolated=network_isolated,
+            network=network,
             policy_dir=policy_dir,
         )
         isolation = harness.probe()

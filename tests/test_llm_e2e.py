@@ -71,6 +71,13 @@ def test_the_ledger_is_what_the_server_served(server: MutationServer, tmp_path: 
     assert result["calls"]["small"] > result["calls"].get("large", 0)
     assert result["cost_usd"] == pytest.approx(sum(line["usd"] for line in calls))
     assert result["cost_usd"] <= MAX_USD
+    strong = sum(line["usd"] for line in calls if line["tier"] == "large")
+    assert result["strong_usd"] == pytest.approx(strong)
+    assert result["strong_share"] == 0.3
+    assert result["strong_cap_usd"] == pytest.approx(0.3 * MAX_USD)
+    assert result["strong_usd"] <= result["strong_cap_usd"]
+    report = (tmp_path / "report.html").read_text()
+    assert "<th>strong_usd</th>" in report and "<th>strong_share</th>" in report
 
 
 def test_a_small_budget_stops_the_search_before_it_is_exceeded(

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-from retune.evaluate.confine import missing_layers
 from retune.evaluate.contract import EvaluationContext
 from retune.evaluate.loader import EvaluatorLoadError
 from retune.evaluate.local import LocalExecutor
@@ -101,9 +99,6 @@ def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
         )
     except EvaluatorLoadError as exc:
         raise RunError(f"spec.evaluator.module: {exc}") from None
-    isolation = executor.isolation  # measured by a probe in the workers, not assumed
-    for layer in missing_layers(isolation):
-        print(f"retune: warning: sandbox layer missing: {layer}", file=sys.stderr)
     try:
         engine = Engine(
             config,
@@ -121,7 +116,7 @@ def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
         report = _validate(state, spec, executor, context)
     finally:
         executor.close()
-    return _write_outputs(target, state, report, output, isolation)
+    return _write_outputs(target, state, report, output, max_usd=budget.max_usd)
 
 
 def _validate(
@@ -145,7 +140,8 @@ def _write_outputs(
     state: EngineState,
     report: ValidationReport | None,
     output: Path,
-    isolation: dict[str, Any],
+    *,
+    max_usd: float | None,
 ) -> dict[str, Any]:
     assert state.best is not None and state.seed_elite is not None
     best_path = output / "best_policy.py"
@@ -164,6 +160,13 @@ def _write_outputs(
         "failed_mutations": ledger.failed_mutations,
         "cost_usd": round(ledger.usd_spent, 10),
         "over_reported_usd": round(ledger.over_reported_usd, 10),
+        # What the strong tiers spent (included in cost_usd) against the share of the USD
+        # budget they may take (no cap without a USD budget).
+        "strong_usd": round(ledger.strong_usd, 10),
+        "strong_share": target.spec.search.tiering.strong_share,
+        "strong_cap_usd": None
+        if max_usd is None
+        else round(target.spec.search.tiering.strong_share * max_usd, 10),
         "calls_charged_at_reservation": sum(
             u.charged_at_reservation for u in ledger.models.values()
         ),
@@ -179,9 +182,6 @@ def _write_outputs(
         },
         "calls": {model: u.calls for model, u in sorted(ledger.models.items())},
         "validation": report.model_dump(mode="json") if report else None,
-        # Which confinement layers the candidates got, and the ones they did not.
-        "isolation": isolation,
-        "isolation_missing": [layer.split(":")[0] for layer in missing_layers(isolation)],
     }
     (output / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     (output / "report.html").write_text(render_report(state, target.metadata.name, result))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
+from retune.evaluate.confine import missing_layers
 from retune.evaluate.contract import EvaluationContext
 from retune.evaluate.loader import EvaluatorLoadError
 from retune.evaluate.local import LocalExecutor
@@ -99,6 +101,9 @@ def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
         )
     except EvaluatorLoadError as exc:
         raise RunError(f"spec.evaluator.module: {exc}") from None
+    isolation = executor.isolation  # measured by a probe in the workers, not assumed
+    for layer in missing_layers(isolation):
+        print(f"retune: warning: sandbox layer missing: {layer}", file=sys.stderr)
     try:
         engine = Engine(
             config,
@@ -116,7 +121,7 @@ def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
         report = _validate(state, spec, executor, context)
     finally:
         executor.close()
-    return _write_outputs(target, state, report, output, max_usd=budget.max_usd)
+    return _write_outputs(target, state, report, output, isolation, max_usd=budget.max_usd)
 
 
 def _validate(
@@ -140,6 +145,7 @@ def _write_outputs(
     state: EngineState,
     report: ValidationReport | None,
     output: Path,
+    isolation: dict[str, Any],
     *,
     max_usd: float | None,
 ) -> dict[str, Any]:
@@ -182,6 +188,9 @@ def _write_outputs(
         },
         "calls": {model: u.calls for model, u in sorted(ledger.models.items())},
         "validation": report.model_dump(mode="json") if report else None,
+        # Which confinement layers the candidates got, and the ones they did not.
+        "isolation": isolation,
+        "isolation_missing": [layer.split(":")[0] for layer in missing_layers(isolation)],
     }
     (output / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     (output / "report.html").write_text(render_report(state, target.metadata.name, result))

@@ -145,6 +145,31 @@ def test_job_runs_once_with_a_deadline_and_everything_is_owned_by_the_target() -
     }  # fmt: skip
 
 
+def test_runtime_class_priority_pull_secrets_labels_and_annotations_come_from_the_spec() -> None:
+    pods = template(
+        evaluator=spec(
+            runtimeClassName="gvisor",
+            priorityClassName="batch-low",
+            imagePullSecrets=[{"name": "regcred"}],
+            podLabels={"team": "storage", "retune.dev/role": "mine"},
+            podAnnotations={"sidecar.istio.io/inject": "false"},
+        )
+    )
+    job = pods.job("cache-eval-0123456789", tasks=1)
+    pod = job["spec"]["template"]
+    assert pod["spec"]["runtimeClassName"] == "gvisor"
+    assert pod["spec"]["priorityClassName"] == "batch-low"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["metadata"]["labels"]["team"] == "storage"
+    # retune's own labels win: the NetworkPolicy and the executor select on them
+    assert pod["metadata"]["labels"]["retune.dev/role"] == "evaluation"
+    assert pod["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    plain = template().job("cache-eval-0123456789", tasks=1)["spec"]["template"]
+    assert "runtimeClassName" not in plain["spec"] and "annotations" not in plain["metadata"]
+    with pytest.raises(ValueError, match="not a label key"):
+        spec(podLabels={"bad key": "x"})
+
+
 def test_names_and_labels_fit_kubernetes_limits_for_long_dotted_target_names() -> None:
     long = "checkout.payments." + "x" * 200
     name = batch_name(long, "session", ["t1", "t2"])

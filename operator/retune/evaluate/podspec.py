@@ -246,7 +246,22 @@ class PodTemplate:
             spec["affinity"] = dict(self.placement.affinity)
         if self.placement.tolerations:
             spec["tolerations"] = [dict(t) for t in self.placement.tolerations]
+        evaluator = self.evaluator
+        if evaluator.runtime_class_name:
+            spec["runtimeClassName"] = evaluator.runtime_class_name
+        if evaluator.priority_class_name:
+            spec["priorityClassName"] = evaluator.priority_class_name
+        if evaluator.image_pull_secrets:
+            spec["imagePullSecrets"] = [{"name": s.name} for s in evaluator.image_pull_secrets]
         return spec
+
+    def pod_metadata(self, name: str) -> dict[str, Any]:
+        """The evaluation pod's labels and annotations: the spec's, then retune's own (which
+        the NetworkPolicy and the executor select on, so they always win)."""
+        metadata: dict[str, Any] = {"labels": {**self.evaluator.pod_labels, **self.labels(name)}}
+        if self.evaluator.pod_annotations:
+            metadata["annotations"] = dict(self.evaluator.pod_annotations)
+        return metadata
 
     def job(self, name: str, tasks: int) -> dict[str, Any]:
         """The Job that runs one batch: one pod, never retried, with a deadline."""
@@ -263,7 +278,7 @@ class PodTemplate:
                 ),
                 "ttlSecondsAfterFinished": self.ttl_seconds_after_finished,
                 "template": {
-                    "metadata": {"labels": self.labels(name)},
+                    "metadata": self.pod_metadata(name),
                     "spec": self.pod_spec(name),
                 },
             },

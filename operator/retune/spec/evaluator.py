@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from retune.spec.base import (
+    LABEL_KEY_PATTERN,
+    DNSSubdomain,
     Name,
     Quantity,
     RelativePath,
@@ -22,6 +24,19 @@ DEFAULT_EVALUATOR_PATH = "/opt/retune/evaluator/evaluator.py"
 """Where the evaluator images built from ``evaluator-images/`` keep the evaluator."""
 EVALUATOR_REF_PATTERN = r"^(/\S*|[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$"
 ENV_NAME_PATTERN = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
+def _label_keys(keys: dict[str, str]) -> dict[str, str]:
+    bad = [key for key in keys if len(key) > 317 or not re.fullmatch(LABEL_KEY_PATTERN, key)]
+    if bad:
+        raise invalid(f"{bad[0]!r} is not a label key such as 'example.com/name'")
+    return keys
+
+
+class LocalObjectReference(SpecModel):
+    """An object in the target's namespace, by name."""
+
+    name: DNSSubdomain
 
 
 class Resources(SpecModel):
@@ -77,6 +92,19 @@ class EvaluatorSpec(SpecModel):
     """Affinity of evaluation pods; unset means the workload's own."""
     tolerations: list[dict[str, Any]] | None = None
     """Tolerations of evaluation pods; unset means the workload's own."""
+    runtime_class_name: DNSSubdomain | None = None
+    """RuntimeClass of evaluation pods, e.g. ``gvisor`` or ``kata``: a sandboxed runtime for
+    policies an LLM wrote, beneath the pod's own hardening."""
+    priority_class_name: DNSSubdomain | None = None
+    """PriorityClass of evaluation pods (a low one lets the workload preempt them)."""
+    image_pull_secrets: list[LocalObjectReference] = []
+    """Secrets for pulling the evaluator image, e.g. ``[{name: regcred}]``."""
+    pod_labels: dict[str, str] = {}
+    """Extra labels of evaluation pods (retune's own labels win: they select the pods)."""
+    pod_annotations: dict[str, str] = {}
+    """Extra annotations of evaluation pods (e.g. a service mesh's opt-out)."""
+
+    _pod_metadata_keys = field_validator("pod_labels", "pod_annotations")(_label_keys)
     required_subscores: list[Name] = []
     """Subscores (names in the evaluator's ``subscores``) on which a candidate must be no
     worse than the stable policy, on the held-out seeds, to be rolled out."""

@@ -45,6 +45,27 @@ def evaluator_raises_on_import(target: Path) -> list[str]:
     return ["run", str(target), "--max-evaluations", "2"]
 
 
+def evaluator_starts_with(line: str, timeout_seconds: int = 60) -> Callable[[Path], list[str]]:
+    def breaks(target: Path) -> list[str]:
+        evaluator = target.parent / "evaluator.py"
+        future = "from __future__ import annotations\n"  # must stay first
+        text = evaluator.read_text()
+        evaluator.write_text(text.replace(future, future + line + "\n", 1))
+        assert line in evaluator.read_text()
+        text = target.read_text()
+        assert "timeoutSeconds: 60" in text
+        target.write_text(text.replace("timeoutSeconds: 60", f"timeoutSeconds: {timeout_seconds}"))
+        return ["run", str(target), "--max-evaluations", "2"]
+
+    return breaks
+
+
+def seed_nested_deeply(target: Path) -> list[str]:
+    seed = target.parent / "seed_policy.py"
+    seed.write_text(seed.read_text() + "\n\ndef deep(x):\n    return " + "-" * 30000 + "x\n")
+    return ["run", str(target), "--max-evaluations", "2"]
+
+
 def checkpoint(content: bytes) -> Callable[[Path], list[str]]:
     def breaks(target: Path) -> list[str]:
         output = target.parent / "out"
@@ -70,6 +91,16 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "profile not UTF-8": (not_utf8("profile", "profile.json"), "spec.profile.recorded"),
     "evaluator not UTF-8": (not_utf8("evaluator", "evaluator.py"), "spec.evaluator.module"),
     "evaluator raises on import": (evaluator_raises_on_import, "spec.evaluator.module"),
+    "evaluator hangs on import": (
+        evaluator_starts_with("import time; time.sleep(3600)", timeout_seconds=3),
+        "took longer than 3 s",
+    ),
+    "evaluator exits on import": (evaluator_starts_with("raise SystemExit(4)"), "exit status 4"),
+    "evaluator ends its process on import": (
+        evaluator_starts_with("import os; os._exit(0)"),
+        "ended its process while it was imported",
+    ),
+    "seed nested deeply enough to exhaust memory": (seed_nested_deeply, "spec.policy.seed.file"),
     "empty checkpoint": (checkpoint(b""), "checkpoint"),
     "random checkpoint": (checkpoint(os.urandom(300)), "checkpoint"),
     "truncated checkpoint": (checkpoint(zlib.compress(b'{"version": 1, "arch')[:12]), "checkpoint"),
@@ -105,3 +136,12 @@ def test_bad_input_is_a_one_line_message(case: str, tmp_path: Path) -> None:
     assert len(lines) == 1, lines
     assert words in lines[0]
     assert took < 10
+
+
+def test_a_program_too_deep_to_parse_still_hashes() -> None:
+    # The parser runs out of memory on it; dedup must not crash the search.
+    from retune.search.program import normalised_hash, structural_features
+
+    deep = "def choose(x):\n    return " + "-" * 30000 + "x\n"
+    assert normalised_hash(deep) != normalised_hash(deep + " ")
+    assert set(structural_features(deep).values()) == {0.0}

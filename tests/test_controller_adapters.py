@@ -472,3 +472,47 @@ def test_a_stable_check_reads_the_workload_once_and_writes_only_what_is_new(
     asyncio.run(loop.reconcile(body, nodes))
     assert cluster.calls["replace_status"] == 2
     assert cluster.statuses[-1]["observedGeneration"] == 4
+
+
+# -- bad input: a Degraded condition naming the field, never a crashed handler -----------------
+_BAD_SEEDS = {
+    # Parsing it runs the compiler out of memory: the check reports it, nothing hashes it.
+    "nested deeply enough to exhaust memory": (
+        {"inline": "def route(request, *, alpha, depth):\n    return " + "-" * 30000 + "1\n"},
+        "spec.policy.seed.inline",
+        "nested too deeply",
+    ),
+    "longer than the sandbox allows": (
+        {"inline": "def route(request, *, alpha, depth):\n    return 1\n" + "#" * 70000},
+        "spec.policy.seed.inline",
+        "characters long",
+    ),
+    "not a program": (
+        {"inline": "def route(request:\n"},
+        "spec.policy.seed.inline",
+        "syntax error",
+    ),
+    "from a key the ConfigMap does not have": (
+        {"configMapRef": {"name": "router-seed", "key": "seed.bin"}},
+        "spec.policy.seed.configMapRef.key",
+        "has no key 'seed.bin'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_SEEDS))
+def test_a_bad_seed_degrades_the_target_naming_the_field(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kopf, "event", lambda *args, **kwargs: None)
+    seed, field, words = _BAD_SEEDS[case]
+    cluster = _Cluster()
+    body = api_object()
+    body["spec"]["policy"]["seed"] = seed
+    loop = TargetLoop(_operator_context(cluster), "shop", "router")
+    asyncio.run(loop.reconcile(body, [_node("cpu-0", "m7i.xlarge")]))
+    status = TargetStatus.model_validate(cluster.statuses[-1])
+    degraded = status.condition("Degraded")
+    assert status.phase is Phase.DEGRADED and degraded is not None, status
+    assert degraded.reason == "InvalidSpec"
+    assert f"{field}: " in degraded.message and words in degraded.message, degraded.message

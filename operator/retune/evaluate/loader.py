@@ -153,6 +153,10 @@ def load_evaluator(spec: str | os.PathLike[str]) -> ModuleType:
             module = importlib.import_module(text)
     except EvaluatorLoadError:
         raise
+    except SystemExit as exc:
+        raise EvaluatorLoadError(
+            f"evaluator {text!r} exited while it was imported (exit status {exc.code!r})"
+        ) from exc
     except Exception as exc:  # the evaluator's own import error, reported whole
         raise EvaluatorLoadError(f"cannot import evaluator {text!r}: {exc!r}") from exc
     if not callable(getattr(module, "evaluate", None)):

@@ -42,7 +42,8 @@ from retune.evaluate.contract import (
 from retune.evaluate.loader import EvaluatorLoadError
 
 _WINDOW = 2  # tasks a worker may hold: the running one and the next
-_STARTUP_SECONDS = 60.0
+_STARTUP_SECONDS = 60.0  # to start the interpreter; importing the evaluator has its own
+_EXIT_SECONDS = 5.0
 _REPLY_SLACK_SECONDS = 30.0  # beyond the wall limit, before a silent worker counts as lost
 _WORKER_COMMAND = "from retune.evaluate.zygote import serve_worker; serve_worker()"
 
@@ -153,6 +154,7 @@ class _Worker:
         self.shared = shared
         self.config = {**config, "policy_dir": str(root / f"worker-{index}")}
         self.reply_seconds = limits.wall_seconds + _REPLY_SLACK_SECONDS
+        self.import_seconds = limits.wall_seconds
         self.process: subprocess.Popen[bytes] | None = None
         self.buffer = b""
         self.isolation: dict[str, Any] = {}
@@ -281,6 +283,8 @@ class _Worker:
             self.process.stdin.write(json.dumps(self.config).encode() + b"\n")
             self.process.stdin.flush()
             message = self._read_message(_STARTUP_SECONDS)
+            if "importing" in message:
+                message = self._import_evaluator()
             if "error" in message:
                 raise EvaluatorLoadError(str(message["error"]))
         except EvaluatorLoadError:
@@ -290,6 +294,27 @@ class _Worker:
             self._stop()
             raise EvaluatorLoadError(f"the evaluation worker did not start: {exc}") from exc
         self.isolation = message.get("isolation") or {}
+
+    def _import_evaluator(self) -> dict[str, Any]:
+        """Wait for the worker to import the evaluator, at most one evaluation's wall time:
+        an import that hangs (or loads more than an evaluation may take) is an error the
+        user can fix, not a wait."""
+        try:
+            return self._read_message(self.import_seconds)
+        except TimeoutError:
+            raise EvaluatorLoadError(
+                f"importing the evaluator took longer than {self.import_seconds:g} s, the "
+                "evaluation timeout: it hangs at import, or does at import what belongs in "
+                "evaluate()"
+            ) from None
+        except EOFError:
+            assert self.process is not None
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(_EXIT_SECONDS)
+            raise EvaluatorLoadError(
+                "the evaluator ended its process while it was imported (exit status "
+                f"{self.process.returncode})"
+            ) from None
 
     def _read_message(self, seconds: float) -> dict[str, Any]:
         assert self.process is not None and self.process.stdout is not None

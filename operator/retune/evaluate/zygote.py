@@ -1,8 +1,8 @@
 """The worker process of the local executor: a zygote that forks one child per candidate.
 
 It starts as a fresh interpreter with a minimal environment, reads its configuration
-line, leaves the network, imports the evaluator, probes the confinement, and answers
-``{"ready": ...}``. Then it reads ``{"seq", "task"}`` lines and answers ``{"seq",
+line, leaves the network, answers ``{"importing": true}``, imports the evaluator, probes
+the confinement, and answers ``{"ready": ...}``. Then it reads ``{"seq", "task"}`` lines and answers ``{"seq",
 "outcome"}`` lines. Tasks that arrive while a candidate runs are checked and prepared at
 once and handed to the next (already confined) process, which starts the moment the
 running candidate is done; the zygote then reaps and judges the finished one.
@@ -161,8 +161,10 @@ def serve_worker() -> None:
         network = isolate_process_network()
         policy_dir = Path(config["policy_dir"])
         policy_dir.mkdir(mode=0o711, exist_ok=True)
+        send({"importing": True})  # the executor's import deadline starts now
+        evaluator = load_evaluator(config["evaluator"])
         harness = SandboxHarness(
-            load_evaluator(config["evaluator"]),
+            evaluator,
             config["entrypoint"],
             SandboxLimits.model_validate(config["limits"]),
             enforce_allowlist=bool(config["enforce_allowlist"]),

@@ -56,7 +56,7 @@ def normalised_hash(code: str) -> str:
     try:
         tree = _Normaliser().visit(ast.parse(code))
         canonical = ast.dump(tree, annotate_fields=False, include_attributes=False)
-    except (SyntaxError, ValueError, RecursionError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # too deep for the parser
         canonical = "unparsed:" + code
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
@@ -65,7 +65,7 @@ def structural_features(code: str) -> dict[str, float]:
     """Counts describing a program's shape, used as archive descriptors."""
     try:
         tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return dict.fromkeys(STRUCTURAL_FEATURES, 0.0)
     loops = branches = math_ops = calls = size = 0
     for node in ast.walk(tree):

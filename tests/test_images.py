@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 
 from retune.evaluate.contract import EvaluationTask
@@ -110,7 +111,10 @@ def test_the_operator_image_is_scratch_non_root_and_runs_what_the_chart_runs() -
     assert entrypoint == ["retune", "operator"]
     deployment = (ROOT / "charts/retune/templates/deployment.yaml").read_text()
     assert f"command: {json.dumps(entrypoint)}" in deployment
-    assert "readOnlyRootFilesystem: true" in deployment and "mountPath: /tmp" in deployment
+    assert "mountPath: /tmp" in deployment
+    # the container's securityContext is a value (overridable); its default is read-only
+    values = yaml.safe_load((ROOT / "charts/retune/values.yaml").read_text())
+    assert values["securityContext"]["readOnlyRootFilesystem"] is True
     env = env_of(OPERATOR)
     assert env["PATH"] == "/opt/retune/venv/bin"  # where `retune` is: no shell to find it
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"

@@ -131,6 +131,22 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("crd", help="print the OptimizationTarget CRD generated from the models")
 
+    export = commands.add_parser(
+        "export",
+        help="write a target's validated revision, its evidence and diff as files",
+        description="Write the revision a target recommends or holds for approval (else its "
+        "latest validated one) into a directory a GitOps repository can take: the policy "
+        "file, evidence.json (scores against the stable policy, per subscore) and "
+        "policy.diff (against the stable policy). Reads the target and its ConfigMaps only.",
+        epilog="exit codes: 0 written; 2 the target, its revision or a policy cannot be read",
+    )
+    export.add_argument("name", help="the OptimizationTarget's name")
+    export.add_argument("-n", "--namespace", default="default", help="its namespace")
+    export.add_argument(
+        "--output", type=Path, help="directory to write to (default: ./<name>-<revision>)"
+    )
+    export.add_argument("--kubeconfig", help="a kubeconfig (default: in-cluster, $KUBECONFIG)")
+
     operator = commands.add_parser(
         "operator", help="run the Kubernetes operator (kopf, standalone: one replica)"
     )
@@ -187,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "check":
         return _check(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "operator":
         return _operator(args)
     return _run(args)
@@ -213,6 +231,36 @@ def _operator(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from kubernetes.client.rest import ApiException
+    from kubernetes.config import ConfigException
+
+    from retune.handlers import export
+
+    try:
+        cluster = export.open_cluster(args.kubeconfig)
+        found = export.gather_export(cluster, args.namespace, args.name)
+    except export.ExportError as exc:
+        print(f"retune export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ApiException as exc:
+        print(f"retune export: the API server answered {exc.status} {exc.reason}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigException as exc:
+        print(f"retune export: --kubeconfig: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    output = args.output or Path(f"{args.name}-{found.revision}")
+    try:
+        written = export.write_export(found, output)
+    except OSError as exc:
+        where = exc.filename or output
+        print(f"retune export: --output: cannot write {where}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    for path in written:
+        print(path)
+    return EXIT_OK
 
 
 def _options(args: argparse.Namespace) -> RunOptions:

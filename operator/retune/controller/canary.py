@@ -16,6 +16,7 @@ and the history records it as ``Aborted``.
 
 from __future__ import annotations
 
+from retune.controller.approval import may_roll_out
 from retune.controller.decision import Decision, RemoveCanary
 from retune.controller.draft import (
     CANARY_PROGRESSING,
@@ -38,7 +39,8 @@ _MIN_REQUEUE = 0.5
 
 def start_rollout(draft: Draft) -> Decision | None:
     """Ready: start the rollout of the validated revision; None to go on as Canary (or as
-    Stable when there is nothing to roll out)."""
+    Stable when there is nothing to roll out, or AwaitingApproval when a person decides:
+    :mod:`~retune.controller.approval`)."""
     status = draft.status
     if draft.work is not None:
         replace_stale(draft, draft.work)
@@ -46,6 +48,8 @@ def start_rollout(draft: Draft) -> Decision | None:
     if revision is None or revision == status.stable_revision:
         status.validated_revision = None
         status.phase = Phase.STABLE
+        return None
+    if not may_roll_out(draft, revision):
         return None
     status.rollout = begin(revision)
     status.canary_revision = revision

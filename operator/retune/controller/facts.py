@@ -16,7 +16,7 @@ from retune.search.ledger import LedgerState
 from retune.search.validation import ValidationReport
 from retune.signals.metrics import Sample
 from retune.signals.slo import BurnRateVerdict
-from retune.spec import SLO, Problem, RetuneSpec
+from retune.spec import SLO, ApprovalMode, Problem, RetuneSpec
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,10 @@ class Facts:
     """``spec.profile.interval``: how often a Stable target re-reads its profile."""
     controls: frozenset[str] = frozenset()
     """The manual-control annotations set on the target (``retune.dev/retune``, ...)."""
+    approval: ApprovalMode = ApprovalMode.AUTO
+    """``spec.rollout.approval``: who lets a validated revision out as a canary."""
+    approve: str | None = None
+    """The revision ``retune.dev/approve`` names, when the annotation is set."""
     watch: WatchReading | None = None
     """The retune triggers' readings, when the controller asked for them."""
     canary: CanaryReading | None = None

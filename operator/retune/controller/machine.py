@@ -9,6 +9,10 @@ Phases, in the order a target goes through them::
                 |                    the seed)       failed)        |
                 +---------------- a retune trigger -----------------+
 
+Between Ready and Canary, ``AwaitingApproval``: under ``spec.rollout.approval: manual`` a
+validated revision waits there for a person (:mod:`~retune.controller.approval`); under
+``recommend`` it is published and the target goes Stable.
+
 Beside them: ``Degraded`` (the spec cannot work in this cluster, or a search failed in a way
 only a spec change can fix), ``Paused`` (``spec.retune.paused``). A target waiting for its
 signals (Prometheus down, no data, no node) stays in ``Profiling`` with ``SignalsReady``
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from retune.controller.approval import withdraw
 from retune.controller.canary import drop_rollout
 from retune.controller.decision import Decision
 from retune.controller.draft import DEGRADED, READY, SEARCHING, Draft, backoff, stop_active_work
@@ -160,6 +165,7 @@ def _spec_changed(draft: Draft, previous: int) -> None:
         stop_active_work(draft, "the spec changed")
         drop_rollout(draft, f"the spec changed ({message})", keep_revision=False)
         status.validated_revision = None
+        withdraw(draft)
         draft.event("SpecChanged", f"{message}: a new search starts")
         status.last_retune_reason = f"the spec changed ({message})"
         status.last_retune_trigger = "SpecChanged"

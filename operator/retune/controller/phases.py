@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from retune.controller.approval import awaiting_approval, settled
 from retune.controller.canary import canary_step, start_rollout
 from retune.controller.decision import (
     Decision,
@@ -40,7 +41,7 @@ from retune.controller.facts import (
 )
 from retune.controller.triggers import RETUNE_TRIGGERS, watch
 from retune.rollout.revisions import revision_name
-from retune.spec import LedgerStatus, Phase, SearchStatus, ValidationStatus
+from retune.spec import LedgerStatus, Phase, ScorePair, SearchStatus, ValidationStatus
 
 REQUEUE_ACTIVE = 3.0
 """Seconds between reconciles while a worker runs (progress reaches the status this often)."""
@@ -61,7 +62,9 @@ def by_phase(draft: Draft) -> Decision:
         Phase.SEARCHING: _searching,
         Phase.VALIDATING: _validating,
         Phase.READY: start_rollout,
+        Phase.AWAITING_APPROVAL: awaiting_approval,
         Phase.CANARY: canary_step,
+        Phase.STABLE: settled,
     }
     for _ in range(_MAX_HOPS):
         decision = handlers.get(draft.status.phase, watch)(draft)
@@ -280,6 +283,10 @@ def _validation_finished(draft: Draft, outcome: ValidationOutcome) -> Decision:
         candidate_score=report.candidate_score,
         stable_score=report.stable_score,
         improvement=report.improvement,
+        subscores={
+            name: ScorePair(candidate=ours, stable=theirs)
+            for name, (ours, theirs) in report.subscores.items()
+        },
         reasons=list(report.reasons),
         finished_at=draft.now,
     )

@@ -125,6 +125,19 @@ class Cluster:
         )
         return list(_json(response)["items"])
 
+    def target(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """An OptimizationTarget, or None if it does not exist."""
+        try:
+            return dict(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        except ApiException as error:
+            if _absent(error):
+                return None
+            raise
+
     def replace_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Write the whole status (a JSON patch on the status subresource, so keys the
         status no longer has are removed, not merged)."""

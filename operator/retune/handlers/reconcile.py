@@ -52,6 +52,7 @@ from retune.handlers.metrics import Health, OperatorMetrics
 from retune.handlers.workers import Key, Workers
 from retune.rollout import (
     ABORT_ANNOTATION,
+    APPROVE_ANNOTATION,
     PAUSE_ANNOTATION,
     PROMOTE_ANNOTATION,
     RETUNE_ANNOTATION,
@@ -74,8 +75,16 @@ from retune.spec import (
 log = logging.getLogger(__name__)
 
 _NO_DIGESTS = SpecDigests(signals="", search="", budget="")
-CONTROL_ANNOTATIONS = (ABORT_ANNOTATION, PROMOTE_ANNOTATION, PAUSE_ANNOTATION, RETUNE_ANNOTATION)
+CONTROL_ANNOTATIONS = (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    PAUSE_ANNOTATION,
+    RETUNE_ANNOTATION,
+    APPROVE_ANNOTATION,
+)
 _MAX_PASSES = 4
+# Phases that watch the retune triggers (a revision waiting for approval watches too).
+_WATCHING = (Phase.STABLE, Phase.AWAITING_APPROVAL)
 # Carried out before the status is written: a revision is recorded only once it exists, a
 # dropped rollout only once its canary is gone, a new worker only after the old one stopped.
 _BEFORE_STATUS = (StopWork, PublishRevision, RemoveCanary)
@@ -131,6 +140,14 @@ def controls_of(body: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(key for key in CONTROL_ANNOTATIONS if is_set(annotations, key))
 
 
+def approval_of(body: Mapping[str, Any]) -> str | None:
+    """The revision ``retune.dev/approve`` names, if the annotation is set."""
+    annotations = annotations_of(body)
+    if not is_set(annotations, APPROVE_ANNOTATION):
+        return None
+    return str(annotations[APPROVE_ANNOTATION]).strip()
+
+
 def status_of(body: Mapping[str, Any]) -> TargetStatus:
     """The status as the API has it (an unreadable one counts as none)."""
     try:
@@ -164,7 +181,7 @@ class TargetLoop:
         # them with the rest of the spec, so that a target Degraded by a missing key stays
         # so (rather than recovering to Stable until its next retune) and a running search
         # or rollout sees a deleted Secret as before.
-        keys_deferred = target is not None and not paused and status.phase is Phase.STABLE
+        keys_deferred = target is not None and not paused and status.phase in _WATCHING
         # The workload Deployment, read once for the spec check and the readings after it.
         workload: Workload | None = None
         if target is not None and not paused:
@@ -185,12 +202,14 @@ class TargetLoop:
             work=context.workers.report(self.key),
             max_concurrent_searches=context.workers.limit,
             controls=controls_of(body),
+            approve=approval_of(body),
         )
         if target is not None:
             spec = target.spec
             facts = replace(
                 facts,
                 retune=spec.retune,
+                approval=spec.rollout.approval,
                 slos=tuple(spec.slos),
                 profile_interval=float(spec.profile.interval_seconds),
             )

@@ -16,6 +16,7 @@ from retune.rollout.apps import DeploymentApi, KubeDeploymentApi
 from retune.rollout.canary import CanaryRunner, Tick
 from retune.rollout.controls import (
     ABORT_ANNOTATION,
+    APPROVE_ANNOTATION,
     PAUSE_ANNOTATION,
     PROMOTE_ANNOTATION,
     RETUNE_ANNOTATION,
@@ -45,6 +46,7 @@ from retune.rollout.template import TRACK_LABEL, canary_replicas
 
 __all__ = [
     "ABORT_ANNOTATION",
+    "APPROVE_ANNOTATION",
     "PAUSE_ANNOTATION",
     "POLICY_REVISION_ANNOTATION",
     "PROMOTE_ANNOTATION",

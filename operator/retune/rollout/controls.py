@@ -9,6 +9,8 @@ or the empty string counts as unset, so a control can also be switched off in pl
 - ``retune.dev/pause``: hold the canary at its current share: no analysis, no step; the
   step's interval keeps running, so the analysis is due as soon as the pause is lifted.
 - ``retune.dev/retune``: start a new search now (read by the controller, not here).
+- ``retune.dev/approve=<revision>``: under ``spec.rollout.approval: manual``, roll the
+  waiting revision out; the value must name it (read by the controller, not here).
 
 Abort wins over promote, and both over pause. Abort and promote are one-shot: the caller
 removes them once acted upon (:attr:`~retune.rollout.canary.Tick.consumed`), so they do
@@ -28,6 +30,8 @@ PAUSE_ANNOTATION = "retune.dev/pause"
 """Hold the canary in flight at its current share until the annotation is removed."""
 RETUNE_ANNOTATION = "retune.dev/retune"
 """Start a new search now (the controller's; defined here beside the others)."""
+APPROVE_ANNOTATION = "retune.dev/approve"
+"""Approve the revision it names for rollout (the controller's; one-shot)."""
 
 _OFF = frozenset({"", "false", "0", "no", "off"})
 

@@ -20,7 +20,8 @@ class ValidationReport(BaseModel):
     candidate_score: float | None
     stable_score: float | None
     improvement: float | None  # relative to |stable score|
-    # required subscore name -> (candidate, stable)
+    # subscore name -> (candidate, stable): every subscore both reported, the required
+    # ones among them (the evidence a person approving a revision reads)
     subscores: dict[str, tuple[float, float]] = Field(default_factory=dict)
     reasons: list[str] = Field(default_factory=list)
 
@@ -92,6 +93,10 @@ def validate(
             reasons.append(
                 f"worse than the stable policy on required subscore {name!r}: {ours:.4f} < {theirs:.4f}"
             )
+    for name in sorted(set(candidate.result.subscores) & set(stable.result.subscores)):
+        subscores.setdefault(
+            name, (candidate.result.subscores[name], stable.result.subscores[name])
+        )
     return ValidationReport(
         passed=not reasons,
         candidate_score=candidate.result.score,

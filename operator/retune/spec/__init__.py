@@ -25,6 +25,7 @@ from retune.spec.policy import (
 from retune.spec.rollout import (
     ANALYSIS_PLACEHOLDERS,
     AnalysisQuery,
+    ApprovalMode,
     DriftSpec,
     RetuneSpec,
     RolloutSpec,
@@ -52,6 +53,7 @@ from retune.spec.signals import (
 )
 from retune.spec.status import (
     HISTORY_LIMIT,
+    ApprovalStatus,
     ClockStatus,
     Condition,
     ConditionStatus,
@@ -61,6 +63,7 @@ from retune.spec.status import (
     Phase,
     RolloutRecord,
     RolloutStatus,
+    ScorePair,
     SearchStatus,
     SLOStatus,
     TargetStatus,
@@ -98,6 +101,8 @@ __all__ = [
     "VOLATILE_LABEL_KEYS",
     "AnalysisQuery",
     "ApiKeySource",
+    "ApprovalMode",
+    "ApprovalStatus",
     "ArchiveSpec",
     "BudgetSpec",
     "BurnRateWindow",
@@ -130,6 +135,7 @@ __all__ = [
     "RolloutSpec",
     "RolloutStatus",
     "SLOStatus",
+    "ScorePair",
     "SearchSpec",
     "SearchStatus",
     "SpecModel",

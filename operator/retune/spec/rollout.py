@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -53,8 +54,25 @@ class AnalysisQuery(SpecModel):
         return within(value, self.threshold, self.comparison)
 
 
+class ApprovalMode(StrEnum):
+    """Who decides that a validated revision goes out as a canary."""
+
+    AUTO = "auto"
+    """retune does: every validated winner is rolled out."""
+    MANUAL = "manual"
+    """A person does: the revision waits (phase ``AwaitingApproval``) until the target is
+    annotated ``retune.dev/approve=<revision>``."""
+    RECOMMEND = "recommend"
+    """Nobody here: the revision and its evidence are published (``status.approval``, an
+    Event, ``retune export``), never rolled out."""
+
+
 class RolloutSpec(SpecModel):
     """The replica-share canary that rolls a validated winner out."""
+
+    approval: ApprovalMode = ApprovalMode.AUTO
+    """``auto`` rolls validated winners out; ``manual`` waits for
+    ``retune.dev/approve=<revision>``; ``recommend`` publishes them and never rolls out."""
 
     steps: list[int] = Field(default=[10, 25, 50], min_length=1, max_length=20)
     """Canary share of the replicas at each step, in percent, increasing."""

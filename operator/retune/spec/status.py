@@ -22,6 +22,7 @@ class Phase(StrEnum):
     SEARCHING = "Searching"
     VALIDATING = "Validating"
     READY = "Ready"
+    AWAITING_APPROVAL = "AwaitingApproval"
     CANARY = "Canary"
     STABLE = "Stable"
     DEGRADED = "Degraded"
@@ -128,6 +129,15 @@ class SearchStatus(StatusModel):
     """How many elites of the previous archive it re-scores first."""
 
 
+class ScorePair(StatusModel):
+    """A score of the candidate beside the stable policy's, on the same held-out seeds."""
+
+    candidate: float
+    """The candidate's."""
+    stable: float
+    """The stable policy's."""
+
+
 class ValidationStatus(StatusModel):
     """The last validation: the best candidate against the stable policy on held-out seeds."""
 
@@ -142,10 +152,41 @@ class ValidationStatus(StatusModel):
     """The stable policy's mean held-out score."""
     improvement: float | None = None
     """Relative improvement of the candidate over the stable policy (0.05 = 5 %)."""
+    subscores: dict[str, ScorePair] = {}
+    """Per subscore both programs reported, the candidate's and the stable's mean."""
     reasons: list[str] = []
     """Why it did not pass."""
     finished_at: datetime | None = None
     """When the validation ended."""
+
+
+class ApprovalStatus(StatusModel):
+    """The latest validated revision under ``spec.rollout.approval`` ``manual`` or
+    ``recommend``, and the evidence a person decides on."""
+
+    mode: Literal["manual", "recommend"]
+    """The approval mode it was held under."""
+    state: Literal["Waiting", "Approved", "Recommended"]
+    """``Waiting`` for ``retune.dev/approve=<revision>``; ``Approved`` (then rolled out as
+    a canary); ``Recommended``: published, never rolled out."""
+    revision: str
+    """The validated revision (an immutable ConfigMap)."""
+    stable_revision: str | None = None
+    """The revision it was validated against; unset for the seed policy."""
+    candidate: str | None = None
+    """The candidate the revision holds."""
+    candidate_score: float | None = None
+    """Its mean held-out score."""
+    stable_score: float | None = None
+    """The stable policy's mean held-out score."""
+    improvement: float | None = None
+    """Relative improvement over the stable policy (0.05 = 5 %)."""
+    subscores: dict[str, ScorePair] = {}
+    """Per subscore, the candidate's and the stable's held-out means."""
+    since: datetime | None = None
+    """When it was held (or published)."""
+    approved_at: datetime | None = None
+    """When ``retune.dev/approve`` named it."""
 
 
 class RolloutStatus(StatusModel):
@@ -286,6 +327,8 @@ class TargetStatus(StatusModel):
     """The last validation."""
     rollout: RolloutStatus | None = None
     """The rollout in flight, if any."""
+    approval: ApprovalStatus | None = None
+    """The latest revision held for approval or recommended (``spec.rollout.approval``)."""
     history: list[RolloutRecord] = []
     """The last finished rollouts, newest last."""
     last_retune_time: datetime | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -253,6 +254,16 @@ def test_an_evaluation_pod_runs_the_evaluator_image_hardened_and_scores_as_local
     assert pods and all(p.spec.node_name == REAL_NODE for p in pods)
     terminated = pods[0].status.container_statuses[0].state.terminated
     assert terminated.exit_code == 0 and terminated.message  # the result came back this way
+    # The harness says which isolation layers took inside the hardened pod (docs/sandbox.md)
+    log = client.CoreV1Api(cluster.api()).read_namespaced_pod_log(
+        pods[0].metadata.name, restricted
+    )
+    line = next(x for x in log.splitlines() if x.startswith("retune-evaluate: isolation "))
+    isolation = json.loads(line.removeprefix("retune-evaluate: isolation "))
+    assert "error" not in isolation, isolation
+    print(f"isolation in the evaluation pod: {isolation}")
+    # RuntimeDefault seccomp refuses unshare without CAP_SYS_ADMIN: no namespace of its own
+    assert isolation.get("network") == "none", isolation
 
 
 def test_an_evaluation_pod_over_its_memory_limit_is_oomkilled_and_its_candidates_fail_so(
@@ -318,3 +329,21 @@ def test_a_host_record_undoes_what_a_node_changes() -> None:
     assert not os.path.ismount(workdir / "mnt") and not workdir.exists()
     time.sleep(0.2)
     assert sleeper.poll() is not None
+
+
+def test_a_second_session_cannot_take_the_node_while_this_one_holds_it(
+    real_node: KubeletNode,
+) -> None:
+    # Another test run on this host would try the same lock before touching the host.
+    from tests.cluster.node import LOCK_FILE
+
+    probe = (
+        "import fcntl, sys\n"
+        f"lock = open({str(LOCK_FILE)!r}, 'a')\n"
+        "try:\n"
+        "    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except BlockingIOError:\n"
+        "    sys.exit(3)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], check=False)
+    assert result.returncode == 3, "the node lock is free while a node runs"

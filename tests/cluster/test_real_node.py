@@ -255,9 +255,7 @@ def test_an_evaluation_pod_runs_the_evaluator_image_hardened_and_scores_as_local
     terminated = pods[0].status.container_statuses[0].state.terminated
     assert terminated.exit_code == 0 and terminated.message  # the result came back this way
     # The harness says which isolation layers took inside the hardened pod (docs/sandbox.md)
-    log = client.CoreV1Api(cluster.api()).read_namespaced_pod_log(
-        pods[0].metadata.name, restricted
-    )
+    log = client.CoreV1Api(cluster.api()).read_namespaced_pod_log(pods[0].metadata.name, restricted)
     line = next(x for x in log.splitlines() if x.startswith("retune-evaluate: isolation "))
     isolation = json.loads(line.removeprefix("retune-evaluate: isolation "))
     assert "error" not in isolation, isolation

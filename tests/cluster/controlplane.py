@@ -20,7 +20,6 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import yaml
 from kubernetes import client, config
@@ -35,7 +34,7 @@ from tests.cluster.nodes import (
     node_manifest,
     pool_labels,
 )
-from tests.cluster.pki import ClusterPKI, create_pki
+from tests.cluster.pki import ClusterPKI, create_pki, kubeconfig
 from tests.cluster.processes import ManagedProcess, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,21 +63,6 @@ def _free_port(taken: set[int]) -> int:
         if port not in taken:
             taken.add(port)
             return port
-
-
-def _kubeconfig(server: str, ca: Path, user: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": "retune-test", "cluster": {"server": server, "certificate-authority": str(ca)}}
-        ],
-        "users": [{"name": "user", "user": user}],
-        "contexts": [
-            {"name": "retune-test", "context": {"cluster": "retune-test", "user": "user"}}
-        ],
-        "current-context": "retune-test",
-    }
 
 
 class ControlPlane:
@@ -245,7 +229,7 @@ class ControlPlane:
         for name, cert in self.pki.clients.items():
             user = {"client-certificate": str(cert.cert), "client-key": str(cert.key)}
             paths[name] = directory / f"{name}.yaml"
-            paths[name].write_text(yaml.safe_dump(_kubeconfig(self.server, self.pki.ca_cert, user)))
+            paths[name].write_text(yaml.safe_dump(kubeconfig(self.server, self.pki.ca_cert, user)))
         return paths
 
     def _etcd_args(self, client_port: int, peer_port: int) -> list[str]:
@@ -350,7 +334,7 @@ class ControlPlane:
         assert self.pki is not None
         path = self.kubeconfig.parent / f"serviceaccount-{namespace}-{name}.yaml"
         user = {"token": self.serviceaccount_token(namespace, name)}
-        path.write_text(yaml.safe_dump(_kubeconfig(self.server, self.pki.ca_cert, user)))
+        path.write_text(yaml.safe_dump(kubeconfig(self.server, self.pki.ca_cert, user)))
         return path
 
     # -- nodes ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from tests.cluster.host import STATE_DIR, HostRecord, restore, restore_recorded
+from tests.cluster.pki import kubeconfig
 from tests.cluster.processes import ManagedProcess, wait_until
 
 POD_SUBNET = "10.244.0.0/24"
@@ -334,20 +335,8 @@ state = "{root / "state"}"
 
     def _kubeconfig(self, name: str, cert: tuple[Path, Path]) -> Path:
         path = self.workdir / f"{name}.kubeconfig"
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {"name": "test", "cluster": {"server": self.server, "certificate-authority": str(self.ca_cert)}}
-                    ],
-                    "users": [{"name": name, "user": {"client-certificate": str(cert[0]), "client-key": str(cert[1])}}],
-                    "contexts": [{"name": "test", "context": {"cluster": "test", "user": name}}],
-                    "current-context": "test",
-                }
-            )
-        )  # fmt: skip
+        user = {"client-certificate": str(cert[0]), "client-key": str(cert[1])}
+        path.write_text(yaml.safe_dump(kubeconfig(self.server, self.ca_cert, user)))
         return path
 
     def _kubelet_args(self, kubeconfig: Path) -> list[str]:

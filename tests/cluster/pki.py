@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _DAYS = "30"
 
@@ -121,3 +122,20 @@ def create_pki(
         sa_public_key=sa_public,
         clients=clients,
     )
+
+
+def kubeconfig(server: str, ca: Path, user: dict[str, str]) -> dict[str, Any]:
+    """A kubeconfig document for one identity (``user``: client certificate and key, or a
+    token) against the test API server."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "retune-test", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
+        "users": [{"name": "user", "user": user}],
+        "contexts": [
+            {"name": "retune-test", "context": {"cluster": "retune-test", "user": "user"}}
+        ],
+        "current-context": "retune-test",
+    }

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from tests.cluster.host import STATE_DIR, HostRecord, restore, restore_recorded
+from tests.cluster.host import RECORD_FILE, STATE_DIR, HostRecord, restore, restore_recorded
 from tests.cluster.pki import kubeconfig
 from tests.cluster.processes import ManagedProcess, wait_until
 
@@ -172,7 +172,7 @@ class KubeletNode:
         self.processes.clear()
         problems = restore(self._record) if self._record is not None else []
         if not problems:
-            (STATE_DIR / "host-record.json").unlink(missing_ok=True)
+            RECORD_FILE.unlink(missing_ok=True)
         self._record = None
         self._release_lock()
         return problems

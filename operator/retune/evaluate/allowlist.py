@@ -30,6 +30,8 @@ import ast
 import builtins
 from dataclasses import dataclass
 
+from retune.evaluate import syntax
+
 MAX_CODE_CHARS = 65_536
 MAX_NODES = 20_000
 MAX_DEPTH = 100
@@ -158,7 +160,7 @@ def check_policy(code: str, entrypoint: str) -> list[Rejection]:
         reason = f"the policy is {len(code)} characters long; the limit is {MAX_CODE_CHARS}"
         return [Rejection(1, 0, reason)]
     try:
-        tree = ast.parse(code, filename="<policy>", mode="exec")
+        tree = syntax.parse(code, filename="<policy>")
     except SyntaxError as exc:
         line, col = exc.lineno or 1, max((exc.offset or 1) - 1, 0)
         return [Rejection(line, col, f"syntax error: {exc.msg}", syntax=True)]

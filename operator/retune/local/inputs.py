@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from retune.evaluate import syntax
 from retune.evaluate.contract import EvaluationContext
 from retune.evaluate.sandbox import precheck
 from retune.local.tiers import EXAMPLE_TIER, TierOption, resolve_tiers
@@ -169,7 +170,7 @@ def _evaluator_path(spec: TargetSpec, base: Path) -> Path:
         )
     path = (base / spec.evaluator.module).resolve()
     try:
-        tree = ast.parse(read_utf8(path, "spec.evaluator.module"), filename=str(path))
+        tree = syntax.parse(read_utf8(path, "spec.evaluator.module"), filename=str(path))
     except RecursionError as exc:
         raise RunError(f"spec.evaluator.module: {path} is nested too deeply to read") from exc
     except SyntaxError as exc:

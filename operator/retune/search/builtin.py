@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from retune.evaluate import syntax
 from retune.search.mutation import (
     DuplicateCheck,
     MutationKind,
@@ -64,7 +65,7 @@ class BuiltinMutator:
     def mutate(self, request: MutationRequest, is_duplicate: DuplicateCheck) -> MutationResult:
         rng = random.Random(request.seed)
         try:
-            tree = ast.parse(request.parent_code)
+            tree = syntax.parse(request.parent_code)
         except SyntaxError as exc:
             return MutationResult(failure=f"parent does not parse: {exc.msg}")
         edits = {

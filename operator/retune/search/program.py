@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import hashlib
 
+from retune.evaluate import syntax
+
 STRUCTURAL_FEATURES = ("loops", "branches", "depth", "math_ops", "calls", "size")
 
 
@@ -54,7 +56,7 @@ def normalised_hash(code: str) -> str:
     """A hash equal for programs that differ only in comments, layout, docstrings or
     local variable names. Code that does not parse hashes its raw text."""
     try:
-        tree = _Normaliser().visit(ast.parse(code))
+        tree = _Normaliser().visit(syntax.parse(code))
         canonical = ast.dump(tree, annotate_fields=False, include_attributes=False)
     except (SyntaxError, ValueError, RecursionError, MemoryError):  # too deep for the parser
         canonical = "unparsed:" + code
@@ -64,7 +66,7 @@ def normalised_hash(code: str) -> str:
 def structural_features(code: str) -> dict[str, float]:
     """Counts describing a program's shape, used as archive descriptors."""
     try:
-        tree = ast.parse(code)
+        tree = syntax.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return dict.fromkeys(STRUCTURAL_FEATURES, 0.0)
     loops = branches = math_ops = calls = size = 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import builtins
 
+from retune.evaluate import syntax
 from retune.evaluate.allowlist import (
     ALLOWED_MODULES,
     SAFE_BUILTIN_NAMES,
@@ -30,7 +31,7 @@ from retune.evaluate.allowlist import (
 def drop_unused_foreign_imports(code: str) -> str:
     """``code`` without top-level imports of refused modules whose names it never uses."""
     try:
-        tree = ast.parse(code)
+        tree = syntax.parse(code)
     except (SyntaxError, ValueError):
         return code
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
@@ -59,7 +60,7 @@ def merge_fragment(fragment: str, parent_code: str, entrypoint: str) -> str | No
     redefines the parent's helpers without the entrypoint (an answer that holds just the
     changed functions). Else ``None``."""
     try:
-        piece, whole = ast.parse(fragment), ast.parse(parent_code)
+        piece, whole = syntax.parse(fragment), syntax.parse(parent_code)
     except (SyntaxError, ValueError):
         return None
     parent_names = _top_level_names(whole)
@@ -109,7 +110,7 @@ def refusal(code: str, entrypoint: str) -> str | None:
         shown = "; ".join(str(r) for r in rejections[:3])
         more = f" (and {len(rejections) - 3} more)" if len(rejections) > 3 else ""
         return f"refused: the sandbox's allowlist refuses the program: {shown}{more}"
-    missing = undefined_names(ast.parse(code))
+    missing = undefined_names(syntax.parse(code))
     if missing:
         names = ", ".join(f"`{name}`" for name in sorted(missing))
         return (

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from retune.evaluate import syntax
 from retune.search.llm.amend import drop_unused_foreign_imports, merge_fragment, refusal
 
 _SEARCH = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")
@@ -344,7 +345,7 @@ def _validated(
 def check_program(code: str, entrypoint: str, signature: str = "") -> str | None:
     """Why ``code`` is not a usable policy program, or ``None`` if it is."""
     try:
-        tree = ast.parse(code)
+        tree = syntax.parse(code)
     except (SyntaxError, ValueError) as error:
         line = getattr(error, "lineno", None)
         where = f"line {line}: " if line else ""
@@ -370,7 +371,7 @@ def _expected_arity(signature: str, entrypoint: str) -> int | None:
     if text.startswith("("):
         text = entrypoint + text
     try:
-        tree = ast.parse(f"def {text}:\n    pass\n")
+        tree = syntax.parse(f"def {text}:\n    pass\n")
     except SyntaxError:
         return None  # a free-form signature: nothing to check against
     node = tree.body[0]
@@ -386,14 +387,14 @@ def _accepts(args: ast.arguments, count: int) -> bool:
 
 def _same_program(code: str, parent_code: str) -> bool:
     try:
-        return ast.dump(ast.parse(code)) == ast.dump(ast.parse(parent_code))
+        return ast.dump(syntax.parse(code)) == ast.dump(syntax.parse(parent_code))
     except SyntaxError:
         return False
 
 
 def _parses(code: str) -> bool:
     try:
-        ast.parse(code)
+        syntax.parse(code)
     except (SyntaxError, ValueError):
         return False
     return True

@@ -53,19 +53,27 @@ def test_names_scope_and_subresources() -> None:
     assert served["subresources"] == {"status": {}}
 
 
-def test_printer_columns() -> None:
-    columns = {c["name"]: (c["type"], c["jsonPath"]) for c in version()["additionalPrinterColumns"]}
-    assert columns == {
+def test_printer_columns_say_whether_a_target_is_fine_and_what_it_does() -> None:
+    columns = version()["additionalPrinterColumns"]
+    shown = {c["name"]: (c["type"], c["jsonPath"]) for c in columns if not c.get("priority")}
+    assert shown == {
         "Phase": ("string", ".status.phase"),
+        "Ready": ("string", '.status.conditions[?(@.type=="Ready")].status'),
         "Best": ("number", ".status.bestScore"),
-        "Stable": ("string", ".status.stableRevision"),
-        "Hardware": ("string", ".status.hardwareFingerprint"),
+        "Stable": ("number", ".status.stableScore"),
+        "Canary": ("integer", ".status.rollout.share"),
         "Age": ("date", ".metadata.creationTimestamp"),
     }
-    for column in version()["additionalPrinterColumns"]:
-        field = column["jsonPath"].split(".")[-1]
-        if column["jsonPath"].startswith(".status."):
-            assert field in root_schema()["properties"]["status"]["properties"]
+    wide = [c["name"] for c in columns if c.get("priority")]  # kubectl get -o wide
+    assert wide == ["Revision", "Hardware"]
+    for column in columns:
+        path = column["jsonPath"]
+        if not path.startswith(".status."):
+            continue
+        node = root_schema()["properties"]["status"]
+        for part in re.sub(r"\[\?.*?\]", "", path).split(".")[2:]:
+            node = node["items"] if node.get("type") == "array" else node
+            node = node["properties"][part]  # every column reads a field the status has
 
 
 def test_required_fields_enums_bounds_and_durations() -> None:

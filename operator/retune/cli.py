@@ -11,6 +11,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from retune import __version__
+
 if TYPE_CHECKING:
     from retune.local.run import RunOptions
     from retune.local.tiers import TierOption
@@ -105,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Keep a deployment's policy tuned to its own workload and hardware.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser(
@@ -182,11 +185,23 @@ def _parser() -> argparse.ArgumentParser:
         help="evaluation Jobs in flight over all targets (default 16)",
     )
     operator.add_argument("--kubeconfig", help="a kubeconfig (default: in-cluster, $KUBECONFIG)")
+    operator.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one JSON object a line, with the target's namespace and name under `k8s` "
+        "(default text)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "operator" and args.log_format == "json":
+        import kopf
+
+        kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON, log_refkey="k8s")
+        return _operator(args)
     quiet = logging.INFO if args.command == "operator" else logging.WARNING
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else quiet,

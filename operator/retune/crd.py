@@ -37,9 +37,41 @@ HEADER = (
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Best", "type": "number", "jsonPath": ".status.bestScore"},
-    {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
-    {"name": "Hardware", "type": "string", "jsonPath": ".status.hardwareFingerprint"},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
+    {
+        "name": "Best",
+        "type": "number",
+        "jsonPath": ".status.bestScore",
+        "description": "Score of the best candidate the current (or last) search found",
+    },
+    {
+        "name": "Stable",
+        "type": "number",
+        "jsonPath": ".status.stableScore",
+        "description": "Held-out score of the policy the workload runs",
+    },
+    {
+        "name": "Canary",
+        "type": "integer",
+        "jsonPath": ".status.rollout.share",
+        "description": "Replica share of the canary in flight, in percent",
+    },
+    {
+        "name": "Revision",
+        "type": "string",
+        "jsonPath": ".status.stableRevision",
+        "priority": 1,
+    },
+    {
+        "name": "Hardware",
+        "type": "string",
+        "jsonPath": ".status.hardwareFingerprint",
+        "priority": 1,
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

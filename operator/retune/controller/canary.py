@@ -144,6 +144,8 @@ def _take(draft: Draft, tick: Tick) -> Decision | None:
     status.phase = Phase.STABLE
     if record.outcome == "Promoted":
         status.stable_revision = record.revision
+        if record.score is not None:
+            status.stable_score = record.score
         draft.event(tick.reason, f"{record.revision} promoted: {message}")
         draft.condition(CANARY_PROGRESSING, False, "Promoted", message)
         draft.condition(READY, True, "Promoted", f"{record.revision} is the stable policy")

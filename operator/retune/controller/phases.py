@@ -149,7 +149,7 @@ def _profiling(draft: Draft) -> Decision:
     draft.event("SearchStarted", started)
     draft.act(_start_search(status.search, signals.profile, signals.hardware, resume=False))
     draft.condition(SEARCHING, True, "Started", "the search started")
-    draft.condition(READY, False, "Searching", "searching for a better policy")
+    _ready_while_busy(draft, "Searching", "searching for a better policy")
     return draft.decision(REQUEUE_ACTIVE)
 
 
@@ -170,7 +170,7 @@ def _searching(draft: Draft) -> Decision:
             "SearchResumed", f"resuming the search from its checkpoint ({done} evaluations done)"
         )
         draft.condition(SEARCHING, True, "Resuming", f"resuming from {done} evaluations")
-        draft.condition(READY, False, "Searching", "searching for a better policy")
+        _ready_while_busy(draft, "Searching", "searching for a better policy")
         return draft.decision(REQUEUE_ACTIVE)
     if work.state is WorkState.FAILED:
         return _work_failed(draft, work)
@@ -184,8 +184,22 @@ def _searching(draft: Draft) -> Decision:
     if work.state is WorkState.FINISHED and work.search is not None:
         return _search_finished(draft, work.search)
     draft.condition(SEARCHING, True, "InProgress", _progress_message(draft, work))
-    draft.condition(READY, False, "Searching", "searching for a better policy")
+    _ready_while_busy(draft, "Searching", "searching for a better policy")
     return draft.decision(REQUEUE_ACTIVE)
+
+
+def _ready_while_busy(draft: Draft, reason: str, message: str) -> None:
+    """Ready while a search or its validation runs: True when a stable policy serves (the
+    target settled before: a retune, or a promoted revision), so that kstatus and
+    ``kubectl wait --for=condition=Ready`` see a working target; the Searching condition
+    says what runs. False on the first search, before anything settled."""
+    status = draft.status
+    retune = status.search is not None and status.search.trigger in RETUNE_TRIGGERS
+    if status.stable_revision is None and not retune:
+        draft.condition(READY, False, reason, message)
+        return
+    serving = status.stable_revision or "the seed policy"
+    draft.condition(READY, True, "StableServing", f"{serving} serves; {message}")
 
 
 def _start_search(
@@ -207,7 +221,7 @@ def _queued(draft: Draft, work: WorkReport) -> None:
         f" (at most {limit} at once, --max-concurrent-searches)" if limit else ""
     )
     draft.condition(SEARCHING, False, "Queued", message)
-    draft.condition(READY, False, "Queued", message)
+    _ready_while_busy(draft, "Queued", message)
 
 
 def _progress_message(draft: Draft, work: WorkReport) -> str:
@@ -262,7 +276,7 @@ def _validating(draft: Draft) -> Decision:
             "held-out seeds"
         )
         draft.event("ValidationStarted", message)
-        draft.condition(READY, False, "Validating", message)
+        _ready_while_busy(draft, "Validating", message)
         return draft.decision(REQUEUE_ACTIVE)
     if work.state is WorkState.FAILED:
         return _work_failed(draft, work)
@@ -290,6 +304,8 @@ def _validation_finished(draft: Draft, outcome: ValidationOutcome) -> Decision:
         reasons=list(report.reasons),
         finished_at=draft.now,
     )
+    if report.stable_score is not None:
+        status.stable_score = report.stable_score
     draft.act(ForgetWork())
     draft.work = None
     scores = (

@@ -313,6 +313,9 @@ class TargetStatus(StatusModel):
     """Score of the seed policy, for comparison."""
     best_candidate: str | None = None
     """Identifier of the best candidate found."""
+    stable_score: float | None = None
+    """Held-out score of the policy the workload runs: a promoted revision's validated
+    score, else the stable policy's score in the last validation."""
     validated_revision: str | None = None
     """The latest validated policy revision (an immutable ConfigMap), ready to roll out."""
     stable_revision: str | None = None

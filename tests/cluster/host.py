@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,8 @@ HOST_PATHS = (
     "/opt/cni",
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# How long a restore waits for killed processes to exit and their cgroups to empty.
+KILL_SECONDS = 30.0
 KUBEPODS = "kubepods"
 
 
@@ -194,6 +197,44 @@ def _cgroup_tree(root: Path) -> list[Path]:
     return sorted(tree, key=lambda path: len(path.parts), reverse=True)
 
 
+def _node_processes(record: HostRecord, cgroups: list[Path]) -> list[int]:
+    """Pids of the node still alive: in its kubepods cgroups, or naming its directories."""
+    pids = set()
+    for cgroup in cgroups:
+        for path in _cgroup_tree(cgroup):
+            pids.update(int(pid) for pid in (_read(path / "cgroup.procs") or "").split())
+    pids.update(_processes_with(record.workdir))
+    if record.containerd_socket:
+        pids.update(_processes_with(record.containerd_socket))
+    pids.discard(os.getpid())
+    return sorted(pid for pid in pids if not _is_zombie(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    """A zombie holds no cgroup and no mount: only its parent can reap it."""
+    status = _read(Path(f"/proc/{pid}/stat")) or ""
+    return status.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def _remove_cgroup_tree(root: Path) -> str:
+    """Remove ``root`` and its children, deepest first; a cgroup stays busy for a moment
+    after its last process exits. Returns what could not be removed ("" when done)."""
+    deadline = time.monotonic() + KILL_SECONDS
+    while True:
+        failure = ""
+        for path in _cgroup_tree(root):
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                failure = f"could not remove cgroup {path}: {error}"
+                break
+        if not failure or time.monotonic() > deadline:
+            return failure
+        time.sleep(0.2)
+
+
 def restore(record: HostRecord) -> list[str]:
     """Put the host back as ``record`` found it. Returns what could not be undone."""
     problems: list[str] = []
@@ -201,15 +242,21 @@ def restore(record: HostRecord) -> list[str]:
 
     # 1. Nothing of the node may keep running: its containers (in the kubepods cgroups),
     #    their shims, and the node's own daemons (their command lines name the workdir).
+    #    A killed process leaves its cgroup and its mounts only once it has exited, which
+    #    takes a moment after SIGKILL (longer on a loaded machine, and right after the
+    #    session that owned them was killed, its daemons are still shutting down): kill
+    #    until nothing is left, for up to KILL_SECONDS.
     new_cgroups = [p for p in _kubepods_cgroups() if str(p) not in record.existing_cgroups]
-    for _ in range(3):
-        for cgroup in new_cgroups:
-            for path in _cgroup_tree(cgroup):
-                procs = _read(path / "cgroup.procs") or ""
-                _kill([int(pid) for pid in procs.split()])
-    _kill(_processes_with(workdir))
-    if record.containerd_socket:
-        _kill(_processes_with(record.containerd_socket))
+    deadline = time.monotonic() + KILL_SECONDS
+    while True:
+        alive = _node_processes(record, new_cgroups)
+        if not alive:
+            break
+        if time.monotonic() > deadline:
+            problems.append(f"processes of the node still running after SIGKILL: {alive[:10]}")
+            break
+        _kill(alive)
+        time.sleep(0.2)
 
     # 2. Mounts under the node's directories, deepest first (lazily: a busy one goes when
     #    its last user does).
@@ -259,12 +306,9 @@ def restore(record: HostRecord) -> list[str]:
 
     # 6. cgroups the node created (empty now), deepest first.
     for cgroup in new_cgroups:
-        for path in _cgroup_tree(cgroup):
-            try:
-                path.rmdir()
-            except OSError as error:
-                problems.append(f"could not remove cgroup {path}: {error}")
-                break
+        problem = _remove_cgroup_tree(cgroup)
+        if problem:
+            problems.append(problem)
 
     # 7. Directories: the node's own, and those it created on the host.
     for path in HOST_PATHS:

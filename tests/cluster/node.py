@@ -131,6 +131,7 @@ class KubeletNode:
         leftovers = restore_recorded()  # a previous session that died without cleaning up
         if leftovers:
             raise NodeUnavailable("could not undo a previous node: " + "; ".join(leftovers))
+        self._remove_stray_bridge()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._record = HostRecord.take(self.workdir, BRIDGE, self.socket)
         self._record.save()
@@ -170,9 +171,14 @@ class KubeletNode:
         for process in reversed(self.processes):
             process.stop(timeout=10)
         self.processes.clear()
-        problems = restore(self._record) if self._record is not None else []
-        if not problems:
-            RECORD_FILE.unlink(missing_ok=True)
+        # Only the record this node wrote is its to delete: a start that stopped early (a
+        # previous node that could not be undone) leaves that node's record for the next try.
+        if self._record is not None:
+            problems = restore(self._record)
+            if not problems:
+                RECORD_FILE.unlink(missing_ok=True)
+        else:
+            problems = []
         self._record = None
         self._release_lock()
         return problems
@@ -223,6 +229,15 @@ class KubeletNode:
         process.start()
         self.processes.append(process)
         return process
+
+    def _remove_stray_bridge(self) -> None:
+        """A bridge with the node's gateway address and no record is a node's that lost its
+        record (the host restored by hand, say): it is ours, and would stop the next one."""
+        shown = subprocess.run(
+            ["ip", "-o", "addr", "show", "dev", BRIDGE], capture_output=True, text=True, check=False
+        )
+        if shown.returncode == 0 and f" {HOST_FROM_PODS}/" in shown.stdout:
+            subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
 
     def _make_bridge(self) -> None:
         """The bridge with the gateway address, before any pod: the host's fixed address

@@ -2,8 +2,11 @@
 
 Edits: perturb a constant, swap an arithmetic operator, change a comparison, insert a
 term built from the values the program already computes with, remove a term, wrap an
-expression in ``min``/``max``, turn a return into a conditional. Parameter-only policies
-(a module of ``NAME = number`` assignments) get bounded parameter moves instead.
+expression in ``min``/``max``, turn a return into a conditional. Two more kinds draw on
+what the search knows: constant tuning (``search/tuning.py``) sets all the numbers of
+the parent at once from the scores of the programs sharing its structure, and crossover
+grafts a term of another elite (an inspiration) into the parent. Parameter-only
+policies (a module of ``NAME = number`` assignments) get bounded parameter moves instead.
 Every choice comes from a ``random.Random`` seeded by the request, so the same request
 always gives the same program.
 """
@@ -24,6 +27,7 @@ from retune.search.mutation import (
     MutationRequest,
     MutationResult,
 )
+from retune.search.tuning import tune_constants
 
 _ARITH_SWAPS: dict[type[ast.operator], list[type[ast.operator]]] = {
     ast.Add: [ast.Sub, ast.Mult],
@@ -40,6 +44,10 @@ _COMPARE_SWAPS: dict[type[ast.cmpop], list[type[ast.cmpop]]] = {
     ast.NotEq: [ast.Eq],
 }
 _MAX_ATTEMPTS = 24
+# Shares of ordinary mutations that tune the parent's constants, and that graft a term of
+# an inspiration; the rest are edits.
+TUNE_SHARE = 0.3
+CROSSOVER_SHARE = 0.15
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,18 @@ class BuiltinMutator:
             MutationKind.INIT: (2, 5),
         }
         low, high = edits[request.kind]
+        if request.kind is MutationKind.MUTATE and not self.parameters:
+            draw = rng.random()
+            if draw < TUNE_SHARE:
+                tuned = tune_constants(
+                    tree, request.relatives, rng.getrandbits(32), lambda c: not is_duplicate(c)
+                )
+                if tuned is not None:
+                    return MutationResult(code=tuned[0], description=tuned[1])
+            elif draw < TUNE_SHARE + CROSSOVER_SHARE and request.inspirations:
+                crossed = self._crossover(tree, request, rng)
+                if crossed is not None and not is_duplicate(crossed[0]):
+                    return MutationResult(code=crossed[0], description=crossed[1])
         for _ in range(_MAX_ATTEMPTS):
             if self.parameters:
                 code, described = self._move_parameters(tree, rng, request.kind)
@@ -97,17 +117,49 @@ class BuiltinMutator:
             note = operator(function, rng)
             if note:
                 described.append(note)
-        if not described:
-            return None, []
-        if _uses_math(child) and not _imports_math(child):
-            child.body.insert(0, ast.Import(names=[ast.alias(name="math")]))
-        ast.fix_missing_locations(child)
+        code = _finish(child) if described else None
+        return (code, described) if code is not None else (None, [])
+
+    def _crossover(
+        self, tree: ast.Module, request: MutationRequest, rng: random.Random
+    ) -> tuple[str, str] | None:
+        """The parent with a term of an inspiration's entrypoint added at one of its
+        sites, or put in place of one of its terms."""
+        inspiration = rng.choice(request.inspirations)
         try:
-            code = ast.unparse(child) + "\n"
-            compile(code, "<candidate>", "exec")
-        except (SyntaxError, ValueError, RecursionError):
-            return None, []
-        return code, described
+            donor = _find_function(syntax.parse(inspiration.code), self.entrypoint)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        child = copy.deepcopy(tree)
+        function = _find_function(child, self.entrypoint)
+        if function is None or donor is None:
+            return None
+        # Only terms that read nothing but the entrypoint's own arguments (and math) mean
+        # the same in the parent as in the donor.
+        arguments = {a.arg for a in function.args.args} | {"math"}
+        terms = [
+            node
+            for node in ast.walk(donor)
+            if isinstance(node, ast.BinOp | ast.Call | ast.IfExp)
+            and {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} <= arguments
+            and any(isinstance(n, ast.Name) and n.id != "math" for n in ast.walk(node))
+        ]
+        sites = _numeric_expressions(function)
+        if not terms or not sites:
+            return None
+        term = copy.deepcopy(rng.choice(terms))
+        site = rng.choice(sites)
+        if rng.random() < 0.5 and isinstance(site, ast.BinOp):
+            side = rng.choice(["left", "right"])
+            setattr(site, side, term)
+            described = f"crossover: {ast.unparse(term)[:60]} in place of a term"
+        else:
+            combined = ast.BinOp(copy.deepcopy(site), ast.Add(), term)
+            if not _replace(function, site, combined):
+                return None
+            described = f"crossover: + {ast.unparse(term)[:60]}"
+        code = _finish(child)
+        return (code, described) if code is not None else None
 
     # -- parameter policies ------------------------------------------------------------
     def _move_parameters(
@@ -147,6 +199,20 @@ def _find_function(tree: ast.Module, name: str) -> ast.FunctionDef | None:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             return node
     return None
+
+
+def _finish(child: ast.Module) -> str | None:
+    """An edited tree as source (importing math if it now calls it); None if it does not
+    compile."""
+    if _uses_math(child) and not _imports_math(child):
+        child.body.insert(0, ast.Import(names=[ast.alias(name="math")]))
+    ast.fix_missing_locations(child)
+    try:
+        code = ast.unparse(child) + "\n"
+        compile(code, "<candidate>", "exec")
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    return code
 
 
 def _uses_math(tree: ast.Module) -> bool:

@@ -138,7 +138,8 @@ def test_the_last_passed_step_promotes_and_the_target_is_stable() -> None:
     assert [(r.revision, r.outcome, r.score) for r in done.history] == [
         (revision, "Promoted", 0.53)
     ]
-    assert reasons(decision) == ["CanaryPromoted"]
+    # The promoted winner becomes its context's in the library.
+    assert reasons(decision) == ["CanaryPromoted", "ContextRemembered"]
     assert condition(done, "CanaryProgressing")[:2] == ("False", "Promoted")
     assert condition(done, "Ready")[:2] == ("True", "Promoted")
     assert resume_point(done, DIGESTS) is Phase.STABLE  # a restart does not roll it out again

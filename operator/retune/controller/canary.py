@@ -26,6 +26,7 @@ from retune.controller.draft import (
     replace_stale,
 )
 from retune.controller.facts import CanaryFailure
+from retune.controller.library import rollout_ended
 from retune.rollout.canary import Tick
 from retune.rollout.steps import begin
 from retune.signals.metrics import Value
@@ -156,6 +157,8 @@ def _take(draft: Draft, tick: Tick) -> Decision | None:
         )
         draft.condition(CANARY_PROGRESSING, False, record.outcome, message)
         draft.condition(READY, True, record.outcome, f"the workload keeps {kept}: {message}")
+    if rollout_ended(draft, record):
+        return None  # a recalled winner failed its canary: the retune searches
     return draft.decision(1.0)
 
 

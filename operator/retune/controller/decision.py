@@ -33,10 +33,15 @@ class StartSearch:
 
 @dataclass(frozen=True)
 class StartValidation:
-    """Re-score the checkpoint's best candidate against the stable policy."""
+    """Re-score the checkpoint's best candidate against the stable policy; with
+    ``revision``, that revision's policy instead (a known context's winner, recalled)."""
 
     profile: dict[str, float]
     hardware: dict[str, str]
+    revision: str | None = None
+    """The revision to re-score instead of the checkpoint's best."""
+    stable_revision: str | None = None
+    """The revision it is scored against, with ``revision`` (None: ``spec.policy.seed``)."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class PublishRevision:
 
     name: str
     code: str
-    candidate: int
+    candidate: int | None
     score: float | None
     stable_score: float | None
 

@@ -14,12 +14,15 @@ from retune.controller.decision import (
 )
 from retune.controller.facts import Facts, SearchProgress, WorkReport
 from retune.search.ledger import LedgerState
+from retune.search.validation import ValidationReport
 from retune.spec import (
     ConditionStatus,
     ConditionType,
     LedgerStatus,
     ModelUsageStatus,
+    ScorePair,
     TargetStatus,
+    ValidationStatus,
 )
 
 READY = ConditionType.READY
@@ -165,6 +168,25 @@ def ledger_status(ledger: LedgerState) -> LedgerStatus:
             )
             for name, usage in sorted(ledger.models.items())
         },
+    )
+
+
+def validation_status(
+    report: ValidationReport, candidate: str | None, now: datetime
+) -> ValidationStatus:
+    """A validation's report as the status shows it."""
+    return ValidationStatus(
+        candidate=candidate,
+        passed=report.passed,
+        candidate_score=report.candidate_score,
+        stable_score=report.stable_score,
+        improvement=report.improvement,
+        subscores={
+            name: ScorePair(candidate=ours, stable=theirs)
+            for name, (ours, theirs) in report.subscores.items()
+        },
+        reasons=list(report.reasons),
+        finished_at=now,
     )
 
 

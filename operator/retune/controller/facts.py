@@ -137,7 +137,8 @@ class SearchOutcome:
 class ValidationOutcome:
     """The best candidate re-scored against the stable policy on held-out seeds."""
 
-    candidate: int
+    candidate: int | None
+    """The candidate's index in the search; None for a recalled revision."""
     candidate_code: str
     report: ValidationReport
 

@@ -33,6 +33,7 @@ from retune.controller.canary import drop_rollout
 from retune.controller.decision import Decision
 from retune.controller.draft import DEGRADED, READY, SEARCHING, Draft, backoff, stop_active_work
 from retune.controller.facts import Facts, SpecDigests, WorkKind
+from retune.controller.library import recalling
 from retune.controller.phases import REQUEUE_SETTLED, by_phase
 from retune.rollout.controls import RETUNE_ANNOTATION
 from retune.spec import Phase, TargetStatus
@@ -79,6 +80,8 @@ def resume_point(status: TargetStatus, digests: SpecDigests) -> Phase:
         return Phase.SEARCHING
     if status.rollout is not None:
         return Phase.CANARY
+    if recalling(status):
+        return Phase.VALIDATING
     if not _improved(status):
         return Phase.STABLE
     validation = status.validation

@@ -30,6 +30,7 @@ from retune.controller.draft import (
     replace_stale,
     score,
     stop_active_work,
+    validation_status,
 )
 from retune.controller.facts import (
     SearchOutcome,
@@ -39,9 +40,15 @@ from retune.controller.facts import (
     WorkReport,
     WorkState,
 )
+from retune.controller.library import (
+    recall,
+    recall_validated,
+    recalling,
+    start_recall_validation,
+)
 from retune.controller.triggers import RETUNE_TRIGGERS, watch
 from retune.rollout.revisions import revision_name
-from retune.spec import LedgerStatus, Phase, ScorePair, SearchStatus, ValidationStatus
+from retune.spec import LedgerStatus, Phase, SearchStatus
 
 REQUEUE_ACTIVE = 3.0
 """Seconds between reconciles while a worker runs (progress reaches the status this often)."""
@@ -101,7 +108,7 @@ def _work_failed(draft: Draft, work: WorkReport) -> Decision:
 
 
 # -- the main line ---------------------------------------------------------------------------
-def _profiling(draft: Draft) -> Decision:
+def _profiling(draft: Draft) -> Decision | None:
     signals = draft.facts.signals
     if signals is None:
         return draft.decision(0.0, needs_signals=True)
@@ -123,6 +130,9 @@ def _profiling(draft: Draft) -> Decision:
     if status.last_retune_reason is None:
         status.last_retune_reason = "the target was created"
         status.last_retune_trigger = "Created"
+    draft.event("SignalsRead", read)
+    if recall(draft, signals):
+        return None  # Validating the known context's winner
     retune = status.last_retune_trigger in RETUNE_TRIGGERS
     status.search = SearchStatus(
         started_at=draft.now,
@@ -140,7 +150,6 @@ def _profiling(draft: Draft) -> Decision:
     status.last_retune_time = draft.now
     status.watch = None
     status.phase = Phase.SEARCHING
-    draft.event("SignalsRead", read)
     started = f"searching for a better policy on {signals.summary}"
     if retune:
         origin = status.search.seed_revision or "the seed policy"
@@ -153,7 +162,7 @@ def _profiling(draft: Draft) -> Decision:
     return draft.decision(REQUEUE_ACTIVE)
 
 
-def _searching(draft: Draft) -> Decision:
+def _searching(draft: Draft) -> Decision | None:
     status, work = draft.status, draft.work
     if status.search is None:
         status.phase = Phase.PROFILING
@@ -239,7 +248,7 @@ def _progress_message(draft: Draft, work: WorkReport) -> str:
     return text
 
 
-def _search_finished(draft: Draft, outcome: SearchOutcome) -> Decision:
+def _search_finished(draft: Draft, outcome: SearchOutcome) -> Decision | None:
     status = draft.status
     assert status.search is not None
     draft.apply_progress(outcome.progress)
@@ -264,11 +273,13 @@ def _search_finished(draft: Draft, outcome: SearchOutcome) -> Decision:
     return draft.decision(REQUEUE_READY)
 
 
-def _validating(draft: Draft) -> Decision:
+def _validating(draft: Draft) -> Decision | None:
     status, work = draft.status, draft.work
     if work is not None and work.kind is not WorkKind.VALIDATION:
         replace_stale(draft, work)
         work = None
+    if work is None and recalling(status):
+        return start_recall_validation(draft)
     if work is None:
         draft.act(StartValidation(dict(status.profile), dict(status.hardware)))
         message = (
@@ -288,22 +299,12 @@ def _validating(draft: Draft) -> Decision:
     return draft.decision(REQUEUE_ACTIVE)
 
 
-def _validation_finished(draft: Draft, outcome: ValidationOutcome) -> Decision:
+def _validation_finished(draft: Draft, outcome: ValidationOutcome) -> Decision | None:
+    if recalling(draft.status):
+        return recall_validated(draft, outcome)
     status, report = draft.status, outcome.report
     candidate = candidate_id(outcome.candidate) or "?"
-    status.validation = ValidationStatus(
-        candidate=candidate,
-        passed=report.passed,
-        candidate_score=report.candidate_score,
-        stable_score=report.stable_score,
-        improvement=report.improvement,
-        subscores={
-            name: ScorePair(candidate=ours, stable=theirs)
-            for name, (ours, theirs) in report.subscores.items()
-        },
-        reasons=list(report.reasons),
-        finished_at=draft.now,
-    )
+    status.validation = validation_status(report, candidate, draft.now)
     if report.stable_score is not None:
         status.stable_score = report.stable_score
     draft.act(ForgetWork())

@@ -84,6 +84,15 @@ class SearchStart:
     """Re-score the previous archive's elites first."""
 
 
+@dataclass(frozen=True)
+class RecallValidation:
+    """A known context's winner to validate again, against the stable revision."""
+
+    revision: str
+    stable_revision: str | None
+    """None: against ``spec.policy.seed``."""
+
+
 class _GuardedStore:
     """The checkpoint store, refusing to write once the worker was asked to stop: a stopped
     search must not checkpoint the cancelled evaluations it is unwinding."""
@@ -210,14 +219,12 @@ def _seed_code(settings: JobSettings, inputs: TargetInputs, start: SearchStart) 
     """The program the search starts from: the stable revision's, for a retune; else the
     spec's seed."""
     if start.seed_revision is not None:
-        config_map = settings.cluster.config_map(inputs.namespace, start.seed_revision)
-        file_name = inputs.target.spec.policy.volume.file_name
-        code = ((config_map or {}).get("data") or {}).get(file_name)
+        code = _revision_code(settings, inputs, start.seed_revision)
         if code is not None:
-            return str(code)
+            return code
         raise WorkFailed(
             f"the stable revision {start.seed_revision} (ConfigMap) is gone or has no key "
-            f"{file_name!r}; it is where a retune starts from"
+            f"{inputs.target.spec.policy.volume.file_name!r}; it is where a retune starts from"
         )
     seed_code, problem = read_seed(settings.cluster, inputs.target)
     if seed_code is None:
@@ -227,6 +234,13 @@ def _seed_code(settings: JobSettings, inputs: TargetInputs, start: SearchStart) 
             permanent=True,
         )
     return seed_code
+
+
+def _revision_code(settings: JobSettings, inputs: TargetInputs, revision: str) -> str | None:
+    """The policy a revision ConfigMap holds, if it is there."""
+    config_map = settings.cluster.config_map(inputs.namespace, revision)
+    code = ((config_map or {}).get("data") or {}).get(inputs.target.spec.policy.volume.file_name)
+    return str(code) if code is not None else None
 
 
 def warm_programs(state: EngineState, limit: int) -> list[str]:
@@ -337,25 +351,43 @@ def _resumable(
 
 
 def run_validation(
-    settings: JobSettings, inputs: TargetInputs, handle: WorkerHandle
+    settings: JobSettings,
+    inputs: TargetInputs,
+    handle: WorkerHandle,
+    recall: RecallValidation | None = None,
 ) -> ValidationOutcome:
-    """Re-score the checkpoint's best candidate and the seed side by side on held-out seeds."""
-    store = checkpoint_store(settings, inputs)
-    document = store.load()
-    state = decode_state(document) if document is not None else None
-    if state is None or state.best is None or state.seed_elite is None:
-        raise WorkFailed(
-            f"the search's checkpoint ({store.where}) is gone or holds no result",
-            permanent=True,
+    """Re-score the checkpoint's best candidate and the seed side by side on held-out seeds;
+    with ``recall``, a known context's winner and the stable revision instead."""
+    candidate: int | None
+    if recall is not None:
+        candidate = None
+        candidate_code = _revision_code(settings, inputs, recall.revision)
+        if candidate_code is None:
+            raise WorkFailed(
+                f"the recalled revision {recall.revision} (ConfigMap) is gone", permanent=True
+            )
+        stable_code = _seed_code(
+            settings, inputs, SearchStart(resume=False, seed_revision=recall.stable_revision)
         )
+    else:
+        store = checkpoint_store(settings, inputs)
+        document = store.load()
+        state = decode_state(document) if document is not None else None
+        if state is None or state.best is None or state.seed_elite is None:
+            raise WorkFailed(
+                f"the search's checkpoint ({store.where}) is gone or holds no result",
+                permanent=True,
+            )
+        candidate, candidate_code = state.best.index, state.best.code
+        stable_code = state.seed_elite.code
     evaluator = inputs.target.spec.evaluator
     executor = _executor(settings, inputs, handle)
     try:
         report = validate(
             executor,
             inputs.context(),
-            candidate_code=state.best.code,
-            stable_code=state.seed_elite.code,
+            candidate_code=candidate_code,
+            stable_code=stable_code,
             min_improvement=evaluator.min_improvement,
             required_subscores=list(evaluator.required_subscores),
             seeds=evaluator.holdout_seeds,
@@ -363,6 +395,4 @@ def run_validation(
     finally:
         executor.close()
     handle.check()
-    return ValidationOutcome(
-        candidate=state.best.index, candidate_code=state.best.code, report=report
-    )
+    return ValidationOutcome(candidate=candidate, candidate_code=candidate_code, report=report)

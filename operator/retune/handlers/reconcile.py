@@ -46,7 +46,14 @@ from retune.handlers.gather import (
     read_watch,
     read_workload,
 )
-from retune.handlers.jobs import JobSettings, SearchStart, TargetInputs, run_search, run_validation
+from retune.handlers.jobs import (
+    JobSettings,
+    RecallValidation,
+    SearchStart,
+    TargetInputs,
+    run_search,
+    run_validation,
+)
 from retune.handlers.kube import Cluster
 from retune.handlers.metrics import Health, OperatorMetrics
 from retune.handlers.workers import Key, Workers
@@ -351,9 +358,13 @@ class TargetLoop:
             context.workers.start(self.key, WorkKind.SEARCH, job)
         elif isinstance(action, StartValidation):
             inputs = self._inputs(body, target, action.profile, action.hardware)
-            context.workers.start(
-                self.key, WorkKind.VALIDATION, partial(run_validation, context.jobs, inputs)
+            recall = (
+                RecallValidation(action.revision, action.stable_revision)
+                if action.revision is not None
+                else None
             )
+            validation = partial(run_validation, context.jobs, inputs, recall=recall)
+            context.workers.start(self.key, WorkKind.VALIDATION, validation)
         elif isinstance(action, PublishRevision):
             manifest = revision_manifest(
                 name=action.name,

@@ -287,6 +287,60 @@ class WatchStatus(StatusModel):
     """Since when it has been seen (it counts once it held ``hardwareSettleSeconds``)."""
 
 
+class ContextStatus(StatusModel):
+    """A workload context the library holds a validated winner for."""
+
+    id: str
+    """``<hardware fingerprint>/p-<digest of the quantised profile>``."""
+    hardware_fingerprint: str
+    """The hardware class the winner was tuned and validated on."""
+    hardware_summary: str | None = None
+    """E.g. ``m6i.xlarge/amd64``."""
+    profile: dict[str, float] = {}
+    """The workload profile the winner was tuned on (profiles within
+    ``spec.retune.drift.threshold`` of it belong to this context)."""
+    revision: str
+    """The winner: an immutable policy revision (ConfigMap)."""
+    candidate: str | None = None
+    """The candidate the winner was, in the search that found it."""
+    score: float | None = None
+    """Its score on held-out seeds when it was last validated."""
+    search_digest: str = ""
+    """The digest of the search settings it was found under (only those are recalled)."""
+    recorded_at: datetime | None = None
+    """When it became this context's winner."""
+    last_used_at: datetime | None = None
+    """When it was last promoted here; the least recently used context goes first."""
+    recalls: int = 0
+    """How often it was rolled out again, without a search, on a return to the context."""
+
+
+class RecallStatus(StatusModel):
+    """The latest return to a known context: its winner re-validated, then a canary."""
+
+    context: str
+    """The context's id."""
+    revision: str
+    """The winner being recalled."""
+    retune: int = 0
+    """``status.retunes`` when the recall started (a failed recall is not tried again for
+    the same retune: that retune searches)."""
+    state: Literal["Validating", "Validated", "Promoted", "Failed"] = "Validating"
+    started_at: datetime | None = None
+    message: str = ""
+
+
+class LibraryStatus(StatusModel):
+    """The context library: validated winners kept per workload context."""
+
+    active: str | None = None
+    """The context the workload is in now, when the library knows it."""
+    contexts: list[ContextStatus] = []
+    """The known contexts, most recently recorded last."""
+    recall: RecallStatus | None = None
+    """The latest recall of a context's winner."""
+
+
 class TargetStatus(StatusModel):
     """Status of an OptimizationTarget."""
 
@@ -346,6 +400,8 @@ class TargetStatus(StatusModel):
     """Searches started by a retune trigger since the target was created."""
     watch: WatchStatus | None = None
     """The retune triggers' state, while Stable."""
+    library: LibraryStatus = Field(default_factory=LibraryStatus)
+    """Validated winners per workload context, and which context is active."""
 
     def condition(self, type_: str) -> Condition | None:
         """The condition of ``type_``, if set."""

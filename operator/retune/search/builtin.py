@@ -426,6 +426,33 @@ def _conditional_return(function: ast.FunctionDef, rng: random.Random) -> str | 
     return f"conditional return on {ast.unparse(condition)}"
 
 
+def _conditional_bonus(function: ast.FunctionDef, rng: random.Random) -> str | None:
+    """``return v`` -> ``return v + bonus if term > t else v``: a step added for one
+    class of inputs (objects accessed more than once, say), the shape of most hand-written
+    rules. Thresholds between small integers come up half the time, as counts are common
+    arguments and a threshold no input crosses changes nothing."""
+    returns = [n for n in _nodes(function, ast.Return) if isinstance(n, ast.Return) and n.value]
+    terms = _numeric_terms(function)
+    if not returns or not terms:
+        return None
+    node = rng.choice(returns)
+    assert node.value is not None
+    if rng.random() < 0.5:
+        threshold = rng.choice([0.5, 1.5, 2.5, 4.5])
+    else:
+        threshold = round(10 ** rng.uniform(-1, 3), 3)
+    condition = ast.Compare(
+        left=copy.deepcopy(rng.choice(terms)),
+        ops=[rng.choice([ast.Gt, ast.Lt])()],
+        comparators=[ast.Constant(threshold)],
+    )
+    bonus = ast.Constant(round(10 ** rng.uniform(0, 3.5), 3))
+    shifted = ast.BinOp(copy.deepcopy(node.value), rng.choice([ast.Add, ast.Sub])(), bonus)
+    node.value = ast.IfExp(test=condition, body=shifted, orelse=node.value)
+    sign = "+" if isinstance(shifted.op, ast.Add) else "-"
+    return f"conditional bonus {sign}{bonus.value} on {ast.unparse(condition)}"
+
+
 def _swap_branches(function: ast.FunctionDef, rng: random.Random) -> str | None:
     branches = [
         n for n in _nodes(function, (ast.If, ast.IfExp)) if not isinstance(n, ast.If) or n.orelse
@@ -454,5 +481,6 @@ _OPERATORS: list[Callable[[ast.FunctionDef, random.Random], str | None]] = [
     _remove_term,
     _wrap_bound,
     _conditional_return,
+    _conditional_bonus,
     _swap_branches,
 ]

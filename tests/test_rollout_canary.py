@@ -47,6 +47,7 @@ class FakeDeployments:
     def __init__(self) -> None:
         self.objects: dict[str, Json] = {}
         self.writes: list[tuple[str, str]] = []
+        self.applied: list[Json] = []
         self._counter = itertools.count(1)
 
     def get(self, name: str) -> Json | None:
@@ -70,11 +71,13 @@ class FakeDeployments:
         )
         return self._store("replace", stored)
 
-    def patch(self, name: str, patch: Json) -> Json:
-        current = self._current(name, patch.get("metadata", {}).get("resourceVersion"))
-        merged = _merge(copy.deepcopy(current), patch)
+    def apply(self, body: Json) -> Json:
+        """Server-side apply, as far as these tests need it: lists merged by their keys."""
+        self.applied.append(copy.deepcopy(body))
+        current = self.objects[body["metadata"]["name"]]
+        merged = _apply(copy.deepcopy(current), body)
         merged["metadata"]["generation"] += merged["spec"] != current["spec"]
-        return self._store("patch", merged)
+        return self._store("apply", merged)
 
     def delete(self, name: str, uid: str) -> bool:
         found = self.objects.get(name)
@@ -97,14 +100,23 @@ class FakeDeployments:
         return copy.deepcopy(stored)
 
 
-def _merge(document: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict) or not isinstance(document, dict):
-        return copy.deepcopy(patch)
-    for key, value in patch.items():
-        if value is None:
-            document.pop(key, None)
-        else:
-            document[key] = _merge(document.get(key), value)
+_LIST_KEYS = {"containers": "name", "volumes": "name", "volumeMounts": "mountPath"}
+
+
+def _apply(document: Any, config: Any, key: str | None = None) -> Any:
+    if isinstance(config, list) and key in _LIST_KEYS and isinstance(document, list):
+        by_key = _LIST_KEYS[key]
+        for entry in config:
+            found = next((d for d in document if d.get(by_key) == entry[by_key]), None)
+            if found is None:
+                document.append(copy.deepcopy(entry))
+            else:
+                _apply(found, entry)
+        return document
+    if not isinstance(config, dict) or not isinstance(document, dict):
+        return copy.deepcopy(config)
+    for name, value in config.items():
+        document[name] = _apply(document.get(name), value, name)
     return document
 
 
@@ -323,17 +335,31 @@ def test_a_missing_workload_is_reported_with_the_field() -> None:
         runner.tick(begin("cache-policy-1"), T0)
 
 
-def test_a_stable_changed_meanwhile_is_read_again_before_patching() -> None:
+def test_a_promotion_applies_only_the_fields_retune_owns() -> None:
     api, runner = setup()
-    real_patch = api.patch
-    calls: list[int] = []
-
-    def racing_patch(name: str, patch: Json) -> Json:
-        if not calls:  # someone else writes between our read and our patch
-            calls.append(1)
-            api.objects["cache"]["metadata"]["resourceVersion"] = "other"
-        return real_patch(name, patch)
-
-    api.patch = racing_patch  # type: ignore[method-assign]
     assert runner.deployments.patch_stable("cache-policy-1")
-    assert policy_config_map(api.objects["cache"]["spec"]["template"], VOLUME) == "cache-policy-1"
+    # The workload mounts the volume in "cache"; with no container named in the spec, the
+    # sidecar gets the mount too, and both are in the configuration: nothing else is
+    [applied] = api.applied
+    assert applied == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "cache", "namespace": "shop",
+                     "annotations": {POLICY_REVISION_ANNOTATION: "cache-policy-1"}},
+        "spec": {"template": {
+            "metadata": {"labels": {TRACK_LABEL: "stable"}},
+            "spec": {
+                "containers": [
+                    {"name": "cache",
+                     "volumeMounts": [{"name": "retune-policy", "mountPath": "/etc/p"}]},
+                    {"name": "sidecar",
+                     "volumeMounts": [{"name": "retune-policy", "mountPath": VOLUME.mount_path,
+                                       "readOnly": True}]},
+                ],
+                "volumes": [{"name": "retune-policy", "configMap": {"name": "cache-policy-1"}}],
+            },
+        }},
+    }  # fmt: skip
+    stable = api.objects["cache"]["spec"]["template"]["spec"]
+    assert stable["volumes"][0]["configMap"] == {"name": "cache-policy-1", "defaultMode": 420}
+    assert [c["image"] for c in stable["containers"]] == ["cache:1", "proxy:1"]

@@ -2,7 +2,9 @@
 
 :class:`DeploymentApi` is what :mod:`retune.rollout.deployments` needs, in one namespace;
 :class:`KubeDeploymentApi` implements it with the Kubernetes client (``AppsV1Api``), and
-unit tests with a double. Objects are API JSON (camelCase dicts, read raw so that no field
+unit tests with a double. The user's Deployment is written only by server-side apply as
+:data:`FIELD_MANAGER`, so its owner (a person, Argo CD, Flux) and retune each own their
+fields and the managed fields say which are whose. Objects are API JSON (camelCase dicts, read raw so that no field
 the client's models do not know is lost when one is written back).
 """
 
@@ -17,6 +19,10 @@ from kubernetes.client.rest import ApiException
 REQUEST_TIMEOUT = 30.0
 
 Json = dict[str, Any]
+
+FIELD_MANAGER = "retune"
+"""The field manager of retune's server-side applies to the user's Deployment: what
+GitOps tools are told to leave alone (``docs/gitops.md``)."""
 
 
 class Conflict(RuntimeError):
@@ -38,8 +44,10 @@ class DeploymentApi(Protocol):
         """Replace; ``metadata.resourceVersion`` is a precondition (:class:`Conflict`)."""
         ...
 
-    def patch(self, name: str, patch: Json) -> Json:
-        """JSON merge patch; a ``metadata.resourceVersion`` in it is a precondition."""
+    def apply(self, body: Json) -> Json:
+        """Server-side apply of ``body`` as the field manager :data:`FIELD_MANAGER`, taking
+        over the fields it sets from any other manager: afterwards retune owns exactly the
+        fields in ``body`` (a field it set before and leaves out is removed)."""
         ...
 
     def delete(self, name: str, uid: str) -> bool:
@@ -80,14 +88,16 @@ class KubeDeploymentApi:
             conflict=409,
         )
 
-    def patch(self, name: str, patch: Json) -> Json:
+    def apply(self, body: Json) -> Json:
         return self._write(
             self.apps.patch_namespaced_deployment,
-            name,
+            body["metadata"]["name"],
             self.namespace,
-            patch,
+            body,
             conflict=409,
-            _content_type="application/merge-patch+json",
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
         )
 
     def delete(self, name: str, uid: str) -> bool:

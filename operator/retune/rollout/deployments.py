@@ -9,14 +9,16 @@ beside the stable.
 
 Every operation reads first and writes only what differs, so it can be repeated after a
 crash at any point: the canary is found by name and checked to be this target's, writes
-carry the resourceVersion they were computed from, and a promotion is recorded on the
-stable itself (its policy volume, and the ``retune.dev/policy-revision`` annotation), which
-is what makes a half-done promotion visible to the next attempt.
+to the canary carry the resourceVersion they were computed from, and a promotion is
+recorded on the stable itself (its policy volume, and the ``retune.dev/policy-revision``
+annotation), which is what makes a half-done promotion visible to the next attempt. The
+stable is the user's: it is written by server-side apply of retune's own fields only
+(:func:`stable_apply`), never replaced or merge-patched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,34 +153,24 @@ class Deployments:
     def patch_stable(self, revision: str) -> bool:
         """Point the stable's policy volume at ``revision``, label its pods
         ``retune.dev/track=stable`` and record the revision in an annotation; False when
-        it already was so. The stable's replicas are not touched."""
+        it already was so. The stable's replicas are not touched.
 
-        def change(stable: Json) -> Json | None:
-            template = stable["spec"]["template"]
-            wanted = with_track(
-                with_policy(template, self.target.volume, revision, self.target.workload.container),
-                STABLE_TRACK,
-            )
-            annotations = stable["metadata"].get("annotations") or {}
-            if wanted == template and annotations.get(POLICY_REVISION_ANNOTATION) == revision:
-                return None
-            return {
-                "metadata": {
-                    "resourceVersion": stable["metadata"]["resourceVersion"],
-                    "annotations": {POLICY_REVISION_ANNOTATION: revision},
-                },
-                "spec": {
-                    "template": {
-                        "metadata": {"labels": wanted["metadata"]["labels"]},
-                        "spec": {
-                            "volumes": wanted["spec"]["volumes"],
-                            "containers": wanted["spec"]["containers"],
-                        },
-                    }
-                },
-            }
-
-        return self._patch_stable(change)
+        The write is a server-side apply of :func:`stable_apply` only: the fields retune
+        owns, so an apply of the user's own manifest by another manager leaves them be
+        (or, setting one of them, conflicts with ``retune`` instead of reverting it).
+        """
+        stable = self.stable()
+        template = stable["spec"]["template"]
+        target = self.target
+        wanted = with_track(
+            with_policy(template, target.volume, revision, target.workload.container),
+            STABLE_TRACK,
+        )
+        annotations = stable["metadata"].get("annotations") or {}
+        if wanted == template and annotations.get(POLICY_REVISION_ANNOTATION) == revision:
+            return False
+        self.api.apply(stable_apply(target, wanted, revision))
+        return True
 
     def promote(self, revision: str) -> bool:
         """Patch the stable to ``revision``, then delete the canary. Returns whether
@@ -192,18 +184,6 @@ class Deployments:
         return self.delete_canary()
 
     # -- helpers --------------------------------------------------------------------------
-    def _patch_stable(self, change: Callable[[Json], Json | None]) -> bool:
-        for _ in range(_ATTEMPTS):
-            patch = change(self.stable())
-            if patch is None:
-                return False
-            try:
-                self.api.patch(self.target.workload.name, patch)
-            except Conflict:
-                continue  # changed since read (the user, the deployment controller): again
-            return True
-        raise _busy(self.target.workload.name)
-
     def _canary_manifest(self, stable: Json, revision: str, replicas: int) -> Json:
         target = self.target
         spec = stable["spec"]
@@ -239,6 +219,45 @@ class Deployments:
             "metadata": metadata,
             "spec": {**canary_spec, "replicas": replicas},
         }
+
+
+def stable_apply(target: RolloutTarget, template: Json, revision: str) -> Json:
+    """The apply configuration of the stable Deployment: exactly the fields retune owns.
+
+    ``template`` is the stable's pod template as retune wants it (:func:`with_policy`,
+    :func:`with_track`); of it, the configuration keeps the track label, the policy volume's
+    ConfigMap name, and the policy volume's mount in the containers it goes into. Lists
+    are merged by their keys (containers and volumes by name, mounts by path), so the
+    user's other entries and fields are not retune's.
+    """
+    volume = next(v for v in template["spec"]["volumes"] if v.get("name") == target.volume.name)
+    containers = []
+    for container in template["spec"]["containers"]:
+        mounts = [
+            m for m in container.get("volumeMounts") or [] if m.get("name") == target.volume.name
+        ]
+        if target.workload.container in (None, container["name"]) and mounts:
+            containers.append({"name": container["name"], "volumeMounts": mounts[:1]})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": target.workload.name,
+            "namespace": target.namespace,
+            "annotations": {POLICY_REVISION_ANNOTATION: revision},
+        },
+        "spec": {
+            "template": {
+                "metadata": {"labels": {TRACK_LABEL: STABLE_TRACK}},
+                "spec": {
+                    "containers": containers,
+                    "volumes": [
+                        {"name": volume["name"], "configMap": {"name": volume["configMap"]["name"]}}
+                    ],
+                },
+            }
+        },
+    }
 
 
 def _hash_of(deployment: Json) -> str | None:

@@ -41,6 +41,7 @@ from retune.controller.facts import (
 from retune.controller.machine import decide, resume_point
 from retune.controller.schedule import next_fire
 from retune.controller.triggers import RETUNE_TRIGGERS
+from retune.controller.undo import rollout_score
 from retune.controller.writes import CHECK_REFRESH, status_worth_writing
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "ledger_status",
     "next_fire",
     "resume_point",
+    "rollout_score",
     "spec_digests",
     "status_worth_writing",
 ]

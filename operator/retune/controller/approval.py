@@ -21,6 +21,7 @@ from typing import Final
 from retune.controller.decision import Decision
 from retune.controller.draft import READY, Draft, score
 from retune.controller.triggers import watch
+from retune.controller.undo import undo
 from retune.rollout.controls import APPROVE_ANNOTATION
 from retune.spec import ApprovalMode, ApprovalStatus, Phase
 
@@ -84,9 +85,12 @@ def awaiting_approval(draft: Draft) -> Decision | None:
 
 
 def settled(draft: Draft) -> Decision | None:
-    """Stable: a revision still waiting for approval (a retune found nothing better)
-    waits again; otherwise watch the retune triggers."""
+    """Stable: an undo goes out (:mod:`~retune.controller.undo`); a revision still waiting
+    for approval (a retune found nothing better) waits again; otherwise watch the retune
+    triggers."""
     status, facts = draft.status, draft.facts
+    if undo(draft):
+        return None
     revision = status.validated_revision
     if facts.approval is ApprovalMode.MANUAL and revision not in (None, status.stable_revision):
         status.phase = Phase.READY

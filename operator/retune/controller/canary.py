@@ -27,6 +27,7 @@ from retune.controller.draft import (
 )
 from retune.controller.facts import CanaryFailure
 from retune.controller.library import rollout_ended
+from retune.controller.undo import rollout_score
 from retune.rollout.canary import Tick
 from retune.rollout.steps import begin
 from retune.signals.metrics import Value
@@ -177,5 +178,4 @@ def _failed(draft: Draft, failure: CanaryFailure) -> Decision:
 
 
 def _score(draft: Draft) -> float | None:
-    validation = draft.status.validation
-    return validation.candidate_score if validation is not None else None
+    return rollout_score(draft.status)

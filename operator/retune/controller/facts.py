@@ -206,6 +206,8 @@ class Facts:
     """``spec.rollout.approval``: who lets a validated revision out as a canary."""
     approve: str | None = None
     """The revision ``retune.dev/approve`` names, when the annotation is set."""
+    undo: str | None = None
+    """The revision ``retune.dev/undo`` names, when the annotation is set."""
     watch: WatchReading | None = None
     """The retune triggers' readings, when the controller asked for them."""
     canary: CanaryReading | None = None

@@ -34,6 +34,7 @@ from retune.controller import (
     WorkKind,
     candidate_id,
     decide,
+    rollout_score,
     spec_digests,
     status_worth_writing,
 )
@@ -63,6 +64,7 @@ from retune.rollout import (
     PAUSE_ANNOTATION,
     PROMOTE_ANNOTATION,
     RETUNE_ANNOTATION,
+    UNDO_ANNOTATION,
     RolloutError,
 )
 from retune.rollout.controls import is_set
@@ -88,6 +90,7 @@ CONTROL_ANNOTATIONS = (
     PAUSE_ANNOTATION,
     RETUNE_ANNOTATION,
     APPROVE_ANNOTATION,
+    UNDO_ANNOTATION,
 )
 _MAX_PASSES = 4
 # Phases that watch the retune triggers (a revision waiting for approval watches too).
@@ -147,12 +150,13 @@ def controls_of(body: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(key for key in CONTROL_ANNOTATIONS if is_set(annotations, key))
 
 
-def approval_of(body: Mapping[str, Any]) -> str | None:
-    """The revision ``retune.dev/approve`` names, if the annotation is set."""
+def approval_of(body: Mapping[str, Any], key: str = APPROVE_ANNOTATION) -> str | None:
+    """The revision ``retune.dev/approve`` (or another control, ``key``) names, if the
+    annotation is set."""
     annotations = annotations_of(body)
-    if not is_set(annotations, APPROVE_ANNOTATION):
+    if not is_set(annotations, key):
         return None
-    return str(annotations[APPROVE_ANNOTATION]).strip()
+    return str(annotations[key]).strip()
 
 
 def status_of(body: Mapping[str, Any]) -> TargetStatus:
@@ -210,6 +214,7 @@ class TargetLoop:
             max_concurrent_searches=context.workers.limit,
             controls=controls_of(body),
             approve=approval_of(body),
+            undo=approval_of(body, UNDO_ANNOTATION),
         )
         if target is not None:
             spec = target.spec
@@ -291,7 +296,6 @@ class TargetLoop:
             return replace(facts, watch=watched)
         rollout = decision.status.rollout
         if decision.needs_canary and facts.canary is None and rollout is not None:
-            validation = decision.status.validation
             tick = await asyncio.to_thread(
                 canary_tick,
                 context.cluster,
@@ -300,7 +304,7 @@ class TargetLoop:
                 rollout,
                 now,
                 annotations=annotations_of(body),
-                score=validation.candidate_score if validation else None,
+                score=rollout_score(decision.status),
                 prometheus_url=url,
             )
             return replace(facts, canary=tick)

@@ -20,6 +20,7 @@ from retune.rollout.controls import (
     PAUSE_ANNOTATION,
     PROMOTE_ANNOTATION,
     RETUNE_ANNOTATION,
+    UNDO_ANNOTATION,
     Controls,
 )
 from retune.rollout.deployments import (
@@ -52,6 +53,7 @@ __all__ = [
     "PROMOTE_ANNOTATION",
     "RETUNE_ANNOTATION",
     "TRACK_LABEL",
+    "UNDO_ANNOTATION",
     "Action",
     "CanaryRunner",
     "CanaryScale",

@@ -11,6 +11,8 @@ or the empty string counts as unset, so a control can also be switched off in pl
 - ``retune.dev/retune``: start a new search now (read by the controller, not here).
 - ``retune.dev/approve=<revision>``: under ``spec.rollout.approval: manual``, roll the
   waiting revision out; the value must name it (read by the controller, not here).
+- ``retune.dev/undo=<revision>``: roll an earlier promoted revision out again, as a canary,
+  once the target is Stable (read by the controller, not here).
 
 Abort wins over promote, and both over pause. Abort and promote are one-shot: the caller
 removes them once acted upon (:attr:`~retune.rollout.canary.Tick.consumed`), so they do
@@ -32,6 +34,8 @@ RETUNE_ANNOTATION = "retune.dev/retune"
 """Start a new search now (the controller's; defined here beside the others)."""
 APPROVE_ANNOTATION = "retune.dev/approve"
 """Approve the revision it names for rollout (the controller's; one-shot)."""
+UNDO_ANNOTATION = "retune.dev/undo"
+"""Roll the earlier promoted revision it names out again (the controller's; one-shot)."""
 
 _OFF = frozenset({"", "false", "0", "no", "off"})
 

@@ -19,18 +19,12 @@ from mutation_server import MODELS
 from retune.evaluate.contract import EvaluationContext, SandboxLimits
 from retune.evaluate.local import LocalExecutor
 from retune.evaluate.podspec import sandbox_limits
-from retune.local.inputs import evaluation_context
-from retune.local.run import (
-    RunOptions,
-    build_mutator,
-    read_profile,
-    read_seed_code,
-)
+from retune.local.inputs import RunError, evaluation_context, mutator_and_tiers
+from retune.local.run import RunOptions, read_profile, read_seed_code
 from retune.local.tiers import TierOption
-from retune.search.archive import Archive
-from retune.search.config import engine_config
-from retune.search.engine import Engine
-from retune.search.ledger import Budget, Ledger
+from retune.search import builder
+from retune.search.builder import SearchBuilder, SearchSetup
+from retune.search.ledger import Budget
 from retune.search.state import EngineState
 from retune.spec import OptimizationTarget, load_target
 from retune.store.file import FileStore
@@ -121,8 +115,7 @@ class SearchResult:
 
     def elites(self) -> list[str]:
         """The archive's programs, best first (what a warm start re-scores)."""
-        elites = Archive(self.state.archive).elites()
-        return [e.code for e in sorted(elites, key=lambda e: (-e.score, e.index))]
+        return builder.warm_programs(self.state)
 
 
 def run_search(
@@ -142,17 +135,6 @@ def run_search(
     against ``llm_base_url``: ``tiers`` (by default the stand-in server's two models at
     its prices), with ``max_output_tokens`` per role where given."""
     spec = setup.target.spec
-    budget = Budget(max_evaluations=max_evaluations, max_usd=max_usd)
-    config = engine_config(
-        spec,
-        setup.context,
-        seed_code=setup.seed_code,
-        evaluator_source=setup.evaluator_path.read_text(),
-        budget=budget,
-        seed=seed,
-    )
-    output.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(budget)
     options = RunOptions(
         output=output,
         seed=seed,
@@ -161,22 +143,40 @@ def run_search(
         models=(STAND_IN_TIERS if tiers is None else tiers) if llm_base_url else [],
         show_progress=False,
     )
-    mutator = build_mutator(setup.target, options, ledger, output / AUDIT_LOG)
+    mutator_kind, models, problems = mutator_and_tiers(spec, options)
+    if problems:
+        raise RunError("; ".join(str(problem) for problem in problems))
+    search = SearchBuilder(
+        SearchSetup(
+            spec,
+            setup.context,
+            seed_code=setup.seed_code,
+            evaluator_identity=setup.evaluator_path.read_text(),
+            budget=Budget(max_evaluations=max_evaluations, max_usd=max_usd),
+            seed=seed,
+            mutator=mutator_kind,
+            models=models,
+        )
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    ledger = search.ledger()
+    mutator = search.mutator(ledger, audit_path=output / AUDIT_LOG)
     for tier in getattr(mutator, "tiers", []):
         tier.max_output_tokens = (max_output_tokens or {}).get(tier.role, tier.max_output_tokens)
     with LocalExecutor(
         setup.evaluator_path, setup.entrypoint, setup.limits, workers=workers
     ) as executor:
-        engine = Engine(
-            config,
-            seed_code=setup.seed_code,
-            mutator=mutator,
-            executor=executor,
-            store=FileStore(output / "checkpoint.retune"),
-            ledger=ledger,
-            warm_programs=warm_programs,
+        state = (
+            search.build(
+                executor=executor,
+                store=FileStore(output / "checkpoint.retune"),
+                ledger=ledger,
+                mutator=mutator,
+                warm_programs=warm_programs,
+            )
+            .run()
+            .state
         )
-        state = engine.run()
     audit_path = output / AUDIT_LOG
     audit = (
         [json.loads(line) for line in audit_path.read_text().splitlines() if line.strip()]

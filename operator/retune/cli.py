@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from retune import __version__
 
 if TYPE_CHECKING:
-    from retune.local.run import RunOptions
+    from retune.local.run import RunOptions, RunResult
     from retune.local.tiers import TierOption
 
 EXIT_OK = 0
@@ -352,34 +352,29 @@ def _run(args: argparse.Namespace) -> int:
             print("\nretune: interrupted before anything was saved", file=sys.stderr)
         return EXIT_INTERRUPTED
     _summarise(result, output)
-    validation = result.get("validation")
-    if isinstance(validation, dict) and not validation["passed"]:
+    if result.validation is not None and not result.validation.passed:
         return EXIT_VALIDATION_REFUSED
     return EXIT_OK
 
 
-def _summarise(result: dict[str, object], output: Path) -> None:
-    seed = float(result["seed_score"])  # type: ignore[arg-type]
-    best = float(result["best_score"])  # type: ignore[arg-type]
+def _summarise(result: RunResult, output: Path) -> None:
     print(
-        f"seed score {seed:.4f} -> best score {best:.4f} ({float(result['improvement']):+.2%}) "  # type: ignore[arg-type]
-        f"after {result['evaluations']} evaluations, ${float(result['cost_usd']):.4f}, "  # type: ignore[arg-type]
-        f"{float(result['wall_seconds']):.0f}s ({result['stop_reason']})"  # type: ignore[arg-type]
+        f"seed score {result.seed_score:.4f} -> best score {result.best_score:.4f} "
+        f"({result.improvement:+.2%}) after {result.evaluations} evaluations, "
+        f"${result.cost_usd:.4f}, {result.wall_seconds:.0f}s ({result.stop_reason})"
     )
-    validation = result.get("validation")
-    if not isinstance(validation, dict):
+    validation = result.validation
+    if validation is None:
         print("no candidate beat the seed policy; nothing to validate")
-    elif validation["passed"]:
+    elif validation.passed:
         print("validation on held-out seeds passed")
     else:
-        print(
-            "validation on held-out seeds refused the winner: " + "; ".join(validation["reasons"])
-        )
+        print("validation on held-out seeds refused the winner: " + "; ".join(validation.reasons))
         print(
             "  (it would not be rolled out; a longer search, more evaluator.holdoutSeeds or a "
             "lower evaluator.minImprovement may change that; exit status 3)"
         )
-    print(f"best policy: {output / str(result['best_policy_path'])}")
+    print(f"best policy: {output / result.best_policy_path}")
     print(f"report:      {output / 'report.html'}")
 
 

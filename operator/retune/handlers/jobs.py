@@ -21,13 +21,17 @@ from retune.handlers.gather import read_seed, read_workload
 from retune.handlers.kube import Cluster
 from retune.handlers.metrics import OperatorMetrics
 from retune.handlers.workers import WorkerHandle, WorkFailed
-from retune.search.archive import Archive
-from retune.search.config import builtin_mutator, engine_config
-from retune.search.engine import Engine, EngineConfig, EngineError, SearchConfigError
+from retune.search.builder import (
+    SearchBuilder,
+    SearchSetup,
+    validate_best,
+    warm_limit,
+    warm_programs,
+)
+from retune.search.engine import EngineConfig, EngineError, SearchConfigError
 from retune.search.ledger import Ledger
 from retune.search.mutation import Mutator
 from retune.search.state import EngineState, decode_state
-from retune.search.validation import validate
 from retune.spec import ApiKeySource, OptimizationTarget
 from retune.store.kubernetes import CheckpointConflict, CheckpointTooLarge, KubernetesStore
 
@@ -175,12 +179,12 @@ def _executor(settings: JobSettings, inputs: TargetInputs, handle: WorkerHandle)
     return _ObservedExecutor(executor, record)
 
 
-def _mutator(settings: JobSettings, inputs: TargetInputs, ledger: Ledger) -> Mutator:
-    spec = inputs.target.spec
-    fallback = builtin_mutator(spec.policy)
-    if spec.search.mutator != "llm":
-        return fallback
-    from retune.search.llm import LLMConfigError, build_llm_mutator, env_api_key
+def _mutator(
+    settings: JobSettings, inputs: TargetInputs, builder: SearchBuilder, ledger: Ledger
+) -> Mutator:
+    """The search's mutator, its tiers' keys read from the target's Secrets (else the
+    operator's environment)."""
+    from retune.search.llm import LLMConfigError, env_api_key
 
     def resolve(source: ApiKeySource) -> str | None:
         ref = source.secret_key_ref
@@ -191,9 +195,7 @@ def _mutator(settings: JobSettings, inputs: TargetInputs, ledger: Ledger) -> Mut
         return env_api_key(source)
 
     try:
-        return build_llm_mutator(
-            spec.search, spec.policy, ledger, fallback, None, spec.search.seed, resolve
-        )
+        return builder.mutator(ledger, resolve_api_key=resolve)
     except LLMConfigError as error:
         raise WorkFailed(str(error), path="spec.search.models", permanent=True) from None
 
@@ -243,34 +245,21 @@ def _revision_code(settings: JobSettings, inputs: TargetInputs, revision: str) -
     return str(code) if code is not None else None
 
 
-def warm_programs(state: EngineState, limit: int) -> list[str]:
-    """The best ``limit`` elites of a previous search's archive, best first."""
-    elites = sorted(Archive(state.archive).elites(), key=lambda e: (-e.score, e.index))
-    return [elite.code for elite in elites[:limit]]
-
-
-def warm_limit(config: EngineConfig) -> int:
-    """How many elites a warm start re-scores: within the initial population, and at most
-    a third of an evaluation budget, so the search still has room to move."""
-    limit = max(1, config.initial_population - 1)
-    if config.budget.max_evaluations is not None:
-        limit = min(limit, max(1, config.budget.max_evaluations // 3))
-    return limit
-
-
 def run_search(
     settings: JobSettings, inputs: TargetInputs, start: SearchStart, handle: WorkerHandle
 ) -> SearchOutcome:
     """Run (or resume) the target's search to its budget."""
-    spec = inputs.target.spec
     seed_code = _seed_code(settings, inputs, start)
-    config = engine_config(
-        spec,
-        inputs.context(),
-        seed_code=seed_code,
-        evaluator_source=_evaluator_identity(inputs),
-        seed=spec.search.seed + start.seed_offset,
+    builder = SearchBuilder(
+        SearchSetup(
+            inputs.target.spec,
+            inputs.context(),
+            seed_code=seed_code,
+            evaluator_identity=_evaluator_identity(inputs),
+            seed_offset=start.seed_offset,
+        )
     )
+    config = builder.config
     store = checkpoint_store(settings, inputs)
     document = store.load()
     resumable = _resumable(document, config, start.resume, handle)
@@ -279,32 +268,30 @@ def run_search(
         previous = _decoded(document)
         warm = warm_programs(previous, warm_limit(config)) if previous is not None else []
         handle.note(warm_programs=len(warm))
-    ledger = Ledger(config.budget)
+    ledger = builder.ledger()
     settings.metrics.ledger_baseline(
         inputs.namespace, inputs.name, resumable.ledger if resumable else ledger.snapshot()
     )
-    mutator = _mutator(settings, inputs, ledger)
+    mutator = _mutator(settings, inputs, builder, ledger)
     handle.check()
     executor = _executor(settings, inputs, handle)
+
+    def report(_: object) -> None:
+        progress = _progress(search.state, config)
+        handle.progress(progress)
+        settings.metrics.ledger(inputs.namespace, inputs.name, progress.ledger)
+
     try:
-        engine = Engine(
-            config,
-            seed_code=seed_code,
-            mutator=mutator,
+        search = builder.build(
             executor=executor,
             store=_GuardedStore(store, handle),
             ledger=ledger,
+            mutator=mutator,
             warm_programs=warm,
             resume=resumable is not None,
+            on_progress=report,
         )
-
-        def report(_: object) -> None:
-            progress = _progress(engine.state, config)
-            handle.progress(progress)
-            settings.metrics.ledger(inputs.namespace, inputs.name, progress.ledger)
-
-        engine.on_progress = report
-        state = engine.run()
+        result = search.run()
     except SearchConfigError as error:
         handle.check()
         raise WorkFailed(str(error), path=error.path, permanent=True) from None
@@ -319,7 +306,7 @@ def run_search(
         executor.close()
     handle.check()
     return SearchOutcome(
-        stop_reason=state.stop_reason or "finished", progress=_progress(state, config)
+        stop_reason=result.stop_reason.value, progress=_progress(result.state, config)
     )
 
 
@@ -383,14 +370,12 @@ def run_validation(
     evaluator = inputs.target.spec.evaluator
     executor = _executor(settings, inputs, handle)
     try:
-        report = validate(
+        report = validate_best(
             executor,
+            evaluator,
             inputs.context(),
             candidate_code=candidate_code,
             stable_code=stable_code,
-            min_improvement=evaluator.min_improvement,
-            required_subscores=list(evaluator.required_subscores),
-            seeds=evaluator.holdout_seeds,
         )
     finally:
         executor.close()

@@ -21,6 +21,7 @@ from retune.evaluate import syntax
 from retune.evaluate.contract import EvaluationContext
 from retune.evaluate.sandbox import precheck
 from retune.local.tiers import EXAMPLE_TIER, TierOption, resolve_tiers
+from retune.search.config import search_budget
 from retune.search.ledger import Budget
 from retune.signals.hardware import HardwareFingerprint, hardware_context
 from retune.signals.profile import read_profile as signals_read_profile
@@ -52,7 +53,6 @@ class RunOptions:
     llm_api_key_env: str | None = None  # key of the --model tiers
     prometheus_url: str | None = None
     show_progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def wants_llm(self) -> bool:
@@ -97,10 +97,11 @@ def prepare(target_path: Path, options: RunOptions) -> RunInputs:
     if seed_code is not None:
         problems += seed_problems(spec, seed_code)
     workload = attempt(read_profile, spec, base, options.prometheus_url)
-    budget = Budget(
-        max_evaluations=options.max_evaluations or spec.search.budget.max_evaluations,
-        max_usd=options.max_usd if options.max_usd is not None else spec.search.budget.max_usd,
-        max_wall_seconds=options.max_seconds or spec.search.budget.max_wall_seconds,
+    budget = search_budget(
+        spec.search.budget,
+        max_evaluations=options.max_evaluations,
+        max_usd=options.max_usd,
+        max_wall_seconds=options.max_seconds,
     )
     mutator, models, tier_problems = mutator_and_tiers(spec, options)
     problems += tier_problems

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from retune.evaluate.confine import missing_layers
-from retune.evaluate.contract import EvaluationContext
 from retune.evaluate.loader import EvaluatorLoadError
 from retune.evaluate.local import LocalExecutor
 from retune.evaluate.podspec import sandbox_limits
@@ -18,7 +18,6 @@ from retune.local.inputs import (
     SPEND_JOURNAL,
     RunError,
     RunOptions,
-    mutator_and_tiers,
     prepare,
     read_profile,
     read_seed_code,
@@ -26,20 +25,17 @@ from retune.local.inputs import (
 from retune.local.progress import ProgressBar
 from retune.local.report import render_report
 from retune.search.archive import Archive
-from retune.search.config import builtin_mutator, engine_config
-from retune.search.engine import Engine
+from retune.search.builder import SearchBuilder, SearchResult, SearchSetup, validate_best
 from retune.search.journal import SpendJournal
-from retune.search.ledger import Ledger
-from retune.search.mutation import Mutator
-from retune.search.state import EngineState
-from retune.search.validation import ValidationReport, validate
-from retune.spec import OptimizationTarget, TargetSpec
+from retune.search.state import StopReason
+from retune.search.validation import ValidationReport
+from retune.spec import OptimizationTarget
 from retune.store.file import FileStore
 
 __all__ = [
     "RunError",
     "RunOptions",
-    "build_mutator",
+    "RunResult",
     "read_profile",
     "read_seed_code",
     "run_target",
@@ -48,49 +44,70 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def build_mutator(
-    target: OptimizationTarget,
-    options: RunOptions,
-    ledger: Ledger,
-    audit_path: Path,
-) -> Mutator:
-    """The run's mutator: the built-in one, or the LLM tiers the spec and ``options``
-    give (``RunError`` naming what to set if they cannot be used)."""
-    spec = target.spec
-    fallback = builtin_mutator(spec.policy)
-    mutator, models, problems = mutator_and_tiers(spec, options)
-    if problems:
-        raise RunError("; ".join(str(problem) for problem in problems))
-    if mutator != "llm":
-        return fallback
-    from retune.search.llm import build_llm_mutator
+@dataclass(frozen=True)
+class RunResult:
+    """What a local run did: the content of its result.json, in the report's order."""
 
-    search = spec.search.model_copy(update={"models": models})
-    return build_llm_mutator(
-        search, spec.policy, ledger, fallback, audit_path, seed=options.seed or search.seed
-    )
+    target: str
+    seed_score: float
+    best_score: float
+    improvement: float  # relative to |seed score|
+    evaluations: int
+    failed_evaluations: int
+    cascade_stopped: int
+    duplicates_skipped: int
+    failed_mutations: int
+    cost_usd: float
+    over_reported_usd: float
+    # What the strong tiers spent (included in cost_usd) against the share of the USD
+    # budget they may take (no cap without a USD budget).
+    strong_usd: float
+    strong_share: float
+    strong_cap_usd: float | None
+    calls_charged_at_reservation: int
+    wall_seconds: float
+    archive_coverage: float
+    stop_reason: StopReason
+    best_policy_path: str
+    best_candidate: int
+    tokens: dict[str, dict[str, int]]
+    calls: dict[str, int]
+    validation: ValidationReport | None  # None: no candidate beat the seed
+    # Which confinement layers the candidates got, and the ones they did not.
+    isolation: dict[str, Any]
+    isolation_missing: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """result.json's document."""
+        document = {f.name: getattr(self, f.name) for f in fields(self)}
+        document["validation"] = (
+            self.validation.model_dump(mode="json") if self.validation else None
+        )
+        return document
 
 
-def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
-    """Run a local search for the target at ``target_path``; return result.json's content."""
+def run_target(target_path: Path, options: RunOptions) -> RunResult:
+    """Run a local search for the target at ``target_path``; write result.json, the
+    report and the best policy to ``options.output``, and return what result.json says."""
     inputs = prepare(target_path, options)
     target, spec = inputs.target, inputs.target.spec
-    seed_code, context, budget = inputs.seed_code, inputs.context, inputs.budget
-    config = engine_config(
-        spec,
-        context,
-        seed_code=seed_code,
-        evaluator_source=inputs.evaluator_path.read_text(),
-        budget=budget,
-        seed=options.seed,
+    overridden = options.mutator is not None or options.wants_llm
+    builder = SearchBuilder(
+        SearchSetup(
+            spec,
+            inputs.context,
+            seed_code=inputs.seed_code,
+            evaluator_identity=inputs.evaluator_path.read_text(),
+            budget=inputs.budget,
+            seed=options.seed,
+            mutator=inputs.mutator if overridden else None,
+            models=inputs.models,
+        )
     )
-    if options.mutator or options.wants_llm:
-        config.fingerprint += f"-{inputs.mutator}"
     output = options.output
     output.mkdir(parents=True, exist_ok=True)
-    store = FileStore(output / CHECKPOINT)
-    ledger = Ledger(budget, journal=SpendJournal(output / SPEND_JOURNAL))
-    mutator = build_mutator(target, options, ledger, output / "llm-calls.jsonl")
+    ledger = builder.ledger(SpendJournal(output / SPEND_JOURNAL))
+    mutator = builder.mutator(ledger, audit_path=output / "llm-calls.jsonl")
     progress = ProgressBar() if options.show_progress else None
     try:
         executor = LocalExecutor(
@@ -105,93 +122,80 @@ def run_target(target_path: Path, options: RunOptions) -> dict[str, Any]:
     for layer in missing_layers(isolation):
         print(f"retune: warning: sandbox layer missing: {layer}", file=sys.stderr)
     try:
-        engine = Engine(
-            config,
-            seed_code=seed_code,
-            mutator=mutator,
+        search = builder.build(
             executor=executor,
-            store=store,
+            store=FileStore(output / CHECKPOINT),
             ledger=ledger,
+            mutator=mutator,
             on_progress=progress,
             resume=options.resume,
         )
-        state = engine.run()
+        result = search.run()
         if progress:
             progress.close()
-        report = _validate(state, spec, executor, context)
+        report = (
+            validate_best(
+                executor,
+                spec.evaluator,
+                inputs.context,
+                candidate_code=result.best.code,
+                stable_code=result.seed_elite.code,
+            )
+            if result.improved
+            else None
+        )
     finally:
         executor.close()
-    return _write_outputs(target, state, report, output, isolation, max_usd=budget.max_usd)
-
-
-def _validate(
-    state: EngineState, spec: TargetSpec, executor: LocalExecutor, context: EvaluationContext
-) -> ValidationReport | None:
-    if state.best is None or state.seed_elite is None or state.best.index == state.seed_elite.index:
-        return None
-    return validate(
-        executor,
-        context,
-        candidate_code=state.best.code,
-        stable_code=state.seed_elite.code,
-        min_improvement=spec.evaluator.min_improvement,
-        required_subscores=list(spec.evaluator.required_subscores),
-        seeds=spec.evaluator.holdout_seeds,
-    )
+    outcome = _write_outputs(target, result, report, output, isolation)
+    page = render_report(result.state, target.metadata.name, outcome.to_json())
+    (output / "report.html").write_text(page)
+    return outcome
 
 
 def _write_outputs(
     target: OptimizationTarget,
-    state: EngineState,
+    search: SearchResult,
     report: ValidationReport | None,
     output: Path,
     isolation: dict[str, Any],
-    *,
-    max_usd: float | None,
-) -> dict[str, Any]:
-    assert state.best is not None and state.seed_elite is not None
+) -> RunResult:
+    state, best, seed = search.state, search.best, search.seed_elite
     best_path = output / "best_policy.py"
-    best_path.write_text(state.best.code)
-    ledger = state.ledger
-    result: dict[str, Any] = {
-        "target": target.metadata.name,
-        "seed_score": state.seed_elite.score,
-        "best_score": state.best.score,
-        "improvement": (state.best.score - state.seed_elite.score)
-        / max(abs(state.seed_elite.score), 1e-12),
-        "evaluations": ledger.evaluations,
-        "failed_evaluations": ledger.failed_evaluations,
-        "cascade_stopped": ledger.quick_evaluations,
-        "duplicates_skipped": ledger.duplicates_skipped,
-        "failed_mutations": ledger.failed_mutations,
-        "cost_usd": round(ledger.usd_spent, 10),
-        "over_reported_usd": round(ledger.over_reported_usd, 10),
-        # What the strong tiers spent (included in cost_usd) against the share of the USD
-        # budget they may take (no cap without a USD budget).
-        "strong_usd": round(ledger.strong_usd, 10),
-        "strong_share": target.spec.search.tiering.strong_share,
-        "strong_cap_usd": None
-        if max_usd is None
-        else round(target.spec.search.tiering.strong_share * max_usd, 10),
-        "calls_charged_at_reservation": sum(
-            u.charged_at_reservation for u in ledger.models.values()
-        ),
-        "wall_seconds": round(ledger.wall_seconds, 3),
-        "archive_coverage": round(Archive(state.archive).coverage, 4),
-        "stop_reason": state.stop_reason,
-        "best_policy_path": best_path.name,
-        "best_candidate": state.best.index,
-        "tokens": {
+    best_path.write_text(best.code)
+    ledger = search.ledger
+    max_usd = search.config.budget.max_usd
+    strong_share = target.spec.search.tiering.strong_share
+    result = RunResult(
+        target=target.metadata.name,
+        seed_score=seed.score,
+        best_score=best.score,
+        improvement=(best.score - seed.score) / max(abs(seed.score), 1e-12),
+        evaluations=ledger.evaluations,
+        failed_evaluations=ledger.failed_evaluations,
+        cascade_stopped=ledger.quick_evaluations,
+        duplicates_skipped=ledger.duplicates_skipped,
+        failed_mutations=ledger.failed_mutations,
+        cost_usd=round(ledger.usd_spent, 10),
+        over_reported_usd=round(ledger.over_reported_usd, 10),
+        strong_usd=round(ledger.strong_usd, 10),
+        strong_share=strong_share,
+        strong_cap_usd=None if max_usd is None else round(strong_share * max_usd, 10),
+        calls_charged_at_reservation=sum(u.charged_at_reservation for u in ledger.models.values()),
+        wall_seconds=round(ledger.wall_seconds, 3),
+        archive_coverage=round(Archive(state.archive).coverage, 4),
+        stop_reason=search.stop_reason,
+        best_policy_path=best_path.name,
+        best_candidate=best.index,
+        tokens={
             model: {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
             for model, u in sorted(ledger.models.items())
             if u.prompt_tokens or u.completion_tokens
         },
-        "calls": {model: u.calls for model, u in sorted(ledger.models.items())},
-        "validation": report.model_dump(mode="json") if report else None,
-        # Which confinement layers the candidates got, and the ones they did not.
-        "isolation": isolation,
-        "isolation_missing": [layer.split(":")[0] for layer in missing_layers(isolation)],
-    }
-    (output / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (output / "report.html").write_text(render_report(state, target.metadata.name, result))
+        calls={model: u.calls for model, u in sorted(ledger.models.items())},
+        validation=report,
+        isolation=isolation,
+        isolation_missing=[layer.split(":")[0] for layer in missing_layers(isolation)],
+    )
+    document = json.dumps(result.to_json(), indent=2, sort_keys=True)
+    (output / "result.json").write_text(document + "\n")
     return result

@@ -10,13 +10,28 @@ from retune.search.builtin import BuiltinMutator, ParameterBounds
 from retune.search.engine import EngineConfig
 from retune.search.ledger import Budget
 from retune.search.selection import Tiering
-from retune.spec import PolicySpec, TargetSpec
+from retune.spec import BudgetSpec, PolicySpec, TargetSpec
 
 
 def window_for(spec: TargetSpec) -> int:
     """Candidates in flight. Fixed by the spec, not the machine, so runs replay anywhere."""
     parallelism = spec.search.max_concurrency or spec.evaluator.parallelism
     return max(2, 2 * parallelism)
+
+
+def search_budget(
+    spec: BudgetSpec,
+    *,
+    max_evaluations: int | None = None,
+    max_usd: float | None = None,
+    max_wall_seconds: float | None = None,
+) -> Budget:
+    """The budget ``spec`` sets, with each limit given here in place of the spec's."""
+    return Budget(
+        max_evaluations=spec.max_evaluations if max_evaluations is None else max_evaluations,
+        max_usd=spec.max_usd if max_usd is None else max_usd,
+        max_wall_seconds=spec.max_wall_seconds if max_wall_seconds is None else max_wall_seconds,
+    )
 
 
 def engine_config(
@@ -30,11 +45,7 @@ def engine_config(
 ) -> EngineConfig:
     """The engine configuration for ``spec``; ``budget`` and ``seed`` override the spec's."""
     search = spec.search
-    budget = budget or Budget(
-        max_evaluations=search.budget.max_evaluations,
-        max_usd=search.budget.max_usd,
-        max_wall_seconds=search.budget.max_wall_seconds,
-    )
+    budget = budget or search_budget(search.budget)
     seed = search.seed if seed is None else seed
     config = EngineConfig(
         seed=seed,

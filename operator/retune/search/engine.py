@@ -48,6 +48,7 @@ from retune.search.state import (
     HistoryPoint,
     Origin,
     Stage,
+    StopReason,
     decode_state,
     encode_state,
 )
@@ -187,7 +188,7 @@ class Engine:
             self._top_up(mutations)
             while self.state.pending:
                 if self._wall_time_exhausted():
-                    self.state.stop_reason = "wall-time budget reached"
+                    self.state.stop_reason = StopReason.WALL_TIME
                     break
                 done, _ = wait(list(self._futures), timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: self._futures[f]):
@@ -219,10 +220,10 @@ class Engine:
             elif candidate.stage is Stage.FULL:
                 self._submit_evaluation(candidate, STAGE_FULL)
 
-    def _budget_reason(self) -> str:
+    def _budget_reason(self) -> StopReason:
         if self.state.usd_exhausted:
-            return "USD budget reached"
-        return "evaluation budget reached"
+            return StopReason.USD
+        return StopReason.EVALUATIONS
 
     def _wall_time_exhausted(self) -> bool:
         left = self.ledger.wall_seconds_left(time.monotonic() - self._last_tick)
@@ -366,6 +367,7 @@ class Engine:
                 candidate.code = result.code
             else:
                 candidate.skipped = f"mutation failed: {result.failure}"
+                candidate.budget_exhausted = result.budget_exhausted
                 self.ledger.record_failed_mutation()
             return
         try:
@@ -442,7 +444,7 @@ class Engine:
         evaluations = self.state.applied - self.state.skipped_applied
         if not candidate.evaluated:
             failure = candidate.skipped
-            if (failure or "").startswith("mutation failed: budget"):
+            if candidate.budget_exhausted:
                 self.state.usd_exhausted = True
         elif candidate.full is not None and candidate.full.result is not None:
             result = candidate.full.result

@@ -57,6 +57,9 @@ class MutationResult(BaseModel):
     description: str = ""
     model: str | None = None  # which model wrote it; None for the built-in mutator
     duplicates: int = 0  # answers that held a program the engine already had (paid for)
+    budget_exhausted: bool = False
+    """No program, because the budget cannot pay for another call: the search stops
+    planning new mutations."""
 
     @property
     def ok(self) -> bool:

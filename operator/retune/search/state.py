@@ -31,6 +31,14 @@ class Origin(StrEnum):
     MUTATION = "mutation"
 
 
+class StopReason(StrEnum):
+    """Why a search stopped: the budget it reached."""
+
+    EVALUATIONS = "evaluation budget reached"
+    USD = "USD budget reached"
+    WALL_TIME = "wall-time budget reached"
+
+
 class Candidate(BaseModel):
     """One planned program, from plan to verdict."""
 
@@ -54,6 +62,7 @@ class Candidate(BaseModel):
     description: str = ""
     duplicates: int = 0  # answers for it that repeated a known program
     skipped: str | None = None  # why it was never evaluated (duplicate, failed mutation)
+    budget_exhausted: bool = False  # its mutation failed because the budget is spent
     cascade_rejected: bool = False
     no_op: bool = False  # its quick result was its parent's: not evaluated in full
     quick: EvaluationOutcome | None = None
@@ -111,7 +120,7 @@ class EngineState(BaseModel):
     # skeleton hash -> the latest quick-scored programs of that skeleton (their numeric
     # constants and quick score), in index order
     trials: dict[str, list[Trial]] = Field(default_factory=dict)
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
 
 
 def encode_state(state: EngineState) -> bytes:

@@ -191,7 +191,7 @@ class LLMMutator:
             # No tier can be paid for any more: say so, rather than let the free fallback
             # mutator hide it from the engine.
             failure = f"{BUDGET}: " + "; ".join(failures)
-            return MutationResult(failure=failure, duplicates=duplicates)
+            return MutationResult(failure=failure, duplicates=duplicates, budget_exhausted=True)
         result = self._fall_back(request, is_duplicate, failures)
         return result.model_copy(update={"duplicates": duplicates})
 

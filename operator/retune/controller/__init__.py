@@ -40,7 +40,7 @@ from retune.controller.facts import (
 )
 from retune.controller.machine import decide, resume_point
 from retune.controller.schedule import next_fire
-from retune.controller.triggers import RETUNE_TRIGGERS
+from retune.controller.triggers import RETUNE_TRIGGERS, RetuneTrigger
 from retune.controller.undo import rollout_score
 from retune.controller.writes import CHECK_REFRESH, status_worth_writing
 
@@ -58,6 +58,7 @@ __all__ = [
     "HardwareReading",
     "PublishRevision",
     "RemoveCanary",
+    "RetuneTrigger",
     "SearchOutcome",
     "SearchProgress",
     "Signals",

@@ -25,8 +25,10 @@ warm-started from the previous archive (``spec.retune.warmStart``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from retune.controller.decision import Decision
 from retune.controller.draft import (
@@ -39,7 +41,7 @@ from retune.controller.draft import (
     Draft,
     replace_stale,
 )
-from retune.controller.facts import HardwareReading, SignalsWaiting, WatchReading
+from retune.controller.facts import SignalsWaiting, WatchReading
 from retune.controller.schedule import next_fire
 from retune.rollout.controls import ABORT_ANNOTATION, PROMOTE_ANNOTATION, RETUNE_ANNOTATION
 from retune.signals.drift import DriftDetector
@@ -49,9 +51,19 @@ from retune.signals.slo import BurnRateVerdict, SLOTracker
 from retune.signals.sustain import SustainClock
 from retune.spec import SLO, ClockStatus, Phase, SLOStatus, WatchStatus, format_duration
 
-MANUAL = "Manual"
-RETUNE_TRIGGERS = frozenset({MANUAL, "SLOViolation", "HardwareChange", "ProfileDrift", "Schedule"})
-"""What ``status.lastRetuneTrigger`` says when a search was started by a retune."""
+
+class RetuneTrigger(StrEnum):
+    """What calls for a retune; ``status.lastRetuneTrigger`` says which one started it."""
+
+    MANUAL = "Manual"
+    SLO_VIOLATION = "SLOViolation"
+    HARDWARE_CHANGE = "HardwareChange"
+    PROFILE_DRIFT = "ProfileDrift"
+    SCHEDULE = "Schedule"
+
+
+RETUNE_TRIGGERS: frozenset[str] = frozenset(RetuneTrigger)
+"""The triggers' names, to tell a search started by a retune from the first one."""
 WATCH_INTERVAL = (1.0, 30.0)
 """Least and most seconds between two checks of a Stable target: half the shortest
 duration a trigger must hold, within these."""
@@ -69,9 +81,13 @@ _DRIFT_REASONS = {
 class Trigger:
     """A reason to retune."""
 
-    kind: str
-    """One of :data:`RETUNE_TRIGGERS`."""
+    kind: RetuneTrigger
     message: str
+
+
+TriggerCheck = Callable[[Draft, WatchReading], str | None]
+"""Reads one trigger's signal at a reconcile (keeping its clocks and conditions in the
+status); says why to retune when it fires, else None."""
 
 
 def watch(draft: Draft) -> Decision | None:
@@ -94,28 +110,24 @@ def watch(draft: Draft) -> Decision | None:
     if reading is None:
         return draft.decision(0.0, needs_watch=True)
     status.watch.checked_at = draft.now
-    found = (
-        _manual(draft),
-        _slos(draft, reading),
-        _hardware(draft, reading.hardware),
-        _drift(draft, reading.profile),
-        _schedule(draft),
-    )
-    fired = [trigger for trigger in found if trigger is not None]
+    # Every trigger reads its signal, whichever fires first: each keeps its own clocks
+    # and conditions up to date.
+    found = [(kind, check(draft, reading)) for kind, check in TRIGGERS.items()]
+    fired = [Trigger(kind, message) for kind, message in found if message is not None]
     requeue = _next_check(draft)
     if not fired:
         draft.condition(RETUNE_PENDING, False, "NoTrigger", "nothing calls for a retune")
         return draft.decision(requeue)
     trigger = fired[0]
     wait = cooldown_left(draft)
-    if trigger.kind != MANUAL and wait > 0:
+    if trigger.kind is not RetuneTrigger.MANUAL and wait > 0:
         assert status.last_search_end_time is not None
         ends = status.last_search_end_time + timedelta(seconds=facts.retune.cooldown_seconds)
         message = (
             f"{trigger.message}; the retune starts when the cooldown "
             f"(spec.retune.cooldown) ends at {ends:%Y-%m-%d %H:%M:%S} UTC"
         )
-        if draft.turn(RETUNE_PENDING, True, trigger.kind, message):
+        if draft.turn(RETUNE_PENDING, True, trigger.kind.value, message):
             draft.event("RetuneDeferred", message)
         return draft.decision(max(WATCH_INTERVAL[0], min(requeue, wait)))
     _start(draft, trigger)
@@ -135,7 +147,7 @@ def _start(draft: Draft, trigger: Trigger) -> None:
     status = draft.status
     status.retunes += 1
     status.last_retune_reason = trigger.message
-    status.last_retune_trigger = trigger.kind
+    status.last_retune_trigger = trigger.kind.value
     status.watch = None
     status.phase = Phase.PROFILING
     draft.condition(RETUNE_PENDING, False, "Retuning", f"{trigger.kind}: a retune started")
@@ -143,14 +155,14 @@ def _start(draft: Draft, trigger: Trigger) -> None:
 
 
 # -- the triggers ----------------------------------------------------------------------------
-def _manual(draft: Draft) -> Trigger | None:
+def _manual(draft: Draft, reading: WatchReading) -> str | None:
     if RETUNE_ANNOTATION not in draft.facts.controls:
         return None
     draft.consume(RETUNE_ANNOTATION)
-    return Trigger(MANUAL, f"{RETUNE_ANNOTATION} was set")
+    return f"{RETUNE_ANNOTATION} was set"
 
 
-def _slos(draft: Draft, reading: WatchReading) -> Trigger | None:
+def _slos(draft: Draft, reading: WatchReading) -> str | None:
     watch, slos = draft.status.watch, draft.facts.slos
     assert watch is not None
     if not slos:
@@ -173,7 +185,7 @@ def _slos(draft: Draft, reading: WatchReading) -> Trigger | None:
         if draft.turn(SLO_VIOLATED, True, "Violated", message):
             draft.event("SLOViolated", message, warning=True)
         on = draft.facts.retune.on_slo_violation
-        return Trigger("SLOViolation", message) if on else None
+        return message if on else None
     states = {r.state for r in readings.values()}
     reason = "Pending" if "pending" in states else "NoData" if "nodata" in states else "Met"
     message = "; ".join(r.message for r in readings.values() if r.state != "ok")
@@ -205,8 +217,8 @@ def _burn_rate(slo: SLO, verdict: BurnRateVerdict | None) -> SLOStatus:
     )
 
 
-def _hardware(draft: Draft, reading: HardwareReading | SignalsWaiting | None) -> Trigger | None:
-    status = draft.status
+def _hardware(draft: Draft, watched: WatchReading) -> str | None:
+    status, reading = draft.status, watched.hardware
     watch, tuned = status.watch, status.hardware_fingerprint
     assert watch is not None
     if reading is None or tuned is None:
@@ -242,11 +254,11 @@ def _hardware(draft: Draft, reading: HardwareReading | SignalsWaiting | None) ->
     message = f"{change}, and it has held for {format_duration(round(held))}"
     if draft.turn(HARDWARE_CHANGED, True, "Settled", message):
         draft.event("HardwareSettled", message)
-    return Trigger("HardwareChange", message) if draft.facts.retune.on_hardware_change else None
+    return message if draft.facts.retune.on_hardware_change else None
 
 
-def _drift(draft: Draft, profile: dict[str, float] | SignalsWaiting | None) -> Trigger | None:
-    status = draft.status
+def _drift(draft: Draft, reading: WatchReading) -> str | None:
+    status, profile = draft.status, reading.profile
     watch = status.watch
     assert watch is not None
     if not status.profile:
@@ -271,16 +283,16 @@ def _drift(draft: Draft, profile: dict[str, float] | SignalsWaiting | None) -> T
                 draft.event("ProfileDrifted", verdict.message)
     condition = status.condition(DRIFTED)
     if condition is not None and condition.status == "True":
-        return Trigger("ProfileDrift", f"the workload profile {condition.message}")
+        return f"the workload profile {condition.message}"
     return None
 
 
-def _schedule(draft: Draft) -> Trigger | None:
+def _schedule(draft: Draft, reading: WatchReading) -> str | None:
     expression = draft.facts.retune.schedule
     fire = _next_scheduled(draft)
     if expression is None or fire is None or fire > draft.now:
         return None
-    return Trigger("Schedule", f"the schedule {expression!r} fired at {fire:%Y-%m-%d %H:%M} UTC")
+    return f"the schedule {expression!r} fired at {fire:%Y-%m-%d %H:%M} UTC"
 
 
 def _next_scheduled(draft: Draft) -> datetime | None:
@@ -289,6 +301,16 @@ def _next_scheduled(draft: Draft) -> datetime | None:
     if expression is None or after is None:
         return None
     return next_fire(expression, after)
+
+
+TRIGGERS: dict[RetuneTrigger, TriggerCheck] = {
+    RetuneTrigger.MANUAL: _manual,
+    RetuneTrigger.SLO_VIOLATION: _slos,
+    RetuneTrigger.HARDWARE_CHANGE: _hardware,
+    RetuneTrigger.PROFILE_DRIFT: _drift,
+    RetuneTrigger.SCHEDULE: _schedule,
+}
+"""Every retune trigger's check, the most urgent first."""
 
 
 def _next_check(draft: Draft) -> float:

@@ -23,7 +23,7 @@ from prometheus_client import (
 )
 
 from retune import __version__
-from retune.controller import RETUNE_TRIGGERS
+from retune.controller import RetuneTrigger
 from retune.controller.decision import Event
 from retune.evaluate.contract import EvaluationOutcome, EvaluationTask
 from retune.search.ledger import LedgerState
@@ -276,8 +276,8 @@ class OperatorMetrics:
             self._remove(self.phase, (namespace, target, each.value))
         for outcome in ("Promoted", "RolledBack", "Aborted"):
             self._remove(self.rollouts, (namespace, target, outcome))
-        for trigger in RETUNE_TRIGGERS:
-            self._remove(self.retunes, (namespace, target, trigger))
+        for trigger in RetuneTrigger:
+            self._remove(self.retunes, (namespace, target, trigger.value))
         with self._lock:
             self._ledgers.pop((namespace, target), None)
             series = self._series.pop((namespace, target), set())

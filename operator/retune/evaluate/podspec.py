@@ -17,6 +17,7 @@ from typing import Any
 from retune.evaluate.contract import SandboxLimits
 from retune.evaluate.entrypoint import DEFAULT_BATCH
 from retune.spec.evaluator import EvaluatorSpec
+from retune.spec.target import owner_reference
 
 TARGET_LABEL = "retune.dev/target"
 ROLE_LABEL = "retune.dev/role"
@@ -103,26 +104,6 @@ def batch_name(target_name: str, session: str, task_ids: Sequence[str]) -> str:
 
 def network_policy_name(target_name: str) -> str:
     return short_name(target_name, "-evaluation", limit=253)
-
-
-def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
-    """An ownerReference to the target, so the garbage collector removes what we made.
-
-    ``blockOwnerDeletion`` stays off: it only matters for foreground deletion of the
-    target, and would need update on ``optimizationtargets/finalizers`` where the
-    OwnerReferencesPermissionEnforcement admission plugin is on.
-    """
-    missing = [key for key in ("apiVersion", "kind", "name", "uid") if not owner.get(key)]
-    if missing:
-        raise ValueError(f"owner needs {', '.join(missing)} (the target's metadata)")
-    return {
-        "apiVersion": owner["apiVersion"],
-        "kind": owner["kind"],
-        "name": owner["name"],
-        "uid": owner["uid"],
-        "controller": True,
-        "blockOwnerDeletion": False,
-    }
 
 
 def sandbox_limits(evaluator: EvaluatorSpec) -> SandboxLimits:

@@ -18,7 +18,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from retune.evaluate.podspec import TARGET_LABEL, owner_reference, target_label
+from retune.evaluate.podspec import TARGET_LABEL, target_label
+from retune.spec.target import owner_reference
 
 ROLE_LABEL = "retune.dev/role"
 ROLE_POLICY_REVISION = "policy-revision"

@@ -357,12 +357,6 @@ class Ledger:
             self._state.wall_seconds += seconds
 
     # -- reading -----------------------------------------------------------------------
-    def evaluations_left(self, in_flight: int = 0) -> int | None:
-        if self.budget.max_evaluations is None:
-            return None
-        with self._lock:
-            return self.budget.max_evaluations - self._state.evaluations - in_flight
-
     def wall_seconds_left(self, running_for: float = 0.0) -> float | None:
         if self.budget.max_wall_seconds is None:
             return None

@@ -31,7 +31,6 @@ from retune.signals.providers import provider_for
 from retune.signals.recorded import RecordedProvider
 from retune.signals.slo import (
     BurnRateVerdict,
-    SLOMonitor,
     SLOTracker,
     SLOVerdict,
     ThresholdVerdict,
@@ -57,7 +56,6 @@ __all__ = [
     "Problem",
     "ProfileReading",
     "RecordedProvider",
-    "SLOMonitor",
     "SLOTracker",
     "SLOVerdict",
     "Sample",

@@ -247,25 +247,3 @@ def _burn_message(
     if status == "nodata":
         text += "; " + "; ".join(f"{w}: {p.describe()}" for w, p in problems.items())
     return text
-
-
-class SLOMonitor:
-    """Every SLO of a target: trackers for the threshold ones, burn rates for the others."""
-
-    def __init__(self, slos: Iterable[SLO], max_gap_seconds: float = DEFAULT_MAX_GAP_SECONDS):
-        self.slos = list(slos)
-        self.trackers = {
-            slo.name: SLOTracker(slo, max_gap_seconds)
-            for slo in self.slos
-            if slo.kind == "threshold"
-        }
-
-    def evaluate(self, provider: MetricsProvider, at: float) -> dict[str, SLOVerdict]:
-        """Query every SLO now (``at``) and return its verdict, by name."""
-        verdicts: dict[str, SLOVerdict] = {}
-        for slo in self.slos:
-            tracker = self.trackers.get(slo.name)
-            verdicts[slo.name] = (
-                tracker.evaluate(provider, at) if tracker else evaluate_burn_rate(slo, provider)
-            )
-        return verdicts

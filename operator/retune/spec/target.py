@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,26 @@ KIND = "OptimizationTarget"
 PLURAL = "optimizationtargets"
 SINGULAR = "optimizationtarget"
 SHORT_NAMES: tuple[str, ...] = ("ot",)
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """An ownerReference to the target, so the garbage collector removes what we made.
+
+    ``blockOwnerDeletion`` stays off: it only matters for foreground deletion of the
+    target, and would need update on ``optimizationtargets/finalizers`` where the
+    OwnerReferencesPermissionEnforcement admission plugin is on.
+    """
+    missing = [key for key in ("apiVersion", "kind", "name", "uid") if not owner.get(key)]
+    if missing:
+        raise ValueError(f"owner needs {', '.join(missing)} (the target's metadata)")
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["name"],
+        "uid": owner["uid"],
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
 
 
 class ObjectMeta(BaseModel):

@@ -19,6 +19,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from retune.spec.target import owner_reference
+
 CHECKPOINT_KEY = "checkpoint"
 ROLE_CHECKPOINT = "checkpoint"
 REQUEST_TIMEOUT = 30.0
@@ -151,21 +153,7 @@ class KubernetesStore:
                     "retune.dev/saved-at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "retune.dev/bytes": str(len(document)),
                 },
-                "ownerReferences": [_owner_reference(self._owner)],
+                "ownerReferences": [owner_reference(self._owner)],
             },
             "binaryData": {CHECKPOINT_KEY: base64.b64encode(document).decode("ascii")},
         }
-
-
-def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
-    missing = [key for key in ("apiVersion", "kind", "name", "uid") if not owner.get(key)]
-    if missing:
-        raise ValueError(f"owner needs {', '.join(missing)} (the target's metadata)")
-    return {
-        "apiVersion": owner["apiVersion"],
-        "kind": owner["kind"],
-        "name": owner["name"],
-        "uid": owner["uid"],
-        "controller": True,
-        "blockOwnerDeletion": False,
-    }

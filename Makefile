@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-cluster test test-fast test-cluster test-e2e lint bootstrap testbin prometheus node images crd clean
+.PHONY: demo demo-cluster test test-fast test-cluster test-e2e lint bootstrap testbin prometheus node browser images crd clean
 
 $(INSTALLED): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "retune needs Python >= 3.11 (none found on PATH)"; exit 1; }
@@ -46,6 +46,10 @@ prometheus:
 node:
 	tests/cluster/install-node
 
+## browser: install Debian's chromium when missing, for the report's browser test (needs root)
+browser:
+	tests/install-browser >/dev/null
+
 ## images: build the operator, evaluator, cache workload and pause images with buildah
 ## (no Docker engine, no registry; cached by content; archives and manifest.json under
 ## $RETUNE_IMAGE_CACHE, default ~/.cache/retune-images; needs root)
@@ -53,7 +57,7 @@ images:
 	images/build
 
 ## test: everything — lint, unit tests, real control plane and Prometheus tests
-test: $(INSTALLED) testbin prometheus node images lint
+test: $(INSTALLED) testbin prometheus node browser images lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## test-fast: unit tests only (no control plane, no Prometheus)

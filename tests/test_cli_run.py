@@ -55,7 +55,7 @@ def test_a_run_improves_on_the_seed_and_writes_its_outputs(reference: Path) -> N
         .startswith(("def", "import", "from", '"""'))
     )
     report = (reference / "report.html").read_text()
-    assert "<svg" in report and "best_policy.py" in report
+    assert 'class="plotly-graph-div"' in report and "best_policy.py" in report
     # The confinement the candidates got, as the workers measured it (root: every layer).
     assert "isolation_missing" in report
     if os.geteuid() == 0:

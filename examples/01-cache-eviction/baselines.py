@@ -2,11 +2,14 @@
 
     .venv/bin/python examples/01-cache-eviction/baselines.py
     .venv/bin/python examples/01-cache-eviction/baselines.py --hardware node.kubernetes.io/instance-type=r6i.2xlarge
+    .venv/bin/python examples/01-cache-eviction/baselines.py --json > examples/01-cache-eviction/baselines.json
 
 Every row is scored by ``evaluator.evaluate`` -- the same function the search calls,
 policies loaded through the same sandboxed loader -- on the recorded profile, hardware
 and evaluator parameters of ``target.yaml``. The ``full`` columns use the search's trace
-seeds, ``holdout`` the held-out seed the validation step uses first.
+seeds, ``holdout`` the held-out seed the validation step uses first. ``--json`` prints
+the ``full`` scores with the context they were measured in: ``baselines.json``, which a
+run's report draws as reference lines when the run evaluates in that same context.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ evaluator = load_evaluator(HERE / "evaluator.py")
 
 # (row label, policy file in baselines/, built-in reference or None)
 BASELINES: tuple[tuple[str, str, str | None], ...] = (
-    ("LRU (seed)", "lru.py", None),
+    (SEED_ROW := "LRU (seed)", "lru.py", None),
     ("LFU", "lfu.py", None),
     ("LRU + 300 s per access", "lru_frequency.py", None),
     ("scan-resistant hybrid", "scan_resistant.py", None),
@@ -101,6 +104,24 @@ def format_rows(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def baseline_document() -> dict[str, Any]:
+    """``baselines.json``: the rows other than the seed (a run draws its own seed), with the
+    context they were scored in."""
+    rows = [row for row in baseline_table() if row["policy"] != SEED_ROW]
+    return {
+        "stage": "full",
+        "context": recorded_context(),
+        "baselines": [
+            {
+                "policy": row["policy"],
+                "score": row["score"],
+                "subscores": {k: row[k] for k in ("steady", "scan", "shift")},
+            }
+            for row in rows
+        ],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -110,7 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a recorded hardware label, e.g. node.kubernetes.io/instance-type=r6i.2xlarge",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="print baselines.json (the recorded context only)"
+    )
     args = parser.parse_args(argv)
+    if args.json:
+        print(json.dumps(baseline_document(), indent=2, sort_keys=True))
+        return 0
     print("\n".join(table_lines(dict(item.split("=", 1) for item in args.hardware))))
     return 0
 

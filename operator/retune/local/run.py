@@ -23,6 +23,7 @@ from retune.local.inputs import (
     read_seed_code,
 )
 from retune.local.progress import ProgressBar
+from retune.local.references import read_baselines
 from retune.local.report import render_report
 from retune.search.archive import Archive
 from retune.search.builder import SearchBuilder, SearchResult, SearchSetup, validate_best
@@ -147,7 +148,13 @@ def run_target(target_path: Path, options: RunOptions) -> RunResult:
     finally:
         executor.close()
     outcome = _write_outputs(target, result, report, output, isolation)
-    page = render_report(result.state, target.metadata.name, outcome.to_json())
+    page = render_report(
+        result.state,
+        target.metadata.name,
+        outcome.to_json(),
+        references=read_baselines(target_path.parent, inputs.context),
+        min_improvement=spec.evaluator.min_improvement,
+    )
     (output / "report.html").write_text(page)
     return outcome
 

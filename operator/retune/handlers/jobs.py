@@ -368,6 +368,10 @@ def run_validation(
         candidate, candidate_code = state.best.index, state.best.code
         stable_code = state.seed_elite.code
     evaluator = inputs.target.spec.evaluator
+    if recall is not None:
+        # A recalled winner passed the full bar in its context before: it need only be no
+        # worse than the stable policy on the current profile.
+        evaluator = evaluator.model_copy(update={"min_improvement": 0.0})
     executor = _executor(settings, inputs, handle)
     try:
         report = validate_best(

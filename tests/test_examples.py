@@ -293,6 +293,15 @@ def test_the_cache_readme_table_is_what_the_evaluator_measures(
 
 
 @pytest.mark.slow
+def test_the_cache_baselines_json_is_what_the_evaluator_measures(
+    baselines: dict[str, ModuleType], cache_rows: dict[str, dict[str, Any]]
+) -> None:
+    measured = baselines["cache"].baseline_document(list(cache_rows.values()))
+    published = json.loads((EXAMPLES["cache"] / "baselines.json").read_text())
+    assert published == measured, "baselines.json out of date; rerun baselines.py --json"
+
+
+@pytest.mark.slow
 def test_the_routing_readme_tables_are_what_the_evaluator_measures(
     baselines: dict[str, ModuleType], routing_table: dict[str, dict[str, dict]]
 ) -> None:

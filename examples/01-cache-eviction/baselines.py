@@ -104,10 +104,10 @@ def format_rows(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def baseline_document() -> dict[str, Any]:
-    """``baselines.json``: the rows other than the seed (a run draws its own seed), with the
-    context they were scored in."""
-    rows = [row for row in baseline_table() if row["policy"] != SEED_ROW]
+def baseline_document(table: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``baselines.json`` from ``table`` (default: measured now): the rows other than the
+    seed (a run draws its own seed), with the context they were scored in."""
+    rows = [row for row in table or baseline_table() if row["policy"] != SEED_ROW]
     return {
         "stage": "full",
         "context": recorded_context(),

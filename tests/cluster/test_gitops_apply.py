@@ -24,7 +24,7 @@ from retune.rollout.apps import FIELD_MANAGER
 from retune.rollout.deployments import RolloutTarget
 from retune.spec import PolicyVolume, WorkloadRef
 from tests.cluster.controlplane import ControlPlane
-from tests.cluster.test_rollout_deployments import ROLLOUT_RULES
+from tests.cluster.test_rollout_deployments import operator_identity
 
 pytestmark = pytest.mark.cluster
 
@@ -57,20 +57,8 @@ class Repository:
 
     def __init__(self, cluster: ControlPlane, namespace: str) -> None:
         self.namespace = namespace
-        admin = cluster.api()
-        self.apps: Any = client.AppsV1Api(admin)
-        rbac: Any = client.RbacAuthorizationV1Api(admin)
-        core: Any = client.CoreV1Api(admin)
-        core.create_namespaced_service_account(namespace, {"metadata": {"name": "retune"}})
-        rbac.create_namespaced_role(
-            namespace, {"metadata": {"name": "retune"}, "rules": ROLLOUT_RULES}
-        )
-        rbac.create_namespaced_role_binding(namespace, {
-            "metadata": {"name": "retune"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "retune"},
-            "subjects": [{"kind": "ServiceAccount", "name": "retune", "namespace": namespace}],
-        })  # fmt: skip
-        operator = cluster.api(cluster.serviceaccount_kubeconfig(namespace, "retune"))
+        self.apps: Any = client.AppsV1Api(cluster.api())
+        operator = operator_identity(cluster, namespace)
         target = RolloutTarget(namespace, "cache", WorkloadRef(name="cache"), VOLUME)
         self.retune = Deployments(KubeDeploymentApi(operator, namespace), target)
 

@@ -55,6 +55,22 @@ ERRORS = AnalysisQuery(
 )
 
 
+def operator_identity(cluster: ControlPlane, namespace: str) -> client.ApiClient:
+    """A client acting as the ServiceAccount ``retune`` of ``namespace``, allowed only
+    :data:`ROLLOUT_RULES`."""
+    admin = cluster.api()
+    core: Any = client.CoreV1Api(admin)
+    rbac: Any = client.RbacAuthorizationV1Api(admin)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "retune"}})
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "retune"}, "rules": ROLLOUT_RULES})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "retune"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "retune"},
+        "subjects": [{"kind": "ServiceAccount", "name": "retune", "namespace": namespace}],
+    })  # fmt: skip
+    return cluster.api(cluster.serviceaccount_kubeconfig(namespace, "retune"))
+
+
 class Shop:
     """A namespace with the workload ``cache`` (4 replicas, its policy from a ConfigMap),
     its Service, and the operator's identity."""
@@ -64,17 +80,7 @@ class Shop:
         admin = cluster.api()
         self.core: Any = cast(Any, client.CoreV1Api(admin))
         self.apps: Any = cast(Any, client.AppsV1Api(admin))
-        rbac: Any = client.RbacAuthorizationV1Api(admin)
-        self.core.create_namespaced_service_account(namespace, {"metadata": {"name": "retune"}})
-        rbac.create_namespaced_role(
-            namespace, {"metadata": {"name": "retune"}, "rules": ROLLOUT_RULES}
-        )
-        rbac.create_namespaced_role_binding(namespace, {
-            "metadata": {"name": "retune"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "retune"},
-            "subjects": [{"kind": "ServiceAccount", "name": "retune", "namespace": namespace}],
-        })  # fmt: skip
-        self.operator = cluster.api(cluster.serviceaccount_kubeconfig(namespace, "retune"))
+        self.operator = operator_identity(cluster, namespace)
         self.core.create_namespaced_config_map(
             namespace, {"metadata": {"name": "cache-seed"}, "data": {"policy.py": "seed"}}
         )

@@ -3,9 +3,14 @@ retune owns, the resource's group and kind, every plugin command."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 from retune.kubectl import _parser
@@ -37,6 +42,55 @@ def test_the_health_check_is_keyed_by_the_resources_group_and_kind() -> None:
     script = config["data"][key]  # type: ignore[index]
     for status in ("Healthy", "Progressing", "Suspended", "Degraded"):
         assert f'"{status}"' in script
+
+
+def _lua(value: Any) -> str:
+    """A Python value as a Lua table constructor."""
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "{" + ",".join(_lua(item) for item in value) + "}"
+    return "{" + ",".join(f"[{json.dumps(k)}]={_lua(v)}" for k, v in value.items()) + "}"
+
+
+def _ready(value: str, message: str) -> dict[str, str]:
+    return {"type": "Ready", "status": value, "message": message}
+
+
+HEALTH_CASES = [
+    ({}, "Progressing", "waiting for the retune operator"),
+    ({"phase": "Stable", "observedGeneration": 1}, "Progressing", "has not seen the latest"),
+    ({"phase": "Searching", "conditions": [_ready("True", "r1 serves; searching")]}, "Healthy", "r1 serves"),
+    ({"phase": "Searching", "conditions": [_ready("False", "searching")]}, "Progressing", "searching"),
+    ({"phase": "Canary", "conditions": [_ready("False", "rolling r2 out")]}, "Progressing", "rolling r2"),
+    ({"phase": "AwaitingApproval", "conditions": [_ready("True", "r2 waits")]}, "Suspended", "r2 waits"),
+    ({"phase": "Degraded", "conditions": [{"type": "Degraded", "status": "True", "message": "bad"}]}, "Degraded", "bad"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "health", "message"), HEALTH_CASES)
+def test_the_health_check_reads_the_status_as_argo_cd_would(
+    status: dict[str, Any], health: str, message: str
+) -> None:
+    lua = shutil.which("lua5.1")  # Argo CD runs health checks in gopher-lua, a Lua 5.1
+    if lua is None:
+        pytest.skip("lua5.1 is not installed (Debian: apt-get install lua5.1)")
+    [config] = [b for b in yaml_blocks("gitops.md") if "data" in b]
+    [script] = config["data"].values()  # type: ignore[attr-defined]
+    obj = {"metadata": {"generation": 2}, "status": {"observedGeneration": 2, **status}}
+    if not status:
+        obj.pop("status")
+    program = (
+        f"obj = {_lua(obj)}\nlocal function check()\n{script}\nend\n"
+        "local hs = check()\nprint(hs.status .. '|' .. hs.message)\n"
+    )
+    done = subprocess.run([lua, "-"], input=program, capture_output=True, text=True, check=True)
+    got_health, got_message = done.stdout.strip().split("|", 1)
+    assert got_health == health and message in got_message
 
 
 def test_the_owned_fields_table_names_retunes_keys() -> None:

@@ -140,7 +140,9 @@ def _usd_figure(state: EngineState, seed_line: ReferenceLine | None, references:
             "calls), so every candidate sits at $0",
             wide=True,
         )
-    figure = score_figure(state.history, lambda p: p.usd, "USD", seed_line, references.baselines)
+    figure = score_figure(
+        state.history, lambda p: p.usd, "USD", seed_line, references.baselines, x_prefix="$"
+    )
     return _figure("score-usd", figure, wide=True)
 
 

@@ -66,6 +66,8 @@ def score_figure(
     x_title: str,
     seed: ReferenceLine | None,
     baselines: Sequence[ReferenceLine],
+    *,
+    x_prefix: str = "",
 ) -> go.Figure:
     """Every scored candidate and the best so far against ``x_of`` (evaluations or USD),
     with the seed and the baselines as horizontal reference lines."""
@@ -76,7 +78,7 @@ def score_figure(
         [p.score for p in scored if p.score is not None] or [0.0], [r.score for r in references]
     )
     xs = [x_of(p) for p in history] or [0.0]
-    x_low, x_high = min(xs), max(xs)
+    x_low, x_high = min(0.0, *xs), max(xs)  # both axes start at nothing spent
     for n, line in enumerate(references):
         is_seed = line is seed
         figure.add_trace(
@@ -139,6 +141,7 @@ def score_figure(
         )
     )
     figure.update_yaxes(range=[low, high])
+    figure.update_xaxes(rangemode="tozero", tickprefix=x_prefix)
     return _layout(figure, f"Score against {x_title}", x_title, "score", legend_right=True)
 
 

@@ -1,0 +1,104 @@
+"""The built-in search alone (no LLM): how far it gets on a problem in N evaluations.
+
+Runs ``retune run`` on a target for each seed with the built-in mutator and an
+evaluation budget, and reports per seed the best score, the wall time, and what the
+evaluations went to: full evaluations, cascade stops, no-ops (children whose quick
+subscores equal their parent's, never evaluated in full) and failures; and which mutation
+kinds wrote the improvements of the best score ("unknown" for one no longer in the archive,
+whose description is not kept).
+
+    .venv/bin/python bench/builtin_search.py [--target examples/01-cache-eviction/target.yaml]
+        [--evaluations 300] [--seeds 0 1 2]
+
+The last line printed is ``mean_best=<x> seeds=<n>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from retune.search.archive import Archive, Elite
+from retune.search.state import EngineState, decode_state
+
+REPO = Path(__file__).resolve().parents[1]
+KINDS = ("tune constants", "crossover", "conditional bonus")
+
+
+def run_seed(target: Path, evaluations: int, seed: int, output: Path) -> dict[str, object]:
+    """One ``retune run`` of ``target``; what it reached and spent its evaluations on."""
+    command = [
+        str(Path(sys.executable).parent / "retune"),
+        "run",
+        str(target),
+        "--max-evaluations",
+        str(evaluations),
+        "--max-seconds",
+        "3600",
+        "--seed",
+        str(seed),
+        "--output",
+        str(output),
+        "--quiet",
+    ]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    result = json.loads((output / "result.json").read_text())
+    state = decode_state((output / "checkpoint.retune").read_bytes())
+    failures = Counter((h.failure or "scored").split(":")[0] for h in state.history)
+    # The description of the candidate that set each new best: the edits that paid off.
+    improvements: Counter[str] = Counter()
+    best = None
+    for point in state.history:
+        if point.score is not None and (best is None or point.score > best):
+            best = point.score
+            if point.index == 0:  # the seed
+                continue
+            elite = next((e for e in _elites(state) if e.index == point.index), None)
+            text = elite.description if elite else ""
+            kind = next((k for k in KINDS if text.startswith(k)), "edit" if elite else "unknown")
+            improvements[kind] += 1
+    return {
+        "seed": seed,
+        "best": result["best_score"],
+        "seed_score": result["seed_score"],
+        "wall_seconds": result["wall_seconds"],
+        "evaluations": result["evaluations"],
+        "full": failures["scored"],
+        "cascade": failures["cascade"],
+        "no_op": failures["no-op"],
+        "duplicates": failures["duplicate"],
+        "failed": result["failed_evaluations"],
+        "improved_by": dict(improvements),
+    }
+
+
+def _elites(state: EngineState) -> list[Elite]:
+    elites = Archive(state.archive).elites()
+    return elites + ([state.best] if state.best else [])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--target", type=Path, default=REPO / "examples" / "01-cache-eviction" / "target.yaml"
+    )
+    parser.add_argument("--evaluations", type=int, default=300)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    bests = []
+    with tempfile.TemporaryDirectory(prefix="retune-builtin-") as work:
+        for seed in args.seeds:
+            row = run_seed(args.target, args.evaluations, seed, Path(work) / f"seed-{seed}")
+            print(json.dumps(row), flush=True)
+            bests.append(float(row["best"]))  # type: ignore[arg-type]
+    print(f"mean_best={statistics.mean(bests):.4f} seeds={len(bests)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ from typing import Any
 
 from retune.search.archive import Archive
 from tests.cluster.nodes import REAL_NODE
+from tests.cluster.processes import wait_until
 from tests.cluster.prometheus import PrometheusServer
 from tests.e2e.harness import checkpoint
 from tests.e2e.operator_pod import OperatorPod
@@ -232,3 +233,72 @@ def killed_canary(
         operator.start()
     # then the rollout ends
     return before, story.wait(promoted(1), 60, "the promotion")
+
+
+@dataclass
+class Approved:
+    """What the manual-approval scene saw."""
+
+    waiting: dict[str, Any]
+    """The status while the validated revision waited for approval."""
+    held_at: dict[str, Any]
+    """The status after a stale approval, removed with a Warning."""
+    before: dict[str, Any]
+    """The workload when the revision began to wait."""
+    held: dict[str, Any]
+    """The workload after the stale approval, before the real one."""
+    promoted: dict[str, Any]
+    """The status once the approved revision was promoted."""
+
+
+def approved_by_hand(story: CacheStory) -> Approved:
+    """A validated revision waits for a person, who approves it by name."""
+    # Given a target whose rollouts need a person's approval, then its validated winner
+    # waits, and no canary starts
+    target = continuous_target(story.namespace, budget=7)
+    target["spec"]["rollout"]["approval"] = "manual"
+    story.apply(target)
+    waiting = story.wait(
+        lambda s: s.get("phase") == "AwaitingApproval", SEARCH, "the revision to wait"
+    )
+    before = story.deployment()
+    assert before is not None
+    # When an approval names another revision, then it is removed with a Warning and the
+    # revision keeps waiting
+    story.act("annotated retune.dev/approve=cache-policy-0000000000 (a stale revision)")
+    story.annotate("retune.dev/approve", "cache-policy-0000000000")
+    wait_until(lambda: "ApprovalIgnored" in story.reasons(), 30, "the stale approval's Event")
+    wait_until(
+        lambda: "retune.dev/approve" not in (story.target()["metadata"].get("annotations") or {}),
+        30,
+        "the stale approval to be removed",
+    )
+    held_at = story.status()
+    held = story.deployment()
+    assert held is not None
+    # When the approval names the waiting revision, then its canary runs and is promoted
+    revision = waiting["approval"]["revision"]
+    story.act(f"annotated retune.dev/approve={revision}")
+    story.annotate("retune.dev/approve", revision)
+    return Approved(
+        waiting, held_at, before, held, story.wait(promoted(1), SEARCH, "the promotion")
+    )
+
+
+def recommended(story: CacheStory) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A validated revision recommended, never rolled out; returns the workload before and
+    the status a while after the recommendation."""
+    before = story.deployment()
+    assert before is not None
+    # Given a target that only recommends, then its validated winner is published, and the
+    # target stays Stable on the policy it had
+    target = continuous_target(story.namespace, budget=7)
+    target["spec"]["rollout"]["approval"] = "recommend"
+    story.apply(target)
+    story.wait(
+        lambda s: (s.get("approval") or {}).get("state") == "Recommended",
+        SEARCH,
+        "the recommendation",
+    )
+    time.sleep(8)  # (long enough for a canary's first step, were one started)
+    return before, story.status()

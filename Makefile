@@ -60,9 +60,11 @@ images:
 test: $(INSTALLED) testbin prometheus node browser images lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## test-fast: unit tests only (no control plane, no Prometheus)
+## test-fast: the unit tests in parallel, without the slow ones (no control plane, no
+## Prometheus, no images); `make test` runs those too, one at a time
 test-fast: $(INSTALLED)
-	$(PY) -m pytest -m "not cluster and not prometheus and not e2e and not images" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not cluster and not prometheus and not e2e and not images" \
+		-n auto --dist loadfile $(PYTEST_ARGS)
 
 ## test-cluster: only the tests that need the control plane
 test-cluster: $(INSTALLED) testbin prometheus node

@@ -9,11 +9,11 @@ from retune.evaluate.contract import EvaluationContext
 from retune.search.builder import SearchBuilder, SearchSetup, warm_limit, warm_programs
 from retune.search.builtin import BuiltinMutator
 from retune.search.config import engine_config, search_budget
-from retune.search.engine import Engine, EngineConfig
+from retune.search.engine import EngineConfig
 from retune.search.ledger import Budget
 from retune.search.llm import LLMMutator
 from retune.search.mutation import DuplicateCheck, MutationRequest, MutationResult
-from retune.search.state import StopReason, decode_state
+from retune.search.state import EngineState, StopReason, decode_state
 from retune.spec import ModelTier, TargetSpec, load_target
 from retune.store.file import FileStore
 from tests.staticscore import StaticExecutor
@@ -144,26 +144,24 @@ class _Spending:
         )
 
 
-def _engine(tmp: Path, mutator: _Spending) -> Engine:
-    config = EngineConfig(
-        seed=3, budget=Budget(max_evaluations=30), cells=12, initial_population=4, window=2
-    )
-    return Engine(
-        config, seed_code=SEED, mutator=mutator, executor=StaticExecutor(), store=FileStore(tmp)
-    )
+def _search(store: Path, mutator: _Spending) -> EngineState:
+    builder = SearchBuilder(SearchSetup(spec(evaluations=30), CONTEXT, seed_code=SEED))
+    search = builder.build(executor=StaticExecutor(), store=FileStore(store), mutator=mutator)
+    return search.run().state
 
 
 def test_a_mutator_out_of_budget_stops_the_search_by_its_flag_not_its_words(
     tmp_path: Path,
 ) -> None:
     refused = range(9, 12)
-    spent = _engine(tmp_path / "spent", _Spending(refused, exhausted=True)).run()
+    spent = _search(tmp_path / "spent", _Spending(refused, exhausted=True))
     assert spent.stop_reason is StopReason.USD
     assert spent.usd_exhausted
     assert spent.ledger.evaluations < 30
-    assert spent.next_index <= 9 + 2, "no mutation is planned once the budget is spent"
+    window = spent.window
+    assert spent.next_index <= 9 + window, "no mutation is planned once the budget is spent"
 
-    worded = _engine(tmp_path / "worded", _Spending(refused, exhausted=False)).run()
+    worded = _search(tmp_path / "worded", _Spending(refused, exhausted=False))
     assert worded.stop_reason is StopReason.EVALUATIONS
     assert not worded.usd_exhausted
     assert worded.ledger.evaluations == 30

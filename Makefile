@@ -46,7 +46,7 @@ prometheus:
 node:
 	tests/cluster/install-node
 
-## browser: install Debian's chromium when missing, for the report's browser test (needs root)
+## browser: install Debian's chromium and lua5.1 when missing, for the report's browser test and the Argo CD health check's (needs root)
 browser:
 	tests/install-browser >/dev/null
 

@@ -93,7 +93,8 @@ def test_a_small_budget_stops_the_search_before_it_is_exceeded(
 def test_endpoint_faults_cost_candidates_not_the_run(
     server: MutationServer, tmp_path: Path
 ) -> None:
-    faults = "429:0.1,500:0.1,drop:0.05,malformed:0.05,empty:0.05,garbage:0.1"
+    # (rates high enough that 46 or so calls draw each kind whatever the prompts say)
+    faults = "429:0.2,500:0.15,drop:0.05,malformed:0.05,empty:0.05,garbage:0.1"
     first = retune_run(server, tmp_path / "first", "--max-usd", str(MAX_USD), faults=faults)
     assert first["tokens"] == server.stats()
     again = retune_run(server, tmp_path / "again", "--max-usd", str(MAX_USD), faults=faults)

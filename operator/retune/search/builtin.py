@@ -446,11 +446,12 @@ def _conditional_bonus(function: ast.FunctionDef, rng: random.Random) -> str | N
         ops=[rng.choice([ast.Gt, ast.Lt])()],
         comparators=[ast.Constant(threshold)],
     )
-    bonus = ast.Constant(round(10 ** rng.uniform(0, 3.5), 3))
+    amount = round(10 ** rng.uniform(0, 3.5), 3)
+    bonus = ast.Constant(amount)
     shifted = ast.BinOp(copy.deepcopy(node.value), rng.choice([ast.Add, ast.Sub])(), bonus)
     node.value = ast.IfExp(test=condition, body=shifted, orelse=node.value)
     sign = "+" if isinstance(shifted.op, ast.Add) else "-"
-    return f"conditional bonus {sign}{bonus.value} on {ast.unparse(condition)}"
+    return f"conditional bonus {sign}{amount} on {ast.unparse(condition)}"
 
 
 def _swap_branches(function: ast.FunctionDef, rng: random.Random) -> str | None:

@@ -16,6 +16,7 @@ import pytest
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.prometheus import PrometheusServer
 from tests.e2e.environment import E2E, environment
+from tests.e2e.story import CacheStory
 
 DEFAULT_ROLES = ("story", "invalid", "signals")
 
@@ -45,3 +46,19 @@ def e2e(
     log_dir = tmp_path_factory.mktemp("operator")
     with environment(control_plane, prometheus_server, roles, log_dir) as env:
         yield env
+
+
+@pytest.fixture
+def story(e2e: E2E, request: pytest.FixtureRequest) -> Iterator[CacheStory]:
+    """The cache service deployed in the namespace of the test's ``role`` marker; after
+    the test the nodes are the defaults again, and the operator and Prometheus are running."""
+    role = request.node.get_closest_marker("role").args[0]
+    cache = CacheStory(e2e, e2e.namespaces[role]).deploy()
+    try:
+        yield cache
+    finally:
+        cache.close()
+        e2e.cluster.reset_nodes()
+        if not e2e.operator.running:
+            e2e.operator.start()
+        e2e.prometheus.start()

@@ -7,7 +7,6 @@ exported for a GitOps repository by ``retune export``). The scenes are in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,6 @@ from tests.e2e.harness import condition
 from tests.e2e.story import CacheStory
 
 E2E_ROLES = ("manual", "recommend")
-
-
-@pytest.fixture
-def story(e2e: E2E, request: pytest.FixtureRequest) -> Iterator[CacheStory]:
-    role = request.node.get_closest_marker("role").args[0]
-    cache = CacheStory(e2e, e2e.namespaces[role]).deploy()
-    try:
-        yield cache
-    finally:
-        cache.close()
 
 
 def generation(deployment: dict[str, Any] | None) -> int:

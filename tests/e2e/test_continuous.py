@@ -7,7 +7,6 @@ steps keep the story within minutes."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,20 +19,6 @@ from tests.e2e.scenarios import CPU_NODES, DRIFTED, NEW_INSTANCE_TYPE
 from tests.e2e.story import SHIFTED, CacheStory
 
 E2E_ROLES = ("tuned", "drift", "manual", "rollback", "blind", "restarts")
-
-
-@pytest.fixture
-def story(e2e: E2E, request: pytest.FixtureRequest) -> Iterator[CacheStory]:
-    role = request.node.get_closest_marker("role").args[0]
-    cache = CacheStory(e2e, e2e.namespaces[role]).deploy()
-    try:
-        yield cache
-    finally:
-        cache.close()
-        e2e.cluster.reset_nodes()
-        if not e2e.operator.running:
-            e2e.operator.start()
-        e2e.prometheus.start()
 
 
 def _generation(deployment: dict[str, Any] | None) -> int:

@@ -10,13 +10,11 @@ B on the current profile and rolled out as a canary, and no search starts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.e2e.environment import E2E
 from tests.e2e.scenarios import DRIFTED, SEARCH
 from tests.e2e.story import CacheStory, continuous_target, promoted
 from tests.e2e.workload import MIX
@@ -67,16 +65,6 @@ def returned(story: CacheStory) -> Returned:
 
     recalled = story.wait(canary_of_remembered, SEARCH, "a canary of the remembered winner")
     return Returned(first, second, returned_at, recalled, searches)
-
-
-@pytest.fixture
-def story(e2e: E2E, request: pytest.FixtureRequest) -> Iterator[CacheStory]:
-    role = request.node.get_closest_marker("role").args[0]
-    cache = CacheStory(e2e, e2e.namespaces[role]).deploy()
-    try:
-        yield cache
-    finally:
-        cache.close()
 
 
 @pytest.mark.role("library")

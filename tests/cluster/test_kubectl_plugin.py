@@ -38,8 +38,8 @@ COORDINATES = ("retune.dev", "v1alpha1")
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def stamp(minutes_ago: float) -> str:
-    return (NOW - timedelta(minutes=minutes_ago)).isoformat().replace("+00:00", "Z")
+def stamp(minutes_ago: float, now: datetime = NOW) -> str:
+    return (now - timedelta(minutes=minutes_ago)).isoformat().replace("+00:00", "Z")
 
 
 # What the operator writes for a target whose second revision is at its second canary step.
@@ -106,6 +106,9 @@ class Shell:
         target["metadata"] = {"name": "router"}
         self.custom.create_namespaced_custom_object(*COORDINATES, namespace, "optimizationtargets", target)  # fmt: skip
         self.set_status(CANARY_STATUS)
+        # (stamped now, not at import: the control plane may take a minute to start, and
+        # the status prints each Event's age)
+        now = datetime.now(UTC).replace(microsecond=0)
         for minutes, reason, message in (
             (5, "SearchFinished", "evaluation budget reached: 24 evaluations"),
             (3, "CanaryStep", "canary of router-policy-bbbb at 50%"),
@@ -115,7 +118,7 @@ class Shell:
                 "involvedObject": {"apiVersion": "retune.dev/v1alpha1", "kind": "OptimizationTarget",
                                    "name": "router", "namespace": namespace},
                 "reason": reason, "message": message, "type": "Normal",
-                "lastTimestamp": stamp(minutes), "firstTimestamp": stamp(minutes),
+                "lastTimestamp": stamp(minutes, now), "firstTimestamp": stamp(minutes, now),
                 "source": {"component": "retune-operator"},
             })  # fmt: skip
 

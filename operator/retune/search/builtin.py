@@ -2,11 +2,8 @@
 
 Edits: perturb a constant, swap an arithmetic operator, change a comparison, insert a
 term built from the values the program already computes with, remove a term, wrap an
-expression in ``min``/``max``, turn a return into a conditional. Two more kinds draw on
-what the search knows: constant tuning (``search/tuning.py``) sets all the numbers of
-the parent at once from the scores of the programs sharing its structure, and crossover
-grafts a term of another elite (an inspiration) into the parent. Parameter-only
-policies (a module of ``NAME = number`` assignments) get bounded parameter moves instead.
+expression in ``min``/``max``, turn a return into a conditional. Parameter-only policies
+(a module of ``NAME = number`` assignments) get bounded parameter moves instead.
 Every choice comes from a ``random.Random`` seeded by the request, so the same request
 always gives the same program.
 """
@@ -27,7 +24,6 @@ from retune.search.mutation import (
     MutationRequest,
     MutationResult,
 )
-from retune.search.tuning import tune_constants
 
 _ARITH_SWAPS: dict[type[ast.operator], list[type[ast.operator]]] = {
     ast.Add: [ast.Sub, ast.Mult],
@@ -44,10 +40,6 @@ _COMPARE_SWAPS: dict[type[ast.cmpop], list[type[ast.cmpop]]] = {
     ast.NotEq: [ast.Eq],
 }
 _MAX_ATTEMPTS = 24
-# Shares of ordinary mutations that tune the parent's constants, and that graft a term of
-# an inspiration; the rest are edits.
-TUNE_SHARE = 0.3
-CROSSOVER_SHARE = 0.15
 
 
 @dataclass(frozen=True)
@@ -82,18 +74,6 @@ class BuiltinMutator:
             MutationKind.INIT: (2, 5),
         }
         low, high = edits[request.kind]
-        if request.kind is MutationKind.MUTATE and not self.parameters:
-            draw = rng.random()
-            if draw < TUNE_SHARE:
-                tuned = tune_constants(
-                    tree, request.relatives, rng.getrandbits(32), lambda c: not is_duplicate(c)
-                )
-                if tuned is not None:
-                    return MutationResult(code=tuned[0], description=tuned[1])
-            elif draw < TUNE_SHARE + CROSSOVER_SHARE and request.inspirations:
-                crossed = self._crossover(tree, request, rng)
-                if crossed is not None and not is_duplicate(crossed[0]):
-                    return MutationResult(code=crossed[0], description=crossed[1])
         for _ in range(_MAX_ATTEMPTS):
             if self.parameters:
                 code, described = self._move_parameters(tree, rng, request.kind)
@@ -117,49 +97,17 @@ class BuiltinMutator:
             note = operator(function, rng)
             if note:
                 described.append(note)
-        code = _finish(child) if described else None
-        return (code, described) if code is not None else (None, [])
-
-    def _crossover(
-        self, tree: ast.Module, request: MutationRequest, rng: random.Random
-    ) -> tuple[str, str] | None:
-        """The parent with a term of an inspiration's entrypoint added at one of its
-        sites, or put in place of one of its terms."""
-        inspiration = rng.choice(request.inspirations)
+        if not described:
+            return None, []
+        if _uses_math(child) and not _imports_math(child):
+            child.body.insert(0, ast.Import(names=[ast.alias(name="math")]))
+        ast.fix_missing_locations(child)
         try:
-            donor = _find_function(syntax.parse(inspiration.code), self.entrypoint)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None
-        child = copy.deepcopy(tree)
-        function = _find_function(child, self.entrypoint)
-        if function is None or donor is None:
-            return None
-        # Only terms that read nothing but the entrypoint's own arguments (and math) mean
-        # the same in the parent as in the donor.
-        arguments = {a.arg for a in function.args.args} | {"math"}
-        terms = [
-            node
-            for node in ast.walk(donor)
-            if isinstance(node, ast.BinOp | ast.Call | ast.IfExp)
-            and {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} <= arguments
-            and any(isinstance(n, ast.Name) and n.id != "math" for n in ast.walk(node))
-        ]
-        sites = _numeric_expressions(function)
-        if not terms or not sites:
-            return None
-        term = copy.deepcopy(rng.choice(terms))
-        site = rng.choice(sites)
-        if rng.random() < 0.5 and isinstance(site, ast.BinOp):
-            side = rng.choice(["left", "right"])
-            setattr(site, side, term)
-            described = f"crossover: {ast.unparse(term)[:60]} in place of a term"
-        else:
-            combined = ast.BinOp(copy.deepcopy(site), ast.Add(), term)
-            if not _replace(function, site, combined):
-                return None
-            described = f"crossover: + {ast.unparse(term)[:60]}"
-        code = _finish(child)
-        return (code, described) if code is not None else None
+            code = ast.unparse(child) + "\n"
+            compile(code, "<candidate>", "exec")
+        except (SyntaxError, ValueError, RecursionError):
+            return None, []
+        return code, described
 
     # -- parameter policies ------------------------------------------------------------
     def _move_parameters(
@@ -199,20 +147,6 @@ def _find_function(tree: ast.Module, name: str) -> ast.FunctionDef | None:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             return node
     return None
-
-
-def _finish(child: ast.Module) -> str | None:
-    """An edited tree as source (importing math if it now calls it); None if it does not
-    compile."""
-    if _uses_math(child) and not _imports_math(child):
-        child.body.insert(0, ast.Import(names=[ast.alias(name="math")]))
-    ast.fix_missing_locations(child)
-    try:
-        code = ast.unparse(child) + "\n"
-        compile(code, "<candidate>", "exec")
-    except (SyntaxError, ValueError, RecursionError):
-        return None
-    return code
 
 
 def _uses_math(tree: ast.Module) -> bool:
@@ -426,34 +360,6 @@ def _conditional_return(function: ast.FunctionDef, rng: random.Random) -> str | 
     return f"conditional return on {ast.unparse(condition)}"
 
 
-def _conditional_bonus(function: ast.FunctionDef, rng: random.Random) -> str | None:
-    """``return v`` -> ``return v + bonus if term > t else v``: a step added for one
-    class of inputs (objects accessed more than once, say), the shape of most hand-written
-    rules. Thresholds between small integers come up half the time, as counts are common
-    arguments and a threshold no input crosses changes nothing."""
-    returns = [n for n in _nodes(function, ast.Return) if isinstance(n, ast.Return) and n.value]
-    terms = _numeric_terms(function)
-    if not returns or not terms:
-        return None
-    node = rng.choice(returns)
-    assert node.value is not None
-    if rng.random() < 0.5:
-        threshold = rng.choice([0.5, 1.5, 2.5, 4.5])
-    else:
-        threshold = round(10 ** rng.uniform(-1, 3), 3)
-    condition = ast.Compare(
-        left=copy.deepcopy(rng.choice(terms)),
-        ops=[rng.choice([ast.Gt, ast.Lt])()],
-        comparators=[ast.Constant(threshold)],
-    )
-    amount = round(10 ** rng.uniform(0, 3.5), 3)
-    bonus = ast.Constant(amount)
-    shifted = ast.BinOp(copy.deepcopy(node.value), rng.choice([ast.Add, ast.Sub])(), bonus)
-    node.value = ast.IfExp(test=condition, body=shifted, orelse=node.value)
-    sign = "+" if isinstance(shifted.op, ast.Add) else "-"
-    return f"conditional bonus {sign}{amount} on {ast.unparse(condition)}"
-
-
 def _swap_branches(function: ast.FunctionDef, rng: random.Random) -> str | None:
     branches = [
         n for n in _nodes(function, (ast.If, ast.IfExp)) if not isinstance(n, ast.If) or n.orelse
@@ -482,6 +388,5 @@ _OPERATORS: list[Callable[[ast.FunctionDef, random.Random], str | None]] = [
     _remove_term,
     _wrap_bound,
     _conditional_return,
-    _conditional_bonus,
     _swap_branches,
 ]

@@ -31,7 +31,6 @@ from retune.evaluate.contract import (
 )
 from retune.search.archive import Archive, Elite
 from retune.search.cascade import RECENT_QUICK_SCORES, passes_screen, quick_margin
-from retune.search.constants import Trial, constant_values, skeleton_hash
 from retune.search.ledger import Budget, Ledger
 from retune.search.mutation import (
     Inspiration,
@@ -59,9 +58,6 @@ log = logging.getLogger(__name__)
 # Answers repeating known programs, over a parent's children, after which ordinary
 # mutations pick other parents (while there are any).
 REPEATS_TO_EXHAUST = 2
-# Quick-scored programs kept per skeleton (programs differing only in their numbers), the
-# latest ones: what a mutator that tunes constants learns from.
-TRIALS_PER_SKELETON = 64
 
 
 class EngineConfig(BaseModel):
@@ -273,7 +269,6 @@ class Engine:
         else:  # only the seed is known so far, and it is still being scored
             parent, inspirations = None, []
         seed = self.rng.getrandbits(63)
-        parent_skeleton = skeleton_hash(parent.code) if parent else None
         request = MutationRequest(
             kind=kind,
             parent_code=parent.code if parent else self.seed_code,
@@ -285,14 +280,12 @@ class Engine:
             ],
             seed=seed,
             candidate_index=index,
-            relatives=list(self.state.trials.get(parent_skeleton or "", [])),
         )
         return Candidate(
             index=index,
             kind=kind,
             parent=parent.index if parent else 0,
             parent_quick_score=parent.quick_score if parent else None,
-            parent_quick_subscores=parent.quick_subscores if parent else {},
             quick_margin=self._quick_margin(parent.quick_score if parent else None),
             inspirations=[e.index for e in inspirations],
             seed=seed,
@@ -333,10 +326,8 @@ class Engine:
                 self.ledger.record_duplicate()
                 continue
             self.state.seen[candidate.code_hash] = candidate.index
-            # The seed and warm programs are scored on the quick stage too (and always go
-            # on to the full one): their quick results are what their children's are
-            # compared with, by the screen and by the no-op check.
-            self._submit_evaluation(candidate, STAGE_QUICK if self.config.cascade else STAGE_FULL)
+            quick_first = self.config.cascade and candidate.origin is Origin.MUTATION
+            self._submit_evaluation(candidate, STAGE_QUICK if quick_first else STAGE_FULL)
 
     def _submit_evaluation(self, candidate: Candidate, stage: str) -> None:
         assert candidate.code is not None
@@ -376,18 +367,14 @@ class Engine:
             outcome = EvaluationOutcome.failed(FailureReason.INFRASTRUCTURE, repr(exc))
         if stage is Stage.QUICK:
             candidate.quick = outcome
-            if outcome.ok and candidate.origin is not Origin.MUTATION:
+            if (
+                outcome.ok
+                and candidate.origin is Origin.MUTATION
+                and self._passes_cascade(candidate)
+            ):
                 self._submit_evaluation(candidate, STAGE_FULL)
                 return
-            if outcome.ok and self._is_no_op(candidate):
-                # Deterministic evaluators give a child that decides exactly as its
-                # parent does the parent's quick subscores to the last digit; its full
-                # evaluation would only repeat the parent's, so it is not run.
-                candidate.no_op = True
-            elif outcome.ok and self._passes_cascade(candidate):
-                self._submit_evaluation(candidate, STAGE_FULL)
-                return
-            candidate.cascade_rejected = outcome.ok and not candidate.no_op
+            candidate.cascade_rejected = outcome.ok
         else:
             candidate.full = outcome
         candidate.stage = Stage.DONE
@@ -402,18 +389,6 @@ class Engine:
             self.state.quick_scores,
             threshold=self.config.quick_threshold,
             spread_factor=self.config.quick_spread,
-        )
-
-    @staticmethod
-    def _is_no_op(candidate: Candidate) -> bool:
-        """Whether the child's quick result is its parent's, score and every subscore."""
-        assert candidate.quick is not None and candidate.quick.result is not None
-        result = candidate.quick.result
-        return (
-            candidate.parent_quick_score is not None
-            and result.score == candidate.parent_quick_score
-            and bool(result.subscores)
-            and result.subscores == candidate.parent_quick_subscores
         )
 
     def _passes_cascade(self, candidate: Candidate) -> bool:
@@ -435,7 +410,6 @@ class Engine:
             recent = self.state.quick_scores
             recent.append(candidate.quick.result.score)
             del recent[:-RECENT_QUICK_SCORES]
-        self._record_trial(candidate)
         self._count_repeats(candidate)
         kept = False
         failure = None
@@ -456,9 +430,6 @@ class Engine:
                 quick_score=candidate.quick.result.score
                 if candidate.quick and candidate.quick.result
                 else None,
-                quick_subscores=candidate.quick.result.subscores
-                if candidate.quick and candidate.quick.result
-                else {},
                 subscores=result.subscores,
                 feedback=result.feedback,
                 parent=candidate.parent,
@@ -474,9 +445,7 @@ class Engine:
         else:
             outcome = candidate.full or candidate.quick
             failure = (
-                "no-op"
-                if candidate.no_op
-                else "cascade"
+                "cascade"
                 if candidate.cascade_rejected
                 else (f"{outcome.failure}: {outcome.detail[:200]}" if outcome else "no outcome")
             )
@@ -496,19 +465,6 @@ class Engine:
             )
         )
         return True
-
-    def _record_trial(self, candidate: Candidate) -> None:
-        """Keep a quick-scored program's constants and score under its skeleton."""
-        if candidate.quick is None or candidate.code is None:
-            return
-        skeleton = skeleton_hash(candidate.code)
-        values = constant_values(candidate.code)
-        if skeleton is None or values is None:
-            return
-        result = candidate.quick.result
-        trials = self.state.trials.setdefault(skeleton, [])
-        trials.append(Trial(values=values, score=result.score if result else None))
-        del trials[:-TRIALS_PER_SKELETON]
 
     def _count_repeats(self, candidate: Candidate) -> None:
         repeats = candidate.duplicates + (candidate.skipped == "duplicate")

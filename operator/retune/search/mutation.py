@@ -14,8 +14,6 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from retune.search.constants import Trial
-
 
 class MutationKind(StrEnum):
     MUTATE = "mutate"  # an ordinary edit of the parent (cheap tier)
@@ -44,9 +42,6 @@ class MutationRequest(BaseModel):
     inspirations: list[Inspiration] = Field(default_factory=list)
     seed: int  # drives every random choice the mutator makes
     candidate_index: int = 0
-    # programs that differ from the parent only in their numeric constants (the parent
-    # among them once it is scored), with their quick scores: what a constant tuner fits
-    relatives: list[Trial] = Field(default_factory=list)
 
 
 class MutationResult(BaseModel):

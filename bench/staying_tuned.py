@@ -213,17 +213,6 @@ class Searches:
         return result
 
 
-def _progress(result: SearchResult) -> SearchProgress:
-    state = result.state
-    return SearchProgress(
-        evaluations=state.ledger.evaluations,
-        best_score=state.best.score if state.best else None,
-        seed_score=state.seed_elite.score if state.seed_elite else None,
-        best_candidate=state.best.index if state.best else None,
-        ledger=state.ledger.model_copy(deep=True),
-    )
-
-
 class Operator:
     """The adapters' side of the operator for one target, played against the phases."""
 
@@ -349,7 +338,7 @@ class Operator:
         seed = self.spec.search.seed + action.seed_offset
         result = self.searches.run(setup, seed, warm)
         self.last = result
-        progress = _progress(result)
+        progress = SearchProgress.of(result.state)
         self.run.retunes.append(
             Retune(
                 self.phase,

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from retune.rollout.canary import Tick
 from retune.search.ledger import LedgerState
+from retune.search.state import EngineState
 from retune.search.validation import ValidationReport
 from retune.signals.metrics import Sample
 from retune.signals.slo import BurnRateVerdict
@@ -117,6 +118,18 @@ class SearchProgress:
     best_candidate: int | None
     ledger: LedgerState
     max_evaluations: int | None = None
+
+    @classmethod
+    def of(cls, state: EngineState, max_evaluations: int | None = None) -> SearchProgress:
+        """The progress an engine ``state`` shows (its ledger copied, not shared)."""
+        return cls(
+            evaluations=state.ledger.evaluations,
+            best_score=state.best.score if state.best else None,
+            seed_score=state.seed_elite.score if state.seed_elite else None,
+            best_candidate=state.best.index if state.best else None,
+            ledger=state.ledger.model_copy(deep=True),
+            max_evaluations=max_evaluations,
+        )
 
 
 @dataclass(frozen=True)

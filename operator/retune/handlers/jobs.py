@@ -200,17 +200,6 @@ def _mutator(
         raise WorkFailed(str(error), path="spec.search.models", permanent=True) from None
 
 
-def _progress(state: EngineState, config: EngineConfig) -> SearchProgress:
-    return SearchProgress(
-        evaluations=state.ledger.evaluations,
-        best_score=state.best.score if state.best else None,
-        seed_score=state.seed_elite.score if state.seed_elite else None,
-        best_candidate=state.best.index if state.best else None,
-        ledger=state.ledger.model_copy(deep=True),
-        max_evaluations=config.budget.max_evaluations,
-    )
-
-
 def _evaluator_identity(inputs: TargetInputs) -> str:
     evaluator = inputs.target.spec.evaluator
     parts = [evaluator.image or "", evaluator.path, *evaluator.command]
@@ -277,7 +266,7 @@ def run_search(
     executor = _executor(settings, inputs, handle)
 
     def report(_: object) -> None:
-        progress = _progress(search.state, config)
+        progress = SearchProgress.of(search.state, config.budget.max_evaluations)
         handle.progress(progress)
         settings.metrics.ledger(inputs.namespace, inputs.name, progress.ledger)
 
@@ -306,7 +295,8 @@ def run_search(
         executor.close()
     handle.check()
     return SearchOutcome(
-        stop_reason=result.stop_reason.value, progress=_progress(result.state, config)
+        stop_reason=result.stop_reason.value,
+        progress=SearchProgress.of(result.state, config.budget.max_evaluations),
     )
 
 

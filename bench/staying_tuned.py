@@ -71,8 +71,7 @@ from retune.controller import (
 from retune.evaluate.loader import load_evaluator
 from retune.evaluate.local import LocalExecutor
 from retune.handlers.jobs import warm_limit
-from retune.rollout import Tick, record
-from retune.rollout import decide as step
+from retune.rollout import CanaryObservation, analysis_needed
 from retune.search.builder import validate_best
 from retune.search.config import engine_config
 from retune.search.ledger import Budget
@@ -275,6 +274,7 @@ class Operator:
             work=self.work,
             retune=self.spec.retune,
             profile_interval=float(self.spec.profile.interval_seconds),
+            rollout=self.spec.rollout,
         )
         decision = decide(self.status, facts, now)
         for _ in range(4):
@@ -286,7 +286,7 @@ class Operator:
                     facts, watch=WatchReading(profile=signals.profile, hardware=hardware)
                 )
             elif decision.needs_canary and decision.status.rollout is not None:
-                facts = replace(facts, canary=self.tick(decision.status, now))
+                facts = replace(facts, canary=self.observe(decision.status, now))
             else:
                 break
             decision = decide(self.status, facts, now)
@@ -402,30 +402,32 @@ class Operator:
         )
         return took
 
-    def tick(self, status: TargetStatus, now: datetime) -> Tick:
-        """A canary tick, its analysis the two programs' held-out scores on the phase."""
+    def observe(self, status: TargetStatus, now: datetime) -> CanaryObservation:
+        """The canary as a simulation shows it: its Deployments as the controller asked, and,
+        when its step is judged, an analysis of the two programs' held-out scores on the
+        phase."""
         rollout = status.rollout
         assert rollout is not None
-        canary = self.scorer.score(self.revisions[rollout.revision], self.phase)
-        stable = self.scorer.score(self.stable_code(), self.phase)
-        outcome: Literal["pass", "fail"] = "pass" if canary >= CANARY_FLOOR * stable else "fail"
-        result = AnalysisResult(
-            name="byte-hit-ratio",
-            outcome=outcome,
-            canary=Value(canary),
-            stable=Value(stable),
-            message=f"byte hit ratio: canary {canary:.4f}, stable {stable:.4f}",
-        )
-        report = AnalysisReport(outcome=outcome, results=(result,))
-        decision = step(self.spec.rollout, rollout, now, lambda: report)
-        validation = status.validation
-        return Tick(
-            decision=decision,
-            status=None if decision.finished else decision.status,
-            record=record(decision, now, validation.candidate_score if validation else None),
-            report=report if decision.status.analysis else None,
-            scale=None,
-            consumed=(),
+        report = None
+        if analysis_needed(self.spec.rollout, rollout, now):
+            canary = self.scorer.score(self.revisions[rollout.revision], self.phase)
+            stable = self.scorer.score(self.stable_code(), self.phase)
+            outcome: Literal["pass", "fail"] = "pass" if canary >= CANARY_FLOOR * stable else "fail"
+            result = AnalysisResult(
+                name="byte-hit-ratio",
+                outcome=outcome,
+                canary=Value(canary),
+                stable=Value(stable),
+                message=f"byte hit ratio: canary {canary:.4f}, stable {stable:.4f}",
+            )
+            report = AnalysisReport(outcome=outcome, results=(result,))
+        return CanaryObservation(
+            revision=rollout.revision,
+            stable_revision=status.stable_revision,
+            stable_replicas=1,
+            canary_replicas=1,
+            canary_current=True,
+            analysis=report,
         )
 
 

@@ -25,7 +25,7 @@ from retune.controller import (
 from retune.rollout.revisions import revision_name
 from retune.search.ledger import LedgerState, ModelUsage
 from retune.search.validation import ValidationReport
-from retune.spec import Phase, Problem, TargetStatus
+from retune.spec import Phase, Problem, RolloutSpec, TargetStatus
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 DIGESTS = SpecDigests(signals="sig", search="search", budget="budget")
@@ -45,6 +45,8 @@ def facts(**changes: object) -> Facts:
         "paused": False,
         "digests": DIGESTS,
     }
+    if "approval" in changes:  # spec.rollout.approval
+        changes["rollout"] = RolloutSpec(approval=changes.pop("approval"))  # type: ignore[arg-type]
     values.update(changes)
     return Facts(**values)  # type: ignore[arg-type]
 

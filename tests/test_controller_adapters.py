@@ -17,13 +17,20 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
-from retune.controller import HardwareReading, SignalsWaiting, spec_digests
+from retune.controller import (
+    CanaryFailure,
+    HardwareReading,
+    ScaleCanary,
+    SignalsWaiting,
+    spec_digests,
+)
 from retune.evaluate.contract import (
     EvaluationOutcome,
     EvaluationResult,
     EvaluationTask,
     FailureReason,
 )
+from retune.handlers import reconcile
 from retune.handlers.gather import (
     StopAtOutage,
     hardware_under,
@@ -37,6 +44,7 @@ from retune.handlers.jobs import JobSettings
 from retune.handlers.metrics import Health, OperatorMetrics
 from retune.handlers.reconcile import OperatorContext, TargetLoop, controls_of, parse, status_of
 from retune.handlers.workers import Workers
+from retune.rollout import CanaryObservation, begin
 from retune.rollout.revisions import revision_annotations, revision_manifest, revision_name
 from retune.search.ledger import LedgerState, ModelUsage
 from retune.signals.metrics import Sample, Unavailable
@@ -516,3 +524,47 @@ def test_a_bad_seed_degrades_the_target_naming_the_field(
     assert status.phase is Phase.DEGRADED and degraded is not None, status
     assert degraded.reason == "InvalidSpec"
     assert f"{field}: " in degraded.message and words in degraded.message, degraded.message
+
+
+def test_a_canary_write_that_fails_is_decided_again_and_nothing_else_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reconcile reads the rollout, the controller asks for the canary at its share;
+    the API server refuses the write (a passing failure): the step is decided again knowing
+    it, so the status keeps the rollout where it was and says why."""
+    events: list[str] = []
+    monkeypatch.setattr(kopf, "event", lambda *args, **kwargs: events.append(kwargs["reason"]))
+    cluster = _Cluster()
+    nodes = [_node("cpu-0", "m7i.xlarge")]
+    body = _steady_body(cluster, nodes)
+    rollout = begin("router-policy-abc")
+    canary = TargetStatus.model_validate(body["status"]).model_copy(
+        update={"phase": Phase.CANARY, "rollout": rollout, "canary_revision": rollout.revision}
+    )
+    body["status"] = canary.model_dump(mode="json", by_alias=True, exclude_none=True)
+    reading = CanaryObservation(
+        revision=rollout.revision,
+        stable_revision="router-seed",
+        stable_replicas=4,
+        canary_replicas=None,
+        canary_current=False,
+    )
+    writes: list[object] = []
+
+    def refused(deployments: object, action: object) -> CanaryFailure:
+        writes.append(action)
+        return CanaryFailure("500 Internal Server Error: etcd timeout", permanent=False)
+
+    monkeypatch.setattr(reconcile, "deployments_of", lambda *args: None)
+    monkeypatch.setattr(reconcile, "read_canary", lambda *args, **kwargs: reading)
+    monkeypatch.setattr(reconcile, "write_canary", refused)
+    loop = TargetLoop(_operator_context(cluster), "shop", "router")
+    delay = asyncio.run(loop.reconcile(body, nodes))
+
+    assert writes == [ScaleCanary(rollout.revision, 10)]  # tried once, not again
+    status = TargetStatus.model_validate(cluster.statuses[-1])
+    assert status.phase is Phase.CANARY and status.rollout == rollout  # the step not taken
+    progressing = status.condition("CanaryProgressing")
+    assert progressing is not None and progressing.reason == "Interrupted"
+    assert "etcd timeout" in progressing.message
+    assert events == ["CanaryInterrupted"] and delay == 10.0

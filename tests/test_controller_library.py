@@ -39,8 +39,8 @@ from retune.spec import (
     SearchStatus,
     TargetStatus,
 )
-from tests.test_controller import DIGESTS, SIGNALS, T0, facts, reasons
-from tests.test_controller_rollout import canary_status, report, tick
+from tests.test_controller import DIGESTS, SIGNALS, T0, reasons
+from tests.test_controller_rollout import at_step, canary_status, facts, observed, report, step
 
 RETUNE = RetuneSpec(drift=DriftSpec(threshold=0.2, for_seconds=4), cooldown_seconds=60)
 SCAN_HEAVY = Signals(
@@ -126,7 +126,7 @@ def recall_canary() -> TargetStatus:
     waiting = recalled().status
     asked = decide(waiting, facts(retune=RETUNE, work=validation(True)), LATER)
     assert asked.status.rollout is not None
-    first = tick(asked.status.rollout, LATER)
+    first = observed(asked.status.rollout, canary=False)
     return decide(waiting, facts(retune=RETUNE, work=validation(True), canary=first), LATER).status
 
 
@@ -176,9 +176,8 @@ def test_a_new_winner_replaces_its_context_and_the_library_stays_bounded() -> No
 def test_a_promoted_winner_is_remembered_for_the_context_it_was_tuned_in() -> None:
     status = canary_status()
     assert status.rollout is not None
-    last = status.rollout.model_copy(update={"step": 1, "share": 50})
     later = T0 + timedelta(seconds=2)
-    decision = decide(status, facts(canary=tick(last, later, report("pass"))), later)
+    decision = step(at_step(status, 1), later, report("pass"))
     library = decision.status.library
     (known,) = library.contexts
     assert known.revision == status.rollout.revision and known.candidate == "c7"
@@ -226,9 +225,11 @@ def test_a_revalidated_winner_goes_out_as_a_canary() -> None:
 def test_the_recalled_winner_promoted_is_the_stable_policy_of_its_context_again() -> None:
     canary = recall_canary()
     assert canary.rollout is not None
-    last = canary.rollout.model_copy(update={"step": 1, "share": 50})
+    last = at_step(canary, 1)
+    assert last.rollout is not None
     at = LATER + timedelta(seconds=2)
-    decision = decide(canary, facts(retune=RETUNE, canary=tick(last, at, report("pass"))), at)
+    reading = observed(last.rollout, report("pass"))
+    decision = decide(last, facts(retune=RETUNE, canary=reading), at)
     status = decision.status
     assert status.phase is Phase.STABLE and status.stable_revision == "rev-orig"
     assert reasons(decision) == ["CanaryPromoted", "ContextRestored"]
@@ -255,7 +256,7 @@ def test_a_recalled_winner_that_fails_its_canary_is_forgotten_and_the_retune_sea
     canary = recall_canary()
     assert canary.rollout is not None
     at = LATER + timedelta(seconds=2)
-    failed = tick(canary.rollout, at, report("fail", 0.1))
+    failed = observed(canary.rollout, report("fail", 0.1))
     decision = decide(canary, facts(retune=RETUNE, canary=failed, signals=SIGNALS), at)
     status = decision.status
     assert status.stable_revision == "rev-scan" and status.phase is Phase.SEARCHING

@@ -1,18 +1,25 @@
-"""Ready and Canary: the controller's side of a rollout, driven with plain ticks.
+"""Ready and Canary: the controller's side of a rollout, driven with plain readings.
 
-A tick is what :class:`retune.rollout.CanaryRunner` reports after acting on the
-Deployments; here it is built from the pure step decisions, so no Deployment exists.
+A reading is what the adapters observe of a rollout (its Deployments, and its analysis
+when the step is judged); here it is built by hand, so no Deployment exists. The writes the
+controller asks for come back as actions.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
+
 from retune.controller import (
     CanaryFailure,
     ClearAnnotations,
+    Decision,
+    Facts,
     ForgetWork,
+    PromoteCanary,
     RemoveCanary,
+    ScaleCanary,
     SpecDigests,
     decide,
     resume_point,
@@ -22,12 +29,10 @@ from retune.rollout import (
     PAUSE_ANNOTATION,
     PROMOTE_ANNOTATION,
     RETUNE_ANNOTATION,
-    Controls,
-    Tick,
+    CanaryObservation,
     begin,
-    record,
+    canary_replicas,
 )
-from retune.rollout import decide as step
 from retune.signals.analysis import AnalysisReport, AnalysisResult
 from retune.signals.metrics import NoData, Value
 from retune.spec import Phase, RolloutSpec, RolloutStatus, TargetStatus
@@ -35,13 +40,19 @@ from tests.test_controller import (
     DIGESTS,
     T0,
     condition,
-    facts,
     finished_status,
     finished_validation,
     reasons,
 )
+from tests.test_controller import facts as target_facts
 
 SPEC = RolloutSpec(steps=[10, 50], interval_seconds=2, failure_limit=1, no_data_limit=2)
+STABLE_REPLICAS = 4
+
+
+def facts(**changes: object) -> Facts:
+    """A target's facts with this module's rollout settings."""
+    return target_facts(**{"rollout": SPEC, **changes})
 
 
 def report(outcome: str, value: float | None = 0.4) -> AnalysisReport:
@@ -56,23 +67,36 @@ def report(outcome: str, value: float | None = 0.4) -> AnalysisReport:
     return AnalysisReport(outcome=outcome, results=(result,))  # type: ignore[arg-type]
 
 
-def tick(
+def observed(
     rollout: RolloutStatus,
-    now: datetime,
     analysis: AnalysisReport | None = None,
-    controls: Controls | None = None,
-    consumed: tuple[str, ...] = (),
-) -> Tick:
-    """The tick a CanaryRunner would report, without Deployments."""
-    decision = step(SPEC, rollout, now, (lambda: analysis) if analysis else None, controls)
-    return Tick(
-        decision=decision,
-        status=None if decision.finished else decision.status,
-        record=record(decision, now, 0.53),
-        report=analysis if analysis and decision.status.analysis else None,
-        scale=None,
-        consumed=consumed,
+    *,
+    canary: bool = True,
+    stable_revision: str = "cache-eviction-seed",
+) -> CanaryObservation:
+    """The rollout's Deployments as they should be at its share (``canary=False``: the
+    canary is missing), with ``analysis`` when it was read."""
+    return CanaryObservation(
+        revision=rollout.revision,
+        stable_revision=stable_revision,
+        stable_replicas=STABLE_REPLICAS,
+        canary_replicas=canary_replicas(STABLE_REPLICAS, rollout.share) if canary else None,
+        canary_current=canary,
+        analysis=analysis,
     )
+
+
+def at_step(status: TargetStatus, step: int) -> TargetStatus:
+    """``status`` with its rollout at ``step`` (started at T0)."""
+    assert status.rollout is not None
+    rollout = status.rollout.model_copy(update={"step": step, "share": SPEC.steps[step]})
+    return status.model_copy(update={"rollout": rollout})
+
+
+def step(status: TargetStatus, at: datetime, analysis: AnalysisReport | None = None) -> Decision:
+    """The decision on a reading of ``status``'s rollout at ``at``."""
+    assert status.rollout is not None
+    return decide(status, facts(canary=observed(status.rollout, analysis)), at)
 
 
 def ready_status() -> TargetStatus:
@@ -83,7 +107,7 @@ def canary_status(at: datetime = T0) -> TargetStatus:
     """A rollout at its first step."""
     asked = decide(ready_status(), facts(), at)
     assert asked.status.rollout is not None
-    first = tick(asked.status.rollout, at)
+    first = observed(asked.status.rollout, canary=False)
     return decide(ready_status(), facts(canary=first), at).status
 
 
@@ -91,11 +115,14 @@ def test_the_first_tick_starts_the_canary_at_the_first_step() -> None:
     ready = ready_status()
     asked = decide(ready, facts(), T0)
     assert asked.needs_canary and asked.status.rollout == begin(ready.validated_revision or "")
-    decision = decide(ready, facts(canary=tick(asked.status.rollout, T0)), T0)
+    reading = observed(asked.status.rollout, canary=False)
+    decision = decide(ready, facts(canary=reading), T0)
     status = decision.status
     assert status.phase is Phase.CANARY and not decision.needs_canary
     assert status.rollout is not None and (status.rollout.step, status.rollout.share) == (0, 10)
+    assert decision.actions == [ScaleCanary(status.rollout.revision, 10)]
     assert reasons(decision) == ["RolloutStarted", "CanaryStep"]
+    assert decision.events[-1].message.endswith("starts at 10% (1 canary pod beside 4 stable)")
     assert condition(status, "CanaryProgressing")[:2] == ("True", "CanaryStep")
     assert condition(status, "Ready")[:2] == ("False", "RollingOut")
     assert decision.requeue_after == 2.0  # the step's interval
@@ -105,9 +132,10 @@ def test_a_passed_analysis_moves_to_the_next_step_and_shows_its_values() -> None
     status = canary_status()
     assert status.rollout is not None
     later = T0 + timedelta(seconds=2)
-    decision = decide(status, facts(canary=tick(status.rollout, later, report("pass"))), later)
+    decision = step(status, later, report("pass"))
     rollout = decision.status.rollout
     assert rollout is not None and (rollout.step, rollout.share) == (1, 50)
+    assert decision.actions == [ScaleCanary(rollout.revision, 50)]
     assert rollout.analysis == {"hit-ratio": 0.4}
     assert rollout.verdicts == {"hit-ratio": "pass"}
     assert rollout.stable_analysis == {"hit-ratio": 0.42}
@@ -119,18 +147,39 @@ def test_a_quiet_wait_posts_no_event() -> None:
     status = canary_status()
     assert status.rollout is not None
     soon = T0 + timedelta(seconds=1)
-    decision = decide(status, facts(canary=tick(status.rollout, soon)), soon)
+    decision = step(status, soon)
     assert decision.events == [] and decision.status.phase is Phase.CANARY
+    assert decision.actions == []  # the canary is as it should be: nothing to write
     assert decision.requeue_after == 1.0
+
+
+def test_a_missing_canary_is_made_again_at_the_steps_share() -> None:
+    status = canary_status()
+    assert status.rollout is not None
+    soon = T0 + timedelta(seconds=1)
+    reading = observed(status.rollout, canary=False)  # deleted by someone
+    decision = decide(status, facts(canary=reading), soon)
+    assert decision.actions == [ScaleCanary(status.rollout.revision, 10)]
+    assert reasons(decision) == ["CanaryWaiting"]  # a wait that wrote is worth an Event
+    rollout = decision.status.rollout
+    assert rollout is not None and (rollout.step, rollout.step_started_at) == (0, T0)
+
+
+def test_the_analysis_is_asked_for_only_when_the_step_is_judged() -> None:
+    status = canary_status()
+    assert status.rollout is not None
+    later = T0 + timedelta(seconds=2)
+    with pytest.raises(ValueError, match=r"analysis of .* is due but was not read"):
+        step(status, later)
 
 
 def test_the_last_passed_step_promotes_and_the_target_is_stable() -> None:
     status = canary_status()
     assert status.rollout is not None
     revision = status.rollout.revision
-    last = status.rollout.model_copy(update={"step": 1, "share": 50})
     later = T0 + timedelta(seconds=2)
-    decision = decide(status, facts(canary=tick(last, later, report("pass"))), later)
+    decision = step(at_step(status, 1), later, report("pass"))
+    assert decision.actions == [PromoteCanary(revision)]
     done = decision.status
     assert done.phase is Phase.STABLE and done.stable_revision == revision
     assert done.rollout is None and done.canary_revision is None
@@ -149,7 +198,8 @@ def test_a_failed_analysis_rolls_back_and_the_stable_keeps_its_revision() -> Non
     status = canary_status().model_copy(update={"stable_revision": "cache-eviction-policy-old"})
     assert status.rollout is not None
     later = T0 + timedelta(seconds=2)
-    decision = decide(status, facts(canary=tick(status.rollout, later, report("fail"))), later)
+    decision = step(status, later, report("fail"))
+    assert [type(a) for a in decision.actions] == [RemoveCanary]
     done = decision.status
     assert done.phase is Phase.STABLE and done.stable_revision == "cache-eviction-policy-old"
     assert done.validated_revision is None  # never rolled out again
@@ -164,15 +214,14 @@ def test_no_data_holds_then_rolls_back_and_never_promotes() -> None:
     status = canary_status()
     assert status.rollout is not None
     later = T0 + timedelta(seconds=2)
-    held = decide(status, facts(canary=tick(status.rollout, later, report("nodata", None))), later)
+    held = step(status, later, report("nodata", None))
     assert held.status.phase is Phase.CANARY and reasons(held) == ["CanaryHeld"]
     assert held.status.rollout is not None and held.status.rollout.verdicts == {
         "hit-ratio": "nodata"
     }
     assert held.events[0].type == "Warning"
     again = T0 + timedelta(seconds=4)
-    reading = tick(held.status.rollout, again, report("nodata", None))
-    done = decide(held.status, facts(canary=reading), again).status
+    done = step(held.status, again, report("nodata", None)).status
     assert done.phase is Phase.STABLE and [r.outcome for r in done.history] == ["RolledBack"]
     assert done.stable_revision is None
 
@@ -180,8 +229,9 @@ def test_no_data_holds_then_rolls_back_and_never_promotes() -> None:
 def test_a_one_shot_control_is_removed_once_the_rollout_ended() -> None:
     status = canary_status()
     assert status.rollout is not None
-    aborted = tick(status.rollout, T0, controls=Controls(abort=True), consumed=(ABORT_ANNOTATION,))
-    decision = decide(status, facts(canary=aborted, controls=frozenset({ABORT_ANNOTATION})), T0)
+    reading = observed(status.rollout)
+    decision = decide(status, facts(canary=reading, controls=frozenset({ABORT_ANNOTATION})), T0)
+    assert decision.actions[0] == RemoveCanary(f"aborted by {ABORT_ANNOTATION}")
     assert decision.status.history[-1].outcome == "Aborted"
     assert ClearAnnotations((ABORT_ANNOTATION,)) in decision.actions
     assert reasons(decision) == ["CanaryAborted"]
@@ -192,9 +242,23 @@ def test_a_retune_asked_during_a_canary_waits_for_its_end() -> None:
     assert status.rollout is not None
     soon = T0 + timedelta(seconds=1)
     controls = frozenset({RETUNE_ANNOTATION, PAUSE_ANNOTATION})
-    decision = decide(status, facts(canary=tick(status.rollout, soon), controls=controls), soon)
+    reading = observed(status.rollout)
+    decision = decide(status, facts(canary=reading, controls=controls), soon)
+    assert reasons(decision) == ["CanaryHeld"]  # paused by the annotation
     assert decision.status.phase is Phase.CANARY
     assert not any(isinstance(a, ClearAnnotations) for a in decision.actions)
+
+
+def test_a_stable_on_the_revision_already_finishes_the_promotion_without_analysis() -> None:
+    status = canary_status()
+    assert status.rollout is not None
+    revision = status.rollout.revision
+    later = T0 + timedelta(seconds=2)  # the analysis would be due
+    reading = observed(status.rollout, stable_revision=revision)  # patched, then a crash
+    decision = decide(status, facts(canary=reading), later)
+    assert decision.actions == [PromoteCanary(revision)]
+    assert decision.status.stable_revision == revision
+    assert "promotion finished" in decision.status.history[-1].reason
 
 
 def test_a_failing_tick_says_why_and_retries() -> None:
@@ -258,9 +322,8 @@ def test_a_leftover_worker_report_is_dropped_during_a_canary() -> None:
 def test_abort_and_promote_without_a_rollout_are_removed() -> None:
     status = canary_status()
     assert status.rollout is not None
-    last = status.rollout.model_copy(update={"step": 1, "share": 50})
     later = T0 + timedelta(seconds=2)
-    stable = decide(status, facts(canary=tick(last, later, report("pass"))), later).status
+    stable = step(at_step(status, 1), later, report("pass")).status
     controls = frozenset({ABORT_ANNOTATION, PROMOTE_ANNOTATION})
     decision = decide(stable, facts(controls=controls), later)
     assert decision.needs_watch

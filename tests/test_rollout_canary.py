@@ -1,4 +1,7 @@
-"""The canary's template edits and one tick at a time, against an in-memory Deployment API.
+"""The canary's template edits, and whole rollouts reconciled one tick at a time against an
+in-memory Deployment API: each tick reads the rollout (:func:`retune.rollout.canary.observe`),
+lets the controller decide, and carries its writes out as the operator does
+(:func:`retune.handlers.canary.write_canary`).
 
 The same operations run on the real control plane in
 ``tests/cluster/test_rollout_deployments.py``; here they are fast and exhaustive.
@@ -13,26 +16,23 @@ from typing import Any
 
 import pytest
 
+from retune.controller import CanaryFailure, Decision, PromoteCanary
+from retune.handlers.canary import write_canary
 from retune.rollout import (
     ABORT_ANNOTATION,
     POLICY_REVISION_ANNOTATION,
     PROMOTE_ANNOTATION,
     TRACK_LABEL,
-    CanaryRunner,
-    Deployments,
-    Promote,
-    Rollback,
     RolloutError,
-    RolloutTarget,
-    SetShare,
     WorkloadMissing,
-    begin,
     canary_replicas,
 )
 from retune.rollout.apps import Conflict, Json
+from retune.rollout.deployments import Deployments, RolloutTarget
 from retune.rollout.template import canary_selector, policy_config_map, with_policy
 from retune.signals import RecordedProvider
-from retune.spec import AnalysisQuery, PolicyVolume, RolloutSpec, WorkloadRef
+from retune.spec import AnalysisQuery, Phase, PolicyVolume, RolloutSpec, WorkloadRef
+from tests.rollout_loop import RolloutLoop
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 VOLUME = PolicyVolume()
@@ -146,16 +146,20 @@ def workload(replicas: int = 4) -> Json:
 
 
 def setup(
-    values: dict[str, object] | None = None, **rollout: object
-) -> tuple[FakeDeployments, CanaryRunner]:
+    values: dict[str, float] | None = None, **rollout: object
+) -> tuple[FakeDeployments, RolloutLoop]:
     api = FakeDeployments()
     api.objects["cache"] = workload()
-    target = RolloutTarget("shop", "cache-target", WorkloadRef(name="cache"), VOLUME)
     settings: dict[str, object] = {"steps": [25, 100], "interval": 60, "analysis": [QUERY]}
     settings.update(rollout)
     spec = RolloutSpec.model_validate(settings)
+    target = RolloutTarget("shop", "cache-target", WorkloadRef(name="cache"), VOLUME)
     provider = RecordedProvider(values if values is not None else {CANARY_QUERY: 0.01})
-    return api, CanaryRunner(Deployments(api, target), provider, spec)
+    return api, RolloutLoop(Deployments(api, target), provider, spec)
+
+
+def messages(decision: Decision) -> list[str]:
+    return [event.message for event in decision.events]
 
 
 def at(seconds: float) -> datetime:
@@ -211,69 +215,68 @@ def test_the_canary_selector_narrows_the_stables_to_the_canary_track() -> None:
 
 # -- ticks ------------------------------------------------------------------------------
 def test_a_passing_canary_steps_up_and_is_promoted_once() -> None:
-    api, runner = setup()
-    first = runner.tick(begin("cache-policy-1"), T0)
-    assert isinstance(first.decision.action, SetShare) and first.scale is not None
-    assert first.message == "canary of cache-policy-1 starts at 25% (1 canary pod beside 4 stable)"
+    api, rollout = setup()
+    revision = rollout.revision
+    first = rollout.tick(T0)
+    assert rollout.status.phase is Phase.CANARY
+    assert f"canary of {revision} starts at 25% (1 canary pod beside 4 stable)" in messages(first)
     canary = api.objects["cache-canary"]
     assert canary["spec"]["replicas"] == 1
     assert canary["spec"]["template"]["metadata"]["labels"] == {
         "app": "cache",
         TRACK_LABEL: "canary",
     }
-    assert policy_config_map(canary["spec"]["template"], VOLUME) == "cache-policy-1"
-    assert canary["metadata"]["annotations"][POLICY_REVISION_ANNOTATION] == "cache-policy-1"
-    assert first.status is not None
+    assert policy_config_map(canary["spec"]["template"], VOLUME) == revision
+    assert canary["metadata"]["annotations"][POLICY_REVISION_ANNOTATION] == revision
 
-    waiting = runner.tick(first.status, at(30))
-    assert not waiting.notable and waiting.requeue_after(at(30)) == 30
+    waiting = rollout.tick(at(30))
+    assert waiting.events == [] and waiting.requeue_after == 30
     assert api.writes == [("create", "cache-canary")]  # a quiet tick writes nothing
 
-    second = runner.tick(first.status, at(60))
-    assert second.report is not None and second.report.outcome == "pass"
+    rollout.tick(at(60))
+    assert rollout.analysed == 1 and rollout.status.rollout is not None
+    assert rollout.status.rollout.verdicts == {"errors": "pass"}
     assert api.objects["cache-canary"]["spec"]["replicas"] == 4
-    assert second.status is not None
 
-    third = runner.tick(second.status, at(120))
-    assert isinstance(third.decision.action, Promote) and third.status is None
-    assert third.record is not None and third.record.outcome == "Promoted"
+    rollout.tick(at(120))
+    assert rollout.status.phase is Phase.STABLE and rollout.status.stable_revision == revision
+    assert [r.outcome for r in rollout.status.history] == ["Promoted"]
     stable = api.objects["cache"]
-    assert policy_config_map(stable["spec"]["template"], VOLUME) == "cache-policy-1"
+    assert policy_config_map(stable["spec"]["template"], VOLUME) == revision
     assert stable["spec"]["template"]["metadata"]["labels"][TRACK_LABEL] == "stable"
-    assert stable["metadata"]["annotations"][POLICY_REVISION_ANNOTATION] == "cache-policy-1"
+    assert stable["metadata"]["annotations"][POLICY_REVISION_ANNOTATION] == revision
     assert (stable["spec"]["replicas"], stable["metadata"]["generation"]) == (4, 2)
     assert "cache-canary" not in api.objects
 
 
 def test_a_promotion_cut_short_by_a_crash_is_finished_not_repeated() -> None:
-    api, runner = setup(values={CANARY_QUERY: 0.5})  # the analysis would now fail
-    status = runner.tick(begin("cache-policy-1"), T0).status
-    assert status is not None
-    runner.deployments.patch_stable("cache-policy-1")  # the first half of a promotion
-    resumed = runner.tick(status, at(60))
-    assert resumed.report is None  # no second analysis, and no rollback of a promotion
-    assert isinstance(resumed.decision.action, Promote)
-    assert resumed.record is not None and resumed.record.outcome == "Promoted"
+    api, rollout = setup(values={CANARY_QUERY: 0.5})  # the analysis would now fail
+    rollout.tick(T0)
+    rollout.deployments.patch_stable(rollout.revision)  # the first half of a promotion
+    resumed = rollout.tick(at(60))
+    assert rollout.analysed == 0  # no second analysis, and no rollback of a promotion
+    assert [r.outcome for r in rollout.status.history] == ["Promoted"]
+    assert "promotion finished" in messages(resumed)[0]
     assert "cache-canary" not in api.objects
     assert api.objects["cache"]["metadata"]["generation"] == 2
-    assert runner.deployments.promote("cache-policy-1") is False
+    assert rollout.deployments.promote(rollout.revision) is False
 
 
 def test_a_failing_canary_is_rolled_back_and_the_stable_untouched() -> None:
-    api, runner = setup(values={CANARY_QUERY: 0.5})
+    api, rollout = setup(values={CANARY_QUERY: 0.5})
     before = copy.deepcopy(api.objects["cache"])
-    status = runner.tick(begin("cache-policy-1"), T0).status
-    assert status is not None
-    tick = runner.tick(status, at(60))
-    assert isinstance(tick.decision.action, Rollback) and tick.status is None
-    assert tick.reason == "CanaryRolledBack" and "errors" in tick.message
+    rollout.tick(T0)
+    decision = rollout.tick(at(60))
+    assert [r.outcome for r in rollout.status.history] == ["RolledBack"]
+    assert [e.reason for e in decision.events] == ["CanaryRolledBack"]
+    assert "errors" in messages(decision)[0]
     assert "cache-canary" not in api.objects and api.objects["cache"] == before
-    assert runner.deployments.rollback() is False
+    assert rollout.deployments.rollback() is False
 
 
 def test_every_operation_repeated_changes_nothing_more() -> None:
-    api, runner = setup()
-    deployments = runner.deployments
+    api, rollout = setup()
+    deployments = rollout.deployments
     assert deployments.ensure_canary("cache-policy-1", 25).changed
     assert not deployments.ensure_canary("cache-policy-1", 25).changed
     assert deployments.ensure_canary("cache-policy-1", 50).changed
@@ -285,59 +288,84 @@ def test_every_operation_repeated_changes_nothing_more() -> None:
     assert not deployments.rollback()
 
 
-def test_a_deleted_canary_is_made_again_by_the_next_tick() -> None:
-    api, runner = setup()
-    status = runner.tick(begin("cache-policy-1"), T0).status
-    assert status is not None
+def test_what_is_read_of_the_canary_matches_what_a_write_would_change() -> None:
+    api, rollout = setup()
+    deployments = rollout.deployments
+    deployments.ensure_canary("cache-policy-1", 25)
+    stable = deployments.stable()
+    assert deployments.canary_state(stable, "cache-policy-1") == (1, True)
+    assert deployments.canary_state(stable, "cache-policy-2") == (1, False)
+    api.objects["cache"]["spec"]["template"]["metadata"]["labels"]["tier"] = "web"
+    assert deployments.canary_state(deployments.stable(), "cache-policy-1") == (1, False)
     del api.objects["cache-canary"]
-    tick = runner.tick(status, at(10))
-    assert tick.scale is not None and tick.scale.changed and tick.notable
+    assert deployments.canary_state(stable, "cache-policy-1") == (None, False)
+
+
+def test_a_deleted_canary_is_made_again_by_the_next_tick() -> None:
+    api, rollout = setup()
+    rollout.tick(T0)
+    del api.objects["cache-canary"]
+    decision = rollout.tick(at(10))
+    assert [e.reason for e in decision.events] == ["CanaryWaiting"]  # it wrote: worth saying
     assert "cache-canary" in api.objects
 
 
+def test_a_canary_made_from_an_older_stable_template_is_remade() -> None:
+    api, rollout = setup()
+    rollout.tick(T0)
+    api.objects["cache"]["spec"]["template"]["spec"]["containers"][0]["image"] = "cache:2"
+    rollout.tick(at(10))
+    containers = api.objects["cache-canary"]["spec"]["template"]["spec"]["containers"]
+    assert containers[0]["image"] == "cache:2"
+
+
 def test_the_canary_follows_the_stables_replicas() -> None:
-    api, runner = setup()
-    status = runner.tick(begin("cache-policy-1"), T0).status
-    assert status is not None
+    api, rollout = setup()
+    rollout.tick(T0)
     api.objects["cache"]["spec"]["replicas"] = 12
-    runner.tick(status, at(10))
+    rollout.tick(at(10))
     assert api.objects["cache-canary"]["spec"]["replicas"] == 3
 
 
 def test_abort_and_promote_annotations_are_consumed() -> None:
-    _, runner = setup()
-    status = runner.tick(begin("cache-policy-1"), T0).status
-    assert status is not None
-    aborted = runner.tick(status, at(1), {ABORT_ANNOTATION: "true"})
-    assert aborted.record is not None and aborted.record.outcome == "Aborted"
-    assert aborted.consumed == (ABORT_ANNOTATION,)
+    _, rollout = setup()
+    rollout.tick(T0)
+    aborted = rollout.tick(at(1), {ABORT_ANNOTATION: "true"})
+    assert rollout.status.history[-1].outcome == "Aborted"
+    assert any(getattr(a, "keys", None) == (ABORT_ANNOTATION,) for a in aborted.actions)
 
-    api, runner = setup(values={})  # no data at all: only a manual promote goes through
-    status = runner.tick(begin("cache-policy-1"), T0).status
-    assert status is not None
-    promoted = runner.tick(status, at(1), {PROMOTE_ANNOTATION: "true"}, score=0.7)
-    assert promoted.record is not None and promoted.record.score == 0.7
-    assert promoted.consumed == (PROMOTE_ANNOTATION,)
-    assert policy_config_map(api.objects["cache"]["spec"]["template"], VOLUME) == "cache-policy-1"
+    api, rollout = setup(values={})  # no data at all: only a manual promote goes through
+    rollout.tick(T0)
+    promoted = rollout.tick(at(1), {PROMOTE_ANNOTATION: "true"})
+    assert rollout.analysed == 0
+    record = rollout.status.history[-1]
+    assert (record.outcome, record.score) == ("Promoted", 0.53)  # the validated score
+    assert any(getattr(a, "keys", None) == (PROMOTE_ANNOTATION,) for a in promoted.actions)
+    stable = api.objects["cache"]["spec"]["template"]
+    assert policy_config_map(stable, VOLUME) == rollout.revision
 
 
 def test_a_foreign_deployment_with_the_canarys_name_is_never_taken_over() -> None:
-    api, runner = setup()
+    api, rollout = setup()
     api.objects["cache-canary"] = {**workload(), "metadata": {"name": "cache-canary"}}
     with pytest.raises(RolloutError, match="is not the canary of target cache-target"):
-        runner.tick(begin("cache-policy-1"), T0)
+        rollout.tick(T0)
+    deployments = rollout.deployments
+    failure = write_canary(deployments, PromoteCanary("cache-policy-1"))
+    assert isinstance(failure, CanaryFailure) and failure.permanent
+    assert "is not the canary of target cache-target" in failure.message
 
 
 def test_a_missing_workload_is_reported_with_the_field() -> None:
-    api, runner = setup()
+    api, rollout = setup()
     del api.objects["cache"]
     with pytest.raises(WorkloadMissing, match=r"spec.workloadRef: Deployment shop/cache"):
-        runner.tick(begin("cache-policy-1"), T0)
+        rollout.tick(T0)
 
 
 def test_a_promotion_applies_only_the_fields_retune_owns() -> None:
-    api, runner = setup()
-    assert runner.deployments.patch_stable("cache-policy-1")
+    api, rollout = setup()
+    assert rollout.deployments.patch_stable("cache-policy-1")
     # The workload mounts the volume in "cache"; with no container named in the spec, the
     # sidecar gets the mount too, and both are in the configuration: nothing else is
     [applied] = api.applied

@@ -12,15 +12,16 @@ from retune.rollout import (
     PAUSE_ANNOTATION,
     PROMOTE_ANNOTATION,
     Controls,
-    Decision,
     Hold,
     Promote,
     Rollback,
     SetShare,
+    Step,
     Wait,
     analysis_due,
+    analysis_needed,
     begin,
-    decide,
+    next_step,
     record,
 )
 from retune.signals.analysis import AnalysisReport, AnalysisResult, Outcome
@@ -69,7 +70,7 @@ def running(step: int = 0, share: int = 10, started: float = 0, **fields: object
 
 
 def test_a_new_rollout_starts_at_the_first_step_without_analysis() -> None:
-    decision = decide(spec(), begin("cache-policy-abc"), T0, never)
+    decision = next_step(spec(), begin("cache-policy-abc"), T0, never)
     assert decision.action == SetShare(0, 10, "canary of cache-policy-abc starts at 10%")
     assert (decision.status.step, decision.status.share) == (0, 10)
     assert decision.status.started_at == T0 and decision.status.step_started_at == T0
@@ -77,7 +78,7 @@ def test_a_new_rollout_starts_at_the_first_step_without_analysis() -> None:
 
 
 def test_it_waits_until_the_interval_is_over() -> None:
-    decision = decide(spec(), running(), at(59), never)
+    decision = next_step(spec(), running(), at(59), never)
     assert isinstance(decision.action, Wait)
     assert decision.action.until == at(60) == decision.next_check
     assert decision.status == running()
@@ -85,7 +86,7 @@ def test_it_waits_until_the_interval_is_over() -> None:
 
 
 def test_a_pass_moves_to_the_next_step_and_records_the_values() -> None:
-    decision = decide(spec(), running(), at(61), analysis("pass", 0.01))
+    decision = next_step(spec(), running(), at(61), analysis("pass", 0.01))
     assert isinstance(decision.action, SetShare)
     assert (decision.action.step, decision.action.share) == (1, 50)
     status = decision.status
@@ -95,7 +96,7 @@ def test_a_pass_moves_to_the_next_step_and_records_the_values() -> None:
 
 
 def test_a_pass_at_the_last_step_promotes() -> None:
-    decision = decide(spec(), running(step=1, share=50), at(60), analysis("pass"))
+    decision = next_step(spec(), running(step=1, share=50), at(60), analysis("pass"))
     assert isinstance(decision.action, Promote) and decision.finished
     assert decision.next_check is None
     entry = record(decision, at(60), score=0.9)
@@ -106,12 +107,12 @@ def test_a_pass_at_the_last_step_promotes() -> None:
 
 def test_without_analysis_queries_the_steps_advance_on_time_alone() -> None:
     bare = spec(analysis=[])
-    decision = decide(bare, running(), at(60), analysis("pass"))
+    decision = next_step(bare, running(), at(60), analysis("pass"))
     assert isinstance(decision.action, SetShare)
 
 
 def test_a_failure_rolls_back_at_the_failure_limit() -> None:
-    decision = decide(spec(), running(), at(60), analysis("fail", 0.3))
+    decision = next_step(spec(), running(), at(60), analysis("fail", 0.3))
     assert isinstance(decision.action, Rollback) and decision.action.outcome == "RolledBack"
     assert decision.action.reason.startswith("analysis failed (1/1 failures)")
     assert decision.status.analysis == {"errors": 0.3} and decision.status.failures == 1
@@ -121,17 +122,17 @@ def test_a_failure_rolls_back_at_the_failure_limit() -> None:
 
 def test_failures_below_the_limit_hold_the_step_and_count_over_the_whole_rollout() -> None:
     lenient = spec(failureLimit=2)
-    first = decide(lenient, running(), at(60), analysis("fail", 0.3))
+    first = next_step(lenient, running(), at(60), analysis("fail", 0.3))
     assert isinstance(first.action, Hold) and "1/2 failures" in first.action.reason
     assert (first.status.step, first.status.failures, first.status.step_started_at) == (
         0,
         1,
         at(60),
     )
-    assert isinstance(decide(lenient, first.status, at(119), never).action, Wait)
-    passed = decide(lenient, first.status, at(120), analysis("pass"))
+    assert isinstance(next_step(lenient, first.status, at(119), never).action, Wait)
+    passed = next_step(lenient, first.status, at(120), analysis("pass"))
     assert isinstance(passed.action, SetShare) and passed.status.failures == 1
-    second = decide(lenient, passed.status, at(180), analysis("fail", 0.3))
+    second = next_step(lenient, passed.status, at(180), analysis("fail", 0.3))
     assert isinstance(second.action, Rollback) and second.status.failures == 2
 
 
@@ -139,39 +140,39 @@ def test_no_data_with_hold_holds_the_share_then_rolls_back_after_the_limit() -> 
     held = spec(noData="hold", noDataLimit=3)
     status, now = running(), at(60)
     for count in (1, 2):
-        decision = decide(held, status, now, analysis("nodata"))
+        decision = next_step(held, status, now, analysis("nodata"))
         assert isinstance(decision.action, Hold), decision.action
         assert f"no data {count}/3 in a row, holding at 10%" in decision.action.reason
         assert decision.status.share == 10 and decision.status.failures == 0
         assert decision.status.analysis == {"errors": None}
         status, now = decision.status, now + timedelta(seconds=60)
-    last = decide(held, status, now, analysis("nodata"))
+    last = next_step(held, status, now, analysis("nodata"))
     assert isinstance(last.action, Rollback) and last.status.no_data_intervals == 3
 
 
 def test_data_coming_back_resets_the_no_data_count() -> None:
     held = spec(noData="hold", noDataLimit=2)
-    first = decide(held, running(), at(60), analysis("nodata"))
-    back = decide(held, first.status, at(120), analysis("pass"))
+    first = next_step(held, running(), at(60), analysis("nodata"))
+    back = next_step(held, first.status, at(120), analysis("pass"))
     assert isinstance(back.action, SetShare) and back.status.no_data_intervals == 0
-    again = decide(held, back.status, at(180), analysis("nodata"))
+    again = next_step(held, back.status, at(180), analysis("nodata"))
     assert isinstance(again.action, Hold)
 
 
 def test_a_failure_also_breaks_a_run_of_no_data() -> None:
     held = spec(noData="hold", noDataLimit=2, failureLimit=3)
-    first = decide(held, running(), at(60), analysis("nodata"))
-    failed = decide(held, first.status, at(120), analysis("fail", 0.4))
+    first = next_step(held, running(), at(60), analysis("nodata"))
+    failed = next_step(held, first.status, at(120), analysis("fail", 0.4))
     assert isinstance(failed.action, Hold) and failed.status.no_data_intervals == 0
-    nodata = decide(held, failed.status, at(180), analysis("nodata"))
+    nodata = next_step(held, failed.status, at(180), analysis("nodata"))
     assert isinstance(nodata.action, Hold)
 
 
 def test_no_data_with_rollback_counts_as_a_failure() -> None:
     strict = spec(noData="rollback", failureLimit=2, noDataLimit=10)
-    first = decide(strict, running(), at(60), analysis("nodata"))
+    first = next_step(strict, running(), at(60), analysis("nodata"))
     assert isinstance(first.action, Hold) and "no data (1/2 failures)" in first.action.reason
-    second = decide(strict, first.status, at(120), analysis("nodata"))
+    second = next_step(strict, first.status, at(120), analysis("nodata"))
     assert isinstance(second.action, Rollback) and second.status.failures == 2
 
 
@@ -180,7 +181,7 @@ def test_missing_data_never_promotes(no_data: str) -> None:
     settings = spec(steps=[100], noData=no_data, noDataLimit=100, failureLimit=100)
     status = running(share=100)
     for interval in range(1, 40):
-        decision = decide(settings, status, at(60 * interval), analysis("nodata"))
+        decision = next_step(settings, status, at(60 * interval), analysis("nodata"))
         assert not isinstance(decision.action, Promote)
         if decision.finished:
             break
@@ -189,12 +190,12 @@ def test_missing_data_never_promotes(no_data: str) -> None:
 
 def test_prometheus_down_is_no_data() -> None:
     down = AnalysisResult("errors", "nodata", Unavailable("connection refused"), None, "down")
-    decision = decide(spec(), running(), at(60), lambda: AnalysisReport("nodata", (down,)))
+    decision = next_step(spec(), running(), at(60), lambda: AnalysisReport("nodata", (down,)))
     assert isinstance(decision.action, Hold) and decision.status.analysis == {"errors": None}
 
 
 def test_abort_rolls_back_at_once_as_aborted() -> None:
-    decision = decide(spec(), running(), at(5), never, Controls(abort=True, promote=True))
+    decision = next_step(spec(), running(), at(5), never, Controls(abort=True, promote=True))
     assert decision.action == Rollback(f"aborted by {ABORT_ANNOTATION}", outcome="Aborted")
     assert decision.action.event == "CanaryAborted"
     entry = record(decision, at(5))
@@ -202,21 +203,21 @@ def test_abort_rolls_back_at_once_as_aborted() -> None:
 
 
 def test_promote_now_skips_the_remaining_steps_and_their_analysis() -> None:
-    decision = decide(spec(), running(), at(5), never, Controls(promote=True, pause=True))
+    decision = next_step(spec(), running(), at(5), never, Controls(promote=True, pause=True))
     assert decision.action == Promote(f"promoted at 10% by {PROMOTE_ANNOTATION}")
 
 
 def test_abort_and_promote_apply_before_the_first_step() -> None:
     fresh = begin("cache-policy-abc")
-    assert isinstance(decide(spec(), fresh, T0, never, Controls(abort=True)).action, Rollback)
-    assert isinstance(decide(spec(), fresh, T0, never, Controls(promote=True)).action, Promote)
+    assert isinstance(next_step(spec(), fresh, T0, never, Controls(abort=True)).action, Rollback)
+    assert isinstance(next_step(spec(), fresh, T0, never, Controls(promote=True)).action, Promote)
 
 
 def test_pause_holds_without_analysis_and_the_interval_keeps_running() -> None:
-    paused = decide(spec(), running(), at(600), never, Controls(pause=True))
+    paused = next_step(spec(), running(), at(600), never, Controls(pause=True))
     assert paused.action == Hold(f"paused at 10% by {PAUSE_ANNOTATION}")
     assert paused.status == running() and paused.next_check == at(660)
-    resumed = decide(spec(), paused.status, at(601), analysis("pass"))
+    resumed = next_step(spec(), paused.status, at(601), analysis("pass"))
     assert isinstance(resumed.action, SetShare)
 
 
@@ -233,17 +234,17 @@ def test_a_rollout_resumes_mid_step_from_its_status_alone() -> None:
     """A restarted operator reads the status back (as the API server returns it) and picks
     up the step, its timer and the counters where they were."""
     lenient = spec(steps=[10, 25, 50], failureLimit=3, noDataLimit=3)
-    status = decide(lenient, begin("cache-policy-abc"), T0, never).status
-    status = decide(lenient, status, at(60), analysis("fail", 0.2)).status
-    status = decide(lenient, status, at(120), analysis("nodata")).status
-    status = decide(lenient, status, at(180), analysis("pass")).status
+    status = next_step(lenient, begin("cache-policy-abc"), T0, never).status
+    status = next_step(lenient, status, at(60), analysis("fail", 0.2)).status
+    status = next_step(lenient, status, at(120), analysis("nodata")).status
+    status = next_step(lenient, status, at(180), analysis("pass")).status
     stored = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     restored = RolloutStatus.model_validate(stored)
     assert restored == status
     assert (restored.step, restored.share, restored.failures) == (1, 25, 1)
     assert restored.no_data_intervals == 0 and restored.step_started_at == at(180)
-    assert isinstance(decide(lenient, restored, at(239), never).action, Wait)
-    decision = decide(lenient, restored, at(240), analysis("pass"))
+    assert isinstance(next_step(lenient, restored, at(239), never).action, Wait)
+    decision = next_step(lenient, restored, at(240), analysis("pass"))
     assert decision.action == SetShare(2, 50, "analysis passed at 25%, step 3 at 50%")
 
 
@@ -256,25 +257,47 @@ def test_an_overdue_step_analyses_once_on_resume() -> None:
         calls.append(1)
         return report("pass")
 
-    decision = decide(spec(), running(), at(3600), counted)
+    decision = next_step(spec(), running(), at(3600), counted)
     assert len(calls) == 1 and decision.status.step_started_at == at(3600)
 
 
 def test_steps_edited_mid_rollout_are_followed() -> None:
     shorter = spec(steps=[20])
-    decision = decide(shorter, running(step=1, share=50), at(10), never)
+    decision = next_step(shorter, running(step=1, share=50), at(10), never)
     assert isinstance(decision.action, Wait)
     assert (decision.status.step, decision.status.share) == (0, 20)
-    promoted = decide(shorter, running(step=3, share=90), at(60), analysis("pass"))
+    promoted = next_step(shorter, running(step=3, share=90), at(60), analysis("pass"))
     assert isinstance(promoted.action, Promote)
 
 
 def test_a_due_analysis_needs_a_way_to_run_it() -> None:
     with pytest.raises(ValueError, match="analyse"):
-        decide(spec(), running(), at(60))
+        next_step(spec(), running(), at(60))
 
 
 def test_a_running_rollout_has_no_record() -> None:
-    decision: Decision = decide(spec(), running(), at(1), never)
+    decision: Step = next_step(spec(), running(), at(1), never)
     assert record(decision, at(1)) is None
     assert decision.action.event == "CanaryWaiting"
+
+
+def test_the_analysis_is_needed_exactly_when_the_step_will_judge_it() -> None:
+    calls: list[int] = []
+
+    def counted() -> AnalysisReport:
+        calls.append(1)
+        return analysis("pass")()
+
+    cases = [
+        (begin("cache-policy-abc"), at(120), Controls()),  # not started: the first share
+        (running(), at(59), Controls()),  # the interval runs
+        (running(), at(60), Controls()),  # over: judged
+        (running(), at(60), Controls(pause=True)),
+        (running(), at(60), Controls(abort=True)),
+        (running(), at(60), Controls(promote=True)),
+    ]
+    for status, now, controls in cases:
+        calls.clear()
+        needed = analysis_needed(spec(), status, now, controls)
+        next_step(spec(), status, now, counted, controls)
+        assert needed == bool(calls), (status, now, controls)

@@ -16,7 +16,7 @@ from tests.test_controller import (
     running,
     searching_status,
 )
-from tests.test_controller_rollout import canary_status, report, tick
+from tests.test_controller_rollout import at_step, canary_status, report, step
 
 
 def test_a_validation_sets_the_stable_score_and_a_promotion_the_revisions() -> None:
@@ -24,9 +24,8 @@ def test_a_validation_sets_the_stable_score_and_a_promotion_the_revisions() -> N
     assert validated.stable_score == 0.47  # the stable policy on the held-out seeds
     status = canary_status()
     assert status.rollout is not None and status.rollout.share == 10  # the Canary column
-    last = status.rollout.model_copy(update={"step": 1, "share": 50})
     later = T0 + timedelta(seconds=2)
-    done = decide(status, facts(canary=tick(last, later, report("pass"))), later).status
+    done = step(at_step(status, 1), later, report("pass")).status
     assert done.phase is Phase.STABLE and done.rollout is None
     assert done.stable_score == 0.53  # the promoted revision's validated score
 

@@ -19,9 +19,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from retune.rollout import POLICY_REVISION_ANNOTATION, TRACK_LABEL, Deployments, KubeDeploymentApi
-from retune.rollout.apps import FIELD_MANAGER
-from retune.rollout.deployments import RolloutTarget
+from retune.rollout import POLICY_REVISION_ANNOTATION, TRACK_LABEL
+from retune.rollout.apps import FIELD_MANAGER, KubeDeploymentApi
+from retune.rollout.deployments import Deployments, RolloutTarget
 from retune.spec import PolicyVolume, WorkloadRef
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.test_rollout_deployments import operator_identity

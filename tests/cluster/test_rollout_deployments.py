@@ -14,29 +14,19 @@ from typing import Any, cast
 import pytest
 from kubernetes import client
 
-from retune.rollout import (
-    POLICY_REVISION_ANNOTATION,
-    TRACK_LABEL,
-    CanaryRunner,
-    Deployments,
-    Hold,
-    KubeDeploymentApi,
-    Promote,
-    Rollback,
-    RolloutTarget,
-    SetShare,
-    Tick,
-    begin,
-)
-from retune.rollout.revisions import publish_revision, revision_manifest, revision_name
+from retune.rollout import POLICY_REVISION_ANNOTATION, TRACK_LABEL
+from retune.rollout.apps import KubeDeploymentApi, publish_revision
+from retune.rollout.deployments import Deployments, RolloutTarget
+from retune.rollout.revisions import revision_manifest, revision_name
 from retune.signals import RecordedProvider
 from retune.signals.prometheus import PrometheusProvider
-from retune.spec import AnalysisQuery, PolicyVolume, RolloutSpec, RolloutStatus, WorkloadRef
+from retune.spec import AnalysisQuery, PolicyVolume, RolloutSpec, WorkloadRef
 from retune.spec.base import render_query
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.exporter import MetricsExporter
 from tests.cluster.processes import wait_until
 from tests.cluster.prometheus import PrometheusServer
+from tests.rollout_loop import RolloutLoop, canary_reasons
 
 pytestmark = pytest.mark.cluster
 
@@ -145,9 +135,9 @@ class Shop:
         found = cast(tuple[list[Any]], wait_until(ready, 60, f"{count} {what} pods running"))
         return found[0]
 
-    def runner(self, spec: RolloutSpec, metrics: Any) -> CanaryRunner:
-        """A new runner, as a restarted operator makes one."""
-        return CanaryRunner.for_target(self.operator, metrics, spec, self.target)
+    def rollout(self, spec: RolloutSpec, metrics: Any, revision: str) -> RolloutLoop:
+        """The rollout of ``revision``, reconciled as the operator does it."""
+        return RolloutLoop(self.deployments, metrics, spec, revision)
 
 
 @pytest.fixture
@@ -240,16 +230,13 @@ def test_an_operator_killed_at_every_step_promotes_exactly_once(shop: Shop) -> N
     revision = shop.revision("def priority(): return 5\n")
     spec = RolloutSpec(steps=[25, 50, 100], interval_seconds=60, analysis=[ERRORS])
     canary_value = render_query(ERRORS.query, {"namespace": shop.namespace, "track": "canary"})
-    metrics = RecordedProvider({canary_value: 0.01})
-    saved: RolloutStatus | None = begin(revision)
-    records, now = [], T0
-    while saved is not None:
-        shop.runner(spec, metrics).tick(saved, now)  # killed before the status is saved
-        tick = shop.runner(spec, metrics).tick(saved, now)  # restarted
-        if tick.record is not None:
-            records.append(tick.record)
-        saved, now = tick.status, now + timedelta(seconds=60)
-    assert [record.outcome for record in records] == ["Promoted"]
+    rollout = shop.rollout(spec, RecordedProvider({canary_value: 0.01}), revision)
+    now = T0
+    while rollout.running:
+        rollout.tick(now, saved=False)  # killed before the status is saved
+        rollout.tick(now)  # restarted
+        now += timedelta(seconds=60)
+    assert [record.outcome for record in rollout.status.history] == ["Promoted"]
     stable = shop.deployment("cache")
     assert policy_of(stable) == revision and stable.metadata.generation == 2
     assert not shop.canary_exists()
@@ -258,24 +245,13 @@ def test_an_operator_killed_at_every_step_promotes_exactly_once(shop: Shop) -> N
 def test_a_promotion_cut_in_half_is_finished_by_the_next_tick(shop: Shop) -> None:
     revision = shop.revision("def priority(): return 6\n")
     spec = RolloutSpec(steps=[50], interval_seconds=60)
-    runner = shop.runner(spec, RecordedProvider({}))
-    status = runner.tick(begin(revision), T0).status
-    assert status is not None
+    rollout = shop.rollout(spec, RecordedProvider({}), revision)
+    rollout.tick(T0)
     shop.deployments.patch_stable(revision)  # the operator dies after this
-    tick = shop.runner(spec, RecordedProvider({})).tick(status, at(60))
-    assert isinstance(tick.decision.action, Promote) and tick.record is not None
+    decision = rollout.tick(at(60))
+    assert canary_reasons([decision]) == ["CanaryPromoted"] and rollout.analysed == 0
+    assert [record.outcome for record in rollout.status.history] == ["Promoted"]
     assert not shop.canary_exists() and shop.deployment("cache").metadata.generation == 2
-
-
-def run(runner: CanaryRunner, revision: str, start: datetime) -> list[Tick]:
-    """Tick a rollout to its end, one interval at a time."""
-    ticks: list[Tick] = []
-    status: RolloutStatus | None = begin(revision)
-    now = start
-    while status is not None:
-        ticks.append(runner.tick(status, now))
-        status, now = ticks[-1].status, now + timedelta(seconds=runner.spec.interval_seconds)
-    return ticks
 
 
 @pytest.fixture
@@ -298,22 +274,24 @@ def test_prometheus_analysis_promotes_a_good_canary_and_rolls_back_a_bad_one(
         )
 
     spec = RolloutSpec(steps=[50, 100], interval_seconds=1, analysis=[ERRORS])
-    runner = shop.runner(spec, PrometheusProvider(prometheus.url))
+    provider = PrometheusProvider(prometheus.url)
     # Given a canary whose error rate is below the threshold, it is promoted
     serve(0.01)
     good = shop.revision("def priority(): return 7\n")
-    ticks = run(runner, good, T0)
-    assert [type(t.decision.action) for t in ticks] == [SetShare, SetShare, Promote]
-    report = ticks[1].report
-    assert report is not None and report.results[0].stable is not None
-    assert report.results[0].stable.describe() == "0.02"
-    assert ticks[-1].decision.status.analysis == {"errors": 0.01}
+    rollout = shop.rollout(spec, provider, good)
+    decisions = rollout.run(T0)
+    assert canary_reasons(decisions) == ["CanaryStep", "CanaryStep", "CanaryPromoted"]
+    first, last = (reading.analysis for reading in rollout.readings[1:])
+    assert first is not None and first.results[0].stable is not None
+    assert first.results[0].stable.describe() == "0.02"
+    assert last is not None and last.results[0].canary.describe() == "0.01"
     assert policy_of(shop.deployment("cache")) == good
     # Given a canary whose error rate is above it, it is rolled back at its first step
     serve(0.4)
-    ticks = run(runner, shop.revision("def priority(): return 8\n"), at(100))
-    assert [type(t.decision.action) for t in ticks] == [SetShare, Rollback]
-    assert "errors: canary 0.4 is not at most 0.05" in ticks[-1].message
+    rollout = shop.rollout(spec, provider, shop.revision("def priority(): return 8\n"))
+    decisions = rollout.run(at(100))
+    assert canary_reasons(decisions) == ["CanaryStep", "CanaryRolledBack"]
+    assert "errors: canary 0.4 is not at most 0.05" in decisions[-1].events[0].message
     assert policy_of(shop.deployment("cache")) == good and not shop.canary_exists()
 
 
@@ -325,22 +303,25 @@ def test_prometheus_stopped_mid_canary_is_never_promoted(
     held = RolloutSpec(steps=[100], interval_seconds=1, analysis=[ERRORS], no_data_limit=2)
     provider = PrometheusProvider(prometheus.url, timeout=2, retries=0)
     revision = shop.revision("def priority(): return 9\n")
-    status = shop.runner(held, provider).tick(begin(revision), T0).status
-    assert status is not None
+    rollout = shop.rollout(held, provider, revision)
+    rollout.tick(T0)
     # When Prometheus stops mid-canary
     prometheus.stop()
     # Then with noData: hold the canary is held at its share...
-    tick = shop.runner(held, provider).tick(status, at(1))
-    assert isinstance(tick.decision.action, Hold) and tick.status is not None
-    assert "no data 1/2 in a row, holding at 100%" in tick.message
-    assert "unavailable" in tick.message and tick.status.analysis == {"errors": None}
-    assert shop.canary_exists() and tick.scale is not None and tick.scale.canary == 4
+    decision = rollout.tick(at(1))
+    assert canary_reasons([decision]) == ["CanaryHeld"]
+    message = decision.events[0].message
+    assert "no data 1/2 in a row, holding at 100%" in message and "unavailable" in message
+    assert "(4 canary pods beside 4 stable)" in message
+    assert rollout.status.rollout is not None
+    assert rollout.status.rollout.analysis == {"errors": None}
+    assert shop.canary_exists() and shop.deployment("cache-canary").spec.replicas == 4
     # ...and rolled back once the limit is reached; the stable keeps its policy
-    tick = shop.runner(held, provider).tick(tick.status, at(2))
-    assert isinstance(tick.decision.action, Rollback) and not shop.canary_exists()
+    decision = rollout.tick(at(2))
+    assert canary_reasons([decision]) == ["CanaryRolledBack"] and not shop.canary_exists()
     assert policy_of(shop.deployment("cache")) == "cache-seed"
     # And with noData: rollback, the first interval without data is a failure
     strict = held.model_copy(update={"no_data": "rollback"})
-    ticks = run(shop.runner(strict, provider), revision, at(10))
-    assert [type(t.decision.action) for t in ticks] == [SetShare, Rollback]
+    decisions = shop.rollout(strict, provider, revision).run(at(10))
+    assert canary_reasons(decisions) == ["CanaryStep", "CanaryRolledBack"]
     assert policy_of(shop.deployment("cache")) == "cache-seed"

@@ -2,19 +2,24 @@
 
 :func:`decide` takes the status, the :class:`Facts` gathered by the operator's adapters and
 the time, and returns a :class:`Decision`: the new status, the actions to carry out
-(start or stop a worker, publish a revision, remove a canary, clear annotations) and the
-Events to post. No I/O happens here: when a decision needs the signals, the retune
-triggers' readings or a canary tick, it says so, and the adapters decide again with them.
+(start or stop a worker, publish a revision, scale, promote or remove a canary, clear
+annotations) and the Events to post. No I/O happens here: when a decision needs the
+signals, the retune triggers' readings or a reading of the rollout, it says so, and the
+adapters decide again with them. Nothing here imports the cluster client or kopf (the
+layer contract in ``.importlinter`` holds it so).
 """
 
 from retune.controller.decision import (
     Action,
+    CanaryWrite,
     ClearAnnotations,
     Decision,
     Event,
     ForgetWork,
+    PromoteCanary,
     PublishRevision,
     RemoveCanary,
+    ScaleCanary,
     StartSearch,
     StartValidation,
     StopWork,
@@ -50,15 +55,18 @@ __all__ = [
     "Action",
     "CanaryFailure",
     "CanaryReading",
+    "CanaryWrite",
     "ClearAnnotations",
     "Decision",
     "Event",
     "Facts",
     "ForgetWork",
     "HardwareReading",
+    "PromoteCanary",
     "PublishRevision",
     "RemoveCanary",
     "RetuneTrigger",
+    "ScaleCanary",
     "SearchOutcome",
     "SearchProgress",
     "Signals",

@@ -1,10 +1,17 @@
 """Ready and Canary: a validated revision goes out as a canary, one rollout at a time.
 
 Ready starts the rollout of ``status.validatedRevision`` (recorded in ``status.rollout``,
-so a restarted operator resumes it); Canary asks for one tick of the canary
-(:class:`retune.rollout.CanaryRunner`, carried out by the adapters, which are the only
-ones to touch Deployments and Prometheus) and takes its outcome into the status. A tick
-that ends the rollout makes the target Stable: with the revision promoted
+so a restarted operator resumes it). Canary is decided like every other phase: the
+adapters read the rollout (:class:`~retune.rollout.CanaryObservation`: the Deployments,
+and the analysis once the step's interval is over), the step is decided here with the
+rollout's pure step logic (:func:`retune.rollout.next_step`), and the writes go out as
+actions (:class:`ScaleCanary`, :class:`PromoteCanary`, :class:`RemoveCanary`) that the
+adapters carry out before the status is written. Every reconcile of a running rollout
+brings the canary to the status's share when it is not there (made again if it was
+deleted), and a stable found on the revision already finishes that promotion instead of
+analysing it again, so a crash at any point leaves one promotion per rollout.
+
+A step that ends the rollout makes the target Stable: with the revision promoted
 (``stableRevision``), or rolled back or aborted, the stable untouched. Either way the
 revision is done with: ``validatedRevision`` is cleared, and the outcome goes to
 ``status.history``.
@@ -17,7 +24,7 @@ and the history records it as ``Aborted``.
 from __future__ import annotations
 
 from retune.controller.approval import may_roll_out
-from retune.controller.decision import Decision, RemoveCanary
+from retune.controller.decision import Decision, PromoteCanary, RemoveCanary, ScaleCanary
 from retune.controller.draft import (
     CANARY_PROGRESSING,
     READY,
@@ -28,8 +35,23 @@ from retune.controller.draft import (
 from retune.controller.facts import CanaryFailure
 from retune.controller.library import rollout_ended
 from retune.controller.undo import rollout_score
-from retune.rollout.canary import Tick
-from retune.rollout.steps import begin
+from retune.rollout import (
+    ABORT_ANNOTATION,
+    PAUSE_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    CanaryObservation,
+    CanaryScale,
+    Controls,
+    Promote,
+    Rollback,
+    SetShare,
+    Step,
+    Wait,
+    begin,
+    next_step,
+    record,
+)
+from retune.signals.analysis import AnalysisReport
 from retune.signals.metrics import Value
 from retune.spec import Phase, RolloutRecord
 
@@ -65,8 +87,8 @@ def start_rollout(draft: Draft) -> Decision | None:
 
 
 def canary_step(draft: Draft) -> Decision | None:
-    """Canary: ask for a tick, then take it into the status; None when the rollout ended
-    (the target is then Stable)."""
+    """Canary: ask for a reading of the rollout, then decide its step; None when the
+    rollout ended (the target is then Stable)."""
     status = draft.status
     rollout = status.rollout
     if rollout is None:
@@ -80,11 +102,9 @@ def canary_step(draft: Draft) -> Decision | None:
         return draft.decision(0.0, needs_canary=True)
     if isinstance(reading, CanaryFailure):
         return _failed(draft, reading)
-    if reading.decision.status.revision != rollout.revision:
-        raise ValueError(
-            f"a tick of {reading.decision.status.revision} for the rollout of {rollout.revision}"
-        )
-    return _take(draft, reading)
+    if reading.revision != rollout.revision:
+        raise ValueError(f"a reading of {reading.revision} for the rollout of {rollout.revision}")
+    return _step(draft, reading)
 
 
 def drop_rollout(draft: Draft, reason: str, *, keep_revision: bool) -> None:
@@ -115,52 +135,110 @@ def drop_rollout(draft: Draft, reason: str, *, keep_revision: bool) -> None:
     draft.condition(CANARY_PROGRESSING, False, "Aborted", message)
 
 
-def _take(draft: Draft, tick: Tick) -> Decision | None:
+def _step(draft: Draft, reading: CanaryObservation) -> Decision | None:
+    """Decide the rollout's step on ``reading`` with the rollout's step logic, ask for its
+    writes, and take it into the status."""
+    facts, rollout = draft.facts, draft.status.rollout
+    assert rollout is not None
+    judged: list[AnalysisReport] = []
+
+    def analysis() -> AnalysisReport:
+        if reading.analysis is None:
+            raise ValueError(f"the analysis of {rollout.revision} is due but was not read")
+        judged.append(reading.analysis)
+        return reading.analysis
+
+    if reading.promoted:  # a crash between patching the stable and recording it
+        done = Promote(f"the stable already runs {rollout.revision}; promotion finished")
+        step = Step(done, rollout, None)
+    else:
+        step = next_step(facts.rollout, rollout, draft.now, analysis, _controls(facts.controls))
+    scale = _act(draft, step, reading)
+    message = step.action.reason
+    if scale is not None and not isinstance(step.action, Wait):
+        message += f" ({scale.describe()})"
+    ended = record(step, draft.now, _score(draft))
+    if ended is None:
+        return _running(draft, step, message, judged[0] if judged else None, scale)
+    one_shot = (ABORT_ANNOTATION, PROMOTE_ANNOTATION)
+    draft.consume(*(key for key in one_shot if key in facts.controls))
+    return _ended(draft, ended, step.action.event, message)
+
+
+def _running(
+    draft: Draft,
+    step: Step,
+    message: str,
+    report: AnalysisReport | None,
+    scale: CanaryScale | None,
+) -> Decision:
+    action = step.action
+    rollout = step.status.model_copy(update={"message": message})
+    if report is not None:
+        rollout.verdicts = {r.name: r.outcome for r in report.results}
+        rollout.stable_analysis = {
+            r.name: r.stable.value if isinstance(r.stable, Value) else None
+            for r in report.results
+            if r.stable is not None
+        }
+    draft.status.rollout = rollout
+    if not isinstance(action, Wait) or (scale is not None and scale.changed):
+        draft.event(action.event, message, warning=action.event == "CanaryHeld")
+    where = f"step {rollout.step + 1} at {rollout.share}%"
+    draft.condition(CANARY_PROGRESSING, True, action.event, f"{where}: {message}")
+    draft.condition(READY, False, "RollingOut", f"rolling {rollout.revision} out: {where}")
+    assert step.next_check is not None
+    requeue = (step.next_check - draft.now).total_seconds()
+    return draft.decision(max(_MIN_REQUEUE, requeue))
+
+
+def _ended(draft: Draft, ended: RolloutRecord, reason: str, message: str) -> Decision | None:
     status = draft.status
-    message = tick.message
-    draft.consume(*tick.consumed)
-    if tick.record is None:
-        assert tick.status is not None
-        rollout = tick.status.model_copy(update={"message": message})
-        if tick.report is not None:
-            rollout.verdicts = {r.name: r.outcome for r in tick.report.results}
-            rollout.stable_analysis = {
-                r.name: r.stable.value if isinstance(r.stable, Value) else None
-                for r in tick.report.results
-                if r.stable is not None
-            }
-        status.rollout = rollout
-        if tick.notable:
-            draft.event(tick.reason, message, warning=tick.reason == "CanaryHeld")
-        where = f"step {rollout.step + 1} at {rollout.share}%"
-        draft.condition(CANARY_PROGRESSING, True, tick.reason, f"{where}: {message}")
-        draft.condition(READY, False, "RollingOut", f"rolling {rollout.revision} out: {where}")
-        requeue = tick.requeue_after(draft.now)
-        return draft.decision(max(_MIN_REQUEUE, requeue if requeue is not None else 0.0))
-    record = tick.record
-    status.record_rollout(record)
+    status.record_rollout(ended)
     status.rollout = None
     status.canary_revision = None
     status.validated_revision = None
     status.watch = None
     status.phase = Phase.STABLE
-    if record.outcome == "Promoted":
-        status.stable_revision = record.revision
-        if record.score is not None:
-            status.stable_score = record.score
-        draft.event(tick.reason, f"{record.revision} promoted: {message}")
+    if ended.outcome == "Promoted":
+        status.stable_revision = ended.revision
+        if ended.score is not None:
+            status.stable_score = ended.score
+        draft.event(reason, f"{ended.revision} promoted: {message}")
         draft.condition(CANARY_PROGRESSING, False, "Promoted", message)
-        draft.condition(READY, True, "Promoted", f"{record.revision} is the stable policy")
+        draft.condition(READY, True, "Promoted", f"{ended.revision} is the stable policy")
     else:
         kept = status.stable_revision or "its policy"
-        draft.event(
-            tick.reason, f"{record.revision}: {message}; the stable keeps {kept}", warning=True
-        )
-        draft.condition(CANARY_PROGRESSING, False, record.outcome, message)
-        draft.condition(READY, True, record.outcome, f"the workload keeps {kept}: {message}")
-    if rollout_ended(draft, record):
+        draft.event(reason, f"{ended.revision}: {message}; the stable keeps {kept}", warning=True)
+        draft.condition(CANARY_PROGRESSING, False, ended.outcome, message)
+        draft.condition(READY, True, ended.outcome, f"the workload keeps {kept}: {message}")
+    if rollout_ended(draft, ended):
         return None  # a recalled winner failed its canary: the retune searches
     return draft.decision(1.0)
+
+
+def _act(draft: Draft, step: Step, reading: CanaryObservation) -> CanaryScale | None:
+    """The writes ``step`` needs; the canary's size while the rollout runs."""
+    action, revision = step.action, step.status.revision
+    if isinstance(action, Promote):
+        draft.act(PromoteCanary(revision))
+        return None
+    if isinstance(action, Rollback):
+        draft.act(RemoveCanary(action.reason))
+        return None
+    share = action.share if isinstance(action, SetShare) else step.status.share
+    scale = reading.scale(share)
+    if scale.changed:  # level-triggered: a deleted or stale canary is made again
+        draft.act(ScaleCanary(revision, share))
+    return scale
+
+
+def _controls(keys: frozenset[str]) -> Controls:
+    return Controls(
+        abort=ABORT_ANNOTATION in keys,
+        promote=PROMOTE_ANNOTATION in keys,
+        pause=PAUSE_ANNOTATION in keys,
+    )
 
 
 def _failed(draft: Draft, failure: CanaryFailure) -> Decision:

@@ -68,9 +68,25 @@ class PublishRevision:
 
 
 @dataclass(frozen=True)
+class ScaleCanary:
+    """Make the canary Deployment run ``revision`` at ``share`` percent beside the stable
+    (creating it, or updating a stale one)."""
+
+    revision: str
+    share: int
+
+
+@dataclass(frozen=True)
+class PromoteCanary:
+    """Point the stable at ``revision``, then delete the canary."""
+
+    revision: str
+
+
+@dataclass(frozen=True)
 class RemoveCanary:
-    """Delete the target's canary Deployment: its rollout ends without an outcome of its
-    own (the target was paused, its spec changed)."""
+    """Delete the target's canary Deployment: its rollout is rolled back, or ends without
+    an outcome of its own (the target was paused, its spec changed)."""
 
     reason: str
 
@@ -89,9 +105,14 @@ Action = (
     | StopWork
     | ForgetWork
     | PublishRevision
+    | ScaleCanary
+    | PromoteCanary
     | RemoveCanary
     | ClearAnnotations
 )
+
+CanaryWrite = ScaleCanary | PromoteCanary | RemoveCanary
+"""The actions that write a rollout's Deployments."""
 
 
 @dataclass(frozen=True)
@@ -116,4 +137,5 @@ class Decision:
     needs_watch: bool = False
     """Likewise, without the retune triggers' readings (a Stable target)."""
     needs_canary: bool = False
-    """Likewise, without a canary tick: run one on ``status.rollout`` and decide again."""
+    """Likewise, without a reading of the rollout in ``status.rollout``: its Deployments,
+    and its analysis when the step is judged now."""

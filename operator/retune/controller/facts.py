@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from retune.rollout.canary import Tick
+from retune.rollout.observation import CanaryObservation
 from retune.search.ledger import LedgerState
 from retune.search.state import EngineState
 from retune.search.validation import ValidationReport
 from retune.signals.metrics import Sample
 from retune.signals.slo import BurnRateVerdict
-from retune.spec import SLO, ApprovalMode, Problem, RetuneSpec
+from retune.spec import SLO, ApprovalMode, Problem, RetuneSpec, RolloutSpec
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class WatchReading:
 
 @dataclass(frozen=True)
 class CanaryFailure:
-    """A canary tick that could not be carried out."""
+    """A rollout's Deployments could not be read, or written as decided."""
 
     message: str
     permanent: bool
@@ -80,7 +80,7 @@ class CanaryFailure:
     otherwise a passing failure (the API server, Prometheus) that the next tick retries."""
 
 
-CanaryReading = Tick | CanaryFailure
+CanaryReading = CanaryObservation | CanaryFailure
 
 
 @dataclass(frozen=True)
@@ -215,13 +215,18 @@ class Facts:
     """``spec.profile.interval``: how often a Stable target re-reads its profile."""
     controls: frozenset[str] = frozenset()
     """The manual-control annotations set on the target (``retune.dev/retune``, ...)."""
-    approval: ApprovalMode = ApprovalMode.AUTO
-    """``spec.rollout.approval``: who lets a validated revision out as a canary."""
     approve: str | None = None
     """The revision ``retune.dev/approve`` names, when the annotation is set."""
     undo: str | None = None
     """The revision ``retune.dev/undo`` names, when the annotation is set."""
     watch: WatchReading | None = None
     """The retune triggers' readings, when the controller asked for them."""
+    rollout: RolloutSpec = field(default_factory=RolloutSpec)
+    """``spec.rollout``: the canary's steps, interval and limits."""
     canary: CanaryReading | None = None
-    """This reconcile's canary tick (already carried out), when the controller asked."""
+    """The rollout as the cluster shows it now, when the controller asked."""
+
+    @property
+    def approval(self) -> ApprovalMode:
+        """``spec.rollout.approval``: who lets a validated revision out as a canary."""
+        return self.rollout.approval

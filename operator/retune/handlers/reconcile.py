@@ -21,12 +21,16 @@ from pydantic import ValidationError
 
 from retune.controller import (
     Action,
+    CanaryFailure,
+    CanaryWrite,
     ClearAnnotations,
     Decision,
     Facts,
     ForgetWork,
+    PromoteCanary,
     PublishRevision,
     RemoveCanary,
+    ScaleCanary,
     SpecDigests,
     StartSearch,
     StartValidation,
@@ -34,11 +38,10 @@ from retune.controller import (
     WorkKind,
     candidate_id,
     decide,
-    rollout_score,
     spec_digests,
     status_worth_writing,
 )
-from retune.handlers.canary import canary_tick, remove_canary
+from retune.handlers.canary import deployments_of, read_canary, write_canary
 from retune.handlers.gather import (
     Workload,
     check_spec,
@@ -65,10 +68,11 @@ from retune.rollout import (
     PROMOTE_ANNOTATION,
     RETUNE_ANNOTATION,
     UNDO_ANNOTATION,
-    RolloutError,
+    CanaryObservation,
 )
+from retune.rollout.apps import publish_revision
 from retune.rollout.controls import is_set
-from retune.rollout.revisions import publish_revision, revision_annotations, revision_manifest
+from retune.rollout.revisions import revision_annotations, revision_manifest
 from retune.signals.nodes import NodeInfo
 from retune.spec import (
     API_VERSION,
@@ -96,8 +100,9 @@ _MAX_PASSES = 4
 # Phases that watch the retune triggers (a revision waiting for approval watches too).
 _WATCHING = (Phase.STABLE, Phase.AWAITING_APPROVAL)
 # Carried out before the status is written: a revision is recorded only once it exists, a
-# dropped rollout only once its canary is gone, a new worker only after the old one stopped.
-_BEFORE_STATUS = (StopWork, PublishRevision, RemoveCanary)
+# rollout's step only once its Deployments are so, a new worker only after the old one
+# stopped.
+_BEFORE_STATUS = (StopWork, PublishRevision, ScaleCanary, PromoteCanary, RemoveCanary)
 
 
 @dataclass
@@ -221,7 +226,7 @@ class TargetLoop:
             facts = replace(
                 facts,
                 retune=spec.retune,
-                approval=spec.rollout.approval,
+                rollout=spec.rollout,
                 slos=tuple(spec.slos),
                 profile_interval=float(spec.profile.interval_seconds),
             )
@@ -242,7 +247,11 @@ class TargetLoop:
                 break
             facts = more
             decision = decide(status, facts, now)
-        await self._carry_out(decision, body, target)
+        failed = await self._carry_out(decision, body, target, facts)
+        if failed is not None:  # the step's writes failed: decided again, knowing it
+            facts = replace(facts, canary=failed)
+            decision = decide(status, facts, now)
+            await self._carry_out(decision, body, target, facts)
         new = decision.status
         budget = target.spec.search.budget if target is not None else None
         context.metrics.target_state(namespace, name, new, budget)
@@ -268,8 +277,7 @@ class TargetLoop:
     ) -> Facts | None:
         """The facts with what ``decision`` asked for, or None when it asked for nothing
         more. ``workload`` is the Deployment as this reconcile read it (None: missing, or
-        not read, for a paused target). A canary tick acts as it reads; it runs at most
-        once per reconcile."""
+        not read, for a paused target). Nothing here writes."""
         context = self.context
         if target is None:
             return None
@@ -296,18 +304,16 @@ class TargetLoop:
             return replace(facts, watch=watched)
         rollout = decision.status.rollout
         if decision.needs_canary and facts.canary is None and rollout is not None:
-            tick = await asyncio.to_thread(
-                canary_tick,
-                context.cluster,
+            observed = await asyncio.to_thread(
+                read_canary,
+                deployments_of(context.cluster, target, owner_of(body)),
                 target,
-                owner_of(body),
                 rollout,
                 now,
                 annotations=annotations_of(body),
-                score=rollout_score(decision.status),
                 prometheus_url=url,
             )
-            return replace(facts, canary=tick)
+            return replace(facts, canary=observed)
         return None
 
     async def _carry_out(
@@ -315,13 +321,30 @@ class TargetLoop:
         decision: Decision,
         body: Mapping[str, Any],
         target: OptimizationTarget | None,
-    ) -> None:
+        facts: Facts,
+    ) -> CanaryFailure | None:
         """Actions that must precede the status first, then the status, then the rest:
         a revision is recorded only once it exists, a worker starts only once the status
-        says what it works on, and a report is dropped only once it is in the status."""
+        says what it works on, and a report is dropped only once it is in the status.
+
+        A canary step's write that fails stops here, nothing written: the failure is
+        returned, for the controller to decide the step again knowing it."""
         first = [a for a in decision.actions if isinstance(a, _BEFORE_STATUS)]
         then = [a for a in decision.actions if not isinstance(a, _BEFORE_STATUS)]
+        stepped = isinstance(facts.canary, CanaryObservation)
         for step in first:
+            if isinstance(step, CanaryWrite) and target is not None:
+                failure = await self._write_canary(step, body, target)
+                if failure is None:
+                    continue
+                if stepped:
+                    return failure
+                if not failure.permanent:
+                    raise RuntimeError(
+                        f"the canary of {self.key[0]}/{self.key[1]}: {failure.message}"
+                    )
+                log.warning("the canary of %s/%s: %s", *self.key, failure.message)
+                continue
             await self._act(step, body, target)
         if self.written is None or status_worth_writing(self.written, decision.status):
             document = decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -334,6 +357,14 @@ class TargetLoop:
             )
         for action in then:
             await self._act(action, body, target)
+        return None
+
+    async def _write_canary(
+        self, action: CanaryWrite, body: Mapping[str, Any], target: OptimizationTarget
+    ) -> CanaryFailure | None:
+        log.info("%s/%s: %s", *self.key, action)
+        deployments = deployments_of(self.context.cluster, target, owner_of(body))
+        return await asyncio.to_thread(write_canary, deployments, action)
 
     async def _act(
         self, action: Action, body: Mapping[str, Any], target: OptimizationTarget | None
@@ -346,7 +377,7 @@ class TargetLoop:
             context.workers.forget(self.key)
         elif isinstance(action, ClearAnnotations):
             await asyncio.to_thread(context.cluster.remove_annotations, *self.key, action.keys)
-        elif isinstance(action, RemoveCanary) and target is None:
+        elif isinstance(action, CanaryWrite) and target is None:
             log.warning("the canary of %s/%s stays: the target cannot be read", *self.key)
         elif target is None:
             raise RuntimeError(f"{action} needs a valid target")
@@ -384,12 +415,6 @@ class TargetLoop:
                 ),
             )
             await asyncio.to_thread(publish_revision, context.cluster.api, manifest)
-        elif isinstance(action, RemoveCanary):
-            log.info("removing the canary of %s/%s: %s", *self.key, action.reason)
-            try:
-                await asyncio.to_thread(remove_canary, context.cluster, target)
-            except RolloutError as error:  # not ours to delete: say so, and go on
-                log.warning("the canary of %s/%s: %s", *self.key, error)
 
     @staticmethod
     def _inputs(

@@ -1,4 +1,5 @@
-"""The few Deployment API calls a rollout makes, behind a small interface.
+"""The few API calls a rollout makes: Deployments behind a small interface, and publishing
+a policy revision's ConfigMap.
 
 :class:`DeploymentApi` is what :mod:`retune.rollout.deployments` needs, in one namespace;
 :class:`KubeDeploymentApi` implements it with the Kubernetes client (``AppsV1Api``), and
@@ -11,6 +12,7 @@ the client's models do not know is lost when one is written back).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from kubernetes import client
@@ -27,6 +29,10 @@ GitOps tools are told to leave alone (``docs/gitops.md``)."""
 
 class Conflict(RuntimeError):
     """The object changed since it was read (or already exists, on create)."""
+
+
+class RevisionConflict(RuntimeError):
+    """A ConfigMap with the revision's name exists and holds something else."""
 
 
 class DeploymentApi(Protocol):
@@ -127,6 +133,33 @@ class KubeDeploymentApi:
                 raise Conflict(_message(error)) from None
             raise
         return _json(response)
+
+
+def publish_revision(api: client.ApiClient, manifest: Mapping[str, Any]) -> bool:
+    """Create the revision's ConfigMap; returns False when the same revision was there.
+
+    Raises :class:`RevisionConflict` when a ConfigMap of that name holds other data.
+    """
+    # Typed as Any: the body is API JSON, which the client sends as it is.
+    core: Any = client.CoreV1Api(api)
+    metadata = manifest["metadata"]
+    try:
+        core.create_namespaced_config_map(
+            metadata["namespace"], dict(manifest), _request_timeout=REQUEST_TIMEOUT
+        )
+        return True
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    existing = core.read_namespaced_config_map(
+        metadata["name"], metadata["namespace"], _request_timeout=REQUEST_TIMEOUT
+    )
+    if (existing.data or {}) != manifest["data"]:
+        raise RevisionConflict(
+            f"ConfigMap {metadata['namespace']}/{metadata['name']} exists with other content; "
+            "revisions are immutable, so delete it if it is not a retune revision"
+        )
+    return False
 
 
 def _json(response: Any) -> Json:

@@ -15,7 +15,7 @@ or the empty string counts as unset, so a control can also be switched off in pl
   once the target is Stable (read by the controller, not here).
 
 Abort wins over promote, and both over pause. Abort and promote are one-shot: the caller
-removes them once acted upon (:attr:`~retune.rollout.canary.Tick.consumed`), so they do
+removes them once acted upon (the controller, when the rollout ends), so they do
 not carry over to the next rollout. Pause is a state, and stays until the user removes it.
 """
 

@@ -26,7 +26,9 @@ from retune.evaluate.podspec import ROLE_LABEL, TARGET_LABEL, owner_reference, s
 from retune.evaluate.podspec import target_label as target_label_value
 from retune.rollout.apps import Conflict, DeploymentApi, Json
 from retune.rollout.errors import RolloutError, WorkloadMissing
+from retune.rollout.observation import CanaryScale
 from retune.rollout.template import (
+    POLICY_REVISION_ANNOTATION,
     TRACK_LABEL,
     canary_replicas,
     canary_selector,
@@ -40,8 +42,6 @@ from retune.signals.analysis import CANARY_TRACK, STABLE_TRACK
 from retune.spec import PolicyVolume, WorkloadRef
 
 ROLE_CANARY = "canary"
-POLICY_REVISION_ANNOTATION = "retune.dev/policy-revision"
-"""On the stable and canary Deployments: the policy revision (ConfigMap) they run."""
 TEMPLATE_HASH_ANNOTATION = "retune.dev/canary-hash"
 """On the canary Deployment: a hash of what it was made from, to tell when it is stale."""
 _ATTEMPTS = 4
@@ -59,20 +59,6 @@ class RolloutTarget:
     owner: Mapping[str, Any] | None = None
     """The target's ``apiVersion``, ``kind``, ``name`` and ``uid``: the canary is owned by
     it, so it goes when the target goes. None leaves the canary unowned (tests)."""
-
-
-@dataclass(frozen=True)
-class CanaryScale:
-    """The canary's size after :meth:`Deployments.ensure_canary`."""
-
-    canary: int
-    stable: int
-    changed: bool
-    """Whether anything was written."""
-
-    def describe(self) -> str:
-        """E.g. ``1 canary pod beside 4 stable``."""
-        return f"{self.canary} canary pod{'s' * (self.canary != 1)} beside {self.stable} stable"
 
 
 class Deployments:
@@ -115,6 +101,15 @@ class Deployments:
                 f"canary of target {self.target.name}; rename or delete it"
             )
         return found
+
+    def canary_state(self, stable: Json, revision: str) -> tuple[int | None, bool]:
+        """The canary's replicas (None without a canary) and whether it runs ``revision``
+        on ``stable``'s current pod template."""
+        current = self.canary()
+        if current is None:
+            return None, False
+        desired = self._canary_manifest(stable, revision, 0)
+        return current["spec"].get("replicas"), _hash_of(current) == _hash_of(desired)
 
     # -- canary ---------------------------------------------------------------------------
     def ensure_canary(self, revision: str, share: int) -> CanaryScale:

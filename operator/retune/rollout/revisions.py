@@ -5,7 +5,8 @@ restarted between creating the ConfigMap and recording it in the status) finds t
 already there instead of making a second. The ConfigMap is ``immutable: true``: what a
 revision name points to never changes, which is what lets a rollout (and a rollback) refer
 to it by name. Its one key is the policy's file name, so it can be mounted as the policy
-volume as it is. It is owned by the target and goes when the target goes.
+volume as it is. It is owned by the target and goes when the target goes. Names and
+manifests are pure; :func:`retune.rollout.apps.publish_revision` creates them.
 """
 
 from __future__ import annotations
@@ -15,22 +16,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.rest import ApiException
-
 from retune.evaluate.podspec import TARGET_LABEL, target_label
 from retune.spec.target import owner_reference
 
 ROLE_LABEL = "retune.dev/role"
 ROLE_POLICY_REVISION = "policy-revision"
 REVISION_LABEL = "retune.dev/revision"
-REQUEST_TIMEOUT = 30.0
 _HASH_LENGTH = 10
 _MAX_NAME = 253
-
-
-class RevisionConflict(RuntimeError):
-    """A ConfigMap with the revision's name exists and holds something else."""
 
 
 def revision_hash(code: str) -> str:
@@ -87,30 +80,3 @@ def revision_annotations(
     if stable_score is not None:
         annotations["retune.dev/stable-holdout-score"] = f"{stable_score:.6g}"
     return annotations
-
-
-def publish_revision(api: client.ApiClient, manifest: Mapping[str, Any]) -> bool:
-    """Create the revision's ConfigMap; returns False when the same revision was there.
-
-    Raises :class:`RevisionConflict` when a ConfigMap of that name holds other data.
-    """
-    # Typed as Any: the body is API JSON, which the client sends as it is.
-    core: Any = client.CoreV1Api(api)
-    metadata = manifest["metadata"]
-    try:
-        core.create_namespaced_config_map(
-            metadata["namespace"], dict(manifest), _request_timeout=REQUEST_TIMEOUT
-        )
-        return True
-    except ApiException as error:
-        if error.status != 409:
-            raise
-    existing = core.read_namespaced_config_map(
-        metadata["name"], metadata["namespace"], _request_timeout=REQUEST_TIMEOUT
-    )
-    if (existing.data or {}) != manifest["data"]:
-        raise RevisionConflict(
-            f"ConfigMap {metadata['namespace']}/{metadata['name']} exists with other content; "
-            "revisions are immutable, so delete it if it is not a retune revision"
-        )
-    return False

@@ -86,8 +86,8 @@ Action: TypeAlias = Wait | SetShare | Hold | Promote | Rollback
 
 
 @dataclass(frozen=True)
-class Decision:
-    """An action and the rollout's status after it."""
+class Step:
+    """What a rollout does next: an action and the rollout's status after it."""
 
     action: Action
     status: RolloutStatus
@@ -97,7 +97,7 @@ class Decision:
 
     @property
     def finished(self) -> bool:
-        """Whether the rollout ends with this decision."""
+        """Whether the rollout ends with this step."""
         return isinstance(self.action, Promote | Rollback)
 
 
@@ -111,17 +111,28 @@ def analysis_due(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> boo
     return status.step_started_at is not None and now >= _step_end(spec, status)
 
 
-def decide(
+def analysis_needed(
+    spec: RolloutSpec, status: RolloutStatus, now: datetime, controls: Controls | None = None
+) -> bool:
+    """Whether :func:`next_step` will judge the current step's analysis: its interval is
+    over and no manual control decides instead. The adapters read the analysis then."""
+    controls = controls or Controls()
+    if controls.abort or controls.promote or controls.pause:
+        return False
+    return analysis_due(spec, _normalised(spec, status), now)
+
+
+def next_step(
     spec: RolloutSpec,
     status: RolloutStatus,
     now: datetime,
     analyse: Callable[[], AnalysisReport] | None = None,
     controls: Controls | None = None,
-) -> Decision:
-    """The next action of the rollout in ``status``.
+) -> Step:
+    """The next step of the rollout in ``status``.
 
-    ``analyse`` runs this interval's analysis; it is called only when the analysis is due
-    (and no manual control overrides it), and is required then.
+    ``analyse`` returns this interval's analysis; it is called only when the analysis is
+    due (:func:`analysis_needed`), and is required then.
     """
     controls = controls or Controls()
     status = _normalised(spec, status)
@@ -137,28 +148,28 @@ def decide(
             update={"share": first, "started_at": status.started_at or now, "step_started_at": now}
         )
         action = SetShare(status.step, first, f"canary of {status.revision} starts at {first}%")
-        return Decision(action, started, recheck)
+        return Step(action, started, recheck)
     if controls.pause:
-        return Decision(Hold(f"paused at {share}% by {PAUSE_ANNOTATION}"), status, recheck)
+        return Step(Hold(f"paused at {share}% by {PAUSE_ANNOTATION}"), status, recheck)
     if not analysis_due(spec, status, now):
         until = _step_end(spec, status)
-        return Decision(Wait(until, f"step {status.step + 1} at {share}%"), status, until)
+        return Step(Wait(until, f"step {status.step + 1} at {share}%"), status, until)
     if analyse is None:
         raise ValueError("the step's analysis is due: pass analyse")
     return _judge(spec, status, now, analyse(), recheck)
 
 
-def record(decision: Decision, now: datetime, score: float | None = None) -> RolloutRecord | None:
+def record(step: Step, now: datetime, score: float | None = None) -> RolloutRecord | None:
     """The history entry of a finished rollout (None while it runs)."""
-    action = decision.action
+    action = step.action
     if not isinstance(action, Promote | Rollback):
         return None
     return RolloutRecord(
-        revision=decision.status.revision,
+        revision=step.status.revision,
         outcome="Promoted" if isinstance(action, Promote) else action.outcome,
         reason=action.reason,
         score=score,
-        started_at=decision.status.started_at,
+        started_at=step.status.started_at,
         finished_at=now,
     )
 
@@ -169,7 +180,7 @@ def _judge(
     now: datetime,
     report: AnalysisReport,
     recheck: datetime,
-) -> Decision:
+) -> Step:
     values = {
         result.name: result.canary.value if isinstance(result.canary, Value) else None
         for result in report.results
@@ -183,7 +194,7 @@ def _judge(
         step = status.step + 1
         judged.step, judged.share, judged.step_started_at = step, spec.steps[step], now
         passed = f"analysis passed at {share}%, step {step + 1} at {spec.steps[step]}%"
-        return Decision(SetShare(step, spec.steps[step], passed), judged, recheck)
+        return Step(SetShare(step, spec.steps[step], passed), judged, recheck)
     judged.step_started_at = now  # the step runs again
     if report.outcome == "nodata":
         judged.no_data_intervals += 1
@@ -191,9 +202,7 @@ def _judge(
             missing = f"no data {judged.no_data_intervals}/{spec.no_data_limit} in a row"
             if judged.no_data_intervals >= spec.no_data_limit:
                 return _end(judged, Rollback(f"{missing}: {report.message}"))
-            return Decision(
-                Hold(f"{missing}, holding at {share}%: {report.message}"), judged, recheck
-            )
+            return Step(Hold(f"{missing}, holding at {share}%: {report.message}"), judged, recheck)
     else:
         judged.no_data_intervals = 0
     judged.failures += 1
@@ -201,7 +210,7 @@ def _judge(
     failed = f"{what} ({judged.failures}/{spec.failure_limit} failures)"
     if judged.failures >= spec.failure_limit:
         return _end(judged, Rollback(f"{failed}: {report.message}"))
-    return Decision(Hold(f"{failed}, holding at {share}%: {report.message}"), judged, recheck)
+    return Step(Hold(f"{failed}, holding at {share}%: {report.message}"), judged, recheck)
 
 
 def _normalised(spec: RolloutSpec, status: RolloutStatus) -> RolloutStatus:
@@ -219,5 +228,5 @@ def _step_end(spec: RolloutSpec, status: RolloutStatus) -> datetime:
     return status.step_started_at + timedelta(seconds=spec.interval_seconds)
 
 
-def _end(status: RolloutStatus, action: Promote | Rollback) -> Decision:
-    return Decision(action, status, None)
+def _end(status: RolloutStatus, action: Promote | Rollback) -> Step:
+    return Step(action, status, None)

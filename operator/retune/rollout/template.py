@@ -19,6 +19,9 @@ TRACK_LABEL = "retune.dev/track"
 """Pod label saying which side of a rollout a pod is on: ``stable`` or ``canary``. The
 analysis queries' ``{{track}}`` is matched against it."""
 
+POLICY_REVISION_ANNOTATION = "retune.dev/policy-revision"
+"""On the stable and canary Deployments: the policy revision (ConfigMap) they run."""
+
 Json = dict[str, Any]
 
 

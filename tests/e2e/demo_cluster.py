@@ -136,12 +136,13 @@ class RealNodePods:
 
 
 def timeline(story: CacheStory, started: float) -> list[str]:
-    """The target's Events (``!`` marks a warning) and what the scene did (``>``), one line
-    each, timed from the start of the demo."""
+    """The target's Events (``!`` marks a warning) and the scene's steps (``#`` given,
+    ``>`` when, ``=`` then, once its expectations held), one line each, timed from the
+    start of the demo."""
     lines = []
     for entry in story.timeline():
         offset = max(0, int(entry.at.timestamp() - started))
-        mark = {"Warning": "!", "Action": ">"}.get(entry.type, " ")
+        mark = {"Warning": "!", "Action": ">", "Given": "#", "Then": "="}.get(entry.type, " ")
         head = f"  {offset // 60:2d}:{offset % 60:02d} {mark} {entry.reason:<18} "
         message = textwrap.shorten(entry.message, WIDTH - len(head), placeholder=" ...")
         lines.append(head + message)

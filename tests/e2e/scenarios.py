@@ -1,19 +1,20 @@
-"""The continuous-tuning story, scene by scene: what is done to the cache and its target,
-and what is awaited. The end-to-end tests assert on what each scene saw; the cluster demo
-plays the same scenes and prints the timeline.
+"""The continuous-tuning story, scene by scene, told as Given / When / Then: each step says
+what it does (``story.when``) and what it expects (``story.then``), and the asserts after a
+``then`` check it at once, next to the step that caused it. The end-to-end tests play the
+scenes; the cluster demo plays the same scenes and prints their timeline.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from retune.search.archive import Archive
 from tests.cluster.nodes import REAL_NODE
 from tests.cluster.processes import wait_until
 from tests.cluster.prometheus import PrometheusServer
-from tests.e2e.harness import checkpoint
+from tests.e2e.harness import checkpoint, condition
 from tests.e2e.operator_pod import OperatorPod
 from tests.e2e.story import SHIFTED, CacheStory, continuous_target, finished, promoted
 
@@ -24,57 +25,63 @@ CPU_NODES = (REAL_NODE,)
 NEW_INSTANCE_TYPE = "m7i.xlarge"
 DRIFTED = {"key_space": 20000}
 """The mix after the drift: four times the keys, far beyond the 50% drift threshold."""
+ONE_SHOT_CONTROLS = {"retune.dev/abort", "retune.dev/promote", "retune.dev/retune"}
 
 
-@dataclass
-class Tuned:
-    """What the tuning scene saw."""
-
-    first: dict[str, Any]
-    """The status at the first promotion."""
-    elites: set[str]
-    """The programs of the first search's archive."""
-    shifted_at: float
-    retuning: dict[str, Any]
-    """The status when the retune on the SLO violation was seen."""
-    second: dict[str, Any]
-    """The status at the second promotion."""
-    relabelled_at: float
-    third: dict[str, Any]
-    """The status once the retune on the new hardware finished."""
-
-
-def tuned(story: CacheStory) -> Tuned:
+def tuned(story: CacheStory) -> None:
     """A target is tuned and promoted, retuned when its SLO is violated, and again when
     the hardware under it changes."""
-    # Given the cache running LRU, when its target is applied, then a better policy is
-    # found, validated, rolled out as a canary and promoted
+    recorder, traffic = story.recorder, story.traffic
+    assert recorder is not None and traffic is not None
+    story.given("the cache running LRU under the load generator's traffic")
     story.apply(continuous_target(story.namespace))
     first = story.wait(promoted(1), SEARCH, "the first promotion")
-    assert story.traffic is not None
-    story.traffic.wait_for_pods({"stable"})  # the promoted pods carry the stable track
+    story.then("a better policy is found, validated, rolled out as a canary and promoted")
+    revision = first["stableRevision"]
+    assert [(r["revision"], r["outcome"]) for r in first["history"]] == [(revision, "Promoted")]
+    assert condition(first, "Ready")["reason"] == "Promoted"
+    assert story.deployment("cache-canary") is None
+    for reason in ("RolloutStarted", "CanaryStep", "CanaryPromoted"):
+        assert reason in story.reasons()
+    traffic.wait_for_pods({"stable"})  # the promoted pods carry the stable track
     state = checkpoint(story.api, story.namespace, story.name)
     elites = {elite.code for elite in Archive(state.archive).elites()} if state else set()
 
-    # When the load generator shifts to scan-heavy traffic, then the hit ratio SLO is
-    # violated, and a retune starts
+    story.when(f"the load generator shifts its mix to {SHIFTED}")
     shifted_at = time.time()
-    story.act(f"the load generator shifts its mix to {SHIFTED}")
-    story.traffic.shift(**SHIFTED)
+    traffic.shift(**SHIFTED)
     retuning = story.wait(
         lambda s: s.get("lastRetuneTrigger") == "SLOViolation", 90, "a retune on the SLO"
     )
-    # (the owners accept the new normal: the SLO is lowered so that it does not call again)
-    slo = story.target()["spec"]["slos"][0]
-    story.act("the SLO is lowered to 0.01: the owners accept the new normal")
-    story.patch_spec({"slos": [{**slo, "threshold": 0.01}]})
-    # then the retune's winner is promoted as a second canary
-    second = story.wait(promoted(2), SEARCH, "the second promotion")
+    story.then("the hit ratio SLO is violated, and a retune starts")
+    assert "hit-ratio" in retuning["lastRetuneReason"]
+    assert "SLOViolated" in story.reasons() and "RetuneStarted" in story.reasons()
 
-    # When the nodes under the workload are relabelled to a new instance type, then once
-    # the change has settled a retune runs on the new hardware
+    story.when("the SLO is lowered to 0.01: the owners accept the new normal")
+    slo = story.target()["spec"]["slos"][0]
+    story.patch_spec({"slos": [{**slo, "threshold": 0.01}]})
+    second = story.wait(promoted(2), SEARCH, "the second promotion")
+    story.then(
+        "the retune ran on the shifted profile from the stable revision, warm-started, and "
+        "its winner is the workload's policy"
+    )
+    search = second["search"]
+    assert search["trigger"] == "SLOViolation" and search["seedRevision"] == revision
+    assert search["warmStart"] and search["warmPrograms"] > 0
+    assert {key: second["profile"][key] for key in SHIFTED} == SHIFTED
+    rescored = [
+        task
+        for task in recorder.tasks
+        if task.at >= shifted_at
+        and task.code in elites
+        and re.fullmatch(r"c[1-9]\d*-\w+", task.task_id)
+    ]
+    assert rescored, "the retune evaluated none of the previous archive's elites"
+    assert second["stableRevision"] not in (None, revision)
+    assert story.policy_of(story.deployment() or {}) == second["stableRevision"]
+
+    story.when(f"{', '.join(CPU_NODES)} relabelled to instance type {NEW_INSTANCE_TYPE}")
     relabelled_at = time.time()
-    story.act(f"{', '.join(CPU_NODES)} relabelled to instance type {NEW_INSTANCE_TYPE}")
     for node in CPU_NODES:
         story.env.cluster.relabel_node(
             node, {"node.kubernetes.io/instance-type": NEW_INSTANCE_TYPE}
@@ -88,33 +95,34 @@ def tuned(story: CacheStory) -> Tuned:
         SEARCH,
         "a retune on the new hardware",
     )
-    return Tuned(first, elites, shifted_at, retuning, second, relabelled_at, third)
+    story.then(
+        "once the change has settled, a retune runs with its evaluations on the relabelled "
+        "nodes, told the new instance type"
+    )
+    assert third["hardware"]["node.kubernetes.io/instance-type"] == NEW_INSTANCE_TYPE
+    assert NEW_INSTANCE_TYPE in third["lastRetuneReason"]
+    evaluated = [task for task in recorder.tasks if task.at >= relabelled_at]
+    assert evaluated, "no evaluation after the relabelling"
+    hardware = {task.hardware["node.kubernetes.io/instance-type"] for task in evaluated}
+    assert hardware == {NEW_INSTANCE_TYPE}
+    assert recorder.pod_nodes and set(recorder.pod_nodes.values()) <= set(CPU_NODES)
+    assert third["retunes"] == 2
+    for reason in ("HardwareChanged", "HardwareSettled"):
+        assert reason in story.reasons()
 
 
-@dataclass
-class Drifted:
-    """What the drift scene saw."""
-
-    first: dict[str, Any]
-    """The status at the first promotion."""
-    drifted_at: float
-    retuned: dict[str, Any]
-    """The status once the retune on the drifted profile finished."""
-
-
-def drifting(story: CacheStory) -> Drifted:
+def drifting(story: CacheStory) -> None:
     """A target tuned on one profile is retuned when the profile drifts and stays drifted."""
-    # Given a target whose SLO never calls and whose drift threshold is 50% for 4 s, tuned
-    # and promoted
+    assert story.traffic is not None
+    story.given("a target whose SLO never calls and whose drift threshold is 50% for 4 s")
     story.apply(
         continuous_target(story.namespace, budget=7, slo_threshold=0.0, drift_threshold=0.5)
     )
     first = story.wait(promoted(1), SEARCH, "the first promotion")
-    # When the workload's key space grows fourfold, then once the drift has lasted its 4 s
-    # a retune runs on the new profile, and the target is stable on it
-    drifted_at = time.time()
-    story.act(f"the load generator shifts its mix to {DRIFTED}")
-    assert story.traffic is not None
+    story.then("it is tuned and promoted on the recorded mix")
+    assert first["profile"]["key_space"] != DRIFTED["key_space"]
+
+    story.when(f"the load generator shifts its mix to {DRIFTED}")
     story.traffic.shift(**DRIFTED)
 
     def retuned(status: dict[str, Any]) -> bool:
@@ -128,43 +136,51 @@ def drifting(story: CacheStory) -> Drifted:
             and drifted[0]["status"] == "False"
         )
 
-    return Drifted(first, drifted_at, story.wait(retuned, SEARCH, "a retune on the drift"))
+    done = story.wait(retuned, SEARCH, "a retune on the drift")
+    story.then(
+        "once the drift has lasted its 4 s, a retune named after it runs warm-started on "
+        "the new profile, and the target is stable on it"
+    )
+    assert done["lastRetuneTrigger"] == "ProfileDrift"
+    assert "key_space" in done["lastRetuneReason"]
+    search = done["search"]
+    assert search["warmStart"] and search["warmPrograms"] > 0
+    assert search["seedRevision"] == first["stableRevision"]
+    assert done["profile"]["key_space"] == DRIFTED["key_space"]
+    assert done["retunes"] == 1
+    reasons = story.reasons()
+    assert reasons.index("ProfileDrifted") < reasons.index("RetuneStarted")
+    # (a profile that only drifted, with an SLO that never called, is not an SLO retune)
+    assert "SLOViolated" not in reasons
 
 
-@dataclass
-class Steered:
-    """What the manual-control scene saw."""
-
-    before: dict[str, Any]
-    """The workload before the target was applied."""
-    paused: dict[str, Any]
-    """The status once the paused canary had outlived its step interval."""
-    aborted: dict[str, Any]
-    """The status once the aborted canary was gone."""
-    promoted: dict[str, Any]
-    """The status once the manual retune's canary was promoted by hand."""
-
-
-def steered(story: CacheStory) -> Steered:
+def steered(story: CacheStory) -> None:
     """A rollout steered by hand: paused, aborted, a retune asked for, its canary promoted."""
-    before = story.deployment()
-    assert before is not None
-    # Given a target whose canary steps last 15 s, with a canary in flight
+    before = story.generation()
+    story.given("a target whose canary steps last 15 s, with a canary in flight")
     story.apply(continuous_target(story.namespace, budget=7, step_interval="15s"))
     story.wait(lambda s: s.get("phase") == "Canary", SEARCH, "the canary")
-    # When it is paused, then it holds at its share past the step's interval
-    story.act("annotated retune.dev/pause=true")
+
+    story.when("annotated retune.dev/pause=true")
     story.annotate("retune.dev/pause")
     story.wait(lambda s: "paused" in (s.get("rollout") or {}).get("message", ""), 30, "the pause")
     time.sleep(20)
     paused = story.status()
-    # When it is aborted, then it is rolled back at once, paused or not
-    story.act("annotated retune.dev/abort=true")
+    story.then("it holds at its first share past its 15 s interval, nothing analysed or ended")
+    rollout = paused["rollout"]
+    assert paused["phase"] == "Canary" and rollout["step"] == 0
+    assert "retune.dev/pause" in rollout["message"] and not paused.get("history")
+
+    story.when("annotated retune.dev/abort=true")
     story.annotate("retune.dev/abort")
     aborted = story.wait(finished("Aborted"), 30, "the abort")
-    # When the pause is lifted and a retune asked for, then a new search runs, and its
-    # canary, promoted by hand, replaces the stable before its first step is over
-    story.act("retune.dev/pause removed; annotated retune.dev/retune=true")
+    story.then("it is rolled back at once, paused or not; the stable never written to")
+    assert [r["outcome"] for r in aborted["history"]] == ["Aborted"]
+    assert "retune.dev/abort" in aborted["history"][-1]["reason"]
+    assert aborted.get("stableRevision") is None
+    assert "CanaryAborted" in story.reasons()
+
+    story.when("retune.dev/pause removed; annotated retune.dev/retune=true")
     story.annotate("retune.dev/pause", None)
     story.annotate("retune.dev/retune")
     story.wait(
@@ -172,51 +188,68 @@ def steered(story: CacheStory) -> Steered:
         SEARCH,
         "the manual retune's canary",
     )
-    story.act("annotated retune.dev/promote=true")
+    story.then("a new search runs, and its winner goes out as a canary")
+    assert "RetuneStarted" in story.reasons()
+
+    story.when("annotated retune.dev/promote=true")
     story.annotate("retune.dev/promote")
-    return Steered(before, paused, aborted, story.wait(promoted(1), 30, "the promotion"))
+    done = story.wait(promoted(1), 30, "the promotion")
+    story.then("the canary replaces the stable before its first step is over")
+    assert done["lastRetuneTrigger"] == "Manual" and done["search"]["trigger"] == "Manual"
+    assert [r["outcome"] for r in done["history"]] == ["Aborted", "Promoted"]
+    assert "retune.dev/promote" in done["history"][-1]["reason"]
+    assert story.policy_of(story.deployment() or {}) == done["stableRevision"]
+    assert story.generation() == before + 1
+    assert "CanaryPromoted" in story.reasons()
+    # the one-shot controls were removed by the operator; retune.dev/pause was the user's
+    annotations = story.target()["metadata"].get("annotations") or {}
+    assert not ONE_SHOT_CONTROLS & set(annotations)
 
 
-def failing_canary(story: CacheStory) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A canary whose analysis fails; returns the workload before, and the status after."""
-    before = story.deployment()
-    assert before is not None
-    # Given a target whose analysis asks the canary for a hit ratio no cache reaches,
-    # then its canary is rolled back
+def failing_canary(story: CacheStory) -> None:
+    """A canary whose analysis fails is rolled back; the stable is untouched."""
+    before = story.generation()
+    story.given("a target whose analysis asks the canary for a hit ratio no cache reaches")
     story.apply(continuous_target(story.namespace, budget=7, canary_floor=0.99))
-    return before, story.wait(finished("RolledBack"), SEARCH, "the rollback")
+    after = story.wait(finished("RolledBack"), SEARCH, "the rollback")
+    story.then("its canary is rolled back, saying which check failed; the stable untouched")
+    record = after["history"][-1]
+    assert "hit-ratio" in record["reason"] and "is not at least 0.99" in record["reason"]
+    assert after.get("stableRevision") is None and after.get("validatedRevision") is None
+    assert condition(after, "Ready")["reason"] == "RolledBack"
+    assert "CanaryRolledBack" in story.reasons()
+    assert story.generation() == before
+    assert story.policy_of(story.deployment() or {}) == "cache-policy"
+    wait_until(lambda: story.deployment("cache-canary") is None, 30, "the canary to go")
 
 
-def blind_canary(
-    story: CacheStory, prometheus: PrometheusServer
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Prometheus stopped mid-canary; returns the workload before, and the status after."""
-    before = story.deployment()
-    assert before is not None
-    # Given a target whose canary holds at most 4 intervals without data
+def blind_canary(story: CacheStory, prometheus: PrometheusServer) -> None:
+    """Prometheus stopped mid-canary: the canary is held, and rolled back at the limit."""
+    before = story.generation()
+    story.given("a target whose canary holds at most 4 intervals without data")
     story.apply(continuous_target(story.namespace, budget=7, no_data_limit=4))
     story.wait(lambda s: s.get("phase") == "Canary", SEARCH, "the canary")
-    # When Prometheus stops mid-canary, then the canary is held, and rolled back at the limit
-    story.act("Prometheus stopped")
+
+    story.when("Prometheus stops mid-canary")
     prometheus.stop()
     try:
-        done = story.wait(finished("RolledBack"), 60, "the rollback without data")
+        after = story.wait(finished("RolledBack"), 60, "the rollback without data")
     finally:
         prometheus.start()
-        story.act("Prometheus started again")
-    return before, done
+        story.when("Prometheus starts again")
+    story.then("the canary is held, then rolled back at the limit, never promoted")
+    record = after["history"][-1]
+    assert "no data 4/4" in record["reason"] and "cannot connect to Prometheus" in record["reason"]
+    assert "Promoted" not in story.outcomes()
+    assert "CanaryHeld" in story.reasons()
+    assert story.generation() == before
 
 
-def killed_canary(
-    story: CacheStory, operator: OperatorPod
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The operator killed at each canary step; returns the workload before, and the status
-    after."""
-    before = story.deployment()
-    assert before is not None
-    # Given a target with a three-step canary
+def killed_canary(story: CacheStory, operator: OperatorPod) -> None:
+    """The operator killed at each canary step still promotes exactly once."""
+    before = story.generation()
+    story.given("a target with a three-step canary")
     story.apply(continuous_target(story.namespace, budget=7, steps=(25, 50, 100)))
-    # When the operator is killed -9 at each step and started again
     for step in range(3):
         story.wait(
             lambda s, step=step: (
@@ -225,47 +258,44 @@ def killed_canary(
             SEARCH,
             f"canary step {step + 1}",
         )
-        story.act(
+        story.when(
             f"the operator's pod is deleted (--force) at canary step {step + 1}; "
             "its Deployment starts a new one"
         )
         operator.kill()
         operator.start()
-    # then the rollout ends
-    return before, story.wait(promoted(1), 60, "the promotion")
+    after = story.wait(promoted(1), 60, "the promotion")
+    story.then("the rollout ends promoted, once; the stable rolled once")
+    assert [r["outcome"] for r in after["history"]] == ["Promoted"]
+    reasons = story.reasons()
+    # (an Event is posted after the status it reports is written: a kill between the two
+    # loses it, never doubles it)
+    assert reasons.count("RolloutStarted") == 1 and reasons.count("CanaryPromoted") <= 1
+    assert story.generation() == before + 1
+    assert story.deployment("cache-canary") is None
 
 
-@dataclass
-class Approved:
-    """What the manual-approval scene saw."""
-
-    waiting: dict[str, Any]
-    """The status while the validated revision waited for approval."""
-    held_at: dict[str, Any]
-    """The status after a stale approval, removed with a Warning."""
-    before: dict[str, Any]
-    """The workload when the revision began to wait."""
-    held: dict[str, Any]
-    """The workload after the stale approval, before the real one."""
-    promoted: dict[str, Any]
-    """The status once the approved revision was promoted."""
-
-
-def approved_by_hand(story: CacheStory) -> Approved:
+def approved_by_hand(story: CacheStory) -> None:
     """A validated revision waits for a person, who approves it by name."""
-    # Given a target whose rollouts need a person's approval, then its validated winner
-    # waits, and no canary starts
+    story.given("a target whose rollouts need a person's approval")
     target = continuous_target(story.namespace, budget=7)
     target["spec"]["rollout"]["approval"] = "manual"
     story.apply(target)
     waiting = story.wait(
         lambda s: s.get("phase") == "AwaitingApproval", SEARCH, "the revision to wait"
     )
-    before = story.deployment()
-    assert before is not None
-    # When an approval names another revision, then it is removed with a Warning and the
-    # revision keeps waiting
-    story.act("annotated retune.dev/approve=cache-policy-0000000000 (a stale revision)")
+    story.then("its validated winner waits with the evidence in the status, and no canary starts")
+    approval = waiting["approval"]
+    assert (approval["mode"], approval["state"]) == ("manual", "Waiting")
+    assert approval["revision"] == waiting["validatedRevision"]
+    assert approval["candidateScore"] > approval["stableScore"]
+    assert approval["subscores"], "no subscore evidence"
+    assert condition(waiting, "Ready")["reason"] == "AwaitingApproval"
+    assert not waiting.get("history") and waiting.get("rollout") is None
+    assert "AwaitingApproval" in story.reasons()
+    before = story.generation()
+
+    story.when("annotated retune.dev/approve=cache-policy-0000000000 (a stale revision)")
     story.annotate("retune.dev/approve", "cache-policy-0000000000")
     wait_until(lambda: "ApprovalIgnored" in story.reasons(), 30, "the stale approval's Event")
     wait_until(
@@ -273,25 +303,29 @@ def approved_by_hand(story: CacheStory) -> Approved:
         30,
         "the stale approval to be removed",
     )
-    held_at = story.status()
-    held = story.deployment()
-    assert held is not None
-    # When the approval names the waiting revision, then its canary runs and is promoted
-    revision = waiting["approval"]["revision"]
-    story.act(f"annotated retune.dev/approve={revision}")
+    story.then("it is removed with a Warning, and the revision keeps waiting")
+    held = story.status()
+    assert held["phase"] == "AwaitingApproval" and not held.get("history")
+    assert story.deployment("cache-canary") is None
+    assert story.generation() == before  # the stable Deployment never written to
+
+    revision = approval["revision"]
+    story.when(f"annotated retune.dev/approve={revision}")
     story.annotate("retune.dev/approve", revision)
-    return Approved(
-        waiting, held_at, before, held, story.wait(promoted(1), SEARCH, "the promotion")
-    )
+    done = story.wait(promoted(1), SEARCH, "the promotion")
+    story.then("its canary runs and is promoted")
+    assert [(r["revision"], r["outcome"]) for r in done["history"]] == [(revision, "Promoted")]
+    assert done["approval"]["state"] == "Approved"
+    assert story.policy_of(story.deployment() or {}) == revision
+    reasons = story.reasons()
+    assert "Approved" in reasons and "CanaryPromoted" in reasons
+    assert reasons.index("Approved") < reasons.index("RolloutStarted")
 
 
-def recommended(story: CacheStory) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A validated revision recommended, never rolled out; returns the workload before and
-    the status a while after the recommendation."""
-    before = story.deployment()
-    assert before is not None
-    # Given a target that only recommends, then its validated winner is published, and the
-    # target stays Stable on the policy it had
+def recommended(story: CacheStory) -> str:
+    """A validated revision recommended, never rolled out; returns the revision."""
+    before = story.generation()
+    story.given("a target that only recommends")
     target = continuous_target(story.namespace, budget=7)
     target["spec"]["rollout"]["approval"] = "recommend"
     story.apply(target)
@@ -301,4 +335,13 @@ def recommended(story: CacheStory) -> tuple[dict[str, Any], dict[str, Any]]:
         "the recommendation",
     )
     time.sleep(8)  # (long enough for a canary's first step, were one started)
-    return before, story.status()
+    after = story.status()
+    story.then("its validated winner is published, and it stays Stable on the policy it had")
+    assert after["phase"] == "Stable" and not after.get("history")
+    assert after.get("stableRevision") is None and after.get("validatedRevision") is None
+    assert story.deployment("cache-canary") is None
+    assert story.generation() == before
+    assert story.policy_of(story.deployment() or {}) == "cache-policy"
+    assert "RevisionRecommended" in story.reasons()
+    assert "RolloutStarted" not in story.reasons()
+    return str(after["approval"]["revision"])

@@ -156,15 +156,24 @@ class CacheStory:
         self.recorder = EvaluationRecorder(self.api, self.namespace).start()
         return self
 
-    def act(self, what: str) -> None:
-        """Record something a scene does, for the timeline."""
+    def given(self, what: str) -> None:
+        """Say what a scene starts from (the timeline shows it)."""
+        self.actions.append(TimelineEntry(datetime.now(UTC), "Given", "", what))
+
+    def when(self, what: str) -> None:
+        """Say what a scene does next (the timeline shows it); the lines after it do it."""
         self.actions.append(TimelineEntry(datetime.now(UTC), "Action", "", what))
+
+    def then(self, what: str) -> None:
+        """Say what is expected of the step just taken; the asserts after it check it, at
+        once (the timeline shows it once they held, beside the Events that made it so)."""
+        self.actions.append(TimelineEntry(datetime.now(UTC), "Then", "", what))
 
     def apply(self, target: dict[str, Any]) -> None:
         # the evaluator sizes its simulated cache as this share of the node's memory
         params = target["spec"]["evaluator"]["params"]
         params["cache_memory_fraction"] = evaluator_memory_fraction(self.env.cluster)
-        self.act(f"OptimizationTarget {self.name} applied")
+        self.when(f"OptimizationTarget {self.name} is applied")
         client.CustomObjectsApi(self.api).create_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL, target
         )
@@ -186,6 +195,12 @@ class CacheStory:
         client.CustomObjectsApi(self.api).patch_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL, self.name, body
         )
+
+    def generation(self, name: str | None = None) -> int:
+        """A Deployment's ``metadata.generation`` (-1 when it does not exist): it changes
+        when its template does."""
+        found = self.deployment(name)
+        return int(found["metadata"]["generation"]) if found is not None else -1
 
     def close(self) -> None:
         if self.recorder is not None:

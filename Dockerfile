@@ -1,6 +1,6 @@
 # The retune operator: `retune operator` (kopf) on Python, as the non-root user 65532, with
 # no shell and no package manager in the image. The build stage installs retune and its
-# pinned dependencies into a venv, then images/operator/rootfs.py copies out just what
+# locked dependencies into a venv, then images/operator/rootfs.py copies out just what
 # runs it (the venv, the interpreter, its standard library, the shared libraries ldd finds,
 # /etc/passwd, the CA bundle); the final image is that directory on `scratch`.
 # Build from the repository root (or `make images`, which needs no Docker engine):
@@ -11,13 +11,15 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
-COPY images/operator/requirements.txt ./requirements.txt
+COPY requirements.lock ./requirements.lock
 RUN python3 -m venv /opt/retune/venv \
-    && /opt/retune/venv/bin/pip install --no-cache-dir --no-deps --requirement requirements.txt
+    && /opt/retune/venv/bin/pip install --no-cache-dir --no-deps --require-hashes \
+        --requirement requirements.lock
 COPY pyproject.toml README.md ./
 COPY operator/ ./operator/
 COPY images/operator/rootfs.py ./rootfs.py
-# --no-deps: everything retune needs is pinned in requirements.txt (checked by the tests).
+# --no-deps: everything retune needs is pinned, with hashes, in requirements.lock (`make
+# lock`; tests/test_dependencies.py checks it against pyproject.toml).
 RUN /opt/retune/venv/bin/pip install --no-cache-dir --no-deps . \
     && /opt/retune/venv/bin/python3 rootfs.py /opt/retune/venv /rootfs
 

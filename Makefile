@@ -6,17 +6,35 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The locks pin every distribution, with hashes, for CPython 3.11 on linux x86_64 (what the
+# images run): requirements.lock what retune needs at run time (the operator image installs
+# it), requirements-dev.lock that plus the dev extra, at the same versions.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+LOCK_ARGS ?=
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes \
+	--python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
 
-.PHONY: demo demo-cluster test test-fast test-cluster test-e2e lint bootstrap testbin prometheus node browser images crd clean
+.PHONY: demo demo-cluster test test-fast test-cluster test-e2e lint bootstrap lock testbin prometheus node browser images crd clean
 
-$(INSTALLED): pyproject.toml
+# The venv gets exactly the locked versions, then retune itself (editable) without
+# resolving anything again.
+$(INSTALLED): pyproject.toml $(DEV_LOCK)
 	@test -n "$(PYTHON)" || { echo "retune needs Python >= 3.11 (none found on PATH)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --requirement $(DEV_LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
 bootstrap: $(INSTALLED)
+
+## lock: recompile the locks from pyproject.toml, keeping every pin that still fits
+## (`make lock LOCK_ARGS=--upgrade` moves everything to the newest versions that fit)
+lock: $(INSTALLED)
+	$(UV_COMPILE) --output-file $(LOCK)
+	$(UV_COMPILE) --extra dev --constraint $(LOCK) --output-file $(DEV_LOCK)
 
 ## demo: tune the bundled cache-eviction example locally (no cluster, no LLM)
 demo: $(INSTALLED)

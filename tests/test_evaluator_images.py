@@ -21,12 +21,14 @@ from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from retune.evaluate.contract import EvaluationContext, EvaluationTask
 from retune.evaluate.entrypoint import EvaluationBatch, decode_outcomes
 from retune.evaluate.loader import load_evaluator
 from retune.spec import load_target
 from retune.spec.evaluator import DEFAULT_EVALUATOR_PATH
+from tests.test_dependencies import pins
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "evaluator-images"
@@ -128,6 +130,12 @@ def test_the_base_requirements_are_pinned_and_fit_pyproject() -> None:
         if requirement.name in declared:
             version = next(iter(requirement.specifier)).version
             assert declared[requirement.name].specifier.contains(version), requirement
+    # The same versions as the operator's (requirements.lock): one set of tested versions.
+    locked = pins(ROOT / "requirements.lock")
+    for requirement in pinned:
+        name = canonicalize_name(requirement.name)
+        if name in locked:
+            assert str(requirement.specifier) == f"=={locked[name][0]}", (requirement, "make lock")
 
 
 def _pyproject_dependencies() -> list[str]:

@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 import yaml
-from packaging.requirements import Requirement
 
 from retune.evaluate.contract import EvaluationTask
 from retune.evaluate.entrypoint import EvaluationBatch, decode_outcomes
@@ -121,36 +120,18 @@ def test_the_operator_image_is_scratch_non_root_and_runs_what_the_chart_runs() -
     assert env["HOME"] == env["TMPDIR"] == "/tmp"
 
 
-def test_the_operator_requirements_pin_every_runtime_dependency() -> None:
-    import importlib.metadata
-    import tomllib
-
-    pinned = {
-        Requirement(line).name.lower(): Requirement(line)
-        for line in (ROOT / "images/operator/requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
-    for requirement in pinned.values():
-        assert len(requirement.specifier) == 1
-        assert next(iter(requirement.specifier)).operator == "=="
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    for line in declared:
-        wanted = Requirement(line)
-        pin = pinned.get(wanted.name.lower())
-        assert pin is not None, f"{wanted.name} is not in images/operator/requirements.txt"
-        assert wanted.specifier.contains(next(iter(pin.specifier)).version), (wanted, pin)
-    # What each pinned distribution requires is pinned too, where its metadata is at hand.
-    for name, pin in pinned.items():
-        try:
-            metadata = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        if not pin.specifier.contains(metadata.version):
-            continue
-        for line in metadata.requires or []:
-            needed = Requirement(line)
-            if needed.marker is None or needed.marker.evaluate({"extra": ""}):
-                assert needed.name.lower().replace("_", "-") in pinned, f"{name} needs {needed}"
+def test_the_operator_image_installs_exactly_the_lock() -> None:
+    # The lock is the image's list: tests/test_dependencies.py checks it against
+    # pyproject.toml, so the two cannot disagree.
+    runs = [" ".join(rest.split()) for rest in arguments(OPERATOR, "RUN")]
+    assert any(
+        "pip install --no-cache-dir --no-deps --require-hashes --requirement requirements.lock"
+        in run
+        for run in runs
+    ), runs
+    assert any("pip install --no-cache-dir --no-deps ." in run for run in runs), runs
+    assert "requirements.lock ./requirements.lock" in arguments(OPERATOR, "COPY")
+    assert "!requirements.lock" in (ROOT / "Dockerfile.dockerignore").read_text().splitlines()
 
 
 def test_the_cache_image_copies_every_module_its_scripts_import() -> None:

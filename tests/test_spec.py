@@ -569,18 +569,53 @@ def test_duration_formatting_and_quantities() -> None:
 
 
 @pytest.mark.parametrize(
-    "schedule", ["0 3 * * *", "*/15 * * * *", "0 0 1 jan,jul *", "30 2 * * mon-fri", "@daily"]
-)
+    "quantity",
+    ["500m", "2", "1.5", ".5", "1Gi", "15963Mi", "16384000Ki", "2k", "3M", "1e3", "1E2", "250u",
+     "100n", "2T", "1Pi", "1Ei", "0.5Gi"],
+)  # fmt: skip
+def test_quantities_read_as_the_kubernetes_client_reads_them(quantity: str) -> None:
+    # retune.spec keeps its own parser: the layer contract keeps the Kubernetes client out
+    # of the spec, which evaluation pods import without it. This pins the two together.
+    from kubernetes.utils import parse_quantity as kubernetes_parse_quantity
+
+    assert parse_quantity(quantity) == pytest.approx(float(kubernetes_parse_quantity(quantity)))
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["0 3 * * *", "*/15 * * * *", "0 0 1 jan,jul *", "30 2 * * mon-fri", "@daily", "0 0 L * *",
+     "5/20 8-9 * jan,jul 7", "0 0 29 2 *"],
+)  # fmt: skip
 def test_cron_schedules(schedule: str) -> None:
     assert validate_cron(schedule)
 
 
+def test_cron_schedules_are_normalised() -> None:
+    assert validate_cron("  0   3 * *  SUN ") == "0 3 * * SUN"
+    assert validate_cron(" @Weekly") == "@weekly"
+
+
 @pytest.mark.parametrize(
-    "schedule", ["* * * *", "60 * * * *", "0 0 0 * *", "0 5-1 * * *", "*/0 * * * *"]
+    ("schedule", "problem"),
+    [
+        ("* * * *", "must be a cron schedule with 5 fields"),
+        ("0 0 * * * *", "must be a cron schedule with 5 fields"),  # no seconds field
+        ("60 * * * *", "minute field: 60 is outside 0-59"),
+        ("0 0 0 * *", "day-of-month field: 0 is outside 1-31"),
+        ("0 1,25 * * *", "hour field: 25 is outside 0-23"),
+        ("0 0 * * 8", "day-of-week field: 8 is outside 0-7"),
+        ("0 5-1 * * *", "hour field: '5-1' is not a number in 0-23, '*', a range a-b from low"),
+        ("*/0 * * * *", "minute field: '*/0' is not a number in 0-59"),
+        ("0 0 * foo *", "month field: 'foo' is not a number in 1-12 or jan-dec"),
+        ("@reboot", "must be a cron schedule with 5 fields"),
+        ("0 0 30 2 *", "day-of-month field: no month in '2' has day '30', so the schedule"),
+        ("0 0 31 4,6,9,11 *", "day-of-month field: no month in '4,6,9,11' has day '31'"),
+    ],
 )
-def test_bad_cron_schedules(schedule: str) -> None:
-    with pytest.raises(ValueError):
+def test_bad_cron_schedules(schedule: str, problem: str) -> None:
+    with pytest.raises(ValueError) as error:
         validate_cron(schedule)
+    assert str(error.value).startswith(problem)
 
 
 def test_self_hosted_pricing_charges_gpu_time_per_token() -> None:

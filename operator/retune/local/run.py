@@ -132,8 +132,6 @@ def run_target(target_path: Path, options: RunOptions) -> RunResult:
             resume=options.resume,
         )
         result = search.run()
-        if progress:
-            progress.close()
         report = (
             validate_best(
                 executor,
@@ -146,6 +144,8 @@ def run_target(target_path: Path, options: RunOptions) -> RunResult:
             else None
         )
     finally:
+        if progress:
+            progress.close()  # on Ctrl-C too: the live line hands the terminal back
         executor.close()
     outcome = _write_outputs(target, result, report, output, isolation)
     page = render_report(

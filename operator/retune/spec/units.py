@@ -7,6 +7,9 @@ it into a field-level problem.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+
+from cronsim import CronSim, CronSimError
 
 # Go-style durations ("30s", "5m", "1h30m", "250ms"), or a plain number of seconds.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|ms|s|m|h))+)$"
@@ -78,57 +81,80 @@ def parse_quantity(value: str) -> float:
     if match is None:
         raise ValueError(f"must be {QUANTITY_HINT} (got {value!r})")
     number, suffix = match.group(1), match.group(2) or ""
-    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+    if suffix[:1] in ("e", "E") and suffix[1:].isdigit():  # an exponent, not "Ei"
         return float(number) * 10.0 ** int(suffix[1:])
     return float(number) * _QUANTITY_SUFFIXES[suffix]
 
 
-_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-_WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
-# (name, lowest, highest, names accepted in place of numbers) of each cron field.
-_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day-of-month", 1, 31, {}),
-    ("month", 1, 12, {name: number for number, name in enumerate(_MONTHS, start=1)}),
-    ("day-of-week", 0, 7, {name: number for number, name in enumerate(_WEEKDAYS)}),
-)
+# The macros Debian cron takes besides 5 fields (cronsim reads fields only).
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 CRON_HINT = "a cron schedule with 5 fields (minute hour day-of-month month day-of-week)"
+# Each field's name and range, for the message about a field cronsim refuses ("Bad hour").
+_CRON_FIELDS = {
+    "minute": "0-59",
+    "hour": "0-23",
+    "day-of-month": "1-31",
+    "month": "1-12",
+    "day-of-week": "0-7",
+}
+_CRON_NAMES = {"month": " or jan-dec", "day-of-week": " or sun-sat (0 and 7 are Sunday)"}
+# Any moment will do: cronsim checks an expression when it is given a start.
+_CRON_CHECK_START = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def validate_cron(expression: str) -> str:
-    """Check a 5-field cron schedule (or an ``@daily``-style macro); return it normalised."""
+    """Check a 5-field cron schedule (or an ``@daily``-style macro) as Debian cron reads
+    it, through cronsim; return it normalised."""
     text = " ".join(expression.split())
-    if text.lower() in _CRON_MACROS:
+    if text.lower() in CRON_MACROS:
         return text.lower()
     fields = text.split(" ")
     if len(fields) != 5:
         raise ValueError(f"must be {CRON_HINT}, e.g. '0 3 * * *' (got {expression!r})")
-    for field, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        for item in field.split(","):
-            _check_cron_item(item, name, low, high, names)
+    refusal = _cron_refusal(fields)
+    if refusal is not None:
+        raise ValueError(_cron_problem(fields, refusal))
     return text
 
 
-def _check_cron_item(item: str, name: str, low: int, high: int, names: dict[str, int]) -> None:
-    def value(token: str) -> int:
-        token = token.lower()
-        if token in names:
-            return names[token]
-        if not token.isdigit():
-            raise ValueError(f"{name} field: {token!r} is not a number")
-        number = int(token)
-        if not low <= number <= high:
-            raise ValueError(f"{name} field: {number} is outside {low}-{high}")
-        return number
+def _cron_refusal(fields: list[str]) -> str | None:
+    """cronsim's objection to the fields ("Bad minute"), or None."""
+    try:
+        CronSim(" ".join(fields), _CRON_CHECK_START)
+    except CronSimError as error:
+        return str(error)
+    return None
 
-    base, _, step = item.partition("/")
-    if step and (not step.isdigit() or int(step) < 1):
-        raise ValueError(f"{name} field: step {step!r} must be a positive number")
-    if base == "*":
-        return
-    start, dash, end = base.partition("-")
-    first = value(start)
-    if dash and value(end) < first:
-        raise ValueError(f"{name} field: range {base!r} runs backwards")
+
+def _cron_problem(fields: list[str], refusal: str) -> str:
+    name = refusal.removeprefix("Bad ")
+    if name not in _CRON_FIELDS:
+        return f"must be {CRON_HINT} ({refusal})"
+    if name == "day-of-month" and _cron_refusal([*fields[:3], "*", fields[4]]) is None:
+        # The day is valid on its own: it is the months that never have it.
+        return (
+            f"day-of-month field: no month in {fields[3]!r} has day {fields[2]!r}, so the "
+            "schedule would never fire"
+        )
+    index = list(_CRON_FIELDS).index(name)
+    # The list item cronsim refuses on its own, so the message can point at it.
+    items = fields[index].split(",")
+    item = next(
+        (i for i in items if _cron_refusal([*fields[:index], i, *fields[index + 1 :]])),
+        fields[index],
+    )
+    span = _CRON_FIELDS[name]
+    if item.isdigit():
+        return f"{name} field: {int(item)} is outside {span}"
+    return (
+        f"{name} field: {item!r} is not a number in {span}{_CRON_NAMES.get(name, '')}, '*', "
+        "a range a-b from low to high, or a step such as */15"
+    )

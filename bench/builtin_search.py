@@ -7,8 +7,11 @@ subscores equal their parent's, never evaluated in full) and failures; and which
 kinds wrote the improvements of the best score ("unknown" for one no longer in the archive,
 whose description is not kept).
 
-    .venv/bin/python bench/builtin_search.py [--target examples/01-cache-eviction/target.yaml]
-        [--evaluations 300] [--seeds 0 1 2]
+    .venv/bin/python bench/builtin_search.py [--problem 01-cache-eviction | --target FILE]
+        [--evaluations 300] [--seeds 0 1 2] [--work-dir DIR]
+
+``--problem`` names one of the benchmark's problems (``PROBLEMS``: examples 01 and 02,
+``bench/problems/03-autoscaling`` and ``04-spot-scheduling``); ``--target`` any target.
 
 The last line printed is ``mean_best=<x> seeds=<n>``.
 """
@@ -28,7 +31,15 @@ from retune.search.archive import Archive, Elite
 from retune.search.state import EngineState, decode_state
 
 REPO = Path(__file__).resolve().parents[1]
+# The benchmark's problems, by name.
+PROBLEMS = {
+    "01-cache-eviction": REPO / "examples" / "01-cache-eviction" / "target.yaml",
+    "02-request-routing": REPO / "examples" / "02-request-routing" / "target.yaml",
+    "03-autoscaling": REPO / "bench" / "problems" / "03-autoscaling" / "target.yaml",
+    "04-spot-scheduling": REPO / "bench" / "problems" / "04-spot-scheduling" / "target.yaml",
+}
 KINDS = ("tune constants", "crossover", "conditional bonus")
+EXIT_VALIDATION_REFUSED = 3  # `retune run`: finished, held-out validation refused the winner
 
 
 def run_seed(target: Path, evaluations: int, seed: int, output: Path) -> dict[str, object]:
@@ -47,8 +58,11 @@ def run_seed(target: Path, evaluations: int, seed: int, output: Path) -> dict[st
         str(output),
         "--quiet",
     ]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    finished = subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
+    if finished.returncode not in (0, EXIT_VALIDATION_REFUSED):
+        raise subprocess.CalledProcessError(finished.returncode, command)
     result = json.loads((output / "result.json").read_text())
+    validation = result["validation"] or {}
     state = decode_state((output / "checkpoint.retune").read_bytes())
     failures = Counter((h.failure or "scored").split(":")[0] for h in state.history)
     # The description of the candidate that set each new best: the edits that paid off.
@@ -75,6 +89,13 @@ def run_seed(target: Path, evaluations: int, seed: int, output: Path) -> dict[st
         "duplicates": failures["duplicate"],
         "failed": result["failed_evaluations"],
         "improved_by": dict(improvements),
+        # Held-out validation of the best against the seed: passed, refused or none (no
+        # candidate beat the seed), with both mean held-out scores.
+        "validation": (
+            "none" if not validation else "passed" if validation["passed"] else "refused"
+        ),
+        "holdout_best": validation.get("candidate_score"),
+        "holdout_seed": validation.get("stable_score"),
     }
 
 
@@ -85,16 +106,21 @@ def _elites(state: EngineState) -> list[Elite]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--target", type=Path, default=REPO / "examples" / "01-cache-eviction" / "target.yaml"
-    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--problem", choices=sorted(PROBLEMS), help="one of the benchmark's")
+    which.add_argument("--target", type=Path, help="a target.yaml (default: 01-cache-eviction)")
     parser.add_argument("--evaluations", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--work-dir", type=Path, help="keep each seed's run (result.json, best policy) here"
+    )
     args = parser.parse_args()
+    target = args.target or PROBLEMS[args.problem or "01-cache-eviction"]
     bests = []
-    with tempfile.TemporaryDirectory(prefix="retune-builtin-") as work:
+    with tempfile.TemporaryDirectory(prefix="retune-builtin-") as scratch:
+        work = args.work_dir or Path(scratch)
         for seed in args.seeds:
-            row = run_seed(args.target, args.evaluations, seed, Path(work) / f"seed-{seed}")
+            row = run_seed(target, args.evaluations, seed, work / f"seed-{seed}")
             print(json.dumps(row), flush=True)
             bests.append(float(row["best"]))  # type: ignore[arg-type]
     print(f"mean_best={statistics.mean(bests):.4f} seeds={len(bests)}")

@@ -78,6 +78,8 @@ PARENT_HEADINGS = (
     "## Existing Seeds",
     "## Current Best Solutions",
     "## Base Paradigm Shift Solution",
+    # GEPA (optimize_anything 0.1.4): the candidate, in a fence without a language tag.
+    "## Current Component",
 )
 DIFF_MARKER = "SEARCH/REPLACE"
 _SIGNATURE = re.compile(r"signature: `([^`]+)`")  # how retune's prompts state it

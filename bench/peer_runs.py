@@ -4,7 +4,7 @@ Every run gets a fresh stand-in server (``mutation_server.py``: ``small`` and ``
 fixed prices, ``--fresh-repeats``), the same USD budget and the same evaluator, scored in
 retune's sandbox. The peers run in venvs of their own, created here from PyPI on first
 use (``bench/.venv-<peer>``), through a runner script of their own
-(``openevolve_runner.py``, ``levi_runner.py``) that scores candidates with
+(``openevolve_runner.py``, ``levi_runner.py``, ``gepa_runner.py``) that scores candidates with
 ``peer_evaluator.py``; retune runs in-process with the target's own search settings and
 its LLM tiers (``small`` mutates, ``large`` makes initial-population rewrites and
 paradigm shifts).
@@ -49,7 +49,7 @@ class Peer:
     """A peer framework: its PyPI package, pinned, and its venv."""
 
     name: str
-    requirement: str
+    requirements: tuple[str, ...]  # the peer, pinned, first
     version_probe: str  # prints the installed version
     version: str
 
@@ -61,15 +61,24 @@ class Peer:
 PEERS = {
     "openevolve": Peer(
         "openevolve",
-        "openevolve==0.4.0",
+        ("openevolve==0.4.0",),
         "import openevolve; print(openevolve.__version__)",
         "0.4.0",
     ),
     "levi": Peer(
         "levi",
-        "levi-evolve==0.1.1",
+        ("levi-evolve==0.1.1",),
         "import importlib.metadata as m; print(m.version('levi-evolve'))",
         "0.1.1",
+    ),
+    # GEPA's own dependencies are all optional; optimize_anything needs LiteLLM (at the
+    # versions its "full" extra names) and cloudpickle, not the rest of that extra
+    # (MLflow, W&B, datasets).
+    "gepa": Peer(
+        "gepa",
+        ("gepa==0.1.4", "litellm>=1.83.0,<1.92", "cloudpickle>=3.0.0", "tqdm>=4.66.1"),
+        "import importlib.metadata as m; print(m.version('gepa'))",
+        "0.1.4",
     ),
 }
 
@@ -82,10 +91,10 @@ def peer_python(peer: Peer) -> Path:
         found = subprocess.run(probe, capture_output=True, text=True, check=False)
         if found.returncode == 0 and found.stdout.strip().endswith(peer.version):
             return python
-    print(f"bootstrapping {peer.requirement} in {peer.venv} ...", flush=True)
+    print(f"bootstrapping {peer.requirements[0]} in {peer.venv} ...", flush=True)
     shutil.rmtree(peer.venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(peer.venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--quiet", peer.requirement]
+    pip = [str(python), "-m", "pip", "install", "--quiet", *peer.requirements]
     subprocess.run(pip, check=True)
     return python
 
@@ -100,6 +109,7 @@ class Plan:
     retune_max_evaluations: int
     openevolve_max_iterations: int
     levi_max_evaluations: int
+    gepa_max_evaluations: int
 
 
 @dataclass
@@ -279,6 +289,26 @@ def run_levi(problem: str, setup: Setup, seed: int, plan: Plan, work: Path) -> R
     )
     if abs(run.own_usd - run.usd) > 1e-6:
         run.notes.append(f"LEVI's accounting says ${run.own_usd:.6f}, the server ${run.usd:.6f}")
+    return run
+
+
+def run_gepa(problem: str, setup: Setup, seed: int, plan: Plan, work: Path) -> Run:
+    python = peer_python(PEERS["gepa"])
+    run_dir = work / problem / f"gepa-seed{seed}"
+    prepare_peer_run(run_dir, setup)
+    (run_dir / "gepa.json").write_text(json.dumps({"objective": problem_statement(setup)}))
+    with MutationServerProcess(seed=0, fresh_repeats=True) as server:
+        command = [str(python), str(BENCH / "gepa_runner.py"), str(run_dir)]
+        command += ["--api-base", server.base_url, "--budget-usd", str(plan.budget_usd)]
+        command += ["--seed", str(seed), "--max-evaluations", str(plan.gepa_max_evaluations)]
+        wall = run_logged(command, run_dir / "gepa.log")
+        stats, calls = server.stats(), server.calls()
+    result = json.loads((run_dir / "result.json").read_text())
+    run = peer_run("gepa", problem, setup, seed, run_dir, stats, calls, wall, "")
+    run.own_usd = None if result["usd"] is None else round(float(result["usd"]), 6)
+    run.stop = f"{result['evaluations']} evaluations, {result['candidates']} candidates kept"
+    if run.own_usd is not None and abs(run.own_usd - run.usd) > 1e-6:
+        run.notes.append(f"GEPA's accounting says ${run.own_usd:.6f}, the server ${run.usd:.6f}")
     return run
 
 

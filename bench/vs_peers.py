@@ -1,5 +1,5 @@
-"""retune against its peers, OpenEvolve and LEVI: the same problems, models, evaluator
-and USD budget.
+"""retune against its peers, OpenEvolve, LEVI and GEPA: the same problems, models,
+evaluator and USD budget.
 
 For every problem and seed, each framework searches from the problem's seed policy with
 its own fresh stand-in model server (``mutation_server.py``: models ``small`` and
@@ -21,7 +21,8 @@ needed to reach its own mean best over the USD retune needed to reach the same s
     .venv/bin/python bench/vs_peers.py [--quick] [--seeds 0 1 2] [--budget-usd 0.1]
 
 Writes ``bench/results/vs_peers.{md,json,html}``; the last line printed is
-``min_cost_ratio_openevolve=<x> min_cost_ratio_levi=<y> min_score_delta=<z>``.
+``min_cost_ratio_openevolve=<x> min_cost_ratio_levi=<y> min_score_delta=<z>`` (the
+smallest delta over every peer run), the line before it ``min_cost_ratio_gepa=<w>``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from peer_runs import (
     Plan,
     Run,
     peer_python,
+    run_gepa,
     run_levi,
     run_openevolve,
     run_retune,
@@ -63,8 +65,11 @@ RESULTS = BENCH / "results"
 PEER_RUNNERS: dict[str, Callable[[str, Setup, int, Plan, Path], Run]] = {
     "openevolve": run_openevolve,
     "levi": run_levi,
+    "gepa": run_gepa,
 }
-PEER_TITLES = {"openevolve": "OpenEvolve", "levi": "LEVI"}
+PEER_TITLES = {"openevolve": "OpenEvolve", "levi": "LEVI", "gepa": "GEPA"}
+DEFAULT_PEERS = list(PEER_RUNNERS)
+HEADLINE_PEERS = ["openevolve", "levi"]  # the last line's ratios; any other peer's print above it
 # retune as configured by each target, and prototypes of changes to its defaults, as
 # patches of spec.search.tiering. The first one run is the headline.
 RETUNE_VARIANTS: dict[str, dict[str, int]] = {
@@ -79,6 +84,7 @@ QUICK = Plan(
     retune_max_evaluations=600,
     openevolve_max_iterations=2000,
     levi_max_evaluations=2000,
+    gepa_max_evaluations=2000,
 )
 FULL = Plan(
     seeds=[0, 1, 2, 3, 4],
@@ -86,6 +92,7 @@ FULL = Plan(
     retune_max_evaluations=3000,
     openevolve_max_iterations=10000,
     levi_max_evaluations=10000,
+    gepa_max_evaluations=10000,
 )
 
 __all__ = ["PROBLEMS", "RESULTS", "usd_to_reach"]  # what the other benchmarks import
@@ -308,7 +315,7 @@ def plot_curves(runs: list[Run], problems: list[str], path: Path) -> None:
     from plotly.subplots import make_subplots
 
     figure = make_subplots(rows=1, cols=len(problems), subplot_titles=problems)
-    colours = {"retune": "#1f77b4", "openevolve": "#d62728", "levi": "#2ca02c"}
+    colours = {"retune": "#1f77b4", "openevolve": "#d62728", "levi": "#2ca02c", "gepa": "#9467bd"}
     for column, problem in enumerate(problems, start=1):
         frameworks = sorted({r.framework for r in runs if r.problem == problem})
         for framework in frameworks:
@@ -345,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-usd", type=float, help="override the plan's USD per run")
     parser.add_argument("--retune-max-evaluations", type=int, help="override the guard")
     parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS), default=None)
-    parser.add_argument("--peers", nargs="+", choices=list(PEERS), default=list(PEERS))
+    parser.add_argument("--peers", nargs="+", choices=list(PEERS), default=DEFAULT_PEERS)
     parser.add_argument(
         "--retune-variants",
         nargs="+",
@@ -366,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         retune_max_evaluations=args.retune_max_evaluations or plan.retune_max_evaluations,
         openevolve_max_iterations=plan.openevolve_max_iterations,
         levi_max_evaluations=plan.levi_max_evaluations,
+        gepa_max_evaluations=plan.gepa_max_evaluations,
     )
     peers = [p for p in PEERS if p in args.peers]  # the order of the last line
     started = time.monotonic()
@@ -425,8 +433,11 @@ def main(argv: list[str] | None = None) -> None:
     (args.results_dir / "vs_peers.md").write_text(markdown)
     plot_curves(runs, problems, args.results_dir / "vs_peers.html")
     print(markdown)
+    others = [p for p in peers if p not in HEADLINE_PEERS]
+    if others:
+        print(" ".join(f"min_cost_ratio_{p}={ratios[p]:.3f}" for p in others))
     print(
-        " ".join(f"min_cost_ratio_{p}={ratios[p]:.3f}" for p in peers)
+        " ".join(f"min_cost_ratio_{p}={ratios[p]:.3f}" for p in peers if p in HEADLINE_PEERS)
         + f" min_score_delta={min_delta:.4f}"
     )
 

@@ -1,8 +1,8 @@
 """The side-by-side benchmarks, end to end, at toy size: they run and report their line.
 
-``bench/vs_peers.py`` needs OpenEvolve and LEVI in venvs of their own
-(``bench/.venv-openevolve``, ``bench/.venv-levi``); the script installs them from PyPI on
-first use, and this test skips if that fails.
+``bench/vs_peers.py`` needs OpenEvolve, LEVI and GEPA in venvs of their own
+(``bench/.venv-<peer>``); the script installs them from PyPI on first use, and this test
+skips if that fails.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ def test_vs_peers_reports_cost_ratios_and_score_delta(tmp_path: Path) -> None:
         r"min_cost_ratio_openevolve=(\S+) min_cost_ratio_levi=(\S+) min_score_delta=(-?[0-9.]+)",
         lines[-1],
     )
+    assert re.fullmatch(r"min_cost_ratio_gepa=(\S+)", lines[-2])
     runs = {run["framework"]: run for run in document["runs"]}
-    assert set(runs) == {"levi", "openevolve", "retune"}
+    assert set(runs) == {"gepa", "levi", "openevolve", "retune"}
     for run in runs.values():
         assert run["best_score"] >= run["seed_score"] > 0
         assert run["usd"] > 0 and run["calls"] > 0 and run["evaluations"] > 0

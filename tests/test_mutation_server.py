@@ -186,8 +186,9 @@ LEVI_PROBLEM = (
 
 
 def levi_prompts() -> dict[str, str]:
-    """Prompts laid out as LEVI 0.1.1 lays them out: the signature in a fence of its own
-    before any program, and the program to edit under a heading of each kind's."""
+    """Prompts laid out as LEVI 0.1.1 (and GEPA 0.1.4) lay them out: the signature in a
+    fence of its own before any program, and the program to edit under a heading of each
+    kind's."""
     signature = f"## Signature\n```python\n{LEVI_SIGNATURE}\n```"
     problem = f"## Problem\n{LEVI_PROBLEM}"
     full = "## Output\nWrite an improved version of the function.\n```python\n# imports\n```"
@@ -203,6 +204,11 @@ def levi_prompts() -> dict[str, str]:
         "Solutions (From Different Behavioral Regions)\n\n### Region 1 (Cluster 0, Score: "
         f"0.46)\n```python\n{SEED_POLICY}```\n\n### Region 2 (Cluster 1, Score: 0.41)\n"
         f"```python\n{OTHER_PROGRAM}```\n\n## Output\nOutput ONLY complete code.\n",
+        # GEPA 0.1.4's optimize_anything: the candidate in a fence without a language tag
+        "gepa reflection": "You are an expert optimization assistant.\n\n## Optimization Goal"
+        f"\n\n{LEVI_PROBLEM}\n\n## Current Component\n\nThe component being optimized:\n\n"
+        f"```\n{SEED_POLICY}```\n\n## Evaluation Results\n\n```\nscore: 0.46\n```\n\n"
+        "## Output Format\n\nProvide ONLY the improved version within ``` blocks.",
         "variant": f"# Generate Variant of Paradigm Shift Solution\n\n{problem}\n\n"
         f"## Function Signature\n```python\n{LEVI_SIGNATURE}\n```\n\n## Base Paradigm "
         f"Shift Solution (Score: 0.46)\n```python\n{SEED_POLICY}```\n\n## Your Task\n...",

@@ -4,7 +4,8 @@ evaluator and USD budget.
 For every problem and seed, each framework searches from the problem's seed policy with
 its own fresh stand-in model server (``mutation_server.py``: models ``small`` and
 ``large`` at the same prices for all), scoring candidates with the same evaluator in
-retune's sandbox, with the same USD budget (``peer_runs.py`` runs them). retune runs with
+retune's sandbox, with the same USD budget (``peer_runs.py`` and ``peer_frameworks.py``
+run them). retune runs with
 the problem's target settings and its LLM tiers (``small`` mutates, ``large`` makes
 initial-population rewrites and paradigm shifts); each peer runs in a venv of its own
 at its documented defaults except the endpoint, the models (its cheap role on ``small``,
@@ -42,19 +43,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peer_runs import (
-    PEERS,
-    PROBLEMS,
-    SCORE_TOLERANCE,
-    Plan,
-    Run,
-    peer_python,
-    run_gepa,
-    run_levi,
-    run_openevolve,
-    run_retune,
-    usd_to_reach,
-)
+from peer_frameworks import PEERS, peer_python, run_gepa, run_levi, run_openevolve
+from peer_runs import PROBLEMS, SCORE_TOLERANCE, Plan, Run, run_retune, usd_to_reach
 from retune_search import Setup, load_setup
 
 from tests.cluster.processes import install_signal_handlers

@@ -36,7 +36,7 @@ def run_script(script: str, tmp_path: Path, *args: str) -> tuple[list[str], dict
 
 def test_vs_peers_reports_cost_ratios_and_score_delta(tmp_path: Path) -> None:
     sys.path.insert(0, str(BENCH))
-    from peer_runs import PEERS, peer_python
+    from peer_frameworks import PEERS, peer_python
 
     try:
         for peer in PEERS.values():

@@ -35,22 +35,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 from gepa.optimize_anything import EngineConfig, GEPAConfig, ReflectionConfig, optimize_anything
 from peer_evaluator import PROBLEM_ENV, sandboxed_score
-from server_process import MODELS
-
-
-def register_prices() -> None:
-    """Tell LiteLLM what the stand-in's models cost, under every name it may look up."""
-    prices = {
-        f"{prefix}{card.name}": {
-            "input_cost_per_token": card.input_per_million / 1e6,
-            "output_cost_per_token": card.output_per_million / 1e6,
-            "litellm_provider": "openai",
-            "mode": "chat",
-        }
-        for card in MODELS.values()
-        for prefix in ("", "openai/")
-    }
-    litellm.register_model(prices)
+from server_process import litellm_prices
 
 
 def evaluate(candidate: str) -> tuple[float, dict[str, Any]]:
@@ -73,7 +58,7 @@ def main() -> None:
     run_dir: Path = args.run_dir.resolve()
     os.environ[PROBLEM_ENV] = str(run_dir / "problem.json")
     settings = json.loads((run_dir / "gepa.json").read_text())
-    register_prices()
+    litellm.register_model(litellm_prices())  # LiteLLM prices the calls for the peer
     reflection = ReflectionConfig(
         reflection_lm="openai/large",
         reflection_lm_kwargs={"api_base": args.api_base, "api_key": "no-key"},

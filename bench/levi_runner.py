@@ -50,24 +50,9 @@ import numpy
 from levi import LM, evolve_code
 from levi.utils import resilient_pool
 from peer_evaluator import PROBLEM_ENV, levi_score
-from server_process import MODELS
+from server_process import litellm_prices
 
 FORKSERVER_PRELOAD = ["levi.utils.resilient_pool", "levi.utils.evaluation", "peer_evaluator"]
-
-
-def register_prices() -> None:
-    """Tell LiteLLM what the stand-in's models cost, under every name it may look up."""
-    prices = {
-        f"{prefix}{card.name}": {
-            "input_cost_per_token": card.input_per_million / 1e6,
-            "output_cost_per_token": card.output_per_million / 1e6,
-            "litellm_provider": "openai",
-            "mode": "chat",
-        }
-        for card in MODELS.values()
-        for prefix in ("", "openai/")
-    }
-    litellm.register_model(prices)
 
 
 def evaluate_from_a_forkserver() -> None:
@@ -96,7 +81,7 @@ def main() -> None:
     settings = json.loads((run_dir / "levi.json").read_text())
     random.seed(args.seed)
     numpy.random.seed(args.seed)
-    register_prices()
+    litellm.register_model(litellm_prices())  # LiteLLM prices the calls for the peer
     evaluate_from_a_forkserver()
 
     def model(name: str) -> LM:

@@ -193,50 +193,56 @@ def run_openevolve(problem: str, setup: Setup, seed: int, plan: Plan, work: Path
 
 
 def run_levi(problem: str, setup: Setup, seed: int, plan: Plan, work: Path) -> Run:
-    python = peer_python(PEERS["levi"])
-    run_dir = work / problem / f"levi-seed{seed}"
-    prepare_peer_run(run_dir, setup)
     policy = setup.target.spec.policy
     settings = {
         "problem_description": problem_statement(setup),
         "function_signature": f"def {policy.signature}:",
     }
-    (run_dir / "levi.json").write_text(json.dumps(settings, indent=2))
-    with MutationServerProcess(seed=0, fresh_repeats=True) as server:
-        command = [str(python), str(BENCH / "levi_runner.py"), str(run_dir)]
-        command += ["--api-base", server.base_url, "--budget-usd", str(plan.budget_usd)]
-        command += ["--seed", str(seed), "--max-evaluations", str(plan.levi_max_evaluations)]
-        wall = run_logged(command, run_dir / "levi.log")
-        stats, calls = server.stats(), server.calls()
-    result = json.loads((run_dir / "result.json").read_text())
-    run = peer_run("levi", problem, setup, seed, run_dir, stats, calls, wall, "")
-    run.own_usd = round(float(result["usd"]), 6)
+    run, result = run_litellm_peer("levi", problem, setup, seed, plan, work, settings)
     run.stop = f"{result['evaluations']} evaluations by LEVI's count" + (
         ", USD budget reached" if result["usd"] >= plan.budget_usd else ""
     )
-    if abs(run.own_usd - run.usd) > 1e-6:
-        run.notes.append(f"LEVI's accounting says ${run.own_usd:.6f}, the server ${run.usd:.6f}")
     return run
 
 
 def run_gepa(problem: str, setup: Setup, seed: int, plan: Plan, work: Path) -> Run:
-    python = peer_python(PEERS["gepa"])
-    run_dir = work / problem / f"gepa-seed{seed}"
-    prepare_peer_run(run_dir, setup)
-    (run_dir / "gepa.json").write_text(json.dumps({"objective": problem_statement(setup)}))
-    with MutationServerProcess(seed=0, fresh_repeats=True) as server:
-        command = [str(python), str(BENCH / "gepa_runner.py"), str(run_dir)]
-        command += ["--api-base", server.base_url, "--budget-usd", str(plan.budget_usd)]
-        command += ["--seed", str(seed), "--max-evaluations", str(plan.gepa_max_evaluations)]
-        wall = run_logged(command, run_dir / "gepa.log")
-        stats, calls = server.stats(), server.calls()
-    result = json.loads((run_dir / "result.json").read_text())
-    run = peer_run("gepa", problem, setup, seed, run_dir, stats, calls, wall, "")
-    run.own_usd = None if result["usd"] is None else round(float(result["usd"]), 6)
+    settings = {"objective": problem_statement(setup)}
+    run, result = run_litellm_peer("gepa", problem, setup, seed, plan, work, settings)
     run.stop = f"{result['evaluations']} evaluations, {result['candidates']} candidates kept"
-    if run.own_usd is not None and abs(run.own_usd - run.usd) > 1e-6:
-        run.notes.append(f"GEPA's accounting says ${run.own_usd:.6f}, the server ${run.usd:.6f}")
     return run
+
+
+def run_litellm_peer(
+    name: str,
+    problem: str,
+    setup: Setup,
+    seed: int,
+    plan: Plan,
+    work: Path,
+    settings: dict[str, str],
+) -> tuple[Run, dict[str, Any]]:
+    """A peer that reaches models through LiteLLM (LEVI, GEPA), by its runner
+    ``<name>_runner.py``: the run, and the result the runner wrote (``usd`` in it is the
+    peer's own accounting)."""
+    python = peer_python(PEERS[name])
+    run_dir = work / problem / f"{name}-seed{seed}"
+    prepare_peer_run(run_dir, setup)
+    (run_dir / f"{name}.json").write_text(json.dumps(settings, indent=2))
+    with MutationServerProcess(seed=0, fresh_repeats=True) as server:
+        command = [str(python), str(BENCH / f"{name}_runner.py"), str(run_dir)]
+        command += ["--api-base", server.base_url, "--budget-usd", str(plan.budget_usd)]
+        command += ["--seed", str(seed), "--max-evaluations", str(plan.peer_max_evaluations)]
+        wall = run_logged(command, run_dir / f"{name}.log")
+        stats, calls = server.stats(), server.calls()
+    result: dict[str, Any] = json.loads((run_dir / "result.json").read_text())
+    run = peer_run(name, problem, setup, seed, run_dir, stats, calls, wall, "")
+    own = result["usd"]
+    run.own_usd = None if own is None else round(float(own), 6)
+    if run.own_usd is not None and abs(run.own_usd - run.usd) > 1e-6:
+        run.notes.append(
+            f"{name}'s own accounting says ${run.own_usd:.6f}, the server ${run.usd:.6f}"
+        )
+    return run, result
 
 
 def run_logged(command: list[str], log_path: Path) -> float:

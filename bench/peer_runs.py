@@ -43,8 +43,7 @@ class Plan:
     # answers in flight when it stops still count)
     retune_max_evaluations: int
     openevolve_max_iterations: int
-    levi_max_evaluations: int
-    gepa_max_evaluations: int
+    peer_max_evaluations: int  # LEVI's and GEPA's
 
 
 @dataclass

@@ -73,16 +73,14 @@ QUICK = Plan(
     budget_usd=0.10,
     retune_max_evaluations=600,
     openevolve_max_iterations=2000,
-    levi_max_evaluations=2000,
-    gepa_max_evaluations=2000,
+    peer_max_evaluations=2000,
 )
 FULL = Plan(
     seeds=[0, 1, 2, 3, 4],
     budget_usd=0.50,
     retune_max_evaluations=3000,
     openevolve_max_iterations=10000,
-    levi_max_evaluations=10000,
-    gepa_max_evaluations=10000,
+    peer_max_evaluations=10000,
 )
 
 __all__ = ["PROBLEMS", "RESULTS", "usd_to_reach"]  # what the other benchmarks import
@@ -362,8 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         budget_usd=args.budget_usd or plan.budget_usd,
         retune_max_evaluations=args.retune_max_evaluations or plan.retune_max_evaluations,
         openevolve_max_iterations=plan.openevolve_max_iterations,
-        levi_max_evaluations=plan.levi_max_evaluations,
-        gepa_max_evaluations=plan.gepa_max_evaluations,
+        peer_max_evaluations=plan.peer_max_evaluations,
     )
     peers = [p for p in PEERS if p in args.peers]  # the order of the last line
     started = time.monotonic()

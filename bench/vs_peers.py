@@ -350,6 +350,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "vs_peers")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--from-runs",
+        type=Path,
+        help="report the runs in this runs.json (a --work-dir's) instead of running",
+    )
     args = parser.parse_args(argv)
     # Stopped with SIGTERM or SIGHUP: unwind, so the model servers and workers it started
     # stop too.
@@ -362,17 +367,21 @@ def main(argv: list[str] | None = None) -> None:
         openevolve_max_iterations=plan.openevolve_max_iterations,
         peer_max_evaluations=plan.peer_max_evaluations,
     )
+    if args.from_runs is not None:
+        runs = [Run(**record) for record in json.loads(args.from_runs.read_text())]
+        for run in runs:  # JSON made the points lists
+            run.points = [(usd, net, score) for usd, net, score in run.points]
+        peers = [p for p in PEERS if any(r.framework == p for r in runs)]
+        variants = [v for v in RETUNE_VARIANTS if any(r.framework == v for r in runs)]
+        report(runs, plan, peers, variants, args, wall_minutes=None)
+        return
     peers = [p for p in PEERS if p in args.peers]  # the order of the last line
     started = time.monotonic()
     for peer in peers:
         peer_python(PEERS[peer])  # install before any clock starts
-    problems = args.problems or sorted(PROBLEMS)
-    runs: list[Run] = []
-    frameworks: list[FrameworkSummary] = []
-    comparisons: list[PeerComparison] = []
-    for problem in problems:
+    runs = []
+    for problem in args.problems or sorted(PROBLEMS):
         setup = load_setup(PROBLEMS[problem])
-        problem_runs = []
         for seed in plan.seeds:
             seed_runs = [PEER_RUNNERS[p](problem, setup, seed, plan, args.work_dir) for p in peers]
             seed_runs += [
@@ -386,15 +395,32 @@ def main(argv: list[str] | None = None) -> None:
                     f"{run.wall_seconds}s ({run.stop})",
                     flush=True,
                 )
-            problem_runs += seed_runs
-            # Kept as it goes, so a long run that stops early still has what it measured.
-            done = [asdict(r) for r in runs + problem_runs]
-            (args.work_dir / "runs.json").write_text(json.dumps(done, indent=2) + "\n")
-        runs += problem_runs
-        found = summarize(problem, problem_runs, peers, args.retune_variants)
+            runs += seed_runs
+            # Kept as it goes, so a long run that stops early still has what it measured
+            # (``--from-runs`` reports it).
+            records = [asdict(r) for r in runs]
+            (args.work_dir / "runs.json").write_text(json.dumps(records, indent=2) + "\n")
+    wall_minutes = round((time.monotonic() - started) / 60, 1)
+    report(runs, plan, peers, args.retune_variants, args, wall_minutes)
+
+
+def report(
+    runs: list[Run],
+    plan: Plan,
+    peers: list[str],
+    variants: list[str],
+    args: argparse.Namespace,
+    wall_minutes: float | None,
+) -> None:
+    """Summarize ``runs``, write the results and print the tables and the last line."""
+    problems = list(dict.fromkeys(r.problem for r in runs))
+    frameworks: list[FrameworkSummary] = []
+    comparisons: list[PeerComparison] = []
+    for problem in problems:
+        found = summarize(problem, [r for r in runs if r.problem == problem], peers, variants)
         frameworks += found[0]
         comparisons += found[1]
-    ratios, min_delta = headline(comparisons, peers, args.retune_variants[0])
+    ratios, min_delta = headline(comparisons, peers, variants[0])
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
@@ -402,8 +428,8 @@ def main(argv: list[str] | None = None) -> None:
         "peers": peers,
         "versions": {p: PEERS[p].version for p in peers},
         "quick": args.quick,
-        "retune_variants": {v: RETUNE_VARIANTS[v] for v in args.retune_variants},
-        "wall_minutes": round((time.monotonic() - started) / 60, 1),
+        "retune_variants": {v: RETUNE_VARIANTS[v] for v in variants},
+        "wall_minutes": wall_minutes,
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
     document = {

@@ -222,6 +222,11 @@ def headline(
     return ratios, min(c.score_delta for c in mine)
 
 
+def titles(names: list[str]) -> str:
+    """``A``, ``A and B``, ``A, B and C``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def money(value: float | None) -> str:
     return "never" if value is None else f"{value:.4f}"
 
@@ -235,12 +240,17 @@ def render_markdown(
 ) -> str:
     peers = meta["peers"]
     lines = [
-        "# retune vs " + " and ".join(PEER_TITLES[p] for p in peers),
+        "# retune vs " + titles([PEER_TITLES[p] for p in peers]),
         "",
         f"{meta['date']} on {meta['machine']}; "
         + ", ".join(f"{PEER_TITLES[p]} {PEERS[p].version}" for p in peers)
         + f"; budget ${plan.budget_usd} per run; seeds {plan.seeds}; "
-        f"{'--quick' if meta['quick'] else 'full'} run, {meta['wall_minutes']} min.",
+        f"{'--quick' if meta['quick'] else 'full'} run, "
+        + (
+            "re-rendered from runs.json."
+            if meta["wall_minutes"] is None
+            else f"{meta['wall_minutes']} min."
+        ),
         "Means over seeds. USD to a peer's mean best: the first spend at which this "
         "framework's cost-vs-score curve (best score written by then, mean over seeds) "
         "reaches it. No-program calls: answers that gave the search nothing new to "

@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peer_runs import PROBLEMS
 from retune_search import SearchResult, load_setup, run_search
 from server_process import MODELS, MutationServerProcess
-from vs_openevolve import PROBLEMS
 from zoo import BEHAVIOURS
 
 from retune.local.tiers import TierOption

@@ -17,8 +17,10 @@ one user turn), its last message, its query parameters, its ``X-`` headers and w
 
 A model name may carry behaviours of the zoo (``zoo.py``): ``small:first-block+drift``.
 
-The parent program is found under retune's heading (``## Program to change``) or
-OpenEvolve's (``# Current Program``), so both frameworks can be benchmarked against it.
+The parent program is found under retune's heading (``## Program to change``),
+OpenEvolve's (``# Current Program``) or LEVI's (``## v1`` and the headings of its init
+and paradigm-shift prompts), so every framework can be benchmarked against it; the edits
+depend only on the parent and the model, never on which framework asked.
 With ``--fresh-repeats`` the n-th repeat of an identical request (same model, prompt and
 ``seed``) is answered as a new sample, as a model sampling at a temperature would: a
 client that sends one fixed ``seed`` with every request (OpenEvolve does) would otherwise
@@ -62,8 +64,23 @@ from mutation_faults import Faults, parse_faults
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 PARENT_HEADING = "## Program to change"  # the heading retune's prompts put the parent under
-# OpenEvolve's prompts put it under a line of its own, after "# Current Program Information".
-PARENT_HEADINGS = (PARENT_HEADING, "# Current Program\n")
+# Where each framework's prompts put the program to edit; the first fence after the
+# earliest heading found is the parent, so every framework's parent gets the same edits.
+PARENT_HEADINGS = (
+    PARENT_HEADING,
+    # OpenEvolve: a line of its own, after "# Current Program Information".
+    "# Current Program\n",
+    # LEVI (levi-evolve 0.1.1): a mutation shows the parent as v1, its inspirations as
+    # v2, v3...; its init phase asks for a different algorithm than the existing seeds
+    # (the first one is edited), its paradigm shifts show one program per behavioural
+    # region (the first is edited), and its variants of a shift show the shift's program.
+    "## v1\n",
+    "## Existing Seeds",
+    "## Current Best Solutions",
+    "## Base Paradigm Shift Solution",
+    # GEPA (optimize_anything 0.1.4): the candidate, in a fence without a language tag.
+    "## Current Component",
+)
 DIFF_MARKER = "SEARCH/REPLACE"
 _SIGNATURE = re.compile(r"signature: `([^`]+)`")  # how retune's prompts state it
 _FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)\n[ \t]*```", re.DOTALL)

@@ -1,16 +1,16 @@
-"""One OpenEvolve search, run by ``vs_openevolve.py`` inside OpenEvolve's own venv.
+"""One OpenEvolve search, run by ``vs_peers.py`` inside OpenEvolve's own venv.
 
     bench/.venv-openevolve/bin/python bench/openevolve_runner.py RUN_DIR \
         --server-root http://127.0.0.1:PORT --max-usd 0.05
 
 ``RUN_DIR`` holds ``initial_program.py``, ``config.yaml`` (OpenEvolve's configuration)
-and ``problem.json`` (for ``openevolve_evaluator.py``). OpenEvolve has no USD budget, so
+and ``problem.json`` (for ``peer_evaluator.py``). OpenEvolve has no USD budget, so
 a watcher thread reads the mutation server's ``/stats`` and asks OpenEvolve to shut down
 once the spend reaches ``--max-usd``; answers already in flight still count, so the spend
 ends slightly above the budget. ``max_iterations`` in the config is only a safety cap.
 
 Writes ``RUN_DIR/result.json``: the best score and program and the iterations run.
-(Every evaluation is in the log ``openevolve_evaluator.py`` keeps.)
+(Every evaluation is in the log ``peer_evaluator.py`` keeps.)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from openevolve.config import load_config
 from openevolve.controller import OpenEvolve
-from openevolve_evaluator import PROBLEM_ENV
+from peer_evaluator import PROBLEM_ENV
 from server_process import fetch_json, usd_of_stats
 
 POLL_SECONDS = 0.1
@@ -62,7 +62,7 @@ def main() -> None:
     run_dir: Path = args.run_dir.resolve()
     os.environ[PROBLEM_ENV] = str(run_dir / "problem.json")  # the workers inherit it
     config = load_config(str(run_dir / "config.yaml"))
-    evaluator_file = Path(__file__).resolve().parent / "openevolve_evaluator.py"
+    evaluator_file = Path(__file__).resolve().parent / "peer_evaluator.py"
     controller = OpenEvolve(
         str(run_dir / "initial_program.py"),
         str(evaluator_file),

@@ -1,14 +1,15 @@
 """retune alone over many seeds: how often, and for how many dollars, it reaches given scores.
 
-``vs_openevolve.py`` pairs each retune run with one OpenEvolve run, so three seeds decide
+``vs_peers.py`` pairs each retune run with one run of each peer, so a few seeds decide
 its ratios. This runs retune's search only (its LLM tiers on a fresh stand-in server per
-run, a USD budget, the benchmark problems of ``vs_openevolve.py``) over more seeds, and
+run, a USD budget, the benchmark problems of ``vs_peers.py``) over more seeds, and
 reports per problem and score threshold the seeds that reached it and the USD they
 spent to get there, summed -- the measure used to judge a change to the engine: run it
 on a checkout without the change and on one with it, with the same arguments.
 
 The default thresholds of a problem are the best scores OpenEvolve reached in the last
-``vs_openevolve.py`` run (``bench/results/vs_openevolve.json``).
+``vs_peers.py`` run (``bench/results/vs_peers.json``; an older ``vs_openevolve.json``
+has the same shape).
 
     .venv/bin/python bench/seed_sweep.py [--seeds 6] [--budget-usd 0.015] [--problems ...]
 
@@ -29,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peer_runs import BENCH, PROBLEMS, usd_to_reach
 from retune_search import load_setup, run_search, usd_when_written
 from server_process import MutationServerProcess
-from vs_openevolve import PROBLEMS, RESULTS, usd_to_reach
 
 MAX_EVALUATIONS = 200  # a wall-time guard: the USD budget is meant to bind
 
@@ -47,7 +48,7 @@ class Sweep:
 
 
 def openevolve_bests(path: Path) -> dict[str, list[float]]:
-    """OpenEvolve's best score per problem and seed in a ``vs_openevolve.py`` result."""
+    """OpenEvolve's best score per problem and seed in a ``vs_peers.py`` result."""
     if not path.exists():
         return {}
     document = json.loads(path.read_text())
@@ -112,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--thresholds-from",
         type=Path,
-        default=RESULTS / "vs_openevolve.json",
-        help="a vs_openevolve.py result whose OpenEvolve bests are the thresholds",
+        default=BENCH / "results" / "vs_peers.json",
+        help="a vs_peers.py (or vs_openevolve.py) result whose OpenEvolve bests are the thresholds",
     )
     args = parser.parse_args(argv)
     bests = openevolve_bests(args.thresholds_from)

@@ -31,7 +31,14 @@ from mutation_server import MODELS, program_digest
 SERVER_SCRIPT = Path(__file__).resolve().parent / "mutation_server.py"
 START_TIMEOUT_SECONDS = 15.0
 
-__all__ = ["MODELS", "MutationServerProcess", "call_usd", "program_digest", "usd_of_stats"]
+__all__ = [
+    "MODELS",
+    "MutationServerProcess",
+    "call_usd",
+    "litellm_prices",
+    "program_digest",
+    "usd_of_stats",
+]
 
 
 def call_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:
@@ -41,6 +48,22 @@ def call_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:
     return (
         prompt_tokens * card.input_per_million + completion_tokens * card.output_per_million
     ) / 1e6
+
+
+def litellm_prices() -> dict[str, dict[str, Any]]:
+    """The server's models and prices as ``litellm.register_model`` takes them, under
+    every name LiteLLM may look them up by (``small``, ``openai/small``...): the peers that
+    price their calls through LiteLLM (LEVI, GEPA) then see the server's prices."""
+    return {
+        f"{prefix}{card.name}": {
+            "input_cost_per_token": card.input_per_million / 1e6,
+            "output_cost_per_token": card.output_per_million / 1e6,
+            "litellm_provider": "openai",
+            "mode": "chat",
+        }
+        for card in MODELS.values()
+        for prefix in ("", "openai/")
+    }
 
 
 def usd_of_stats(stats: dict[str, dict[str, int]]) -> float:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peer_runs import PROBLEMS
 from retune_search import STAND_IN_TIERS, SearchResult, load_setup, run_search
 from server_process import MutationServerProcess
-from vs_openevolve import PROBLEMS
 
 CONFIGS = {"two-tier": STAND_IN_TIERS, "cheap-only": STAND_IN_TIERS[:1]}
 

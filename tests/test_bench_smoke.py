@@ -1,7 +1,8 @@
 """The side-by-side benchmarks, end to end, at toy size: they run and report their line.
 
-``bench/vs_openevolve.py`` needs OpenEvolve in its own venv (``bench/.venv-openevolve``);
-the script installs it from PyPI on first use, and this test skips if that fails.
+``bench/vs_peers.py`` needs OpenEvolve, LEVI and GEPA in venvs of their own
+(``bench/.venv-<peer>``); the script installs them from PyPI on first use, and this test
+skips if that fails.
 """
 
 from __future__ import annotations
@@ -33,28 +34,34 @@ def run_script(script: str, tmp_path: Path, *args: str) -> tuple[list[str], dict
     return finished.stdout.strip().splitlines(), document
 
 
-def test_vs_openevolve_reports_cost_ratio_and_score_delta(tmp_path: Path) -> None:
+def test_vs_peers_reports_cost_ratios_and_score_delta(tmp_path: Path) -> None:
     sys.path.insert(0, str(BENCH))
-    from vs_openevolve import openevolve_python
+    from peer_frameworks import PEERS, peer_python
 
     try:
-        openevolve_python()
+        for peer in PEERS.values():
+            peer_python(peer)
     except subprocess.CalledProcessError as error:
-        pytest.skip(f"cannot install OpenEvolve into its venv: {error}")
+        pytest.skip(f"cannot install a peer into its venv: {error}")
     lines, document = run_script(
-        "vs_openevolve.py",
+        "vs_peers.py",
         tmp_path,
         *("--problems", "03-autoscaling", "--budget-usd", "0.004"),
         *("--retune-max-evaluations", "12"),
     )
-    assert re.fullmatch(r"min_cost_ratio=(\S+) min_score_delta=(-?[0-9.]+)", lines[-1])
+    assert re.fullmatch(
+        r"min_cost_ratio_openevolve=(\S+) min_cost_ratio_levi=(\S+) min_score_delta=(-?[0-9.]+)",
+        lines[-1],
+    )
+    assert re.fullmatch(r"min_cost_ratio_gepa=(\S+)", lines[-2])
     runs = {run["framework"]: run for run in document["runs"]}
-    assert set(runs) == {"openevolve", "retune"}
+    assert set(runs) == {"gepa", "levi", "openevolve", "retune"}
     for run in runs.values():
         assert run["best_score"] >= run["seed_score"] > 0
-        assert run["usd"] > 0 and run["calls"] > 0
-    assert runs["retune"]["usd"] <= runs["openevolve"]["usd"] + 1e-9  # never above its budget
-    assert (tmp_path / "results" / "vs_openevolve.md").read_text().startswith("# retune vs")
+        assert run["usd"] > 0 and run["calls"] > 0 and run["evaluations"] > 0
+    assert runs["retune"]["usd"] <= 0.004 + 1e-9  # never above its budget
+    assert (tmp_path / "results" / "vs_peers.md").read_text().startswith("# retune vs")
+    assert (tmp_path / "results" / "vs_peers.html").exists()
 
 
 def test_warm_start_reports_the_speedup(tmp_path: Path) -> None:
@@ -74,7 +81,7 @@ def test_seed_sweep_counts_the_seed_as_free_and_an_unreachable_score_as_missed(
 ) -> None:
     # The seed policy of 03 scores 0.490653: written for nothing, so reached at $0; no
     # policy scores 2.
-    thresholds = tmp_path / "vs_openevolve.json"
+    thresholds = tmp_path / "vs_peers.json"
     runs = [
         {"framework": "openevolve", "problem": "03-autoscaling", "best_score": s}
         for s in (0.490653, 2.0)

@@ -131,7 +131,7 @@ def test_errors_are_in_the_openai_shape(server: MutationServer) -> None:
     assert set(server.stats()) == {"small", "large"}
 
 
-# -- OpenEvolve's prompts (bench/vs_openevolve.py) --------------------------------------------
+# -- the peers' prompts (bench/vs_peers.py) ---------------------------------------------------
 SEED_WITH_AN_EDIT = 1  # a request seed for which the stand-in finds an edit (most do)
 OTHER_PROGRAM = (REPO / "examples" / "01-cache-eviction" / "baselines" / "lfu.py").read_text()
 
@@ -176,6 +176,60 @@ def test_it_edits_the_current_program_of_an_openevolve_prompt(server: MutationSe
     assert call["program_sha256"] == hashlib.sha256(outcome.code.strip().encode()).hexdigest()
     server.reset()
     assert get(server, "/calls") == []
+
+
+LEVI_SIGNATURE = f"def {BRIEF.signature}:"
+LEVI_PROBLEM = (
+    "Eviction priority of a cached object; the lowest is evicted.\n"
+    f"The program must define `priority` with exactly this signature: `{BRIEF.signature}`."
+)
+
+
+def levi_prompts() -> dict[str, str]:
+    """Prompts laid out as LEVI 0.1.1 (and GEPA 0.1.4) lay them out: the signature in a
+    fence of its own before any program, and the program to edit under a heading of each
+    kind's."""
+    signature = f"## Signature\n```python\n{LEVI_SIGNATURE}\n```"
+    problem = f"## Problem\n{LEVI_PROBLEM}"
+    full = "## Output\nWrite an improved version of the function.\n```python\n# imports\n```"
+    return {
+        "mutation": f"{problem}\n\n{signature}\n\n## v1\nScore: N/A\n```python\n"
+        f"{SEED_POLICY}```\n\n## v2\nScore: N/A\n```python\n{OTHER_PROGRAM}```\n\n{full}",
+        "diversity": f"# Algorithm Optimization\n\n{problem}\n\n## Function Signature\n"
+        f"```python\n{LEVI_SIGNATURE}\n```\n\n## Existing Seeds (analyze their algorithms, "
+        f"then do something DIFFERENT):\n### Seed 1 (Score: 0.46):\n```python\n{SEED_POLICY}"
+        "```\n\n## Output\nOutput ONLY the complete Python code in a ```python block.\n",
+        "paradigm shift": f"# Algorithmic Paradigm Shift Challenge\n\n{problem}\n\n"
+        f"## Function Signature\n```python\n{LEVI_SIGNATURE}\n```\n\n## Current Best "
+        "Solutions (From Different Behavioral Regions)\n\n### Region 1 (Cluster 0, Score: "
+        f"0.46)\n```python\n{SEED_POLICY}```\n\n### Region 2 (Cluster 1, Score: 0.41)\n"
+        f"```python\n{OTHER_PROGRAM}```\n\n## Output\nOutput ONLY complete code.\n",
+        # GEPA 0.1.4's optimize_anything: the candidate in a fence without a language tag
+        "gepa reflection": "You are an expert optimization assistant.\n\n## Optimization Goal"
+        f"\n\n{LEVI_PROBLEM}\n\n## Current Component\n\nThe component being optimized:\n\n"
+        f"```\n{SEED_POLICY}```\n\n## Evaluation Results\n\n```\nscore: 0.46\n```\n\n"
+        "## Output Format\n\nProvide ONLY the improved version within ``` blocks.",
+        "variant": f"# Generate Variant of Paradigm Shift Solution\n\n{problem}\n\n"
+        f"## Function Signature\n```python\n{LEVI_SIGNATURE}\n```\n\n## Base Paradigm "
+        f"Shift Solution (Score: 0.46)\n```python\n{SEED_POLICY}```\n\n## Your Task\n...",
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(levi_prompts()))
+def test_it_edits_the_program_levi_asks_about_as_a_whole_program(
+    server: MutationServer, kind: str
+) -> None:
+    messages = [{"role": "user", "content": levi_prompts()[kind]}]
+    for model in ("small", "large"):
+        status, body = post(server, "/v1/chat/completions", {"model": model, "messages": messages})
+        assert status == 200
+        text = body["choices"][0]["message"]["content"]
+        assert "<<<<<<< SEARCH" not in text  # LEVI's default asks for whole programs
+        code = re.search(r"```python\n(.*?)```", text, re.DOTALL)
+        assert code is not None, text
+        # the program under LEVI's heading, edited: not the signature, not the other one
+        assert "Seed policy: least recently used" in code.group(1), text
+        assert code.group(1).strip() != SEED_POLICY.strip()
 
 
 def test_fresh_repeats_answer_a_repeated_request_anew() -> None:

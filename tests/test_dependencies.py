@@ -23,7 +23,12 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 RUNTIME = [Requirement(line) for line in PROJECT["dependencies"]]
 DEV = [Requirement(line) for line in PROJECT["optional-dependencies"]["dev"]]
 # Imported by a script that runs in a venv of its own, not retune's.
-ELSEWHERE = {"openevolve": "bench/openevolve_runner.py runs in bench/.venv-openevolve"}
+ELSEWHERE = {
+    "openevolve": "bench/openevolve_runner.py runs in bench/.venv-openevolve",
+    "levi": "bench/levi_runner.py runs in bench/.venv-levi",
+    "gepa": "bench/gepa_runner.py runs in bench/.venv-gepa",
+    "litellm": "the LEVI and GEPA runners reach models through it, in their own venvs",
+}
 
 
 def pins(lock: Path) -> dict[str, tuple[str, list[str]]]:

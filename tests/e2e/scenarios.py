@@ -16,6 +16,7 @@ from tests.cluster.prometheus import PrometheusServer
 from tests.e2e.harness import checkpoint
 from tests.e2e.operator_pod import OperatorPod
 from tests.e2e.story import SHIFTED, CacheStory, continuous_target, finished, promoted
+from tests.e2e.workload import MIX
 
 SEARCH = 150.0
 """Seconds a search, its validation and its canary may take on 2 shared cores."""
@@ -24,6 +25,10 @@ CPU_NODES = (REAL_NODE,)
 NEW_INSTANCE_TYPE = "m7i.xlarge"
 DRIFTED = {"key_space": 20000}
 """The mix after the drift: four times the keys, far beyond the 50% drift threshold."""
+TEST_EVALUATOR = "ghcr.io/retune/evaluator-test:0.1.0"
+RECENCY_FROM = 10000
+"""Where the test evaluator's context mode wants recency instead of frequency: between the
+recorded mix's key space and the drifted one's."""
 
 
 @dataclass
@@ -302,3 +307,66 @@ def recommended(story: CacheStory) -> tuple[dict[str, Any], dict[str, Any]]:
     )
     time.sleep(8)  # (long enough for a canary's first step, were one started)
     return before, story.status()
+
+
+@dataclass
+class Returned:
+    """What the return-to-a-known-context scene saw."""
+
+    first: dict[str, Any]
+    """The status at the first promotion (the recorded mix's winner)."""
+    second: dict[str, Any]
+    """The status at the second promotion (the drifted mix's winner)."""
+    searches: int
+    """``SearchStarted`` Events before the return."""
+    returned_at: float
+    canary: dict[str, Any]
+    """The status when the remembered winner's canary was first seen (or its promotion)."""
+    restored: dict[str, Any]
+    """The status once the remembered winner was promoted again."""
+
+
+def context_target(namespace: str) -> dict[str, Any]:
+    """The cache's target, scored by the test evaluator's ``context`` mode: the recorded
+    mix's key space wants frequency, the drifted mix's recency, and the probes are such
+    that whatever orders objects more as one wants orders them less as the other does
+    (tests/fixtures/context_rules.py). So each context's winner loses in the other by
+    design, not by a search's luck: the drifted mix's retune has only to re-score a program
+    that did worse than the first winner on the recorded mix (its warm start does) to have
+    a winner of its own, and the first winner beats that one when the mix returns."""
+    target = continuous_target(namespace, budget=9, slo_threshold=0.0, drift_threshold=0.5)
+    evaluator = target["spec"]["evaluator"]
+    evaluator["image"] = TEST_EVALUATOR
+    evaluator["params"] = {"mode": "context", "recency_from": RECENCY_FROM}
+    return target
+
+
+def returned(story: CacheStory) -> Returned:
+    """Tuned on one mix, retuned on another, then back to the first: the first mix's winner
+    comes back as a canary with no search."""
+    # Given a target whose SLO never calls and whose drift threshold is 50% for 4 s, tuned
+    # and promoted on the recorded mix
+    story.apply(context_target(story.namespace))
+    first = story.wait(promoted(1), SEARCH, "the first promotion")
+    assert story.traffic is not None
+    # When the key space grows fourfold, then a retune runs and its winner is promoted
+    story.act(f"the load generator shifts its mix to {DRIFTED}")
+    story.traffic.shift(**DRIFTED)
+    second = story.wait(promoted(2), SEARCH, "the drifted mix's winner promoted")
+    searches = story.reasons().count("SearchStarted")
+    # When the load generator goes back to the first mix
+    returned_at = time.time()
+    original = {key: MIX[key] for key in DRIFTED}
+    story.act(f"the load generator goes back to its first mix {original}")
+    story.traffic.shift(**original)
+    remembered = first["stableRevision"]
+
+    def canary_of_remembered(status: dict[str, Any]) -> bool:
+        canary = (status.get("rollout") or {}).get("revision")
+        history = [r["revision"] for r in status.get("history", [])]
+        return canary == remembered or history.count(remembered) > 1
+
+    # then the remembered winner goes out as a canary, and is promoted
+    canary = story.wait(canary_of_remembered, SEARCH, "a canary of the remembered winner")
+    restored = story.wait(promoted(3), SEARCH, "the remembered winner promoted again")
+    return Returned(first, second, searches, returned_at, canary, restored)

@@ -26,6 +26,7 @@ NEW_INSTANCE_TYPE = "m7i.xlarge"
 DRIFTED = {"key_space": 20000}
 """The mix after the drift: four times the keys, far beyond the 50% drift threshold."""
 TEST_EVALUATOR = "ghcr.io/retune/evaluator-test:0.1.0"
+TEST_EVALUATOR_PATH = "/opt/retune/evaluator/scoring_evaluator.py"
 RECENCY_FROM = 10000
 """Where the test evaluator's context mode wants recency instead of frequency: between the
 recorded mix's key space and the drifted one's."""
@@ -336,7 +337,7 @@ def context_target(namespace: str) -> dict[str, Any]:
     a winner of its own, and the first winner beats that one when the mix returns."""
     target = continuous_target(namespace, budget=9, slo_threshold=0.0, drift_threshold=0.5)
     evaluator = target["spec"]["evaluator"]
-    evaluator["image"] = TEST_EVALUATOR
+    evaluator.update(image=TEST_EVALUATOR, path=TEST_EVALUATOR_PATH)
     evaluator["params"] = {"mode": "context", "recency_from": RECENCY_FROM}
     return target
 

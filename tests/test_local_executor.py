@@ -319,7 +319,7 @@ def evaluate_batch(batch: dict[str, object], tmp_path: Path, **env: str) -> tupl
 
 def test_entrypoint_runs_a_batch_and_reports_compactly(tmp_path: Path) -> None:
     (tmp_path / "evaluator").mkdir()
-    for name in ("scoring_evaluator.py", "scoring_rules.py"):
+    for name in ("scoring_evaluator.py", "scoring_rules.py", "context_rules.py"):
         (tmp_path / "evaluator" / name).write_text((FIXTURES / name).read_text())
     tasks = [task(offset=1, task_id="good"), task(offset=0, task_id="close", stage="quick")]
     tasks.append(task(task_id="nan", mode="nan"))

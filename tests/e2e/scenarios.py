@@ -17,6 +17,7 @@ from tests.cluster.prometheus import PrometheusServer
 from tests.e2e.harness import checkpoint, condition
 from tests.e2e.operator_pod import OperatorPod
 from tests.e2e.story import SHIFTED, CacheStory, continuous_target, finished, promoted
+from tests.e2e.workload import MIX
 
 SEARCH = 150.0
 """Seconds a search, its validation and its canary may take on 2 shared cores."""
@@ -26,6 +27,13 @@ NEW_INSTANCE_TYPE = "m7i.xlarge"
 DRIFTED = {"key_space": 20000}
 """The mix after the drift: four times the keys, far beyond the 50% drift threshold."""
 ONE_SHOT_CONTROLS = {"retune.dev/abort", "retune.dev/promote", "retune.dev/retune"}
+TEST_EVALUATOR = "ghcr.io/retune/evaluator-test:0.1.0"
+TEST_EVALUATOR_PATH = "/opt/retune/evaluator/scoring_evaluator.py"
+RECENCY_FROM = 10000
+"""Where the test evaluator's context mode wants recency instead of frequency: between the
+recorded mix's key space and the drifted one's."""
+SEARCH_TASK = re.compile(r"c\d+-\w+")
+"""A search's evaluation task ids (validation's are ``validate-...``)."""
 
 
 def tuned(story: CacheStory) -> None:
@@ -345,3 +353,109 @@ def recommended(story: CacheStory) -> str:
     assert "RevisionRecommended" in story.reasons()
     assert "RolloutStarted" not in story.reasons()
     return str(after["approval"]["revision"])
+
+
+def context_target(namespace: str) -> dict[str, Any]:
+    """The cache's target, scored by the test evaluator's ``context`` mode: the recorded
+    mix's key space wants frequency, the drifted mix's recency, and the probes are such
+    that whatever orders objects more as one wants orders them less as the other does
+    (tests/fixtures/context_rules.py). So each context's winner loses in the other by
+    design, not by a search's luck: the drifted mix's retune has only to re-score a program
+    that did worse than the first winner on the recorded mix (its warm start does) to have
+    a winner of its own, and the first winner beats that one when the mix returns."""
+    target = continuous_target(namespace, budget=9, slo_threshold=0.0, drift_threshold=0.5)
+    evaluator = target["spec"]["evaluator"]
+    evaluator.update(image=TEST_EVALUATOR, path=TEST_EVALUATOR_PATH)
+    evaluator["params"] = {"mode": "context", "recency_from": RECENCY_FROM}
+    return target
+
+
+def returned(story: CacheStory) -> None:
+    """Tuned on one mix, retuned on another, then back to the first: the first mix's winner
+    comes back as a canary, validated again, with no search."""
+    recorder, traffic = story.recorder, story.traffic
+    assert recorder is not None and traffic is not None
+    story.given("a target whose SLO never calls and whose drift threshold is 50% for 4 s")
+    story.apply(context_target(story.namespace))
+    first = story.wait(promoted(1), SEARCH, "the first promotion")
+    story.then("it is tuned and its winner promoted on the recorded mix")
+    remembered = first["stableRevision"]
+    assert remembered
+
+    story.when(f"the load generator shifts its mix to {DRIFTED}")
+    traffic.shift(**DRIFTED)
+    second = story.wait(promoted(2), SEARCH, "the drifted mix's winner promoted")
+    story.then(
+        "a retune runs and the drifted mix gets a winner of its own; the library holds both, "
+        "each with the profile it was tuned on"
+    )
+    drifted = second["stableRevision"]
+    assert drifted and drifted != remembered
+    assert second["search"]["trigger"] == "ProfileDrift"
+    assert second["search"]["seedRevision"] == remembered
+    contexts = {c["revision"]: c for c in second["library"]["contexts"]}
+    assert set(contexts) == {remembered, drifted}
+    assert contexts[remembered]["profile"]["key_space"] == MIX["key_space"]
+    assert contexts[drifted]["profile"]["key_space"] == DRIFTED["key_space"]
+    assert second["library"]["active"] == contexts[drifted]["id"]
+    assert contexts[remembered]["id"] != contexts[drifted]["id"]
+    assert "ContextUnknown" in story.reasons()  # the drifted mix was new: it searched
+    searches = story.reasons().count("SearchStarted")
+
+    original = {key: MIX[key] for key in DRIFTED}
+    story.when(f"the load generator goes back to its first mix {original}")
+    returned_at = time.time()
+    traffic.shift(**original)
+
+    def canary_of_remembered(status: dict[str, Any]) -> bool:
+        canary = (status.get("rollout") or {}).get("revision")
+        history = [r["revision"] for r in status.get("history", [])]
+        return canary == remembered or history.count(remembered) > 1
+
+    canary = story.wait(canary_of_remembered, SEARCH, "a canary of the remembered winner")
+    story.then(
+        "the first mix's winner goes out as a canary with no search, validated again on the "
+        "current profile against the stable policy"
+    )
+    assert canary["search"]["startedAt"] == second["search"]["startedAt"]
+    assert canary["ledger"] == second["ledger"]
+    assert canary["lastRetuneTrigger"] == "ProfileDrift"
+    assert canary["retunes"] == second["retunes"] + 1
+    assert story.reasons().count("SearchStarted") == searches
+    since = [task for task in recorder.tasks if task.at >= returned_at]
+    assert since, "nothing was evaluated since the return: the recall was not validated"
+    assert not [task.task_id for task in since if SEARCH_TASK.fullmatch(task.task_id)]
+    codes = {story.policy_code(remembered), story.policy_code(drifted)}
+    assert {task.code for task in since} == codes
+    validation = canary["validation"]
+    assert validation["finishedAt"] > second["validation"]["finishedAt"]
+    assert validation["passed"]
+    assert validation["candidateScore"] > validation["stableScore"]
+    assert canary["profile"]["key_space"] == MIX["key_space"]
+
+    restored = story.wait(promoted(3), SEARCH, "the remembered winner promoted again")
+    story.then("it is promoted: the workload runs the first winner again, and the library says so")
+    assert [(r["revision"], r["outcome"]) for r in restored["history"]] == [
+        (remembered, "Promoted"),
+        (drifted, "Promoted"),
+        (remembered, "Promoted"),
+    ]
+    assert restored["stableRevision"] == remembered
+    assert story.policy_of(story.deployment() or {}) == remembered
+    library = restored["library"]
+    assert library["active"] == contexts[remembered]["id"]
+    assert library["recall"]["revision"] == remembered
+    assert library["recall"]["state"] == "Promoted"
+    recalled = next(c for c in library["contexts"] if c["revision"] == remembered)
+    assert recalled["recalls"] == 1
+    assert story.reasons().count("SearchStarted") == searches
+    # The Events say which path was taken, in order
+    reasons = story.reasons()
+    assert "RecallFailed" not in reasons and "ContextCurrent" not in reasons
+    recall = reasons.index("ContextRecalled")
+    validated = reasons.index("RecallValidated")
+    restored_at = reasons.index("ContextRestored")
+    rollout = max(i for i, reason in enumerate(reasons) if reason == "RolloutStarted")
+    assert recall < validated < rollout < restored_at
+    messages = [e.message for e in story.events() if e.reason == "ContextRecalled"]
+    assert len(messages) == 1 and remembered in messages[0]

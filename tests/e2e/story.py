@@ -248,6 +248,11 @@ class CacheStory:
             raise
         return dict(json.loads(found.data))
 
+    def policy_code(self, revision: str) -> str:
+        """The program a revision ConfigMap holds."""
+        found = client.CoreV1Api(self.api).read_namespaced_config_map(revision, self.namespace)
+        return str(found.data["policy.py"])
+
     def policy_of(self, deployment: dict[str, Any]) -> str | None:
         """The ConfigMap a Deployment's policy volume mounts."""
         for volume in deployment["spec"]["template"]["spec"].get("volumes", []):

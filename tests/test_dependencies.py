@@ -119,6 +119,8 @@ def _imported(roots: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for root in roots:
         for path in sorted((ROOT / root).rglob("*.py")):
+            if any(part.startswith(".") for part in path.relative_to(ROOT).parts):
+                continue  # the peers' venvs (bench/.venv-*), caches
             for node in ast.walk(parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Import):
                     modules = [alias.name for alias in node.names]

@@ -154,9 +154,18 @@ def test_get_put_and_the_http_answers(cache_server: Any) -> None:
     assert _http(address, "GET", "/objects/")[0] == 400
     status, body = _http(address, "GET", "/healthz")
     assert status == 200 and revision_hash(SEED_POLICY.read_text()) in body.decode()
-    latency = _metrics(_http(address, "GET", "/metrics")[1].decode())
-    counts = {s["method"]: v for s, v in latency["cache_request_duration_seconds_count"]}
-    assert counts == {"GET": 2, "PUT": 2}  # a bad key is refused before it is timed
+
+    # A request is timed once its answer is sent (the duration includes sending it), so the
+    # last one's observation may land a moment after the client has its answer.
+    def counts() -> dict[str, float]:
+        latency = _metrics(_http(address, "GET", "/metrics")[1].decode())
+        return {s["method"]: v for s, v in latency["cache_request_duration_seconds_count"]}
+
+    expected = {"GET": 2, "PUT": 2}  # a bad key is refused before it is timed
+    deadline = time.monotonic() + 10
+    while counts() != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert counts() == expected
 
 
 def test_every_metric_the_target_queries_is_exported(policy_path: Path) -> None:

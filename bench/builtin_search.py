@@ -27,17 +27,12 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peer_runs import PROBLEMS
+
 from retune.search.archive import Archive, Elite
 from retune.search.state import EngineState, decode_state
 
-REPO = Path(__file__).resolve().parents[1]
-# The benchmark's problems, by name.
-PROBLEMS = {
-    "01-cache-eviction": REPO / "examples" / "01-cache-eviction" / "target.yaml",
-    "02-request-routing": REPO / "examples" / "02-request-routing" / "target.yaml",
-    "03-autoscaling": REPO / "bench" / "problems" / "03-autoscaling" / "target.yaml",
-    "04-spot-scheduling": REPO / "bench" / "problems" / "04-spot-scheduling" / "target.yaml",
-}
 KINDS = ("tune constants", "crossover", "conditional bonus")
 EXIT_VALIDATION_REFUSED = 3  # `retune run`: finished, held-out validation refused the winner
 

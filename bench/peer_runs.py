@@ -28,9 +28,9 @@ PROBLEMS = {
     "01-cache-eviction": REPO / "examples" / "01-cache-eviction" / "target.yaml",
     "02-request-routing": REPO / "examples" / "02-request-routing" / "target.yaml",
     "03-autoscaling": BENCH / "problems" / "03-autoscaling" / "target.yaml",
-    # The fourth problem goes here when it lands: "04-<name>": BENCH / "problems" /
-    # "04-<name>" / "target.yaml". Nothing else names the problems.
+    "04-spot-scheduling": BENCH / "problems" / "04-spot-scheduling" / "target.yaml",
 }
+"""The benchmark's problems, by name: every benchmark takes them from here."""
 SCORE_TOLERANCE = 1e-9  # evaluators round scores to 6 digits
 
 

@@ -20,7 +20,6 @@ and the sandbox's reason for a candidate that fails. Writes ``RUN_DIR/result.jso
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -34,7 +33,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
 from gepa.optimize_anything import EngineConfig, GEPAConfig, ReflectionConfig, optimize_anything
-from peer_evaluator import PROBLEM_ENV, sandboxed_score
+from peer_evaluator import runner_arguments, sandboxed_score
 from server_process import litellm_prices
 
 
@@ -48,16 +47,8 @@ def evaluate(candidate: str) -> tuple[float, dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--api-base", required=True, help="the stand-in's base URL, with /v1")
-    parser.add_argument("--budget-usd", type=float, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-evaluations", type=int, help="a guard; USD is meant to bind")
-    args = parser.parse_args()
-    run_dir: Path = args.run_dir.resolve()
-    os.environ[PROBLEM_ENV] = str(run_dir / "problem.json")
-    settings = json.loads((run_dir / "gepa.json").read_text())
+    args, settings = runner_arguments(__doc__.split("\n\n")[0], "gepa.json")
+    run_dir: Path = args.run_dir
     litellm.register_model(litellm_prices())  # LiteLLM prices the calls for the peer
     reflection = ReflectionConfig(
         reflection_lm="openai/large",

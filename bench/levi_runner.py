@@ -31,7 +31,6 @@ keeps.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -49,7 +48,7 @@ import litellm
 import numpy
 from levi import LM, evolve_code
 from levi.utils import resilient_pool
-from peer_evaluator import PROBLEM_ENV, levi_score
+from peer_evaluator import levi_score, runner_arguments
 from server_process import litellm_prices
 
 FORKSERVER_PRELOAD = ["levi.utils.resilient_pool", "levi.utils.evaluation", "peer_evaluator"]
@@ -69,16 +68,8 @@ def evaluate_from_a_forkserver() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--api-base", required=True, help="the stand-in's base URL, with /v1")
-    parser.add_argument("--budget-usd", type=float, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-evaluations", type=int, help="a guard; USD is meant to bind")
-    args = parser.parse_args()
-    run_dir: Path = args.run_dir.resolve()
-    os.environ[PROBLEM_ENV] = str(run_dir / "problem.json")  # the workers inherit it
-    settings = json.loads((run_dir / "levi.json").read_text())
+    args, settings = runner_arguments(__doc__.split("\n\n")[0], "levi.json")
+    run_dir: Path = args.run_dir
     random.seed(args.seed)
     numpy.random.seed(args.seed)
     litellm.register_model(litellm_prices())  # LiteLLM prices the calls for the peer

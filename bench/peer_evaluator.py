@@ -28,6 +28,7 @@ peers' venvs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -41,6 +42,23 @@ from mutation_server import program_digest
 
 PROBLEM_ENV = "BENCH_PEER_PROBLEM"
 FAILED_SCORE = 0.0
+
+
+def runner_arguments(description: str, settings_file: str) -> tuple[argparse.Namespace, Any]:
+    """A peer runner's command line (``RUN_DIR --api-base URL --budget-usd X [--seed N]
+    [--max-evaluations N]``), with ``$BENCH_PEER_PROBLEM`` pointed at the run's
+    ``problem.json`` for the evaluator (the workers inherit it): the arguments and the
+    peer's settings, read from ``settings_file`` in the run directory."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--api-base", required=True, help="the stand-in's base URL, with /v1")
+    parser.add_argument("--budget-usd", type=float, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-evaluations", type=int, help="a guard; USD is meant to bind")
+    args = parser.parse_args()
+    args.run_dir = args.run_dir.resolve()
+    os.environ[PROBLEM_ENV] = str(args.run_dir / "problem.json")
+    return args, json.loads((args.run_dir / settings_file).read_text())
 
 
 def _problem() -> dict[str, Any]:

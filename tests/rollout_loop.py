@@ -14,16 +14,14 @@ from datetime import datetime, timedelta
 
 from retune.controller import CanaryWrite, Decision, decide
 from retune.handlers.canary import write_canary
-from retune.rollout import ABORT_ANNOTATION, PAUSE_ANNOTATION, PROMOTE_ANNOTATION, Controls
+from retune.handlers.reconcile import controls_of
+from retune.rollout import Controls
 from retune.rollout.canary import observe
-from retune.rollout.controls import is_set
 from retune.rollout.deployments import Deployments
 from retune.rollout.observation import CanaryObservation
 from retune.signals.metrics import MetricsProvider
 from retune.spec import Phase, RolloutSpec
 from tests.test_controller_rollout import facts, ready_status
-
-_CONTROLS = (ABORT_ANNOTATION, PROMOTE_ANNOTATION, PAUSE_ANNOTATION)
 
 
 class RolloutLoop:
@@ -58,12 +56,12 @@ class RolloutLoop:
         status is written (its writes to the Deployments stand)."""
         seen = facts(
             rollout=self.spec,
-            controls=frozenset(key for key in _CONTROLS if is_set(annotations, key)),
+            controls=controls_of({"metadata": {"annotations": annotations or {}}}),
         )
         decision = decide(self.status, seen, now)
         if decision.needs_canary:
             assert decision.status.rollout is not None
-            controls = Controls.from_annotations(annotations)
+            controls = Controls.from_keys(seen.controls)
             reading = observe(
                 self.deployments, self.metrics, self.spec, decision.status.rollout, now, controls
             )

@@ -37,7 +37,6 @@ from retune.controller.library import rollout_ended
 from retune.controller.undo import rollout_score
 from retune.rollout import (
     ABORT_ANNOTATION,
-    PAUSE_ANNOTATION,
     PROMOTE_ANNOTATION,
     CanaryObservation,
     CanaryScale,
@@ -152,7 +151,9 @@ def _step(draft: Draft, reading: CanaryObservation) -> Decision | None:
         done = Promote(f"the stable already runs {rollout.revision}; promotion finished")
         step = Step(done, rollout, None)
     else:
-        step = next_step(facts.rollout, rollout, draft.now, analysis, _controls(facts.controls))
+        step = next_step(
+            facts.rollout, rollout, draft.now, analysis, Controls.from_keys(facts.controls)
+        )
     scale = _act(draft, step, reading)
     message = step.action.reason
     if scale is not None and not isinstance(step.action, Wait):
@@ -231,14 +232,6 @@ def _act(draft: Draft, step: Step, reading: CanaryObservation) -> CanaryScale | 
     if scale.changed:  # level-triggered: a deleted or stale canary is made again
         draft.act(ScaleCanary(revision, share))
     return scale
-
-
-def _controls(keys: frozenset[str]) -> Controls:
-    return Controls(
-        abort=ABORT_ANNOTATION in keys,
-        promote=PROMOTE_ANNOTATION in keys,
-        pause=PAUSE_ANNOTATION in keys,
-    )
 
 
 def _failed(draft: Draft, failure: CanaryFailure) -> Decision:

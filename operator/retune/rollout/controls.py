@@ -21,7 +21,7 @@ not carry over to the next rollout. Pause is a state, and stays until the user r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 ABORT_ANNOTATION = "retune.dev/abort"
@@ -37,6 +37,8 @@ APPROVE_ANNOTATION = "retune.dev/approve"
 UNDO_ANNOTATION = "retune.dev/undo"
 """Roll the earlier promoted revision it names out again (the controller's; one-shot)."""
 
+ROLLOUT_CONTROLS = (ABORT_ANNOTATION, PROMOTE_ANNOTATION, PAUSE_ANNOTATION)
+"""The annotations a canary in flight reads."""
 _OFF = frozenset({"", "false", "0", "no", "off"})
 
 
@@ -56,10 +58,15 @@ class Controls:
     pause: bool = False
 
     @classmethod
+    def from_keys(cls, keys: Collection[str]) -> Controls:
+        """The controls among ``keys``, the control annotations that are set."""
+        return cls(
+            abort=ABORT_ANNOTATION in keys,
+            promote=PROMOTE_ANNOTATION in keys,
+            pause=PAUSE_ANNOTATION in keys,
+        )
+
+    @classmethod
     def from_annotations(cls, annotations: Mapping[str, str] | None) -> Controls:
         """The controls set in a target's ``metadata.annotations``."""
-        return cls(
-            abort=is_set(annotations, ABORT_ANNOTATION),
-            promote=is_set(annotations, PROMOTE_ANNOTATION),
-            pause=is_set(annotations, PAUSE_ANNOTATION),
-        )
+        return cls.from_keys([key for key in ROLLOUT_CONTROLS if is_set(annotations, key)])

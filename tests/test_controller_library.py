@@ -39,7 +39,15 @@ from retune.spec import (
     SearchStatus,
     TargetStatus,
 )
-from tests.test_controller import DIGESTS, SIGNALS, T0, reasons
+from tests.test_controller import (
+    DIGESTS,
+    SIGNALS,
+    T0,
+    finished_search,
+    finished_validation,
+    reasons,
+    searching_status,
+)
 from tests.test_controller_rollout import at_step, canary_status, facts, observed, report, step
 
 RETUNE = RetuneSpec(drift=DriftSpec(threshold=0.2, for_seconds=4), cooldown_seconds=60)
@@ -296,3 +304,62 @@ def test_a_context_whose_winner_is_stable_already_searches() -> None:
     decision = recalled(status=retuning(stable="rev-orig"))
     assert decision.status.phase is Phase.SEARCHING
     assert "ContextCurrent" in reasons(decision)
+
+
+# -- a retune that finds nothing better settles its context on the stable policy ------------
+def searched(status: TargetStatus, signals: Signals = SIGNALS) -> TargetStatus:
+    """``status``'s retune, past its recall if any, searching on ``signals``."""
+    decision = decide(status, facts(signals=signals, retune=RETUNE), LATER)
+    assert decision.status.phase is Phase.SEARCHING, reasons(decision)
+    return decision.status
+
+
+def nothing_better(status: TargetStatus, *, validated: bool = False) -> Decision:
+    """The search ends without a better policy: no improvement, or (``validated``) a
+    winner that fails validation."""
+    at = LATER + timedelta(minutes=5)
+    if not validated:
+        return decide(status, facts(retune=RETUNE, work=finished_search(best=0.46)), at)
+    found = decide(status, facts(retune=RETUNE, work=finished_search(best=0.52)), at)
+    return decide(found.status, facts(retune=RETUNE, work=finished_validation(False)), at)
+
+
+@pytest.mark.parametrize("validated", [False, True])
+def test_a_retune_that_finds_nothing_better_settles_an_unknown_context_on_the_stable(
+    validated: bool,
+) -> None:
+    known = retuning()
+    known.library.contexts = [context("rev-scan", SCAN_HEAVY)]
+    decision = nothing_better(searched(known), validated=validated)
+    library = decision.status.library
+    settled = next(c for c in library.contexts if c.profile == SIGNALS.profile)
+    assert settled.revision == "rev-scan" and settled.candidate == "c7"
+    assert settled.id == context("rev-scan").id and library.active == settled.id
+    assert settled.score == (0.525 if validated else known.stable_score)
+    assert "ContextRemembered" in reasons(decision)
+    assert "nothing better than the stable policy" in decision.events[-1].message
+    assert len(library.contexts) == 2
+
+
+def test_a_winner_that_lost_its_recall_gives_its_context_to_the_stable() -> None:
+    waiting = recalled().status
+    failed = decide(waiting, facts(retune=RETUNE, work=validation(False), signals=SIGNALS), LATER)
+    decision = nothing_better(failed.status)
+    revisions = {c.id: c.revision for c in decision.status.library.contexts}
+    assert revisions == {
+        context("rev-orig").id: "rev-scan",
+        context("rev-scan", SCAN_HEAVY).id: "rev-scan",
+    }
+
+
+def test_a_known_winner_not_tried_in_this_retune_is_kept() -> None:
+    decision = nothing_better(searched(retuning(trigger="Manual")))
+    revisions = {c.id: c.revision for c in decision.status.library.contexts}
+    assert revisions[context("rev-orig").id] == "rev-orig"
+    assert "ContextRemembered" not in reasons(decision)
+
+
+def test_the_seed_policy_has_no_revision_to_remember() -> None:
+    decision = nothing_better(searching_status())
+    assert decision.status.stable_revision is None
+    assert decision.status.library.contexts == []

@@ -12,7 +12,11 @@ profile" and stay the same for small moves.
 Winners are recorded when their canary is promoted (validated on held-out seeds, then
 judged on live traffic), at most :data:`LIBRARY_SIZE` contexts; a new winner of a context
 replaces the old, and the least recently used context goes first. Only winners found
-under the current search settings (``search_digest``) are recalled.
+under the current search settings (``search_digest``) are recalled. A retune that finds
+nothing better (no improvement, or a winner that fails validation) settles its context on
+the stable policy: the stable revision is recorded as the context's winner when the
+context has none, or when its winner lost to the stable policy in this retune's recall.
+The seed policy has no revision and is not recorded.
 
 When a retune trigger that changes the context (a profile drift, new hardware, a violated
 SLO) fires and the new context has a winner that is not the stable policy, the winner is
@@ -249,7 +253,14 @@ def rollout_ended(draft: Draft, record: RolloutRecord) -> bool:
             assert recall is not None
             _restored(draft, recall)
         else:
-            _remember(draft, record)
+            validation = status.validation
+            _remember(
+                draft,
+                record.revision,
+                candidate=validation.candidate if validation is not None else None,
+                held_out=record.score,
+                why="its canary was promoted",
+            )
         return False
     if not recalled:
         return False
@@ -292,21 +303,52 @@ def _restored(draft: Draft, recall: RecallStatus) -> None:
     )
 
 
-def _remember(draft: Draft, record: RolloutRecord) -> None:
+def settle_on_stable(draft: Draft, held_out: float | None) -> None:
+    """A retune found nothing better than the stable policy (scored ``held_out`` on this
+    profile's held-out seeds, when validation ran): remember the stable revision as the
+    current context's winner, unless the context knows another winner that did not lose
+    to it here."""
+    status, facts = draft.status, draft.facts
+    revision = status.stable_revision
+    if revision is None or status.hardware_fingerprint is None or status.search is None:
+        return
+    known = find_context(
+        status.library,
+        status.hardware_fingerprint,
+        status.profile,
+        search_digest=status.search.search_digest,
+        tolerance=facts.retune.drift.threshold,
+    )
+    recall = status.library.recall
+    lost = recall is not None and recall.state == FAILED and recall.retune == status.retunes
+    if known is not None and known.revision != revision and not lost:
+        return
+    earlier = next((c for c in status.library.contexts if c.revision == revision), None)
+    _remember(
+        draft,
+        revision,
+        candidate=earlier.candidate if earlier is not None else None,
+        held_out=held_out if held_out is not None else status.stable_score,
+        why="the retune found nothing better than the stable policy",
+    )
+
+
+def _remember(
+    draft: Draft, revision: str, *, candidate: str | None, held_out: float | None, why: str
+) -> None:
     status, facts = draft.status, draft.facts
     fingerprint = status.hardware_fingerprint
     if fingerprint is None or status.search is None:
         return
     tolerance = facts.retune.drift.threshold
-    validation = status.validation
     winner = ContextStatus(
         id=context_id(fingerprint, status.profile, tolerance),
         hardware_fingerprint=fingerprint,
         hardware_summary=status.hardware.get(SUMMARY_KEY),
         profile=dict(status.profile),
-        revision=record.revision,
-        candidate=validation.candidate if validation is not None else None,
-        score=record.score,
+        revision=revision,
+        candidate=candidate,
+        score=held_out,
         search_digest=status.search.search_digest,
         recorded_at=draft.now,
         last_used_at=draft.now,
@@ -315,8 +357,8 @@ def _remember(draft: Draft, record: RolloutRecord) -> None:
     status.library = remember_winner(status.library, winner, tolerance=tolerance)
     dropped = before - {c.id for c in status.library.contexts} - {winner.id}
     message = (
-        f"{record.revision} is the winner of context {winner.id} "
-        f"({winner.hardware_summary or fingerprint}); the library knows "
+        f"{revision} is the winner of context {winner.id} "
+        f"({winner.hardware_summary or fingerprint}): {why}; the library knows "
         f"{len(status.library.contexts)} contexts"
     )
     if dropped:

@@ -44,6 +44,7 @@ from retune.controller.library import (
     recall,
     recall_validated,
     recalling,
+    settle_on_stable,
     start_recall_validation,
 )
 from retune.controller.triggers import RETUNE_TRIGGERS, watch
@@ -270,6 +271,7 @@ def _search_finished(draft: Draft, outcome: SearchOutcome) -> Decision | None:
     kept = "no candidate scored better than the seed; the workload keeps its stable policy"
     draft.condition(READY, True, "NoImprovement", kept)
     draft.event("NoImprovement", kept)
+    settle_on_stable(draft, None)
     return draft.decision(REQUEUE_READY)
 
 
@@ -322,6 +324,7 @@ def _validation_finished(draft: Draft, outcome: ValidationOutcome) -> Decision |
         )
         draft.condition(READY, True, "ValidationFailed", message)
         draft.event("ValidationFailed", message)
+        settle_on_stable(draft, report.stable_score)
         return draft.decision(REQUEUE_READY)
     name = revision_name(draft.facts.target, outcome.candidate_code)
     draft.act(

@@ -24,6 +24,7 @@ class Elite(BaseModel):
     code_hash: str
     score: float
     quick_score: float | None = None
+    quick_subscores: dict[str, float] = Field(default_factory=dict)
     subscores: dict[str, float] = Field(default_factory=dict)
     feedback: str = ""
     parent: int | None = None

@@ -2,8 +2,17 @@
 
 Edits: perturb a constant, swap an arithmetic operator, change a comparison, insert a
 term built from the values the program already computes with, remove a term, wrap an
-expression in ``min``/``max``, turn a return into a conditional. Parameter-only policies
-(a module of ``NAME = number`` assignments) get bounded parameter moves instead.
+expression in ``min``/``max``, turn a return into a conditional (``search/edits.py``).
+Parameter-only policies (a module of ``NAME = number`` assignments) get bounded parameter
+moves instead.
+
+Once a search refines (past its first ``search.explore`` evaluations, see
+``MutationRequest.phase``), three more kinds draw on what the search knows: constant
+tuning (``search/tuning.py``) sets all the numbers of the parent at once from the scores
+of the programs sharing its structure, crossover (``search/crossover.py``) grafts a term
+of another elite (an inspiration) into the parent, and a conditional-bonus edit joins
+the others. Until then a request is answered exactly as if they did not exist: the same
+random draws, so the same program.
 Every choice comes from a ``random.Random`` seeded by the request, so the same request
 always gives the same program.
 """
@@ -12,34 +21,26 @@ from __future__ import annotations
 
 import ast
 import copy
-import math
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from retune.evaluate import syntax
+from retune.search.crossover import graft_term
+from retune.search.edits import EDITS, REFINE_EDITS, find_function, finish
 from retune.search.mutation import (
     DuplicateCheck,
     MutationKind,
     MutationRequest,
     MutationResult,
+    SearchPhase,
 )
+from retune.search.tuning import tune_constants
 
-_ARITH_SWAPS: dict[type[ast.operator], list[type[ast.operator]]] = {
-    ast.Add: [ast.Sub, ast.Mult],
-    ast.Sub: [ast.Add],
-    ast.Mult: [ast.Div, ast.Add],
-    ast.Div: [ast.Mult],
-}
-_COMPARE_SWAPS: dict[type[ast.cmpop], list[type[ast.cmpop]]] = {
-    ast.Lt: [ast.LtE, ast.Gt],
-    ast.LtE: [ast.Lt, ast.GtE],
-    ast.Gt: [ast.GtE, ast.Lt],
-    ast.GtE: [ast.Gt, ast.LtE],
-    ast.Eq: [ast.NotEq],
-    ast.NotEq: [ast.Eq],
-}
 _MAX_ATTEMPTS = 24
+# Shares of ordinary mutations, once a search refines, that tune the parent's constants
+# and that graft a term of an inspiration; the rest are edits.
+TUNE_SHARE = 0.3
+CROSSOVER_SHARE = 0.15
 
 
 @dataclass(frozen=True)
@@ -74,40 +75,60 @@ class BuiltinMutator:
             MutationKind.INIT: (2, 5),
         }
         low, high = edits[request.kind]
+        refining = request.phase is SearchPhase.REFINE
+        if refining and request.kind is MutationKind.MUTATE and not self.parameters:
+            drawn = self._tune_or_cross(tree, request, rng, is_duplicate)
+            if drawn is not None:
+                return drawn
         for _ in range(_MAX_ATTEMPTS):
             if self.parameters:
                 code, described = self._move_parameters(tree, rng, request.kind)
             else:
-                code, described = self._edit(tree, rng, rng.randint(low, high))
+                code, described = self._edit(tree, rng, rng.randint(low, high), refining)
             if code is not None and not is_duplicate(code):
                 return MutationResult(code=code, description="; ".join(described))
         return MutationResult(failure="no new program found after repeated edits")
 
     # -- code policies -----------------------------------------------------------------
+    def _tune_or_cross(
+        self,
+        tree: ast.Module,
+        request: MutationRequest,
+        rng: random.Random,
+        is_duplicate: DuplicateCheck,
+    ) -> MutationResult | None:
+        """A child by constant tuning or crossover, for the share of requests drawn for
+        them; None leaves the request to the edits (also when the drawn kind finds no
+        new program)."""
+        draw = rng.random()
+        proposal: tuple[str, str] | None = None
+        if draw < TUNE_SHARE:
+            proposal = tune_constants(
+                tree, request.relatives, rng.getrandbits(32), lambda c: not is_duplicate(c)
+            )
+        elif draw < TUNE_SHARE + CROSSOVER_SHARE and request.inspirations:
+            proposal = graft_term(tree, self.entrypoint, request.inspirations, rng)
+            if proposal is not None and is_duplicate(proposal[0]):
+                proposal = None
+        if proposal is None:
+            return None
+        return MutationResult(code=proposal[0], description=proposal[1])
+
     def _edit(
-        self, tree: ast.Module, rng: random.Random, count: int
+        self, tree: ast.Module, rng: random.Random, count: int, refining: bool
     ) -> tuple[str | None, list[str]]:
         child = copy.deepcopy(tree)
-        function = _find_function(child, self.entrypoint)
+        function = find_function(child, self.entrypoint)
         if function is None:
             return None, []
         described = []
         for _ in range(count):
-            operator = rng.choice(_OPERATORS)
+            operator = rng.choice(REFINE_EDITS if refining else EDITS)
             note = operator(function, rng)
             if note:
                 described.append(note)
-        if not described:
-            return None, []
-        if _uses_math(child) and not _imports_math(child):
-            child.body.insert(0, ast.Import(names=[ast.alias(name="math")]))
-        ast.fix_missing_locations(child)
-        try:
-            code = ast.unparse(child) + "\n"
-            compile(code, "<candidate>", "exec")
-        except (SyntaxError, ValueError, RecursionError):
-            return None, []
-        return code, described
+        code = finish(child) if described else None
+        return (code, described) if code is not None else (None, [])
 
     # -- parameter policies ------------------------------------------------------------
     def _move_parameters(
@@ -139,254 +160,3 @@ class BuiltinMutator:
             node.value = ast.Constant(value=new)
             described.append(f"{bounds.name}: {current} -> {new}")
         return ast.unparse(ast.fix_missing_locations(child)) + "\n", described
-
-
-# -- edit operators --------------------------------------------------------------------
-def _find_function(tree: ast.Module, name: str) -> ast.FunctionDef | None:
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            return node
-    return None
-
-
-def _uses_math(tree: ast.Module) -> bool:
-    return any(
-        isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "math"
-        for n in ast.walk(tree)
-    )
-
-
-def _imports_math(tree: ast.Module) -> bool:
-    return any(
-        isinstance(n, ast.Import) and any(a.name == "math" and a.asname is None for a in n.names)
-        for n in tree.body
-    )
-
-
-def _nodes(function: ast.FunctionDef, kind: type | tuple[type, ...]) -> list[ast.AST]:
-    return [n for n in ast.walk(function) if isinstance(n, kind)]
-
-
-def _numeric_terms(function: ast.FunctionDef) -> list[ast.expr]:
-    """Names and attributes the program already does arithmetic or comparisons with."""
-    seen: dict[str, ast.expr] = {}
-    for node in ast.walk(function):
-        operands: list[ast.expr] = []
-        if isinstance(node, ast.BinOp):
-            operands = [node.left, node.right]
-        elif isinstance(node, ast.Compare):
-            operands = [node.left, *node.comparators]
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            if node.func.id in {"min", "max", "abs"}:
-                operands = list(node.args)
-        elif isinstance(node, ast.Return) and node.value is not None:
-            operands = [node.value]
-        for operand in operands:
-            if isinstance(operand, ast.Name | ast.Attribute):
-                seen.setdefault(ast.unparse(operand), operand)
-    # Parameters are in scope even if unused so far.
-    for arg in function.args.args:
-        if arg.arg not in seen and not arg.arg.startswith("_"):
-            seen[arg.arg] = ast.Name(id=arg.arg, ctx=ast.Load())
-    return [seen[k] for k in sorted(seen)]
-
-
-def _numeric_expressions(function: ast.FunctionDef) -> list[ast.expr]:
-    """Sites where an expression can be replaced by a larger one."""
-    sites: list[ast.expr] = []
-    for node in ast.walk(function):
-        if isinstance(node, ast.BinOp):
-            sites.append(node)
-        elif isinstance(node, ast.Return) and node.value is not None:
-            sites.append(node.value)
-    return sites
-
-
-def _replace(function: ast.FunctionDef, target: ast.AST, new: ast.expr) -> bool:
-    for parent in ast.walk(function):
-        for field, value in ast.iter_fields(parent):
-            if value is target:
-                setattr(parent, field, new)
-                return True
-            if isinstance(value, list):
-                for i, item in enumerate(value):
-                    if item is target:
-                        value[i] = new
-                        return True
-    return False
-
-
-def _perturb_constant(function: ast.FunctionDef, rng: random.Random) -> str | None:
-    constants = [
-        n
-        for n in _nodes(function, ast.Constant)
-        if isinstance(n, ast.Constant) and type(n.value) in (int, float)
-    ]
-    if not constants:
-        return None
-    node = rng.choice(constants)
-    assert isinstance(node, ast.Constant)
-    old = node.value
-    assert isinstance(old, int | float)
-    if isinstance(old, int) and rng.random() < 0.5:
-        new: float = old + rng.choice([-2, -1, 1, 2])
-    elif old == 0:
-        new = round(rng.uniform(-1.0, 1.0), 4)
-    else:
-        new = round(old * math.exp(rng.gauss(0.0, 0.5)), 6)
-    node.value = new
-    return f"constant {old} -> {new}"
-
-
-def _swap_operator(function: ast.FunctionDef, rng: random.Random) -> str | None:
-    ops: list[ast.AST] = [
-        n
-        for n in _nodes(function, ast.BinOp)
-        if isinstance(n, ast.BinOp) and type(n.op) in _ARITH_SWAPS
-    ]
-    calls: list[ast.AST] = [
-        n
-        for n in _nodes(function, ast.Call)
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in {"min", "max"}
-    ]
-    choices: list[ast.AST] = ops + calls
-    if not choices:
-        return None
-    node = rng.choice(choices)
-    if isinstance(node, ast.Call):
-        assert isinstance(node.func, ast.Name)
-        old_name = node.func.id
-        node.func.id = "max" if old_name == "min" else "min"
-        return f"{old_name} -> {node.func.id}"
-    assert isinstance(node, ast.BinOp)
-    new_op = rng.choice(_ARITH_SWAPS[type(node.op)])
-    old = type(node.op).__name__
-    node.op = new_op()
-    return f"operator {old} -> {new_op.__name__}"
-
-
-def _change_comparison(function: ast.FunctionDef, rng: random.Random) -> str | None:
-    compares = [n for n in _nodes(function, ast.Compare) if isinstance(n, ast.Compare)]
-    if not compares:
-        return None
-    node = rng.choice(compares)
-    i = rng.randrange(len(node.ops))
-    swaps = _COMPARE_SWAPS.get(type(node.ops[i]))
-    if not swaps:
-        return None
-    old = type(node.ops[i]).__name__
-    node.ops[i] = rng.choice(swaps)()
-    return f"comparison {old} -> {type(node.ops[i]).__name__}"
-
-
-def _make_term(terms: list[ast.expr], rng: random.Random) -> ast.expr:
-    base = copy.deepcopy(rng.choice(terms))
-    shape = rng.random()
-    if shape < 0.5:
-        return base
-    if shape < 0.7:  # a damped version of the value: log(1 + |x|)
-        return _call("math.log1p", [_call("abs", [base])])
-    if shape < 0.85:  # a ratio of two values the program uses
-        other = copy.deepcopy(rng.choice(terms))
-        denominator = ast.BinOp(ast.Constant(1.0), ast.Add(), _call("abs", [other]))
-        return ast.BinOp(base, ast.Div(), denominator)
-    return _call("math.sqrt", [_call("abs", [base])])
-
-
-def _call(name: str, args: list[ast.expr]) -> ast.Call:
-    func: ast.expr
-    if "." in name:
-        module, attr = name.split(".")
-        func = ast.Attribute(value=ast.Name(id=module, ctx=ast.Load()), attr=attr, ctx=ast.Load())
-    else:
-        func = ast.Name(id=name, ctx=ast.Load())
-    return ast.Call(func=func, args=args, keywords=[])
-
-
-def _insert_term(function: ast.FunctionDef, rng: random.Random) -> str | None:
-    sites = _numeric_expressions(function)
-    terms = _numeric_terms(function)
-    if not sites or not terms:
-        return None
-    site = rng.choice(sites)
-    term = _make_term(terms, rng)
-    weight = ast.Constant(round(rng.choice([1, -1]) * 10 ** rng.uniform(-2, 1), 4))
-    scaled = ast.BinOp(weight, ast.Mult(), term)
-    combined = ast.BinOp(copy.deepcopy(site), rng.choice([ast.Add, ast.Sub])(), scaled)
-    if not _replace(function, site, combined):
-        return None
-    return f"insert term {ast.unparse(scaled)}"
-
-
-def _remove_term(function: ast.FunctionDef, rng: random.Random) -> str | None:
-    ops = [n for n in _nodes(function, ast.BinOp) if isinstance(n, ast.BinOp)]
-    if not ops:
-        return None
-    node = rng.choice(ops)
-    keep = node.left if rng.random() < 0.5 else node.right
-    if not _replace(function, node, keep):
-        return None
-    return f"remove term from {ast.unparse(node)[:60]}"
-
-
-def _wrap_bound(function: ast.FunctionDef, rng: random.Random) -> str | None:
-    sites = _numeric_expressions(function)
-    if not sites:
-        return None
-    site = rng.choice(sites)
-    name = rng.choice(["min", "max"])
-    limit = round(rng.uniform(-2.0, 10.0), 3)
-    wrapped = _call(name, [copy.deepcopy(site), ast.Constant(limit)])
-    if not _replace(function, site, wrapped):
-        return None
-    return f"bound with {name}(..., {limit})"
-
-
-def _conditional_return(function: ast.FunctionDef, rng: random.Random) -> str | None:
-    returns = [n for n in _nodes(function, ast.Return) if isinstance(n, ast.Return) and n.value]
-    terms = _numeric_terms(function)
-    if not returns or not terms:
-        return None
-    node = rng.choice(returns)
-    assert node.value is not None
-    condition = ast.Compare(
-        left=copy.deepcopy(rng.choice(terms)),
-        ops=[rng.choice([ast.Gt, ast.Lt])()],
-        comparators=[ast.Constant(round(10 ** rng.uniform(-1, 3), 3))],
-    )
-    factor = ast.Constant(round(rng.uniform(0.2, 3.0), 3))
-    alternative = ast.BinOp(copy.deepcopy(node.value), ast.Mult(), factor)
-    node.value = ast.IfExp(test=condition, body=alternative, orelse=node.value)
-    return f"conditional return on {ast.unparse(condition)}"
-
-
-def _swap_branches(function: ast.FunctionDef, rng: random.Random) -> str | None:
-    branches = [
-        n for n in _nodes(function, (ast.If, ast.IfExp)) if not isinstance(n, ast.If) or n.orelse
-    ]
-    if not branches:
-        return None
-    node = rng.choice(branches)
-    assert isinstance(node, ast.If | ast.IfExp)
-    # Swapping the branches under the same test inverts the decision.
-    if isinstance(node, ast.If):
-        node.body, node.orelse = node.orelse, node.body
-    else:
-        node.body, node.orelse = node.orelse, node.body
-    return "swap branches"
-
-
-_OPERATORS: list[Callable[[ast.FunctionDef, random.Random], str | None]] = [
-    _perturb_constant,
-    _perturb_constant,
-    _perturb_constant,
-    _swap_operator,
-    _change_comparison,
-    _insert_term,
-    _insert_term,
-    _insert_term,
-    _remove_term,
-    _wrap_bound,
-    _conditional_return,
-    _swap_branches,
-]

@@ -9,6 +9,10 @@ scores the search has seen: it is the tighter of the fixed share and ``quickSpre
 robust standard deviations (1.4826 x the median absolute deviation, which a few broken
 programs scoring 0 do not inflate) of the recent quick scores.
 
+Once a search refines (``search.explore``), a child whose quick result equals its
+parent's, score and every subscore to the last digit, is a no-op: with a deterministic
+evaluator it decides exactly as its parent does, so its full evaluation is not run.
+
 The margin is fixed when a candidate is planned, from scores applied in index order, so a
 run still depends only on its seed and what the evaluator returns.
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from statistics import median
+
+from retune.evaluate.contract import EvaluationResult
 
 # Quick scores kept for the spread, and how many are needed before it is trusted.
 RECENT_QUICK_SCORES = 64
@@ -49,3 +55,16 @@ def quick_margin(
 def passes_screen(quick_score: float, reference: float | None, margin: float) -> bool:
     """Whether a child with ``quick_score`` goes on to the full evaluation."""
     return reference is None or quick_score >= reference - margin
+
+
+def is_no_op(
+    quick: EvaluationResult, parent_score: float | None, parent_subscores: dict[str, float]
+) -> bool:
+    """Whether a child's ``quick`` result is its parent's quick result, score and every
+    subscore; never for a parent with no quick result or a result with no subscores."""
+    return (
+        parent_score is not None
+        and quick.score == parent_score
+        and bool(quick.subscores)
+        and quick.subscores == parent_subscores
+    )

@@ -63,6 +63,7 @@ def engine_config(
             initial_seeds=search.tiering.initial_seeds,
         ),
         window=window_for(spec),
+        explore=search.explore,
         context=context,
     )
     # Budgets may change between a run and its resume; everything else may not.

@@ -30,7 +30,8 @@ from retune.evaluate.contract import (
     FailureReason,
 )
 from retune.search.archive import Archive, Elite
-from retune.search.cascade import RECENT_QUICK_SCORES, passes_screen, quick_margin
+from retune.search.cascade import RECENT_QUICK_SCORES, is_no_op, passes_screen, quick_margin
+from retune.search.constants import record_trial, skeleton_hash
 from retune.search.ledger import Budget, Ledger
 from retune.search.mutation import (
     Inspiration,
@@ -38,6 +39,7 @@ from retune.search.mutation import (
     MutationRequest,
     Mutator,
     MutatorRejected,
+    SearchPhase,
 )
 from retune.search.program import normalised_hash
 from retune.search.selection import Tiering, choose_inspirations, choose_kind, choose_parent
@@ -58,6 +60,9 @@ log = logging.getLogger(__name__)
 # Answers repeating known programs, over a parent's children, after which ordinary
 # mutations pick other parents (while there are any).
 REPEATS_TO_EXHAUST = 2
+# Evaluations a search spends on the plain edits before it refines: strictly above the
+# budgets of a retune (7 to 24 evaluations), so those search exactly as they always have.
+EXPLORE = 32
 
 
 class EngineConfig(BaseModel):
@@ -76,6 +81,11 @@ class EngineConfig(BaseModel):
     quick_spread: float = 0.5
     tiering: Tiering = Field(default_factory=Tiering)
     window: int = 4
+    explore: int | None = EXPLORE
+    """Evaluations before the search refines: constant tuning, crossover and the
+    conditional bonus join the built-in mutator's edits, and a child whose quick result
+    is its parent's is a no-op (not evaluated in full). Until then the search draws and
+    spends exactly as one that never refines; None: it never does."""
     context: EvaluationContext = Field(default_factory=EvaluationContext)
     fingerprint: str = ""
 
@@ -263,12 +273,14 @@ class Engine:
             )
             if kind is MutationKind.PARADIGM:
                 self.state.last_paradigm = evaluations
+        refining = self.config.explore is not None and evaluations >= self.config.explore
         if elites:
             parent: Elite | None = choose_parent(elites, kind, self.rng, self._exhausted())
             inspirations = choose_inspirations(elites, parent, self.rng) if parent else []
         else:  # only the seed is known so far, and it is still being scored
             parent, inspirations = None, []
         seed = self.rng.getrandbits(63)
+        parent_skeleton = skeleton_hash(parent.code) if parent and refining else None
         request = MutationRequest(
             kind=kind,
             parent_code=parent.code if parent else self.seed_code,
@@ -280,12 +292,15 @@ class Engine:
             ],
             seed=seed,
             candidate_index=index,
+            phase=SearchPhase.REFINE if refining else SearchPhase.EXPLORE,
+            relatives=list(self.state.trials.get(parent_skeleton or "", [])),
         )
         return Candidate(
             index=index,
             kind=kind,
             parent=parent.index if parent else 0,
             parent_quick_score=parent.quick_score if parent else None,
+            parent_quick_subscores=parent.quick_subscores if parent else {},
             quick_margin=self._quick_margin(parent.quick_score if parent else None),
             inspirations=[e.index for e in inspirations],
             seed=seed,
@@ -367,14 +382,16 @@ class Engine:
             outcome = EvaluationOutcome.failed(FailureReason.INFRASTRUCTURE, repr(exc))
         if stage is Stage.QUICK:
             candidate.quick = outcome
-            if (
-                outcome.ok
-                and candidate.origin is Origin.MUTATION
-                and self._passes_cascade(candidate)
-            ):
-                self._submit_evaluation(candidate, STAGE_FULL)
-                return
-            candidate.cascade_rejected = outcome.ok
+            if outcome.ok and candidate.origin is Origin.MUTATION:
+                if self._is_no_op(candidate):
+                    # Deterministic evaluators give a child that decides exactly as its
+                    # parent does the parent's quick subscores to the last digit; its
+                    # full evaluation would only repeat the parent's, so it is not run.
+                    candidate.no_op = True
+                elif self._passes_cascade(candidate):
+                    self._submit_evaluation(candidate, STAGE_FULL)
+                    return
+            candidate.cascade_rejected = outcome.ok and not candidate.no_op
         else:
             candidate.full = outcome
         candidate.stage = Stage.DONE
@@ -389,6 +406,23 @@ class Engine:
             self.state.quick_scores,
             threshold=self.config.quick_threshold,
             spread_factor=self.config.quick_spread,
+        )
+
+    @staticmethod
+    def _is_no_op(candidate: Candidate) -> bool:
+        """Whether a refining child's quick result is its parent's. The seed and warm
+        programs have none (they go straight to the full stage), so their children are
+        never no-ops."""
+        assert candidate.quick is not None and candidate.quick.result is not None
+        request = candidate.request
+        return (
+            request is not None
+            and request.phase is SearchPhase.REFINE
+            and is_no_op(
+                candidate.quick.result,
+                candidate.parent_quick_score,
+                candidate.parent_quick_subscores,
+            )
         )
 
     def _passes_cascade(self, candidate: Candidate) -> bool:
@@ -410,6 +444,9 @@ class Engine:
             recent = self.state.quick_scores
             recent.append(candidate.quick.result.score)
             del recent[:-RECENT_QUICK_SCORES]
+        if candidate.quick is not None and candidate.code is not None:
+            result = candidate.quick.result
+            record_trial(self.state.trials, candidate.code, result.score if result else None)
         self._count_repeats(candidate)
         kept = False
         failure = None
@@ -430,6 +467,9 @@ class Engine:
                 quick_score=candidate.quick.result.score
                 if candidate.quick and candidate.quick.result
                 else None,
+                quick_subscores=candidate.quick.result.subscores
+                if candidate.quick and candidate.quick.result
+                else {},
                 subscores=result.subscores,
                 feedback=result.feedback,
                 parent=candidate.parent,
@@ -445,7 +485,9 @@ class Engine:
         else:
             outcome = candidate.full or candidate.quick
             failure = (
-                "cascade"
+                "no-op"
+                if candidate.no_op
+                else "cascade"
                 if candidate.cascade_rejected
                 else (f"{outcome.failure}: {outcome.detail[:200]}" if outcome else "no outcome")
             )

@@ -14,11 +14,20 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from retune.search.constants import Trial
+
 
 class MutationKind(StrEnum):
     MUTATE = "mutate"  # an ordinary edit of the parent (cheap tier)
     PARADIGM = "paradigm"  # a bold rewrite (strong tier), on stagnation or on schedule
     INIT = "init"  # a structurally different seed for the initial population
+
+
+class SearchPhase(StrEnum):
+    """Which edits a mutation may use, set by the engine from ``search.explore``."""
+
+    EXPLORE = "explore"  # the plain edits: every search's first evaluations
+    REFINE = "refine"  # also constant tuning, crossover and the conditional bonus
 
 
 class Inspiration(BaseModel):
@@ -42,6 +51,11 @@ class MutationRequest(BaseModel):
     inspirations: list[Inspiration] = Field(default_factory=list)
     seed: int  # drives every random choice the mutator makes
     candidate_index: int = 0
+    phase: SearchPhase = SearchPhase.EXPLORE
+    # programs that differ from the parent only in their numeric constants (the parent
+    # among them once it is quick-scored), with their quick scores: what a constant tuner
+    # fits; filled only when refining
+    relatives: list[Trial] = Field(default_factory=list)
 
 
 class MutationResult(BaseModel):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from retune.evaluate.contract import EvaluationOutcome
 from retune.search.archive import ArchiveState, Elite
+from retune.search.constants import Trial
 from retune.search.ledger import LedgerState
 from retune.search.mutation import MutationKind, MutationRequest
 
@@ -46,6 +47,7 @@ class Candidate(BaseModel):
     kind: MutationKind = MutationKind.MUTATE
     parent: int | None = None
     parent_quick_score: float | None = None
+    parent_quick_subscores: dict[str, float] = Field(default_factory=dict)
     # how far below its parent's quick score this child may be and still get the full
     # evaluation; fixed when planned (None in checkpoints older than the adaptive screen)
     quick_margin: float | None = None
@@ -62,6 +64,7 @@ class Candidate(BaseModel):
     skipped: str | None = None  # why it was never evaluated (duplicate, failed mutation)
     budget_exhausted: bool = False  # its mutation failed because the budget is spent
     cascade_rejected: bool = False
+    no_op: bool = False  # its quick result was its parent's: not evaluated in full
     quick: EvaluationOutcome | None = None
     full: EvaluationOutcome | None = None
 
@@ -114,6 +117,9 @@ class EngineState(BaseModel):
     # quick scores of the latest applied candidates, in index order: the spread the
     # cascade's screen adapts to
     quick_scores: list[float] = Field(default_factory=list)
+    # skeleton hash -> the latest quick-scored programs of that skeleton (their numeric
+    # constants and quick score), in index order
+    trials: dict[str, list[Trial]] = Field(default_factory=dict)
     stop_reason: StopReason | None = None
 
 

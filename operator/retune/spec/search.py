@@ -221,6 +221,12 @@ class SearchSpec(SpecModel):
     max_concurrency: int | None = Field(default=None, ge=1, le=1024)
     """Most candidates in flight (being generated or evaluated); unset means the
     evaluator's parallelism."""
+    explore: int | None = Field(default=32, ge=0)
+    """Evaluations a search spends on plain edits before it refines: then the built-in
+    mutator also tunes a parent's constants from the scores of its relatives and grafts
+    terms of other elites, and a child whose quick result is its parent's is not
+    evaluated in full (a no-op). The default is above a retune's usual budget, so a
+    retune searches as before; null never refines."""
 
     @model_validator(mode="after")
     def _tiers(self) -> SearchSpec:

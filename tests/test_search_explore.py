@@ -1,5 +1,6 @@
 """A search refines only after its first ``search.explore`` evaluations: below that
-budget it is, draw for draw, the search that never refines.
+budget it is, draw for draw, the search that never refines, and the search the release
+before ``explore`` ran.
 
 The runs are ``retune run`` on examples/01 with test_cli_run.py's small trace, at the
 largest budget an end-to-end scene gives a search (24 evaluations), so what the operator
@@ -8,6 +9,8 @@ does in a retune is pinned here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -19,6 +22,12 @@ from retune.spec import SearchSpec
 from tests.test_cli_run import RETUNE, target  # noqa: F401 (the small-trace target fixture)
 
 RETUNE_BUDGET = 24
+NEVER = "100000"  # an explore no budget here reaches: the search never refines
+BEFORE_EXPLORE = "87d9757c68a40453"
+"""The trajectory digest of the search below at RETUNE_BUDGET, as the release before
+``search.explore`` ran it (its engine, this evaluator and trace). A deliberate change to
+what a small search does changes it: then re-run the end-to-end scenes on a real node,
+whose retunes depend on it, before updating it."""
 
 
 def search(small_target: Path, output: Path, explore: str | None, evaluations: int) -> EngineState:
@@ -44,6 +53,11 @@ def search(small_target: Path, output: Path, explore: str | None, evaluations: i
     return decode_state((output / "checkpoint.retune").read_bytes())
 
 
+def digest(trajectory: list[object]) -> str:
+    text = json.dumps(trajectory, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def trajectory(state: EngineState) -> list[object]:
     """Everything a run did, in order: each applied candidate's outcome, every program
     evaluated (by hash, in the order it was first seen), the best program and the counts
@@ -64,8 +78,9 @@ def test_a_search_within_explore_is_the_one_that_never_refines(
     tmp_path: Path,
 ) -> None:
     gated = search(target, tmp_path / "gated", None, RETUNE_BUDGET)
-    never = search(target, tmp_path / "never", "null", RETUNE_BUDGET)
+    never = search(target, tmp_path / "never", NEVER, RETUNE_BUDGET)
     assert trajectory(gated) == trajectory(never)
+    assert digest(trajectory(gated)) == BEFORE_EXPLORE, "a retune-sized search changed"
     assert gated.ledger.evaluations == RETUNE_BUDGET
     assert not [p for p in gated.history if p.failure == "no-op"]
 
@@ -77,6 +92,6 @@ def test_past_explore_the_search_refines(
     explore: int,
 ) -> None:
     refining = search(target, tmp_path / "refining", str(explore), 40)
-    never = search(target, tmp_path / "never", "null", 40)
+    never = search(target, tmp_path / "never", NEVER, 40)
     assert refining.history[:explore] == never.history[:explore]
     assert trajectory(refining) != trajectory(never)

@@ -14,11 +14,16 @@ from typing import Any
 
 from retune.controller.facts import SpecDigests
 from retune.spec import TargetSpec
+from retune.spec.search import ADDED_SEARCH_SETTINGS
 
 
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _at_added_default(key: str, value: object) -> bool:
+    return key in ADDED_SEARCH_SETTINGS and value == ADDED_SEARCH_SETTINGS[key]
 
 
 def spec_digests(spec: TargetSpec) -> SpecDigests:
@@ -32,7 +37,11 @@ def spec_digests(spec: TargetSpec) -> SpecDigests:
         "hardware": dumped["hardware"],
         "placement": placement,
     }
-    search = {key: value for key, value in dumped["search"].items() if key != "budget"}
+    search = {
+        key: value
+        for key, value in dumped["search"].items()
+        if key != "budget" and not _at_added_default(key, value)
+    }
     return SpecDigests(
         signals=_digest(signals),
         search=_digest({"policy": dumped["policy"], "evaluator": evaluator, "search": search}),

@@ -53,6 +53,7 @@ from retune.search.state import (
     decode_state,
     encode_state,
 )
+from retune.spec.search import EXPLORE_DEFAULT
 from retune.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 REPEATS_TO_EXHAUST = 2
 # Evaluations a search spends on the plain edits before it refines: strictly above the
 # budgets of a retune (7 to 24 evaluations), so those search exactly as they always have.
-EXPLORE = 32
+EXPLORE = EXPLORE_DEFAULT
 
 
 class EngineConfig(BaseModel):

@@ -201,6 +201,15 @@ def _default_budget() -> BudgetSpec:
     return BudgetSpec(max_evaluations=200)
 
 
+EXPLORE_DEFAULT = 32
+"""``spec.search.explore``'s default."""
+ADDED_SEARCH_SETTINGS: dict[str, object] = {"explore": EXPLORE_DEFAULT}
+"""Settings of ``spec.search`` added after targets could exist, with their defaults. At
+its default such a setting is left out of what identifies a search (the spec's search
+digest, a checkpoint's configuration), so upgrading the operator is not a spec change: no
+new search, no checkpoint refused, no library winner forgotten."""
+
+
 class SearchSpec(SpecModel):
     """How the search for a better policy runs."""
 
@@ -221,12 +230,13 @@ class SearchSpec(SpecModel):
     max_concurrency: int | None = Field(default=None, ge=1, le=1024)
     """Most candidates in flight (being generated or evaluated); unset means the
     evaluator's parallelism."""
-    explore: int | None = Field(default=32, ge=0)
+    explore: int = Field(default=EXPLORE_DEFAULT, ge=0)
     """Evaluations a search spends on plain edits before it refines: then the built-in
     mutator also tunes a parent's constants from the scores of its relatives and grafts
     terms of other elites, and a child whose quick result is its parent's is not
     evaluated in full (a no-op). The default is above a retune's usual budget, so a
-    retune searches as before; null never refines."""
+    retune searches as before; a value at or above the budget's maxEvaluations never
+    refines."""
 
     @model_validator(mode="after")
     def _tiers(self) -> SearchSpec:

@@ -152,13 +152,17 @@ def run_retune(
     )
 
 
+SCORED_FAILURES = (None, "cascade", "no-op")
+"""History failures of candidates that were scored (the quick stage) and not kept."""
+
+
 def failed_evaluations(history: list[Any]) -> int:
     """Evaluated candidates that produced no score (a cascade rejection is a score, too
-    low to go on, not a failure)."""
+    low to go on, and a no-op scored exactly as its parent: neither is a failure)."""
     failed, evaluations = 0, 0
     for point in history:
         evaluated = point.evaluations > evaluations
         evaluations = point.evaluations
-        if evaluated and point.score is None and point.failure not in (None, "cascade"):
+        if evaluated and point.score is None and point.failure not in SCORED_FAILURES:
             failed += 1
     return failed

@@ -14,16 +14,12 @@ from typing import Any
 
 from retune.controller.facts import SpecDigests
 from retune.spec import TargetSpec
-from retune.spec.search import ADDED_SEARCH_SETTINGS
+from retune.spec.search import search_identity
 
 
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _at_added_default(key: str, value: object) -> bool:
-    return key in ADDED_SEARCH_SETTINGS and value == ADDED_SEARCH_SETTINGS[key]
 
 
 def spec_digests(spec: TargetSpec) -> SpecDigests:
@@ -37,11 +33,9 @@ def spec_digests(spec: TargetSpec) -> SpecDigests:
         "hardware": dumped["hardware"],
         "placement": placement,
     }
-    search = {
-        key: value
-        for key, value in dumped["search"].items()
-        if key != "budget" and not _at_added_default(key, value)
-    }
+    search = search_identity(
+        {key: value for key, value in dumped["search"].items() if key != "budget"}
+    )
     return SpecDigests(
         signals=_digest(signals),
         search=_digest({"policy": dumped["policy"], "evaluator": evaluator, "search": search}),

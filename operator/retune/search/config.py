@@ -11,7 +11,7 @@ from retune.search.engine import EngineConfig
 from retune.search.ledger import Budget
 from retune.search.selection import Tiering
 from retune.spec import BudgetSpec, PolicySpec, TargetSpec
-from retune.spec.search import ADDED_SEARCH_SETTINGS
+from retune.spec.search import search_identity
 
 
 def window_for(spec: TargetSpec) -> int:
@@ -68,10 +68,9 @@ def engine_config(
         context=context,
     )
     # Budgets may change between a run and its resume; everything else may not.
-    identity = config.model_dump(mode="json", exclude={"budget", "fingerprint"})
-    for key, default in ADDED_SEARCH_SETTINGS.items():
-        if identity.get(key) == default:
-            del identity[key]  # an operator upgrade resumes the searches it finds
+    # An operator upgrade resumes the searches it finds: added settings at their default
+    # are left out.
+    identity = search_identity(config.model_dump(mode="json", exclude={"budget", "fingerprint"}))
     identity["seed_code"] = seed_code
     identity["evaluator"] = hashlib.sha256(evaluator_source.encode()).hexdigest()
     identity["mutator"] = spec.search.mutator

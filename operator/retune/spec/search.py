@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -208,6 +209,16 @@ ADDED_SEARCH_SETTINGS: dict[str, object] = {"explore": EXPLORE_DEFAULT}
 its default such a setting is left out of what identifies a search (the spec's search
 digest, a checkpoint's configuration), so upgrading the operator is not a spec change: no
 new search, no checkpoint refused, no library winner forgotten."""
+
+
+def search_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` without the added ones that are at their default
+    (:data:`ADDED_SEARCH_SETTINGS`): the part that identifies a search."""
+    return {
+        key: value
+        for key, value in settings.items()
+        if not (key in ADDED_SEARCH_SETTINGS and value == ADDED_SEARCH_SETTINGS[key])
+    }
 
 
 class SearchSpec(SpecModel):

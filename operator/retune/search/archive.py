@@ -13,7 +13,7 @@ import random
 import numpy as np
 from pydantic import BaseModel, Field
 
-from retune.search.program import structural_features
+from retune.search.program import program_size, structural_features
 
 
 class Elite(BaseModel):
@@ -110,14 +110,23 @@ class Archive:
         return int(np.argmin(((self._centroids - point) ** 2).sum(axis=1)))
 
     # -- contents ----------------------------------------------------------------------
-    def insert(self, elite: Elite) -> bool:
-        """Add ``elite``; True if it is kept (a new niche or better than the incumbent)."""
+    def insert(self, elite: Elite, *, ties_to_smaller: bool = False) -> bool:
+        """Add ``elite``; True if it is kept (a new niche or better than the incumbent;
+        with ``ties_to_smaller``, also a smaller program scoring the same)."""
         if not self.frozen:
             self.state.population.append(elite)
             return True
         cell = self.cell_of(elite)
         incumbent = self.state.cells.get(cell)
-        if incumbent is None or elite.score > incumbent.score:
+        if (
+            incumbent is None
+            or elite.score > incumbent.score
+            or (
+                ties_to_smaller
+                and elite.score == incumbent.score
+                and program_size(elite.code) < program_size(incumbent.code)
+            )
+        ):
             self.state.cells[cell] = elite
             return True
         return False

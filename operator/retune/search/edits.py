@@ -3,7 +3,8 @@
 Each edit changes the syntax tree of the entrypoint in place, drawing every choice from
 the ``random.Random`` it is given, and says what it did (None: it found nothing to edit).
 :data:`EDITS` are what every search uses; :data:`REFINE_EDITS` adds the conditional
-bonus, which a search uses once it refines (``search.explore``).
+bonus, dropping a clause and a conditional answer, which a search uses once it refines
+(``search.explore``).
 """
 
 from __future__ import annotations
@@ -307,6 +308,46 @@ def _conditional_bonus(function: ast.FunctionDef, rng: random.Random) -> str | N
     return f"conditional bonus {sign}{amount} on {ast.unparse(condition)}"
 
 
+def _drop_operand(function: ast.FunctionDef, rng: random.Random) -> str | None:
+    """``a or b`` -> ``b`` (or ``a``): a clause dropped from a condition. Often it never
+    decided anything, and the smaller program is what a second edit builds on."""
+    bools = [n for n in nodes(function, ast.BoolOp) if isinstance(n, ast.BoolOp)]
+    if not bools:
+        return None
+    node = rng.choice(bools)
+    assert isinstance(node, ast.BoolOp)
+    dropped = node.values.pop(rng.randrange(len(node.values)))
+    if len(node.values) == 1 and not replace_expression(function, node, node.values[0]):
+        return None
+    return f"drop clause {ast.unparse(dropped)[:60]}"
+
+
+def _conditional_answer(function: ast.FunctionDef, rng: random.Random) -> str | None:
+    """``return a`` -> ``return b if term < t else a``, where ``a`` and ``b`` are two of
+    the constants the function returns: for policies whose answer is a choice (run
+    nothing, spot, on-demand), another choice under a threshold."""
+    returns = [
+        n
+        for n in nodes(function, ast.Return)
+        if isinstance(n, ast.Return) and isinstance(n.value, ast.Constant)
+    ]
+    answers = sorted({repr(n.value.value) for n in returns if isinstance(n.value, ast.Constant)})
+    terms = numeric_terms(function)
+    if len(answers) < 2 or not terms:
+        return None
+    node = rng.choice(returns)
+    assert isinstance(node, ast.Return) and isinstance(node.value, ast.Constant)
+    others = [a for a in answers if a != repr(node.value.value)]
+    other = ast.literal_eval(rng.choice(others))
+    condition = ast.Compare(
+        left=copy.deepcopy(rng.choice(terms)),
+        ops=[rng.choice([ast.Gt, ast.Lt])()],
+        comparators=[ast.Constant(round(10 ** rng.uniform(-1, 2), 3))],
+    )
+    node.value = ast.IfExp(test=condition, body=ast.Constant(other), orelse=node.value)
+    return f"answer {other!r} on {ast.unparse(condition)}"
+
+
 Edit = Callable[[ast.FunctionDef, random.Random], str | None]
 
 # Drawn from uniformly (a repeated edit is drawn more often).
@@ -324,5 +365,14 @@ EDITS: list[Edit] = [
     _conditional_return,
     _swap_branches,
 ]
-# Once a search refines (past ``search.explore``), the conditional bonus joins the edits.
-REFINE_EDITS: list[Edit] = [*EDITS, _conditional_bonus]
+# Once a search refines (past ``search.explore``), the conditional bonus, dropping a
+# clause and a conditional answer join the edits.
+REFINE_EDITS: list[Edit] = [
+    *EDITS,
+    _conditional_bonus,
+    _drop_operand,
+    _drop_operand,
+    _conditional_answer,
+    _conditional_answer,
+    _conditional_answer,
+]

@@ -30,7 +30,7 @@ from retune.evaluate.contract import (
     FailureReason,
 )
 from retune.search.archive import Archive, Elite
-from retune.search.cascade import RECENT_QUICK_SCORES, is_no_op, passes_screen, quick_margin
+from retune.search.cascade import RECENT_QUICK_SCORES, Verdict, quick_margin, verdict
 from retune.search.constants import record_trial, skeleton_hash
 from retune.search.ledger import Budget, Ledger
 from retune.search.mutation import (
@@ -41,7 +41,7 @@ from retune.search.mutation import (
     MutatorRejected,
     SearchPhase,
 )
-from retune.search.program import normalised_hash
+from retune.search.program import normalised_hash, program_size
 from retune.search.selection import Tiering, choose_inspirations, choose_kind, choose_parent
 from retune.search.state import (
     Candidate,
@@ -276,7 +276,9 @@ class Engine:
                 self.state.last_paradigm = evaluations
         refining = self.config.explore is not None and evaluations >= self.config.explore
         if elites:
-            parent: Elite | None = choose_parent(elites, kind, self.rng, self._exhausted())
+            parent: Elite | None = choose_parent(
+                elites, kind, self.rng, self._exhausted(), smaller_on_ties=refining
+            )
             inspirations = choose_inspirations(elites, parent, self.rng) if parent else []
         else:  # only the seed is known so far, and it is still being scored
             parent, inspirations = None, []
@@ -384,12 +386,13 @@ class Engine:
         if stage is Stage.QUICK:
             candidate.quick = outcome
             if outcome.ok and candidate.origin is Origin.MUTATION:
-                if self._is_no_op(candidate):
-                    # Deterministic evaluators give a child that decides exactly as its
-                    # parent does the parent's quick subscores to the last digit; its
-                    # full evaluation would only repeat the parent's, so it is not run.
-                    candidate.no_op = True
-                elif self._passes_cascade(candidate):
+                decided = verdict(candidate, self.config.quick_threshold)
+                # A no-op decides exactly as its parent (a deterministic evaluator gives
+                # it the parent's quick subscores to the last digit): its full evaluation
+                # would only repeat the parent's. A smaller one is still worth keeping.
+                candidate.no_op = decided is Verdict.NO_OP
+                candidate.simpler = decided is Verdict.SIMPLER
+                if decided in (Verdict.FULL, Verdict.SIMPLER):
                     self._submit_evaluation(candidate, STAGE_FULL)
                     return
             candidate.cascade_rejected = outcome.ok and not candidate.no_op
@@ -408,31 +411,6 @@ class Engine:
             threshold=self.config.quick_threshold,
             spread_factor=self.config.quick_spread,
         )
-
-    @staticmethod
-    def _is_no_op(candidate: Candidate) -> bool:
-        """Whether a refining child's quick result is its parent's. The seed and warm
-        programs have none (they go straight to the full stage), so their children are
-        never no-ops."""
-        assert candidate.quick is not None and candidate.quick.result is not None
-        request = candidate.request
-        return (
-            request is not None
-            and request.phase is SearchPhase.REFINE
-            and is_no_op(
-                candidate.quick.result,
-                candidate.parent_quick_score,
-                candidate.parent_quick_subscores,
-            )
-        )
-
-    def _passes_cascade(self, candidate: Candidate) -> bool:
-        assert candidate.quick is not None and candidate.quick.result is not None
-        reference = candidate.parent_quick_score
-        margin = candidate.quick_margin
-        if margin is None and reference is not None:  # planned before margins adapted
-            margin = (1.0 - self.config.quick_threshold) * abs(reference)
-        return passes_screen(candidate.quick.result.score, reference, margin or 0.0)
 
     # -- applying ----------------------------------------------------------------------
     def _apply_next(self) -> bool:
@@ -479,10 +457,17 @@ class Engine:
             )
             if candidate.origin is Origin.SEED:
                 self.state.seed_elite = elite
-            kept = self.archive.insert(elite)
-            if self.state.best is None or elite.score > self.state.best.score:
+            kept = self.archive.insert(elite, ties_to_smaller=candidate.simpler)
+            best = self.state.best
+            if best is None or elite.score > best.score:
                 self.state.best = elite
                 self.state.last_improvement = evaluations
+            elif (
+                candidate.simpler
+                and elite.score == best.score
+                and program_size(elite.code) < program_size(best.code)
+            ):
+                self.state.best = elite  # the same score from a smaller program
         else:
             outcome = candidate.full or candidate.quick
             failure = (

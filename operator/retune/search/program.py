@@ -94,6 +94,12 @@ def structural_features(code: str) -> dict[str, float]:
     }
 
 
+def program_size(code: str) -> int:
+    """The number of syntax-tree nodes of ``code`` (0 if it does not parse): how large a
+    program is, for preferring the smaller of two that score the same."""
+    return int(structural_features(code)["size"])
+
+
 def _is_math_call(func: ast.expr) -> bool:
     if isinstance(func, ast.Attribute):
         return isinstance(func.value, ast.Name) and func.value.id == "math"

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from retune.search.archive import Elite
 from retune.search.mutation import MutationKind
+from retune.search.program import program_size
 
 
 class Tiering(BaseModel):
@@ -35,12 +36,15 @@ def choose_parent(
     kind: MutationKind,
     rng: random.Random,
     exhausted: frozenset[int] = frozenset(),
+    *,
+    smaller_on_ties: bool = False,
 ) -> Elite:
     """Mostly exploit (a tournament on score), sometimes explore (any niche).
 
     An ordinary mutation skips the ``exhausted`` elites (their children's answers kept
     repeating known programs: what the mutator makes of them is used up) while others
-    remain.
+    remain. A tournament's tie goes to the earlier program, or with ``smaller_on_ties``
+    (a refining search) to the smaller one.
     """
     if kind is MutationKind.PARADIGM:
         ranked = sorted(elites, key=lambda e: (-e.score, e.index))
@@ -48,6 +52,8 @@ def choose_parent(
     pool = [e for e in elites if e.index not in exhausted] or elites
     if rng.random() < 0.65:
         contenders = [rng.choice(pool) for _ in range(min(3, len(pool)))]
+        if smaller_on_ties:
+            return max(contenders, key=lambda e: (e.score, -program_size(e.code), -e.index))
         return max(contenders, key=lambda e: (e.score, -e.index))
     return rng.choice(pool)
 

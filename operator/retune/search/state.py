@@ -65,6 +65,7 @@ class Candidate(BaseModel):
     budget_exhausted: bool = False  # its mutation failed because the budget is spent
     cascade_rejected: bool = False
     no_op: bool = False  # its quick result was its parent's: not evaluated in full
+    simpler: bool = False  # ... but it is smaller than its parent: evaluated in full
     quick: EvaluationOutcome | None = None
     full: EvaluationOutcome | None = None
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from retune.evaluate.contract import EvaluationContext
 from retune.search.builder import SearchBuilder, SearchSetup, warm_limit, warm_programs
-from retune.search.builtin import BuiltinMutator
+from retune.search.builtin import BuiltinMutator, FreeTuning
 from retune.search.config import engine_config, search_budget
 from retune.search.engine import EngineConfig
 from retune.search.ledger import Budget
@@ -92,7 +92,9 @@ def test_the_mutator_is_the_builtin_one_unless_the_llm_tiers_are_asked_for() -> 
             spec(), CONTEXT, seed_code=SEED, seed=5, seed_offset=2, mutator="llm", models=[tier]
         )
     )
-    mutator = llm.mutator(llm.ledger())
+    tuning = llm.mutator(llm.ledger())
+    assert isinstance(tuning, FreeTuning), "refining LLM searches tune constants for free"
+    mutator = tuning.models
     assert isinstance(mutator, LLMMutator)
     assert [t.name for t in mutator.tiers] == ["cheap"]
     assert isinstance(mutator.fallback, BuiltinMutator)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from retune.evaluate.contract import EvaluationContext, Executor
 from retune.search.archive import Archive, Elite
+from retune.search.builtin import FreeTuning
 from retune.search.config import builtin_mutator, engine_config
 from retune.search.engine import Engine, EngineConfig, Progress
 from retune.search.journal import SpendJournal
@@ -151,7 +152,7 @@ class SearchBuilder:
         resolve_api_key: ApiKeyResolver | None = None,
     ) -> Mutator:
         """The built-in mutator, or the LLM tiers paid from ``ledger`` with the built-in
-        one as their fallback. Keys come from ``resolve_api_key`` (by default the
+        one as their fallback and free constant tuning once the search refines. Keys come from ``resolve_api_key`` (by default the
         environment); raises :class:`~retune.search.llm.LLMConfigError` naming the field
         when a tier cannot be used."""
         setup = self.setup
@@ -166,7 +167,7 @@ class SearchBuilder:
             search = search.model_copy(update={"models": setup.models})
         # An unset seed and seed 0 both leave the tiers on the spec's seed, as runs have
         # always been seeded; the engine takes the given seed as it is.
-        return build_llm_mutator(
+        models = build_llm_mutator(
             search,
             policy,
             ledger,
@@ -175,6 +176,8 @@ class SearchBuilder:
             setup.seed or search.seed,
             resolve_api_key,
         )
+        # Parameter-only policies have no program constants to tune but their parameters.
+        return models if fallback.parameters else FreeTuning(models)
 
     def build(
         self,

@@ -15,6 +15,11 @@ the others. Until then a request is answered exactly as if they did not exist: t
 random draws, so the same program.
 Every choice comes from a ``random.Random`` seeded by the request, so the same request
 always gives the same program.
+
+:class:`FreeTuning` gives an LLM search the same constant tuning: once it refines, the
+share of ordinary mutations the built-in search tunes is answered by the optimiser at no
+cost, and the models are asked for the rest (structure from the models, numbers from the
+optimiser).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from retune.search.mutation import (
     MutationKind,
     MutationRequest,
     MutationResult,
+    Mutator,
     SearchPhase,
 )
 from retune.search.tuning import tune_constants
@@ -160,3 +166,43 @@ class BuiltinMutator:
             node.value = ast.Constant(value=new)
             described.append(f"{bounds.name}: {current} -> {new}")
         return ast.unparse(ast.fix_missing_locations(child)) + "\n", described
+
+
+class FreeTuning:
+    """Another mutator (the LLM tiers), with a share of its refining ordinary mutations
+    answered by constant tuning instead: no call, no USD. Rewrites and paradigm shifts,
+    and every request before the search refines, go to the other mutator unchanged."""
+
+    # Keeps this draw apart from the other mutator's use of the request's seed.
+    _SALT = 0x7E57
+
+    def __init__(self, models: Mutator, share: float = TUNE_SHARE) -> None:
+        self.models = models
+        self.share = share
+
+    @property
+    def concurrency(self) -> int:
+        return self.models.concurrency
+
+    def mutate(self, request: MutationRequest, is_duplicate: DuplicateCheck) -> MutationResult:
+        tuned = self._tuned(request, is_duplicate)
+        return tuned if tuned is not None else self.models.mutate(request, is_duplicate)
+
+    def _tuned(
+        self, request: MutationRequest, is_duplicate: DuplicateCheck
+    ) -> MutationResult | None:
+        if request.phase is not SearchPhase.REFINE or request.kind is not MutationKind.MUTATE:
+            return None
+        rng = random.Random(request.seed ^ self._SALT)
+        if rng.random() >= self.share:
+            return None
+        try:
+            tree = syntax.parse(request.parent_code)
+        except SyntaxError:
+            return None
+        proposal = tune_constants(
+            tree, request.relatives, rng.getrandbits(32), lambda c: not is_duplicate(c)
+        )
+        if proposal is None:
+            return None
+        return MutationResult(code=proposal[0], description=proposal[1])

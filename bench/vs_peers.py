@@ -350,7 +350,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-usd", type=float, help="override the plan's USD per run")
     parser.add_argument("--retune-max-evaluations", type=int, help="override the guard")
     parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS), default=None)
-    parser.add_argument("--peers", nargs="+", choices=list(PEERS), default=DEFAULT_PEERS)
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        choices=list(PEERS),
+        default=DEFAULT_PEERS,
+        help="the peers to run (none: retune alone, whose runs.json can join recorded "
+        "peer runs for --from-runs)",
+    )
     parser.add_argument(
         "--retune-variants",
         nargs="+",
@@ -410,6 +417,13 @@ def main(argv: list[str] | None = None) -> None:
             # (``--from-runs`` reports it).
             records = [asdict(r) for r in runs]
             (args.work_dir / "runs.json").write_text(json.dumps(records, indent=2) + "\n")
+    if not peers:
+        print(
+            f"retune alone: its runs are in {args.work_dir / 'runs.json'}; add them to "
+            "recorded peer runs and report them with --from-runs",
+            flush=True,
+        )
+        return
     wall_minutes = round((time.monotonic() - started) / 60, 1)
     report(runs, plan, peers, args.retune_variants, args, wall_minutes)
 

@@ -360,10 +360,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--retune-variants",
-        nargs="+",
+        nargs="*",
         choices=sorted(RETUNE_VARIANTS),
         default=["retune"],
-        help="retune configurations to run beside the same peer runs (first: headline)",
+        help="retune configurations to run beside the same peer runs (first: headline; "
+        "none: the peers alone, for --from-runs)",
     )
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "vs_peers")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -417,10 +418,10 @@ def main(argv: list[str] | None = None) -> None:
             # (``--from-runs`` reports it).
             records = [asdict(r) for r in runs]
             (args.work_dir / "runs.json").write_text(json.dumps(records, indent=2) + "\n")
-    if not peers:
+    if not peers or not args.retune_variants:
         print(
-            f"retune alone: its runs are in {args.work_dir / 'runs.json'}; add them to "
-            "recorded peer runs and report them with --from-runs",
+            f"runs in {args.work_dir / 'runs.json'}: with the other side's recorded runs, "
+            "report them with --from-runs",
             flush=True,
         )
         return

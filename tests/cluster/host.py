@@ -154,11 +154,14 @@ def _links() -> list[str]:
 
 
 def _netns() -> list[str]:
-    found = []
-    for directory in ("/var/run/netns", "/run/netns"):
+    """Named network namespaces, each once: ``/var/run`` is usually a link to ``/run``."""
+    found = {}
+    for directory in ("/run/netns", "/var/run/netns"):
         if os.path.isdir(directory):
-            found += [os.path.join(directory, name) for name in os.listdir(directory)]
-    return sorted(set(found))
+            for name in os.listdir(directory):
+                path = os.path.join(directory, name)
+                found.setdefault(os.path.realpath(path), path)
+    return sorted(found.values())
 
 
 def _mount_points() -> list[str]:
@@ -276,6 +279,8 @@ def restore(record: HostRecord) -> list[str]:
         if path not in record.existing_netns:
             try:
                 os.unlink(path)
+            except FileNotFoundError:
+                continue  # gone with its namespace's last user
             except OSError as error:
                 problems.append(f"could not remove {path}: {error}")
 

@@ -311,6 +311,9 @@ def test_a_host_record_undoes_what_a_node_changes() -> None:
     (workdir / "mnt").mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(workdir / "mnt")], check=True)
     sleeper = subprocess.Popen(["sleep", "600", str(workdir)])
+    # and a pod's network namespace, which a killed node leaves bind-mounted under
+    # /run/netns (also seen as /var/run/netns)
+    subprocess.run(["ip", "netns", "add", "rt-test-ns"], check=True)
     # Then the restore undoes each
     try:
         problems = restore(record)
@@ -325,6 +328,7 @@ def test_a_host_record_undoes_what_a_node_changes() -> None:
     assert "KUBE-RETUNE-TEST" not in chains
     assert not os.path.exists(created_path)
     assert not os.path.ismount(workdir / "mnt") and not workdir.exists()
+    assert not os.path.exists("/run/netns/rt-test-ns")
     time.sleep(0.2)
     assert sleeper.poll() is not None
 

@@ -292,6 +292,38 @@ def test_a_rewrite_the_strong_tier_cannot_afford_goes_to_the_cheap_one_as_an_edi
     assert "diff blocks applied" in result.description
 
 
+def test_a_strong_share_too_small_for_a_second_worst_case_still_pays_for_more_rewrites(
+    server: MutationServer, tmp_path: Path
+) -> None:
+    # Given a budget whose strong share covers the strong tier's worst case 1.05 times (a
+    # real call costs a fraction of it)
+    probe = make_mutator(server)
+    planned = request(0, MutationKind.PARADIGM)
+    worst = worst_case(probe, "large", planned)
+    ledger = Ledger(Budget(max_usd=worst * 1.05 / mutator_module.DEFAULT_STRONG_SHARE))
+    audit = tmp_path / "calls.jsonl"
+    mutator = make_mutator(server, ledger, audit_path=audit)
+    cap = mutator.strong_cap_usd
+    assert cap is not None
+    # When rewrites are asked for one after another
+    results = [
+        mutator.mutate(request(seed, MutationKind.PARADIGM), never_duplicate) for seed in range(12)
+    ]
+    # Then the strong tier answers more than once: later calls are reserved with the output
+    # limit that fits what is left of the share
+    strong = [line for line in audit_lines(audit) if line["tier"] == "large"]
+    served = [line for line in strong if line["outcome"] != "budget"]
+    assert sum(r.model == "large" for r in results) > 1
+    assert any(line["reserved_usd"] < worst * 0.99 for line in served)
+    assert all(line["reserved_usd"] <= cap for line in served)
+    # and never spends past its share or the budget; once not even a short answer fits,
+    # the rewrite goes to the cheap tier as an edit
+    assert ledger.snapshot().strong_usd <= cap
+    assert ledger.usd_spent <= ledger.budget.max_usd
+    assert strong[-1]["outcome"] == "budget" and results[-1].model == "small"
+    assert ledger_tokens(ledger) == server.stats()
+
+
 def test_the_cheap_tier_is_asked_exactly_as_for_an_ordinary_edit() -> None:
     planned = request(3, MutationKind.PARADIGM)
     assert request_for_tier(planned, "mutate") == request(3, MutationKind.MUTATE)

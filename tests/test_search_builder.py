@@ -7,7 +7,7 @@ from pathlib import Path
 
 from retune.evaluate.contract import EvaluationContext
 from retune.search.builder import SearchBuilder, SearchSetup, warm_limit, warm_programs
-from retune.search.builtin import BuiltinMutator, FreeTuning
+from retune.search.builtin import BuiltinMutator, FreeMutations
 from retune.search.config import engine_config, search_budget
 from retune.search.engine import EngineConfig
 from retune.search.ledger import Budget
@@ -92,9 +92,11 @@ def test_the_mutator_is_the_builtin_one_unless_the_llm_tiers_are_asked_for() -> 
             spec(), CONTEXT, seed_code=SEED, seed=5, seed_offset=2, mutator="llm", models=[tier]
         )
     )
-    tuning = llm.mutator(llm.ledger())
-    assert isinstance(tuning, FreeTuning), "refining LLM searches tune constants for free"
-    mutator = tuning.models
+    free = llm.mutator(llm.ledger())
+    assert isinstance(free, FreeMutations), "refining LLM searches mutate for free too"
+    assert (free.tune_share, free.edit_share) == (0.3, 0.3)
+    assert isinstance(free.edits, BuiltinMutator)
+    mutator = free.models
     assert isinstance(mutator, LLMMutator)
     assert [t.name for t in mutator.tiers] == ["cheap"]
     assert isinstance(mutator.fallback, BuiltinMutator)

@@ -46,9 +46,10 @@ def identity(spec: TargetSpec) -> dict[str, str]:
 
 
 def test_an_existing_target_keeps_the_digests_the_previous_release_wrote() -> None:
-    assert ADDED_SEARCH_SETTINGS == {"explore": 32}
+    assert ADDED_SEARCH_SETTINGS == {"explore": 32, "freeShare": 0.6}
     assert identity(target()) == BEFORE_EXPLORE
     assert identity(target(explore=32)) == BEFORE_EXPLORE
+    assert identity(target(explore=32, freeShare=0.6)) == BEFORE_EXPLORE
 
 
 def test_an_added_setting_away_from_its_default_is_a_new_search() -> None:
@@ -60,3 +61,11 @@ def test_an_added_setting_away_from_its_default_is_a_new_search() -> None:
             BEFORE_EXPLORE["signals"],
             BEFORE_EXPLORE["budget"],
         )
+
+
+def test_another_free_share_is_a_new_search_on_the_same_checkpoint_configuration() -> None:
+    # The share decides which mutations are paid for, not how the engine runs: a target
+    # that changes it searches again, and the engine state it would resume is unchanged.
+    changed = identity(target(freeShare=0.2))
+    assert changed["search"] != BEFORE_EXPLORE["search"]
+    assert changed["fingerprint"] == BEFORE_EXPLORE["fingerprint"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from retune.evaluate.contract import EvaluationContext, Executor
 from retune.search.archive import Archive, Elite
-from retune.search.builtin import FreeTuning
+from retune.search.builtin import FreeMutations
 from retune.search.config import builtin_mutator, engine_config
 from retune.search.engine import Engine, EngineConfig, Progress
 from retune.search.journal import SpendJournal
@@ -152,7 +152,7 @@ class SearchBuilder:
         resolve_api_key: ApiKeyResolver | None = None,
     ) -> Mutator:
         """The built-in mutator, or the LLM tiers paid from ``ledger`` with the built-in
-        one as their fallback and free constant tuning once the search refines. Keys come from ``resolve_api_key`` (by default the
+        one as their fallback and free mutations once the search refines. Keys come from ``resolve_api_key`` (by default the
         environment); raises :class:`~retune.search.llm.LLMConfigError` naming the field
         when a tier cannot be used."""
         setup = self.setup
@@ -177,7 +177,9 @@ class SearchBuilder:
             resolve_api_key,
         )
         # Parameter-only policies have no program constants to tune but their parameters.
-        return models if fallback.parameters else FreeTuning(models)
+        if fallback.parameters or not search.free_share:
+            return models
+        return FreeMutations(models, search.free_share, edits=fallback)
 
     def build(
         self,

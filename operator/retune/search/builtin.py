@@ -16,10 +16,9 @@ random draws, so the same program.
 Every choice comes from a ``random.Random`` seeded by the request, so the same request
 always gives the same program.
 
-:class:`FreeTuning` gives an LLM search the same constant tuning: once it refines, the
-share of ordinary mutations the built-in search tunes is answered by the optimiser at no
-cost, and the models are asked for the rest (structure from the models, numbers from the
-optimiser).
+:class:`FreeMutations` lends an LLM search both: once it refines, a share of its
+ordinary mutations (``spec.search.freeShare``) is answered at no cost, half by the
+optimiser and half by this mutator's edits, and the models are asked for the rest.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from retune.search.mutation import (
     SearchPhase,
 )
 from retune.search.tuning import tune_constants
+from retune.spec.search import FREE_SHARE_DEFAULT
 
 _MAX_ATTEMPTS = 24
 # Shares of ordinary mutations, once a search refines, that tune the parent's constants
@@ -168,34 +168,50 @@ class BuiltinMutator:
         return ast.unparse(ast.fix_missing_locations(child)) + "\n", described
 
 
-class FreeTuning:
+class FreeMutations:
     """Another mutator (the LLM tiers), with a share of its refining ordinary mutations
-    answered by constant tuning instead: no call, no USD. Rewrites and paradigm shifts,
+    answered without a call: half by constant tuning, half by the built-in mutator's
+    edits (``spec.search.freeShare``). No tokens, no USD. Rewrites and paradigm shifts,
     and every request before the search refines, go to the other mutator unchanged."""
 
     # Keeps this draw apart from the other mutator's use of the request's seed.
     _SALT = 0x7E57
 
-    def __init__(self, models: Mutator, share: float = TUNE_SHARE) -> None:
+    def __init__(
+        self, models: Mutator, share: float = FREE_SHARE_DEFAULT, edits: Mutator | None = None
+    ) -> None:
         self.models = models
-        self.share = share
+        self.edits = edits
+        self.tune_share = share / 2 if edits is not None else share
+        self.edit_share = share / 2 if edits is not None else 0.0
 
     @property
     def concurrency(self) -> int:
         return self.models.concurrency
 
     def mutate(self, request: MutationRequest, is_duplicate: DuplicateCheck) -> MutationResult:
-        tuned = self._tuned(request, is_duplicate)
-        return tuned if tuned is not None else self.models.mutate(request, is_duplicate)
+        free = self._free(request, is_duplicate)
+        return free if free is not None else self.models.mutate(request, is_duplicate)
 
-    def _tuned(
+    def _free(
         self, request: MutationRequest, is_duplicate: DuplicateCheck
     ) -> MutationResult | None:
+        """The free answer drawn for ``request``, or None (not drawn, or nothing new)."""
         if request.phase is not SearchPhase.REFINE or request.kind is not MutationKind.MUTATE:
             return None
         rng = random.Random(request.seed ^ self._SALT)
-        if rng.random() >= self.share:
-            return None
+        draw = rng.random()
+        if draw < self.tune_share:
+            return self._tuned(request, rng, is_duplicate)
+        if self.edits is not None and draw < self.tune_share + self.edit_share:
+            edited = self.edits.mutate(request, is_duplicate)
+            return edited if edited.ok else None
+        return None
+
+    @staticmethod
+    def _tuned(
+        request: MutationRequest, rng: random.Random, is_duplicate: DuplicateCheck
+    ) -> MutationResult | None:
         try:
             tree = syntax.parse(request.parent_code)
         except SyntaxError:

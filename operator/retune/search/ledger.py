@@ -216,6 +216,18 @@ class Ledger:
                 return False
             return strong_cap is None or self._state.strong_usd + usd <= strong_cap
 
+    def headroom(self, *, strong_cap: float | None = None) -> float | None:
+        """What is left unspent (reservations aside), within ``strong_cap`` too when given;
+        ``None`` without a USD budget."""
+        with self._lock:
+            limit = self.budget.max_usd
+            if limit is None:
+                return None
+            left = limit - self._state.usd_spent
+            if strong_cap is not None:
+                left = min(left, strong_cap - self._state.strong_usd)
+            return max(0.0, left)
+
     def paid_answer(self, key: str) -> dict[str, Any] | None:
         """An answer to the request ``key`` that the journal shows was paid for before a
         resume, once per time it was paid; ``None`` if there is none left."""

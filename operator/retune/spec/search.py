@@ -204,7 +204,12 @@ def _default_budget() -> BudgetSpec:
 
 EXPLORE_DEFAULT = 32
 """``spec.search.explore``'s default."""
-ADDED_SEARCH_SETTINGS: dict[str, object] = {"explore": EXPLORE_DEFAULT}
+FREE_SHARE_DEFAULT = 0.6
+"""``spec.search.freeShare``'s default."""
+ADDED_SEARCH_SETTINGS: dict[str, object] = {
+    "explore": EXPLORE_DEFAULT,
+    "freeShare": FREE_SHARE_DEFAULT,
+}
 """Settings of ``spec.search`` added after targets could exist, with their defaults. At
 its default such a setting is left out of what identifies a search (the spec's search
 digest, a checkpoint's configuration), so upgrading the operator is not a spec change: no
@@ -248,6 +253,11 @@ class SearchSpec(SpecModel):
     evaluated in full (a no-op). The default is above a retune's usual budget, so a
     retune searches as before; a value at or above the budget's maxEvaluations never
     refines."""
+    free_share: float = Field(default=FREE_SHARE_DEFAULT, ge=0, le=1)
+    """With the ``llm`` mutator, the share of a refining search's ordinary mutations
+    answered without a model call: half by constant tuning, half by the built-in
+    mutator's edits. They cost evaluations, not USD. 0 sends every mutation to the
+    models."""
 
     @model_validator(mode="after")
     def _tiers(self) -> SearchSpec:

@@ -44,7 +44,13 @@ from retune.search.ledger import Ledger, Reservation
 from retune.search.llm.audit import AuditEntry, AuditLog
 from retune.search.llm.client import CallResult, ChatEndpoint, RetryPolicy, Step, with_retries
 from retune.search.llm.parse import parse_answer
-from retune.search.llm.pricing import PerMillionPrices, cost_usd, worst_case_usd
+from retune.search.llm.pricing import (
+    PerMillionPrices,
+    affordable_output_tokens,
+    cost_usd,
+    estimate_tokens,
+    worst_case_usd,
+)
 from retune.search.llm.prompts import PolicyBrief, Prompt, build_prompt, repair_prompt
 from retune.search.mutation import (
     DuplicateCheck,
@@ -66,6 +72,10 @@ DEFAULT_STRONG_SHARE = 0.3
 # out of tokens: a focused edit fits in far less than a reasoning-and-code answer, and a
 # smaller worst case lets the repair be reserved when little budget is left.
 REPAIR_EDIT_OUTPUT_TOKENS = 768
+# A call whose full output limit no longer fits what is left of the budget (or of the
+# strong tiers' share) is sent with the limit that does fit, if that still holds an
+# answer: twice the parent program's estimated tokens, and never less than this.
+MIN_FITTED_OUTPUT_TOKENS = 512
 
 # Which strong roles serve a kind of rewrite, best first.
 STRONG_PREFERENCE: dict[MutationKind, tuple[str, ...]] = {
@@ -252,6 +262,7 @@ class LLMMutator:
         may hold ``max_tokens`` (the tier's limit unless given)."""
         outcome = _Answer()
         limit = tier.max_output_tokens if max_tokens is None else max_tokens
+        limit = self._fitted_limit(tier, request, prompt, limit)
         worst_usd = worst_case_usd(tier.prices, prompt.texts(), limit)
 
         def attempt(_: int) -> Step[MutationResult]:
@@ -266,6 +277,26 @@ class LLMMutator:
         rng = random.Random(_derive(self.seed, request.seed, tier.name, "backoff", repair))
         outcome.result = with_retries(attempt, self.retry, rng, self._sleep)
         return outcome
+
+    def _fitted_limit(
+        self, tier: Tier, request: MutationRequest, prompt: Prompt, limit: int
+    ) -> int:
+        """``limit``, or a smaller output limit when only that fits what is left.
+
+        Reservations are worst cases: with a small budget the strong tiers' share would
+        otherwise refuse every call after the first, whose real cost is a fraction of its
+        reservation. The smaller limit must still hold an answer (see
+        ``MIN_FITTED_OUTPUT_TOKENS``); below that the call is refused as before.
+        """
+        cap = self.strong_cap_usd if tier.strong else None
+        headroom = self.ledger.headroom(strong_cap=cap)
+        if headroom is None:
+            return limit
+        fitting = affordable_output_tokens(tier.prices, prompt.texts(), headroom)
+        if fitting is None or fitting >= limit:
+            return limit
+        needed = max(MIN_FITTED_OUTPUT_TOKENS, 2 * estimate_tokens(request.parent_code))
+        return fitting if fitting >= min(needed, limit) else limit
 
     def _attempt(
         self,

@@ -52,3 +52,15 @@ def worst_case_usd(
 ) -> float:
     """The most a call with this prompt and output cap can cost; what a call reserves."""
     return cost_usd(prices, prompt_token_bound(messages), max_output_tokens)
+
+
+def affordable_output_tokens(
+    prices: PerMillionPrices, messages: Sequence[str], usd: float
+) -> int | None:
+    """The largest output cap whose worst case with this prompt fits ``usd``: ``None``
+    when output is free (any cap fits), negative when not even the prompt fits."""
+    per_out = prices.per_million()[1]
+    if per_out <= 0:
+        return None
+    left = usd - cost_usd(prices, prompt_token_bound(messages), 0)
+    return int(left * 1_000_000 / per_out)

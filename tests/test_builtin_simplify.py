@@ -18,8 +18,9 @@ from retune.evaluate.contract import (
     EvaluationTask,
 )
 from retune.search.archive import Archive, Elite
+from retune.search.config import EngineConfig
 from retune.search.edits import REFINE_EDITS, find_function, finish
-from retune.search.engine import Engine, EngineConfig
+from retune.search.engine import Engine
 from retune.search.ledger import Budget
 from retune.search.mutation import DuplicateCheck, MutationRequest, MutationResult
 from retune.search.program import normalised_hash, program_size

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from retune.evaluate import syntax
 from retune.search.builtin import BuiltinMutator
+from retune.search.config import EngineConfig
 from retune.search.constants import Trial, constant_values, skeleton_hash
-from retune.search.engine import Engine, EngineConfig
+from retune.search.engine import Engine
 from retune.search.ledger import Budget
 from retune.search.mutation import (
     DuplicateCheck,

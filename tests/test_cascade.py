@@ -11,7 +11,8 @@ import pytest
 from retune.evaluate.contract import EvaluationOutcome, EvaluationResult, EvaluationTask
 from retune.search.builtin import BuiltinMutator
 from retune.search.cascade import MIN_QUICK_SCORES, passes_screen, quick_margin, robust_spread
-from retune.search.engine import Engine, EngineConfig
+from retune.search.config import EngineConfig
+from retune.search.engine import Engine
 from retune.search.ledger import Budget
 from retune.search.state import EngineState
 from retune.store.file import FileStore

@@ -10,7 +10,8 @@ import pytest
 
 from retune.search.archive import Archive, Elite
 from retune.search.builtin import BuiltinMutator
-from retune.search.engine import Engine, EngineConfig, EngineError, Progress
+from retune.search.config import EngineConfig
+from retune.search.engine import Engine, EngineError, Progress
 from retune.search.ledger import Budget
 from retune.search.mutation import DuplicateCheck, MutationKind, MutationRequest, MutationResult
 from retune.search.program import normalised_hash

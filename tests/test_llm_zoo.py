@@ -283,7 +283,8 @@ class _Refused:
 def test_an_endpoint_refusal_stops_the_search_with_an_error_naming_the_field(
     tmp_path: Path,
 ) -> None:
-    from retune.search.engine import Engine, EngineConfig, SearchConfigError
+    from retune.search.config import EngineConfig
+    from retune.search.engine import Engine, SearchConfigError
     from retune.store.file import FileStore
     from tests.staticscore import StaticExecutor
 

@@ -8,8 +8,7 @@ from pathlib import Path
 from retune.evaluate.contract import EvaluationContext
 from retune.search.builder import SearchBuilder, SearchSetup, warm_limit, warm_programs
 from retune.search.builtin import BuiltinMutator, FreeMutations
-from retune.search.config import engine_config, search_budget
-from retune.search.engine import EngineConfig
+from retune.search.config import EngineConfig, engine_config, search_budget
 from retune.search.ledger import Budget
 from retune.search.llm import LLMMutator
 from retune.search.mutation import DuplicateCheck, MutationRequest, MutationResult

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from retune.search.engine import EXPLORE
+from retune.search.config import EXPLORE
 from retune.search.state import EngineState, decode_state
 from retune.spec import SearchSpec
 from tests.test_cli_run import RETUNE, target  # noqa: F401 (the small-trace target fixture)

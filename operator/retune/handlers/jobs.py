@@ -28,7 +28,8 @@ from retune.search.builder import (
     warm_limit,
     warm_programs,
 )
-from retune.search.engine import EngineConfig, EngineError, SearchConfigError
+from retune.search.config import EngineConfig
+from retune.search.engine import EngineError, SearchConfigError
 from retune.search.ledger import Ledger
 from retune.search.mutation import Mutator
 from retune.search.state import EngineState, decode_state

@@ -22,8 +22,8 @@ from pathlib import Path
 from retune.evaluate.contract import EvaluationContext, Executor
 from retune.search.archive import Archive, Elite
 from retune.search.builtin import FreeMutations
-from retune.search.config import builtin_mutator, engine_config
-from retune.search.engine import Engine, EngineConfig, Progress
+from retune.search.config import EngineConfig, builtin_mutator, engine_config
+from retune.search.engine import Engine, Progress
 from retune.search.journal import SpendJournal
 from retune.search.ledger import Budget, Ledger, LedgerState
 from retune.search.mutation import Mutator

@@ -1,17 +1,47 @@
-"""From a target's spec to the engine's configuration."""
+"""The engine's configuration, and how a target's spec makes it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 
+from pydantic import BaseModel, Field
+
 from retune.evaluate.contract import EvaluationContext
 from retune.search.builtin import BuiltinMutator, ParameterBounds
-from retune.search.engine import EngineConfig
 from retune.search.ledger import Budget
 from retune.search.selection import Tiering
 from retune.spec import BudgetSpec, PolicySpec, TargetSpec
-from retune.spec.search import search_identity
+from retune.spec.search import EXPLORE_DEFAULT, search_identity
+
+# Evaluations a search spends on the plain edits before it refines: strictly above the
+# budgets of a retune (7 to 24 evaluations), so those search exactly as they always have.
+EXPLORE = EXPLORE_DEFAULT
+
+
+class EngineConfig(BaseModel):
+    """Everything that shapes a search. Its fingerprint guards resumes."""
+
+    seed: int = 0
+    budget: Budget = Field(default_factory=Budget)
+    cells: int = 64
+    initial_population: int = 12
+    structural: list[str] = Field(
+        default_factory=lambda: ["loops", "branches", "depth", "math_ops"]
+    )
+    behavioural: list[str] = Field(default_factory=list)
+    cascade: bool = True
+    quick_threshold: float = 0.9
+    quick_spread: float = 0.5
+    tiering: Tiering = Field(default_factory=Tiering)
+    window: int = 4
+    explore: int | None = EXPLORE
+    """Evaluations before the search refines: constant tuning, crossover and the
+    conditional bonus join the built-in mutator's edits, and a child whose quick result
+    is its parent's is a no-op (not evaluated in full). Until then the search draws and
+    spends exactly as one that never refines; None: it never does."""
+    context: EvaluationContext = Field(default_factory=EvaluationContext)
+    fingerprint: str = ""
 
 
 def window_for(spec: TargetSpec) -> int:

@@ -18,12 +18,11 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from retune.evaluate.contract import (
     STAGE_FULL,
     STAGE_QUICK,
-    EvaluationContext,
     EvaluationOutcome,
     EvaluationTask,
     Executor,
@@ -31,8 +30,9 @@ from retune.evaluate.contract import (
 )
 from retune.search.archive import Archive, Elite
 from retune.search.cascade import RECENT_QUICK_SCORES, Verdict, quick_margin, verdict
+from retune.search.config import EngineConfig
 from retune.search.constants import record_trial, skeleton_hash
-from retune.search.ledger import Budget, Ledger
+from retune.search.ledger import Ledger
 from retune.search.mutation import (
     Inspiration,
     MutationKind,
@@ -41,8 +41,9 @@ from retune.search.mutation import (
     MutatorRejected,
     SearchPhase,
 )
-from retune.search.program import normalised_hash, program_size
-from retune.search.selection import Tiering, choose_inspirations, choose_kind, choose_parent
+from retune.search.outcomes import elite_of, failure_of, replaces_best
+from retune.search.program import normalised_hash
+from retune.search.selection import choose_inspirations, choose_kind, choose_parent
 from retune.search.state import (
     Candidate,
     EngineState,
@@ -53,7 +54,6 @@ from retune.search.state import (
     decode_state,
     encode_state,
 )
-from retune.spec.search import EXPLORE_DEFAULT
 from retune.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -61,34 +61,6 @@ log = logging.getLogger(__name__)
 # Answers repeating known programs, over a parent's children, after which ordinary
 # mutations pick other parents (while there are any).
 REPEATS_TO_EXHAUST = 2
-# Evaluations a search spends on the plain edits before it refines: strictly above the
-# budgets of a retune (7 to 24 evaluations), so those search exactly as they always have.
-EXPLORE = EXPLORE_DEFAULT
-
-
-class EngineConfig(BaseModel):
-    """Everything that shapes a search. Its fingerprint guards resumes."""
-
-    seed: int = 0
-    budget: Budget = Field(default_factory=Budget)
-    cells: int = 64
-    initial_population: int = 12
-    structural: list[str] = Field(
-        default_factory=lambda: ["loops", "branches", "depth", "math_ops"]
-    )
-    behavioural: list[str] = Field(default_factory=list)
-    cascade: bool = True
-    quick_threshold: float = 0.9
-    quick_spread: float = 0.5
-    tiering: Tiering = Field(default_factory=Tiering)
-    window: int = 4
-    explore: int | None = EXPLORE
-    """Evaluations before the search refines: constant tuning, crossover and the
-    conditional bonus join the built-in mutator's edits, and a child whose quick result
-    is its parent's is a no-op (not evaluated in full). Until then the search draws and
-    spends exactly as one that never refines; None: it never does."""
-    context: EvaluationContext = Field(default_factory=EvaluationContext)
-    fingerprint: str = ""
 
 
 class Progress(BaseModel):
@@ -437,46 +409,16 @@ class Engine:
             if candidate.budget_exhausted:
                 self.state.usd_exhausted = True
         elif candidate.full is not None and candidate.full.result is not None:
-            result = candidate.full.result
-            elite = Elite(
-                index=candidate.index,
-                code=candidate.code or "",
-                code_hash=candidate.code_hash or "",
-                score=result.score,
-                quick_score=candidate.quick.result.score
-                if candidate.quick and candidate.quick.result
-                else None,
-                quick_subscores=candidate.quick.result.subscores
-                if candidate.quick and candidate.quick.result
-                else {},
-                subscores=result.subscores,
-                feedback=result.feedback,
-                parent=candidate.parent,
-                model=candidate.model,
-                description=candidate.description,
-            )
+            elite = elite_of(candidate, candidate.full.result)
             if candidate.origin is Origin.SEED:
                 self.state.seed_elite = elite
             kept = self.archive.insert(elite, ties_to_smaller=candidate.simpler)
-            best = self.state.best
-            if best is None or elite.score > best.score:
+            if replaces_best(self.state.best, elite, simpler=candidate.simpler):
+                if self.state.best is None or elite.score > self.state.best.score:
+                    self.state.last_improvement = evaluations
                 self.state.best = elite
-                self.state.last_improvement = evaluations
-            elif (
-                candidate.simpler
-                and elite.score == best.score
-                and program_size(elite.code) < program_size(best.code)
-            ):
-                self.state.best = elite  # the same score from a smaller program
         else:
-            outcome = candidate.full or candidate.quick
-            failure = (
-                "no-op"
-                if candidate.no_op
-                else "cascade"
-                if candidate.cascade_rejected
-                else (f"{outcome.failure}: {outcome.detail[:200]}" if outcome else "no outcome")
-            )
+            failure = failure_of(candidate)
         if candidate.origin is Origin.SEED and self.state.seed_elite is None:
             raise EngineError(f"the seed policy failed its evaluation: {failure}")
         if not self.archive.frozen and self.state.applied >= self.config.initial_population:

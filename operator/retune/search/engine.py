@@ -41,7 +41,7 @@ from retune.search.mutation import (
     MutatorRejected,
     SearchPhase,
 )
-from retune.search.outcomes import elite_of, failure_of, replaces_best
+from retune.search.outcomes import elite_of, failure_of, smaller_at_same_score
 from retune.search.program import normalised_hash
 from retune.search.selection import choose_inspirations, choose_kind, choose_parent
 from retune.search.state import (
@@ -413,9 +413,11 @@ class Engine:
             if candidate.origin is Origin.SEED:
                 self.state.seed_elite = elite
             kept = self.archive.insert(elite, ties_to_smaller=candidate.simpler)
-            if replaces_best(self.state.best, elite, simpler=candidate.simpler):
-                if self.state.best is None or elite.score > self.state.best.score:
-                    self.state.last_improvement = evaluations
+            best = self.state.best
+            if best is None or elite.score > best.score:
+                self.state.best = elite
+                self.state.last_improvement = evaluations
+            elif candidate.simpler and smaller_at_same_score(best, elite):
                 self.state.best = elite
         else:
             failure = failure_of(candidate)

@@ -208,25 +208,21 @@ class Ledger:
     def affordable(self, usd: float, *, strong_cap: float | None = None) -> bool:
         """Whether ``usd`` fits what is left unspent (reservations aside): if not, waiting
         for calls in flight to settle cannot help."""
-        with self._lock:
-            limit = self.budget.max_usd
-            if limit is not None and (
-                self._state.usd_spent + usd > limit or self._truth_reached(limit)
-            ):
-                return False
-            return strong_cap is None or self._state.strong_usd + usd <= strong_cap
+        left = self.headroom(strong_cap=strong_cap)
+        return left is None or usd <= left
 
     def headroom(self, *, strong_cap: float | None = None) -> float | None:
-        """What is left unspent (reservations aside), within ``strong_cap`` too when given;
-        ``None`` without a USD budget."""
+        """What is left unspent (reservations aside), within ``strong_cap`` too when given:
+        nothing once the endpoints' reports have used the budget; ``None`` without a limit."""
         with self._lock:
+            room = []
             limit = self.budget.max_usd
-            if limit is None:
-                return None
-            left = limit - self._state.usd_spent
+            if limit is not None:
+                truth = self._truth_reached(limit)
+                room.append(0.0 if truth else limit - self._state.usd_spent)
             if strong_cap is not None:
-                left = min(left, strong_cap - self._state.strong_usd)
-            return max(0.0, left)
+                room.append(strong_cap - self._state.strong_usd)
+            return max(0.0, min(room)) if room else None
 
     def paid_answer(self, key: str) -> dict[str, Any] | None:
         """An answer to the request ``key`` that the journal shows was paid for before a

@@ -1,5 +1,5 @@
-"""What an applied candidate comes to: the elite it makes, whether it is the new best,
-and the history's word for why it made none. Pure functions of the candidate."""
+"""What an applied candidate comes to: the elite it makes, whether it simplifies the best,
+and the history's word for why it made none. Pure functions."""
 
 from __future__ import annotations
 
@@ -27,14 +27,10 @@ def elite_of(candidate: Candidate, result: EvaluationResult) -> Elite:
     )
 
 
-def replaces_best(best: Elite | None, elite: Elite, *, simpler: bool) -> bool:
-    """Whether ``elite`` becomes the search's best: a higher score, or, for a candidate
-    kept as a simplification, the same score from a smaller program."""
-    if best is None or elite.score > best.score:
-        return True
-    return (
-        simpler and elite.score == best.score and program_size(elite.code) < program_size(best.code)
-    )
+def smaller_at_same_score(best: Elite, elite: Elite) -> bool:
+    """Whether ``elite`` scores as ``best`` from a smaller program (fewer syntax-tree
+    nodes): a simplification that takes the best's place."""
+    return elite.score == best.score and program_size(elite.code) < program_size(best.code)
 
 
 def failure_of(candidate: Candidate) -> str:

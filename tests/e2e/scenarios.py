@@ -49,8 +49,7 @@ def tuned(story: CacheStory) -> None:
     assert [(r["revision"], r["outcome"]) for r in first["history"]] == [(revision, "Promoted")]
     assert condition(first, "Ready")["reason"] == "Promoted"
     assert story.deployment("cache-canary") is None
-    for reason in ("RolloutStarted", "CanaryStep", "CanaryPromoted"):
-        assert reason in story.reasons()
+    story.saw("RolloutStarted", "CanaryStep", "CanaryPromoted")
     traffic.wait_for_pods({"stable"})  # the promoted pods carry the stable track
     state = checkpoint(story.api, story.namespace, story.name)
     elites = {elite.code for elite in Archive(state.archive).elites()} if state else set()
@@ -63,7 +62,7 @@ def tuned(story: CacheStory) -> None:
     )
     story.then("the hit ratio SLO is violated, and a retune starts")
     assert "hit-ratio" in retuning["lastRetuneReason"]
-    assert "SLOViolated" in story.reasons() and "RetuneStarted" in story.reasons()
+    story.saw("SLOViolated", "RetuneStarted")
 
     story.when("the SLO is lowered to 0.01: the owners accept the new normal")
     slo = story.target()["spec"]["slos"][0]
@@ -115,8 +114,7 @@ def tuned(story: CacheStory) -> None:
     assert hardware == {NEW_INSTANCE_TYPE}
     assert recorder.pod_nodes and set(recorder.pod_nodes.values()) <= set(CPU_NODES)
     assert third["retunes"] == 2
-    for reason in ("HardwareChanged", "HardwareSettled"):
-        assert reason in story.reasons()
+    story.saw("HardwareChanged", "HardwareSettled")
 
 
 def drifting(story: CacheStory) -> None:
@@ -156,7 +154,7 @@ def drifting(story: CacheStory) -> None:
     assert search["seedRevision"] == first["stableRevision"]
     assert done["profile"]["key_space"] == DRIFTED["key_space"]
     assert done["retunes"] == 1
-    reasons = story.reasons()
+    reasons = story.saw("ProfileDrifted", "RetuneStarted")
     assert reasons.index("ProfileDrifted") < reasons.index("RetuneStarted")
     # (a profile that only drifted, with an SLO that never called, is not an SLO retune)
     assert "SLOViolated" not in reasons
@@ -186,7 +184,7 @@ def steered(story: CacheStory) -> None:
     assert [r["outcome"] for r in aborted["history"]] == ["Aborted"]
     assert "retune.dev/abort" in aborted["history"][-1]["reason"]
     assert aborted.get("stableRevision") is None
-    assert "CanaryAborted" in story.reasons()
+    story.saw("CanaryAborted")
 
     story.when("retune.dev/pause removed; annotated retune.dev/retune=true")
     story.annotate("retune.dev/pause", None)
@@ -197,7 +195,7 @@ def steered(story: CacheStory) -> None:
         "the manual retune's canary",
     )
     story.then("a new search runs, and its winner goes out as a canary")
-    assert "RetuneStarted" in story.reasons()
+    story.saw("RetuneStarted")
 
     story.when("annotated retune.dev/promote=true")
     story.annotate("retune.dev/promote")
@@ -208,7 +206,7 @@ def steered(story: CacheStory) -> None:
     assert "retune.dev/promote" in done["history"][-1]["reason"]
     assert story.policy_of(story.deployment() or {}) == done["stableRevision"]
     assert story.generation() == before + 1
-    assert "CanaryPromoted" in story.reasons()
+    story.saw("CanaryPromoted")
     # the one-shot controls were removed by the operator; retune.dev/pause was the user's
     annotations = story.target()["metadata"].get("annotations") or {}
     assert not ONE_SHOT_CONTROLS & set(annotations)
@@ -225,7 +223,7 @@ def failing_canary(story: CacheStory) -> None:
     assert "hit-ratio" in record["reason"] and "is not at least 0.99" in record["reason"]
     assert after.get("stableRevision") is None and after.get("validatedRevision") is None
     assert condition(after, "Ready")["reason"] == "RolledBack"
-    assert "CanaryRolledBack" in story.reasons()
+    story.saw("CanaryRolledBack")
     assert story.generation() == before
     assert story.policy_of(story.deployment() or {}) == "cache-policy"
     wait_until(lambda: story.deployment("cache-canary") is None, 30, "the canary to go")
@@ -249,7 +247,7 @@ def blind_canary(story: CacheStory, prometheus: PrometheusServer) -> None:
     record = after["history"][-1]
     assert "no data 4/4" in record["reason"] and "cannot connect to Prometheus" in record["reason"]
     assert "Promoted" not in story.outcomes()
-    assert "CanaryHeld" in story.reasons()
+    story.saw("CanaryHeld")
     assert story.generation() == before
 
 
@@ -300,12 +298,12 @@ def approved_by_hand(story: CacheStory) -> None:
     assert approval["subscores"], "no subscore evidence"
     assert condition(waiting, "Ready")["reason"] == "AwaitingApproval"
     assert not waiting.get("history") and waiting.get("rollout") is None
-    assert "AwaitingApproval" in story.reasons()
+    story.saw("AwaitingApproval")
     before = story.generation()
 
     story.when("annotated retune.dev/approve=cache-policy-0000000000 (a stale revision)")
     story.annotate("retune.dev/approve", "cache-policy-0000000000")
-    wait_until(lambda: "ApprovalIgnored" in story.reasons(), 30, "the stale approval's Event")
+    story.saw("ApprovalIgnored")
     wait_until(
         lambda: "retune.dev/approve" not in (story.target()["metadata"].get("annotations") or {}),
         30,
@@ -325,8 +323,7 @@ def approved_by_hand(story: CacheStory) -> None:
     assert [(r["revision"], r["outcome"]) for r in done["history"]] == [(revision, "Promoted")]
     assert done["approval"]["state"] == "Approved"
     assert story.policy_of(story.deployment() or {}) == revision
-    reasons = story.reasons()
-    assert "Approved" in reasons and "CanaryPromoted" in reasons
+    reasons = story.saw("Approved", "RolloutStarted", "CanaryPromoted")
     assert reasons.index("Approved") < reasons.index("RolloutStarted")
 
 
@@ -350,7 +347,7 @@ def recommended(story: CacheStory) -> str:
     assert story.deployment("cache-canary") is None
     assert story.generation() == before
     assert story.policy_of(story.deployment() or {}) == "cache-policy"
-    assert "RevisionRecommended" in story.reasons()
+    story.saw("RevisionRecommended")
     assert "RolloutStarted" not in story.reasons()
     return str(after["approval"]["revision"])
 
@@ -399,7 +396,7 @@ def returned(story: CacheStory) -> None:
     assert contexts[drifted]["profile"]["key_space"] == DRIFTED["key_space"]
     assert second["library"]["active"] == contexts[drifted]["id"]
     assert contexts[remembered]["id"] != contexts[drifted]["id"]
-    assert "ContextUnknown" in story.reasons()  # the drifted mix was new: it searched
+    story.saw("ContextUnknown")  # the drifted mix was new: it searched
     searches = story.reasons().count("SearchStarted")
 
     original = {key: MIX[key] for key in DRIFTED}
@@ -450,7 +447,7 @@ def returned(story: CacheStory) -> None:
     assert recalled["recalls"] == 1
     assert story.reasons().count("SearchStarted") == searches
     # The Events say which path was taken, in order
-    reasons = story.reasons()
+    reasons = story.saw("ContextRecalled", "RecallValidated", "ContextRestored")
     assert "RecallFailed" not in reasons and "ContextCurrent" not in reasons
     recall = reasons.index("ContextRecalled")
     validated = reasons.index("RecallValidated")

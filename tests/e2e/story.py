@@ -30,6 +30,8 @@ HIT_RATIO = (
 )
 WARM = 'sum(cache_requests_total{{namespace="{namespace}"{track}}}) > {requests}'
 """True once the pods have served ``requests`` reads: a cold cache is not judged."""
+EVENT_LAG = 30.0
+"""Seconds an Event may trail the status it reports (kopf posts it from a queue)."""
 SHIFTED = {"scan_fraction": 0.5, "key_space": 8000}
 """The load generator's mix after the shift: scan-heavy traffic over more keys. Its hit
 ratio settles about 20 s after the shift, well below the SLO's (0.13 to 0.18 against
@@ -288,6 +290,17 @@ class CacheStory:
 
     def reasons(self) -> list[str]:
         return [entry.reason for entry in self.events()]
+
+    def saw(self, *reasons: str, within: float = EVENT_LAG) -> list[str]:
+        """The Events' reasons, oldest first, once every one of ``reasons`` is among them.
+
+        The operator posts a reconcile's Events after it writes the status they report,
+        through kopf's posting queue: a status just read may not have its Events yet.
+        """
+        wait_until(
+            lambda: set(reasons) <= set(self.reasons()), within, f"the Events {list(reasons)}"
+        )
+        return self.reasons()
 
 
 def promoted(count: int) -> Callable[[dict[str, Any]], bool]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -140,7 +141,9 @@ class PeerComparison:
     score_delta: float  # retune mean best - peer mean best
     peer_usd_to_its_best: float  # on the peer's mean curve
     retune_usd_to_it: float | None  # on retune's mean curve; None: never reached
-    cost_ratio: float | None  # 0: retune never reached it; None: both got it for free
+    # 0: retune never reached it; inf: retune reached it without a paid call, the peer
+    # paid; None: both got it for free
+    cost_ratio: float | None
     seeds_reached: int  # seeds in which retune reached the peer's best of that seed
     seeds: int
 
@@ -186,6 +189,8 @@ def summarize(
                 ratio: float | None = 0.0
             elif retune_usd > 0:
                 ratio = round(peer_usd / retune_usd, 3)
+            elif peer_usd > 0:
+                ratio = math.inf  # retune's free edits reached what the peer paid for
             else:
                 ratio = None  # the seed policy already scores it: both free
             reached = sum(
@@ -271,14 +276,19 @@ def render_markdown(
     lines += [
         "",
         "Cost ratio: the peer's USD to its mean best over retune's USD to the same score "
-        "(0: retune's curve never reaches it).",
+        "(0: retune's curve never reaches it; free: retune reaches it before any paid call).",
         "",
         "| problem | peer | retune | peer mean best | retune mean best | Δ best | peer USD to "
         "its best | retune USD to it | cost ratio | seeds where retune reached the peer's best |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in comparisons:
-        ratio = "n/a (free for both)" if c.cost_ratio is None else f"{c.cost_ratio}x"
+        if c.cost_ratio is None:
+            ratio = "n/a (free for both)"
+        elif math.isinf(c.cost_ratio):
+            ratio = "free for retune"
+        else:
+            ratio = f"{c.cost_ratio}x"
         lines.append(
             f"| {c.problem} | {PEER_TITLES[c.peer]} | {c.retune} | {c.peer_best:.4f} | "
             f"{c.retune_best:.4f} | {c.score_delta:+.4f} | {c.peer_usd_to_its_best:.4f} | "

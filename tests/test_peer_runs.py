@@ -1,14 +1,17 @@
-"""How the side-by-side benchmark counts retune's failed evaluations from its history."""
+"""How the side-by-side benchmark counts retune's failed evaluations from its history, and
+what cost ratio it gives a score retune reached for free."""
 
 from __future__ import annotations
 
+import math
 import sys
 
 from retune.search.state import HistoryPoint
 from tests.llm_server import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from peer_runs import failed_evaluations
+from peer_runs import Run, failed_evaluations
+from vs_peers import summarize
 
 
 def point(
@@ -30,3 +33,38 @@ def test_only_evaluations_that_gave_no_score_are_failures() -> None:
         point(6, 5, "mutation failed: budget"),  # never evaluated
     ]
     assert failed_evaluations(history) == 2
+
+
+def run(framework: str, seed: int, points: list[tuple[float, float]]) -> Run:
+    return Run(
+        framework=framework,
+        problem="p",
+        seed=seed,
+        seed_score=0.5,
+        best_score=max(score for _, score in points),
+        usd=max(usd for usd, _ in points),
+        own_usd=None,
+        tokens={},
+        calls=1,
+        no_program_calls=0,
+        no_program_usd=0.0,
+        evaluations=len(points),
+        failed_evaluations=0,
+        wall_seconds=1.0,
+        stop="evaluations",
+        points=[(usd, usd, score) for usd, score in points],
+    )
+
+
+def ratios(retune: list[tuple[float, float]], peer: list[tuple[float, float]]) -> float | None:
+    runs = [run("retune", 0, retune), run("openevolve", 0, peer)]
+    _, comparisons = summarize("p", runs, ["openevolve"], ["retune"])
+    return comparisons[0].cost_ratio
+
+
+def test_a_score_reached_before_any_paid_call_is_an_infinite_ratio_not_a_free_draw() -> None:
+    peer = [(0.0, 0.5), (0.004, 0.8)]
+    assert ratios([(0.0, 0.5), (0.002, 0.8)], peer) == 2.0
+    assert ratios([(0.0, 0.5), (0.0, 0.81), (0.01, 0.9)], peer) == math.inf
+    assert ratios([(0.0, 0.5), (0.01, 0.7)], peer) == 0.0, "never reached"
+    assert ratios([(0.0, 0.5)], [(0.0, 0.5)]) is None, "the seed scores it: free for both"

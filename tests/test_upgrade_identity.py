@@ -28,9 +28,12 @@ BEFORE_EXPLORE = {
 }
 
 
-def target(**search: object) -> TargetSpec:
+def target(code: bool = False, **search: object) -> TargetSpec:
     data = yaml.safe_load(MINIMAL_CLUSTER)
     data["spec"].setdefault("search", {}).update(search)
+    if code:  # the program is searched, not only its parameters
+        data["spec"]["policy"]["kind"] = "code"
+        del data["spec"]["policy"]["parameters"]
     return parse_target(data, "test").spec
 
 
@@ -46,10 +49,10 @@ def identity(spec: TargetSpec) -> dict[str, str]:
 
 
 def test_an_existing_target_keeps_the_digests_the_previous_release_wrote() -> None:
-    assert ADDED_SEARCH_SETTINGS == {"explore": 32, "freeShare": 0.6}
+    assert ADDED_SEARCH_SETTINGS == {"explore": 32, "freeShare": 0.6, "freeStart": 200}
     assert identity(target()) == BEFORE_EXPLORE
     assert identity(target(explore=32)) == BEFORE_EXPLORE
-    assert identity(target(explore=32, freeShare=0.6)) == BEFORE_EXPLORE
+    assert identity(target(explore=32, freeShare=0.6, freeStart=200)) == BEFORE_EXPLORE
 
 
 def test_an_added_setting_away_from_its_default_is_a_new_search() -> None:
@@ -69,3 +72,31 @@ def test_another_free_share_is_a_new_search_on_the_same_checkpoint_configuration
     changed = identity(target(freeShare=0.2))
     assert changed["search"] != BEFORE_EXPLORE["search"]
     assert changed["fingerprint"] == BEFORE_EXPLORE["fingerprint"]
+
+
+TIER = {
+    "name": "cheap",
+    "role": "mutate",
+    "baseUrl": "http://127.0.0.1:9/v1",
+    "model": "m",
+    "pricing": {"inputPerMillion": 1.0, "outputPerMillion": 2.0},
+}
+
+
+def llm_target(**search: object) -> TargetSpec:
+    return target(code=True, mutator="llm", models=[TIER], **search)
+
+
+def test_an_llm_target_keeps_its_identity_and_gains_a_free_start() -> None:
+    # An LLM target written before freeStart existed runs one after the upgrade, and is
+    # still the same search: the setting, not what it comes to, is identified.
+    before = identity(llm_target())
+    assert identity(llm_target(freeStart=200)) == before
+    config = engine_config(llm_target(), EvaluationContext(), seed_code=SEED)
+    assert config.free_start == 200
+    for without_models in (target(code=True), target(mutator="llm", models=[TIER])):
+        config = engine_config(without_models, EvaluationContext(), seed_code=SEED)
+        assert config.free_start == 0, "no models, or only parameters: nothing to start"
+    changed = identity(llm_target(freeStart=0))
+    assert changed["search"] != before["search"]
+    assert changed["fingerprint"] != before["fingerprint"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from retune.evaluate.contract import EvaluationContext, Executor
 from retune.search.archive import Archive, Elite
 from retune.search.builtin import FreeMutations
-from retune.search.config import EngineConfig, builtin_mutator, engine_config
+from retune.search.config import EngineConfig, builtin_mutator, engine_config, free_start_of
 from retune.search.engine import Engine, Progress
 from retune.search.journal import SpendJournal
 from retune.search.ledger import Budget, Ledger, LedgerState
@@ -135,6 +135,7 @@ class SearchBuilder:
         )
         if setup.mutator is not None:
             self.config.fingerprint += f"-{setup.mutator}"
+            self.config.free_start = free_start_of(setup.spec, setup.mutator)
 
     @property
     def budget(self) -> Budget:
@@ -152,7 +153,8 @@ class SearchBuilder:
         resolve_api_key: ApiKeyResolver | None = None,
     ) -> Mutator:
         """The built-in mutator, or the LLM tiers paid from ``ledger`` with the built-in
-        one as their fallback and free mutations once the search refines. Keys come from ``resolve_api_key`` (by default the
+        one as their fallback and for the free mutations (the free start, and a share once
+        the search refines). Keys come from ``resolve_api_key`` (by default the
         environment); raises :class:`~retune.search.llm.LLMConfigError` naming the field
         when a tier cannot be used."""
         setup = self.setup
@@ -177,7 +179,7 @@ class SearchBuilder:
             resolve_api_key,
         )
         # Parameter-only policies have no program constants to tune but their parameters.
-        if fallback.parameters or not search.free_share:
+        if fallback.parameters or not (search.free_share or self.config.free_start):
             return models
         return FreeMutations(models, search.free_share, edits=fallback)
 

@@ -40,6 +40,9 @@ class EngineConfig(BaseModel):
     conditional bonus join the built-in mutator's edits, and a child whose quick result
     is its parent's is a no-op (not evaluated in full). Until then the search draws and
     spends exactly as one that never refines; None: it never does."""
+    free_start: int = 0
+    """Most evaluations the built-in mutator's edits take before the first model call
+    (an LLM search's ``spec.search.freeStart``); 0 for a search without models."""
     context: EvaluationContext = Field(default_factory=EvaluationContext)
     fingerprint: str = ""
 
@@ -95,18 +98,32 @@ def engine_config(
         ),
         window=window_for(spec),
         explore=search.explore,
+        free_start=free_start_of(spec, search.mutator),
         context=context,
     )
     # Budgets may change between a run and its resume; everything else may not.
     # An operator upgrade resumes the searches it finds: added settings at their default
     # are left out.
-    identity = search_identity(config.model_dump(mode="json", exclude={"budget", "fingerprint"}))
+    # (the setting, not what it comes to: that depends on the mutator, identified below)
+    identity = search_identity(
+        config.model_dump(mode="json", exclude={"budget", "fingerprint", "free_start"})
+        | {"freeStart": search.free_start}
+    )
     identity["seed_code"] = seed_code
     identity["evaluator"] = hashlib.sha256(evaluator_source.encode()).hexdigest()
     identity["mutator"] = spec.search.mutator
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     config.fingerprint = digest
     return config
+
+
+def free_start_of(spec: TargetSpec, mutator: str) -> int:
+    """The evaluations given to free edits before the first model call: ``freeStart``
+    for the ``llm`` mutator on a code policy (a parameter-only policy's edits are the
+    parameters, which the models' answers already are)."""
+    if mutator != "llm" or spec.policy.kind == "parameters":
+        return 0
+    return spec.search.free_start
 
 
 def builtin_mutator(policy: PolicySpec) -> BuiltinMutator:

@@ -234,8 +234,11 @@ class Engine:
             return Candidate(index=index, origin=Origin.WARM, code=self.warm_programs[index - 1])
         elites = self.archive.elites() or ([self.state.seed_elite] if self.state.seed_elite else [])
         evaluations = self.state.applied - self.state.skipped_applied
-        if index < self.config.initial_population:
-            initial_strong = index - len(self.warm_programs) <= self.config.tiering.initial_seeds
+        free = self._free_start(evaluations)
+        # After a free start, the models' first candidates are their initial population.
+        first = index if free else index - self.state.free_started
+        if first < self.config.initial_population:
+            initial_strong = first - len(self.warm_programs) <= self.config.tiering.initial_seeds
             kind = MutationKind.INIT if initial_strong else MutationKind.MUTATE
         else:
             kind = choose_kind(
@@ -269,6 +272,7 @@ class Engine:
             candidate_index=index,
             phase=SearchPhase.REFINE if refining else SearchPhase.EXPLORE,
             relatives=list(self.state.trials.get(parent_skeleton or "", [])),
+            free=free,
         )
         return Candidate(
             index=index,
@@ -282,6 +286,23 @@ class Engine:
             request=request,
             known_below=self.state.applied,
         )
+
+    def _free_start(self, evaluations: int) -> bool:
+        """Whether the candidate being planned is the free start's (the built-in edits,
+        no model call). Once past its limit, or once those edits stall, it is over."""
+        state, config = self.state, self.config
+        if not config.free_start or state.free_over:
+            return False
+        limit = config.free_start
+        if config.budget.max_evaluations is not None:
+            limit = min(limit, config.budget.max_evaluations // 3)
+        stall = config.tiering.stagnation_evaluations
+        stalled = bool(stall) and evaluations - state.last_improvement >= stall
+        if state.free_started >= limit or stalled:
+            state.free_over = True
+            return False
+        state.free_started += 1
+        return True
 
     # -- mutation ----------------------------------------------------------------------
     def _submit_mutation(self, candidate: Candidate, mutations: ThreadPoolExecutor) -> None:

@@ -111,6 +111,8 @@ class EngineState(BaseModel):
     skipped_applied: int = 0  # applied candidates that were never evaluated
     last_improvement: int = 0  # evaluations count when the best last improved
     last_paradigm: int = 0  # evaluations count at the last paradigm call
+    free_started: int = 0  # candidates planned for the free start (``freeStart``)
+    free_over: bool = False  # the free start ended: every candidate since is the models'
     usd_exhausted: bool = False
     # parent index -> answers for its children that repeated a known program (applied
     # candidates only, so a replay counts the same)

@@ -206,9 +206,12 @@ EXPLORE_DEFAULT = 32
 """``spec.search.explore``'s default."""
 FREE_SHARE_DEFAULT = 0.6
 """``spec.search.freeShare``'s default."""
+FREE_START_DEFAULT = 200
+"""``spec.search.freeStart``'s default."""
 ADDED_SEARCH_SETTINGS: dict[str, object] = {
     "explore": EXPLORE_DEFAULT,
     "freeShare": FREE_SHARE_DEFAULT,
+    "freeStart": FREE_START_DEFAULT,
 }
 """Settings of ``spec.search`` added after targets could exist, with their defaults. At
 its default such a setting is left out of what identifies a search (the spec's search
@@ -258,6 +261,12 @@ class SearchSpec(SpecModel):
     answered without a model call: half by constant tuning, half by the built-in
     mutator's edits. They cost evaluations, not USD. 0 sends every mutation to the
     models."""
+    free_start: int = Field(default=FREE_START_DEFAULT, ge=0)
+    """With the ``llm`` mutator, the most evaluations the search gives the built-in
+    mutator before its first model call, so no model is paid for what free edits find.
+    The models take over sooner once those edits stall (``tiering.stagnationEvaluations``
+    evaluations without a better best), and a search never spends more than a third of
+    ``budget.maxEvaluations`` so. 0 calls the models from the first candidate."""
 
     @model_validator(mode="after")
     def _tiers(self) -> SearchSpec:

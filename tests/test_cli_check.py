@@ -166,6 +166,16 @@ def test_a_malformed_model_option_is_a_usage_error(
     assert "--model" in capsys.readouterr().err
 
 
+def test_a_negative_free_start_is_a_usage_error_and_zero_is_taken(
+    target: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", str(target), "--free-start", "-1"])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "--free-start: must be >= 0, got -1" in capsys.readouterr().err
+    assert outcome(capsys, "check", str(target), "--free-start", "0")[0] == 0
+
+
 def test_a_model_option_without_an_endpoint_or_a_cheap_tier_is_refused(
     target: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

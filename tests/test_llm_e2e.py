@@ -35,22 +35,30 @@ def server() -> Iterator[MutationServer]:
 
 
 def retune_run(
-    server: MutationServer, output: Path, *extra: str, faults: str = ""
+    server: MutationServer,
+    output: Path,
+    *extra: str,
+    faults: str = "",
+    free_start: int = 0,
+    validated: bool = True,
 ) -> dict[str, Any]:
-    """``retune run`` against a fresh-counting server; result.json's content."""
+    """``retune run`` against a fresh-counting server; result.json's content. The models
+    write every candidate unless ``free_start`` leaves the first ones to the built-in
+    mutator; the winner passes its validation, or with ``validated=False`` may not."""
     server.reset()
     server.set_faults(faults)
     command = [
         sys.executable, "-m", "retune.cli", "run", str(TARGET),
         "--mutator", "llm", "--llm-base-url", server.base_url, *STAND_IN_MODELS,
-        "--max-evaluations", "30", "--seed", "7", "--quiet", "--output", str(output), *extra,
+        "--max-evaluations", "30", "--seed", "7", "--quiet", "--output", str(output),
+        "--free-start", str(free_start), *extra,
     ]  # fmt: skip
     paths = [str(REPO / "operator"), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=900, env=env, check=False
     )
-    assert completed.returncode == 0, completed.stderr
+    assert completed.returncode in ((0,) if validated else (0, 3)), completed.stderr
     result: dict[str, Any] = json.loads((output / "result.json").read_text())
     return result
 
@@ -78,6 +86,20 @@ def test_the_ledger_is_what_the_server_served(server: MutationServer, tmp_path: 
     assert result["strong_usd"] <= result["strong_cap_usd"]
     report = (tmp_path / "report.html").read_text()
     assert "<th>strong_usd</th>" in report and "<th>strong_share</th>" in report
+
+
+def test_the_free_start_calls_no_model_and_the_ledger_still_is_what_was_served(
+    server: MutationServer, tmp_path: Path
+) -> None:
+    # --free-start 200 with 30 evaluations: a third of them, candidates 1-10, are free
+    result = retune_run(
+        server, tmp_path, "--max-usd", str(MAX_USD), free_start=200, validated=False
+    )
+    assert result["evaluations"] == 30
+    calls = audit(tmp_path)
+    assert min(line["candidate_index"] for line in calls) == 11
+    assert result["tokens"] == server.stats()
+    assert result["cost_usd"] == pytest.approx(sum(line["usd"] for line in calls))
 
 
 def test_a_small_budget_stops_the_search_before_it_is_exceeded(

@@ -38,6 +38,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -91,6 +98,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "(paradigm shifts) or init; IN/OUT are US dollars per million prompt/completion "
         "tokens, e.g. --model cheap=gpt-4o-mini@0.15/0.60 --model strong=gpt-4o@2.50/10; "
         "replaces the spec's tiers of that role (repeatable; implies --mutator llm)",
+    )
+    parser.add_argument(
+        "--free-start",
+        type=_non_negative_int,
+        metavar="N",
+        help="with the LLM tiers, most evaluations the built-in mutator takes before the "
+        "first model call; 0 calls the models at once (default: spec.search.freeStart)",
     )
     parser.add_argument(
         "--llm-api-key-env",
@@ -292,6 +306,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         mutator=args.mutator,
         llm_base_url=args.llm_base_url,
         models=list(args.models),
+        free_start=args.free_start,
         llm_api_key_env=args.llm_api_key_env,
         prometheus_url=args.prometheus_url,
         show_progress=not args.quiet,

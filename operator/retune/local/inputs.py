@@ -50,6 +50,7 @@ class RunOptions:
     mutator: str | None = None  # overrides spec.search.mutator
     llm_base_url: str | None = None
     models: list[TierOption] = field(default_factory=list)  # --model, by role
+    free_start: int | None = None  # overrides spec.search.freeStart
     llm_api_key_env: str | None = None  # key of the --model tiers
     prometheus_url: str | None = None
     show_progress: bool = True
@@ -82,6 +83,10 @@ def prepare(target_path: Path, options: RunOptions) -> RunInputs:
     from retune.spec import load_target
 
     target = load_target(target_path)  # reports a broken file or spec on its own
+    if options.free_start is not None:
+        search = target.spec.search.model_copy(update={"free_start": options.free_start})
+        spec = target.spec.model_copy(update={"search": search})
+        target = target.model_copy(update={"spec": spec})
     spec, base = target.spec, target_path.parent
     problems: list[Problem] = []
 

@@ -98,6 +98,7 @@ def test_the_free_start_calls_no_model_and_the_ledger_still_is_what_was_served(
     assert result["evaluations"] == 30
     calls = audit(tmp_path)
     assert min(line["candidate_index"] for line in calls) == 11
+    assert result["free_start_candidates"] == 10
     assert result["tokens"] == server.stats()
     assert result["cost_usd"] == pytest.approx(sum(line["usd"] for line in calls))
 

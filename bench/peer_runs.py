@@ -91,20 +91,23 @@ def usd_to_reach(
 
 
 # -- retune ----------------------------------------------------------------------------------
-def with_tiering(setup: Setup, patch: dict[str, int]) -> Setup:
-    """``setup`` with ``spec.search.tiering`` patched (a variant of retune's defaults)."""
+def with_search(setup: Setup, patch: dict[str, Any]) -> Setup:
+    """``setup`` with ``spec.search`` patched (a variant of retune's defaults): its
+    settings by field name, ``tiering`` as a patch of its own."""
     if not patch:
         return setup
     spec = setup.target.spec
-    tiering = spec.search.tiering.model_copy(update=patch)
-    search = spec.search.model_copy(update={"tiering": tiering})
+    updates = dict(patch)
+    if "tiering" in updates:
+        updates["tiering"] = spec.search.tiering.model_copy(update=updates["tiering"])
+    search = spec.search.model_copy(update=updates)
     target = setup.target.model_copy(update={"spec": spec.model_copy(update={"search": search})})
     return replace(setup, target=target)
 
 
 def run_retune(
     variant: str,
-    tiering: dict[str, int],
+    patch: dict[str, Any],
     problem: str,
     setup: Setup,
     seed: int,
@@ -116,7 +119,7 @@ def run_retune(
     with MutationServerProcess(seed=0, fresh_repeats=True) as server:
         started = time.monotonic()
         result = run_search(
-            with_tiering(setup, tiering),
+            with_search(setup, patch),
             output,
             seed=seed,
             max_evaluations=plan.retune_max_evaluations,

@@ -63,10 +63,13 @@ DEFAULT_PEERS = list(PEER_RUNNERS)
 HEADLINE_PEERS = ["openevolve", "levi"]  # the last line's ratios; any other peer's print above it
 # retune as configured by each target, and prototypes of changes to its defaults, as
 # patches of spec.search.tiering. The first one run is the headline.
-RETUNE_VARIANTS: dict[str, dict[str, int]] = {
+RETUNE_VARIANTS: dict[str, dict[str, Any]] = {
     "retune": {},
     # No strong-tier calls for the initial population: it is diversified by the cheap tier.
-    "retune-no-initial-strong": {"initial_seeds": 0},
+    "retune-no-initial-strong": {"tiering": {"initial_seeds": 0}},
+    # The built-in mutator's edits take the first evaluations (at most 200, a third of the
+    # guard, or until they stall), before the first model call (spec.search.freeStart).
+    "retune-free-start": {"free_start": 200},
 }
 
 QUICK = Plan(

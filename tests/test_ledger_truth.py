@@ -231,7 +231,7 @@ def test_killed_three_times_mid_call_the_ledger_is_what_was_served_and_the_budge
         command = [
             sys.executable, "-m", "retune.cli", "run", str(target), "--max-usd", str(MAX_USD),
             "--max-evaluations", "40", "--workers", "2", "--seed", "5", "--quiet",
-            "--free-start", "0", "--output", str(output),
+            "--output", str(output),
         ]  # fmt: skip
         journal = output / "spend.jsonl"
         kills = 0

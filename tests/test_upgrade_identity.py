@@ -49,10 +49,10 @@ def identity(spec: TargetSpec) -> dict[str, str]:
 
 
 def test_an_existing_target_keeps_the_digests_the_previous_release_wrote() -> None:
-    assert ADDED_SEARCH_SETTINGS == {"explore": 32, "freeShare": 0.6, "freeStart": 200}
+    assert ADDED_SEARCH_SETTINGS == {"explore": 32, "freeShare": 0.6, "freeStart": 0}
     assert identity(target()) == BEFORE_EXPLORE
     assert identity(target(explore=32)) == BEFORE_EXPLORE
-    assert identity(target(explore=32, freeShare=0.6, freeStart=200)) == BEFORE_EXPLORE
+    assert identity(target(explore=32, freeShare=0.6, freeStart=0)) == BEFORE_EXPLORE
 
 
 def test_an_added_setting_away_from_its_default_is_a_new_search() -> None:
@@ -87,16 +87,17 @@ def llm_target(**search: object) -> TargetSpec:
     return target(code=True, mutator="llm", models=[TIER], **search)
 
 
-def test_an_llm_target_keeps_its_identity_and_gains_a_free_start() -> None:
-    # An LLM target written before freeStart existed runs one after the upgrade, and is
-    # still the same search: the setting, not what it comes to, is identified.
+def test_a_free_start_is_an_llm_code_search_setting_and_a_new_search() -> None:
+    # An LLM target written before freeStart existed is the same search after the
+    # upgrade, without a free start; asking for one is a new search.
     before = identity(llm_target())
-    assert identity(llm_target(freeStart=200)) == before
-    config = engine_config(llm_target(), EvaluationContext(), seed_code=SEED)
+    assert identity(llm_target(freeStart=0)) == before
+    assert engine_config(llm_target(), EvaluationContext(), seed_code=SEED).free_start == 0
+    config = engine_config(llm_target(freeStart=200), EvaluationContext(), seed_code=SEED)
     assert config.free_start == 200
-    for without_models in (target(code=True), target(mutator="llm", models=[TIER])):
+    for without_models in (target(code=True, freeStart=200), target(freeStart=200)):
         config = engine_config(without_models, EvaluationContext(), seed_code=SEED)
         assert config.free_start == 0, "no models, or only parameters: nothing to start"
-    changed = identity(llm_target(freeStart=0))
+    changed = identity(llm_target(freeStart=200))
     assert changed["search"] != before["search"]
     assert changed["fingerprint"] != before["fingerprint"]

@@ -104,7 +104,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=_non_negative_int,
         metavar="N",
         help="with the LLM tiers, most evaluations the built-in mutator takes before the "
-        "first model call; 0 calls the models at once (default: spec.search.freeStart)",
+        "first model call (default: spec.search.freeStart, 0: none)",
     )
     parser.add_argument(
         "--llm-api-key-env",

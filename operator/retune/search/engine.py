@@ -1,4 +1,5 @@
-"""The search engine: plan, mutate, evaluate (with a cascade), archive, checkpoint.
+"""The search engine: plan (`planning.py`), mutate, evaluate (with a cascade), archive,
+checkpoint.
 
 Determinism with parallel work: candidates are numbered in plan order. Candidate ``i`` is
 planned from the archive exactly as it stood after applying candidates ``< i - window + 1``,
@@ -28,22 +29,18 @@ from retune.evaluate.contract import (
     Executor,
     FailureReason,
 )
-from retune.search.archive import Archive, Elite
-from retune.search.cascade import RECENT_QUICK_SCORES, Verdict, quick_margin, verdict
+from retune.search.archive import Archive
+from retune.search.cascade import RECENT_QUICK_SCORES, Verdict, verdict
 from retune.search.config import EngineConfig
-from retune.search.constants import record_trial, skeleton_hash
+from retune.search.constants import record_trial
 from retune.search.ledger import Ledger
 from retune.search.mutation import (
-    Inspiration,
-    MutationKind,
-    MutationRequest,
     Mutator,
     MutatorRejected,
-    SearchPhase,
 )
 from retune.search.outcomes import elite_of, failure_of, smaller_at_same_score
+from retune.search.planning import Planner
 from retune.search.program import normalised_hash
-from retune.search.selection import choose_inspirations, choose_kind, choose_parent
 from retune.search.state import (
     Candidate,
     EngineState,
@@ -57,10 +54,6 @@ from retune.search.state import (
 from retune.store.base import Store
 
 log = logging.getLogger(__name__)
-
-# Answers repeating known programs, over a parent's children, after which ordinary
-# mutations pick other parents (while there are any).
-REPEATS_TO_EXHAUST = 2
 
 
 class Progress(BaseModel):
@@ -109,10 +102,10 @@ class Engine:
         self.on_progress = on_progress
         self.rng = random.Random(config.seed)
         self.state = self._initial_state(resume, warm_programs or [])
-        self.warm_programs = self.state.warm_programs
         self.archive = Archive(self.state.archive)
         self.ledger = ledger or Ledger(config.budget)
         self.ledger.restore(self.state.ledger)
+        self.planner = Planner(config, self.state, self.archive, self.rng, seed_code)
         self._futures: dict[Future[Any], tuple[int, Stage]] = {}
         self._last_tick = time.monotonic()
 
@@ -218,7 +211,7 @@ class Engine:
 
     def _top_up(self, mutations: ThreadPoolExecutor) -> None:
         while self._may_plan():
-            candidate = self._plan(self.state.next_index)
+            candidate = self.planner.plan(self.state.next_index)
             self.state.next_index += 1
             self.state.pending[candidate.index] = candidate
             if candidate.code is not None:
@@ -226,83 +219,6 @@ class Engine:
             else:
                 self._submit_mutation(candidate, mutations)
         self._check_in_order()
-
-    def _plan(self, index: int) -> Candidate:
-        if index == 0:
-            return Candidate(index=0, origin=Origin.SEED, code=self.seed_code)
-        if index <= len(self.warm_programs):
-            return Candidate(index=index, origin=Origin.WARM, code=self.warm_programs[index - 1])
-        elites = self.archive.elites() or ([self.state.seed_elite] if self.state.seed_elite else [])
-        evaluations = self.state.applied - self.state.skipped_applied
-        free = self._free_start(evaluations)
-        # After a free start, the models' first candidates are their initial population.
-        first = index if free else index - self.state.free_started
-        if first < self.config.initial_population:
-            initial_strong = first - len(self.warm_programs) <= self.config.tiering.initial_seeds
-            kind = MutationKind.INIT if initial_strong else MutationKind.MUTATE
-        else:
-            kind = choose_kind(
-                self.config.tiering,
-                evaluations,
-                self.state.last_improvement,
-                self.state.last_paradigm,
-            )
-            if kind is MutationKind.PARADIGM:
-                self.state.last_paradigm = evaluations
-        refining = self.config.explore is not None and evaluations >= self.config.explore
-        if elites:
-            parent: Elite | None = choose_parent(
-                elites, kind, self.rng, self._exhausted(), smaller_on_ties=refining
-            )
-            inspirations = choose_inspirations(elites, parent, self.rng) if parent else []
-        else:  # only the seed is known so far, and it is still being scored
-            parent, inspirations = None, []
-        seed = self.rng.getrandbits(63)
-        parent_skeleton = skeleton_hash(parent.code) if parent and refining else None
-        request = MutationRequest(
-            kind=kind,
-            parent_code=parent.code if parent else self.seed_code,
-            parent_score=parent.score if parent else None,
-            parent_subscores=parent.subscores if parent else {},
-            parent_feedback=parent.feedback if parent else "",
-            inspirations=[
-                Inspiration(code=e.code, score=e.score, subscores=e.subscores) for e in inspirations
-            ],
-            seed=seed,
-            candidate_index=index,
-            phase=SearchPhase.REFINE if refining else SearchPhase.EXPLORE,
-            relatives=list(self.state.trials.get(parent_skeleton or "", [])),
-            free=free,
-        )
-        return Candidate(
-            index=index,
-            kind=kind,
-            parent=parent.index if parent else 0,
-            parent_quick_score=parent.quick_score if parent else None,
-            parent_quick_subscores=parent.quick_subscores if parent else {},
-            quick_margin=self._quick_margin(parent.quick_score if parent else None),
-            inspirations=[e.index for e in inspirations],
-            seed=seed,
-            request=request,
-            known_below=self.state.applied,
-        )
-
-    def _free_start(self, evaluations: int) -> bool:
-        """Whether the candidate being planned is the free start's (the built-in edits,
-        no model call). Once past its limit, or once those edits stall, it is over."""
-        state, config = self.state, self.config
-        if not config.free_start or state.free_over:
-            return False
-        limit = config.free_start
-        if config.budget.max_evaluations is not None:
-            limit = min(limit, config.budget.max_evaluations // 3)
-        stall = config.tiering.stagnation_evaluations
-        stalled = bool(stall) and evaluations - state.last_improvement >= stall
-        if state.free_started >= limit or stalled:
-            state.free_over = True
-            return False
-        state.free_started += 1
-        return True
 
     # -- mutation ----------------------------------------------------------------------
     def _submit_mutation(self, candidate: Candidate, mutations: ThreadPoolExecutor) -> None:
@@ -395,16 +311,6 @@ class Engine:
         failed = not outcome.ok
         self.ledger.record_evaluation(quick_stage=stage is Stage.QUICK, failed=failed)
 
-    def _quick_margin(self, reference: float | None) -> float | None:
-        if reference is None:
-            return None
-        return quick_margin(
-            reference,
-            self.state.quick_scores,
-            threshold=self.config.quick_threshold,
-            spread_factor=self.config.quick_spread,
-        )
-
     # -- applying ----------------------------------------------------------------------
     def _apply_next(self) -> bool:
         candidate = self.state.pending.get(self.state.applied)
@@ -464,12 +370,6 @@ class Engine:
         if repeats and candidate.parent is not None and candidate.origin is Origin.MUTATION:
             counts = self.state.repeats_by_parent
             counts[candidate.parent] = counts.get(candidate.parent, 0) + repeats
-
-    def _exhausted(self) -> frozenset[int]:
-        """Elites whose children's answers repeated known programs ``REPEATS_TO_EXHAUST``
-        times: asking the same mutator about them again mostly buys the same programs."""
-        counts = self.state.repeats_by_parent
-        return frozenset(i for i, n in counts.items() if n >= REPEATS_TO_EXHAUST)
 
     def _report(self) -> None:
         if self.on_progress is None:

@@ -62,7 +62,7 @@ PEER_TITLES = {"openevolve": "OpenEvolve", "levi": "LEVI", "gepa": "GEPA"}
 DEFAULT_PEERS = list(PEER_RUNNERS)
 HEADLINE_PEERS = ["openevolve", "levi"]  # the last line's ratios; any other peer's print above it
 # retune as configured by each target, and prototypes of changes to its defaults, as
-# patches of spec.search.tiering. The first one run is the headline.
+# patches of spec.search (peer_runs.with_search). The first one run is the headline.
 RETUNE_VARIANTS: dict[str, dict[str, Any]] = {
     "retune": {},
     # No strong-tier calls for the initial population: it is diversified by the cheap tier.

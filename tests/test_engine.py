@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,19 +74,25 @@ class Stop(Exception):
     pass
 
 
+def crash_at(stop_after: int) -> Callable[[Progress], None]:
+    """A progress callback that stops a run (as a kill would) at its ``stop_after``-th
+    report: one report per applied candidate."""
+    reports = 0
+
+    def crash(_: Progress) -> None:
+        nonlocal reports
+        reports += 1
+        if reports == stop_after:
+            raise Stop
+
+    return crash
+
+
 @pytest.mark.parametrize("stop_after", [3, 9, 27, 55])
 def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path, stop_after: int) -> None:
     reference = make_engine(tmp_path / "ref").run()
-    calls = 0
-
-    def crash(_: Progress) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == stop_after:
-            raise Stop
-
     with pytest.raises(Stop):
-        make_engine(tmp_path / "run", on_progress=crash).run()
+        make_engine(tmp_path / "run", on_progress=crash_at(stop_after)).run()
     saved = decode_state(FileStore(tmp_path / "run" / "ck").load() or b"")
     assert saved.applied == stop_after
     resumed = make_engine(tmp_path / "run", resume=True).run()

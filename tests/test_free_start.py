@@ -11,14 +11,14 @@ import pytest
 
 from retune.search.builtin import BuiltinMutator, FreeMutations
 from retune.search.config import EngineConfig
-from retune.search.engine import Engine, Progress
+from retune.search.engine import Engine
 from retune.search.ledger import Budget
 from retune.search.mutation import DuplicateCheck, MutationKind, MutationRequest, MutationResult
 from retune.search.selection import Tiering
 from retune.search.state import EngineState, decode_state
 from retune.store.file import FileStore
 from tests.staticscore import StaticExecutor
-from tests.test_engine import SEED, Stop, fingerprint
+from tests.test_engine import SEED, Stop, crash_at, fingerprint
 
 
 class Models:
@@ -123,16 +123,8 @@ def test_a_run_killed_in_or_after_its_free_start_resumes_to_the_same_run(
     tmp_path: Path, stop_after: int
 ) -> None:
     reference = engine(tmp_path / "ref", Models(), free_start=16).run()
-    applied = 0
-
-    def crash(_: Progress) -> None:
-        nonlocal applied
-        applied += 1
-        if applied == stop_after:
-            raise Stop
-
     with pytest.raises(Stop):
-        engine(tmp_path / "run", Models(), free_start=16, on_progress=crash).run()
+        engine(tmp_path / "run", Models(), free_start=16, on_progress=crash_at(stop_after)).run()
     saved: EngineState = decode_state(FileStore(tmp_path / "run" / "ck").load() or b"")
     assert saved.applied == stop_after
     resumed = engine(tmp_path / "run", Models(), free_start=16, resume=True).run()

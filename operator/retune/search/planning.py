@@ -64,7 +64,7 @@ class Planner:
         refining = config.explore is not None and evaluations >= config.explore
         if elites:
             parent: Elite | None = choose_parent(
-                elites, kind, self.rng, self.exhausted(), smaller_on_ties=refining
+                elites, kind, self.rng, self._exhausted(), smaller_on_ties=refining
             )
             inspirations = choose_inspirations(elites, parent, self.rng) if parent else []
         else:  # only the seed is known so far, and it is still being scored
@@ -92,14 +92,14 @@ class Planner:
             parent=parent.index if parent else 0,
             parent_quick_score=parent.quick_score if parent else None,
             parent_quick_subscores=parent.quick_subscores if parent else {},
-            quick_margin=self.quick_margin(parent.quick_score if parent else None),
+            quick_margin=self._quick_margin(parent.quick_score if parent else None),
             inspirations=[e.index for e in inspirations],
             seed=seed,
             request=request,
             known_below=state.applied,
         )
 
-    def quick_margin(self, reference: float | None) -> float | None:
+    def _quick_margin(self, reference: float | None) -> float | None:
         """How far below ``reference`` (a parent's quick score) a child's quick score may
         fall and still be evaluated in full; None without a reference."""
         if reference is None:
@@ -111,7 +111,7 @@ class Planner:
             spread_factor=self.config.quick_spread,
         )
 
-    def exhausted(self) -> frozenset[int]:
+    def _exhausted(self) -> frozenset[int]:
         """Elites whose children's answers repeated known programs ``REPEATS_TO_EXHAUST``
         times: asking the same mutator about them again mostly buys the same programs."""
         counts = self.state.repeats_by_parent

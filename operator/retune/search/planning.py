@@ -47,8 +47,9 @@ class Planner:
             return Candidate(index=0, origin=Origin.SEED, code=self.seed_code)
         if index <= len(warm):
             return Candidate(index=index, origin=Origin.WARM, code=warm[index - 1])
-        elites = self.archive.elites() or ([state.seed_elite] if state.seed_elite else [])
         evaluations = state.applied - state.skipped_applied
+        refining = config.explore is not None and evaluations >= config.explore
+        elites = self._parents(refining)
         free = self._free_start(evaluations)
         # After a free start, the models' first candidates are their initial population.
         first = index if free else index - state.free_started
@@ -61,7 +62,6 @@ class Planner:
             )
             if kind is MutationKind.PARADIGM:
                 state.last_paradigm = evaluations
-        refining = config.explore is not None and evaluations >= config.explore
         if elites:
             parent: Elite | None = choose_parent(
                 elites, kind, self.rng, self._exhausted(), smaller_on_ties=refining
@@ -98,6 +98,19 @@ class Planner:
             request=request,
             known_below=state.applied,
         )
+
+    def _parents(self, refining: bool) -> list[Elite]:
+        """The programs a parent is chosen from: the archive's elites (the seed until
+        there are any), and in a refining search the seed too when the archive lost it.
+        The first edits that beat the seed take its niche, and can close the way out
+        that starts from it: the seed stays a parent, one among the elites."""
+        seed = self.state.seed_elite
+        elites = self.archive.elites()
+        if not elites:
+            return [seed] if seed else []
+        if seed and refining and all(e.index != seed.index for e in elites):
+            return [*elites, seed]
+        return elites
 
     def _quick_margin(self, reference: float | None) -> float | None:
         """How far below ``reference`` (a parent's quick score) a child's quick score may

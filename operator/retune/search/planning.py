@@ -100,10 +100,12 @@ class Planner:
         )
 
     def _parents(self, refining: bool) -> list[Elite]:
-        """The programs a parent is chosen from: the archive's elites (the seed until
-        there are any), and in a refining search the seed too when the archive lost it.
-        The first edits that beat the seed take its niche, and can close the way out
-        that starts from it: the seed stays a parent, one among the elites."""
+        """The programs a parent and its inspirations are chosen from: the archive's
+        elites (the seed until there are any), and in a refining search the seed too
+        when the archive lost it. The first edits that beat the seed take its niche, and
+        can close the way out that starts from it: the seed stays a parent, one among
+        the elites (and so an inspiration too: a crossover donor, a reference program in
+        an LLM prompt)."""
         seed = self.state.seed_elite
         elites = self.archive.elites()
         if not elites:

@@ -402,6 +402,14 @@ def main(argv: list[str] | None = None) -> None:
         runs = [Run(**record) for record in json.loads(args.from_runs.read_text())]
         for run in runs:  # JSON made the points lists
             run.points = [(usd, net, score) for usd, net, score in run.points]
+        if args.problems:
+            runs = [r for r in runs if r.problem in args.problems]
+        missing = missing_sides(runs)
+        if missing:
+            parser.error(
+                f"{args.from_runs} cannot be compared: {'; '.join(missing)} (run the other "
+                "side into a --work-dir of its own and join the two runs.json lists)"
+            )
         peers = [p for p in PEERS if any(r.framework == p for r in runs)]
         variants = [v for v in RETUNE_VARIANTS if any(r.framework == v for r in runs)]
         report(runs, plan, peers, variants, args, wall_minutes=None)
@@ -440,6 +448,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     wall_minutes = round((time.monotonic() - started) / 60, 1)
     report(runs, plan, peers, args.retune_variants, args, wall_minutes)
+
+
+def missing_sides(runs: list[Run]) -> list[str]:
+    """What recorded runs lack for a comparison: per problem, a side with no run at all
+    (a peers-only ``--work-dir`` not yet joined with retune's, or the other way round)."""
+    if not runs:
+        return ["no runs"]
+    missing = []
+    for problem in dict.fromkeys(r.problem for r in runs):
+        there = {r.framework for r in runs if r.problem == problem}
+        if not there & set(PEERS):
+            missing.append(f"{problem} has no peer run")
+        if not there & set(RETUNE_VARIANTS):
+            missing.append(f"{problem} has no retune run")
+    return missing
 
 
 def report(

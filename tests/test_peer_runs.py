@@ -11,7 +11,7 @@ from tests.llm_server import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 from peer_runs import Run, failed_evaluations
-from vs_peers import summarize
+from vs_peers import missing_sides, summarize
 
 
 def point(
@@ -68,3 +68,12 @@ def test_a_score_reached_before_any_paid_call_is_an_infinite_ratio_not_a_free_dr
     assert ratios([(0.0, 0.5), (0.0, 0.81), (0.01, 0.9)], peer) == math.inf
     assert ratios([(0.0, 0.5), (0.01, 0.7)], peer) == 0.0, "never reached"
     assert ratios([(0.0, 0.5)], [(0.0, 0.5)]) is None, "the seed scores it: free for both"
+
+
+def test_recorded_runs_missing_a_side_on_a_problem_are_named_before_any_report() -> None:
+    peers_only = [run("openevolve", 0, [(0.01, 0.6)]), run("levi", 0, [(0.02, 0.6)])]
+    assert missing_sides(peers_only) == ["p has no retune run"]
+    assert missing_sides([run("retune", 0, [(0.01, 0.6)])]) == ["p has no peer run"]
+    assert missing_sides([]) == ["no runs"]
+    both = [*peers_only, run("retune", 1, [(0.01, 0.7)])]
+    assert missing_sides(both) == []

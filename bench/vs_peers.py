@@ -384,7 +384,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--from-runs",
         type=Path,
-        help="report the runs in this runs.json (a --work-dir's) instead of running",
+        nargs="+",
+        metavar="RUNS",
+        help="report recorded runs instead of running: --work-dirs' runs.json files or "
+        "reports' vs_peers.json (their runs), joined; a run recorded twice is refused",
     )
     args = parser.parse_args(argv)
     # Stopped with SIGTERM or SIGHUP: unwind, so the model servers and workers it started
@@ -398,17 +401,16 @@ def main(argv: list[str] | None = None) -> None:
         openevolve_max_iterations=plan.openevolve_max_iterations,
         peer_max_evaluations=plan.peer_max_evaluations,
     )
-    if args.from_runs is not None:
-        runs = [Run(**record) for record in json.loads(args.from_runs.read_text())]
-        for run in runs:  # JSON made the points lists
-            run.points = [(usd, net, score) for usd, net, score in run.points]
+    if args.from_runs:
+        runs = recorded_runs(args.from_runs)
         if args.problems:
             runs = [r for r in runs if r.problem in args.problems]
         missing = missing_sides(runs)
         if missing:
             parser.error(
-                f"{args.from_runs} cannot be compared: {'; '.join(missing)} (run the other "
-                "side into a --work-dir of its own and join the two runs.json lists)"
+                f"{' '.join(map(str, args.from_runs))} cannot be compared: "
+                f"{'; '.join(missing)} (run the other side into a --work-dir of its own and "
+                "name both runs.json files)"
             )
         peers = [p for p in PEERS if any(r.framework == p for r in runs)]
         variants = [v for v in RETUNE_VARIANTS if any(r.framework == v for r in runs)]
@@ -448,6 +450,32 @@ def main(argv: list[str] | None = None) -> None:
         return
     wall_minutes = round((time.monotonic() - started) / 60, 1)
     report(runs, plan, peers, args.retune_variants, args, wall_minutes)
+
+
+def recorded_runs(paths: list[Path]) -> list[Run]:
+    """The runs recorded in ``paths``, joined: each a ``--work-dir``'s runs.json (a list)
+    or a report's vs_peers.json (its ``runs``). The same framework, problem and seed in
+    two files is refused, as the report would count it twice."""
+    runs: list[Run] = []
+    where: dict[tuple[str, str, int], Path] = {}
+    for path in paths:
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"--from-runs {path}: cannot read recorded runs: {exc}") from exc
+        records = document["runs"] if isinstance(document, dict) else document
+        for record in records:
+            run = Run(**record)
+            run.points = [(usd, net, score) for usd, net, score in run.points]  # JSON lists
+            key = (run.framework, run.problem, run.seed)
+            if key in where:
+                raise SystemExit(
+                    f"--from-runs: {run.framework} on {run.problem} seed {run.seed} is "
+                    f"recorded in both {where[key]} and {path}; name one of them"
+                )
+            where[key] = path
+            runs.append(run)
+    return runs
 
 
 def missing_sides(runs: list[Run]) -> list[str]:

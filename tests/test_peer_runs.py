@@ -3,15 +3,20 @@ what cost ratio it gives a score retune reached for free."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
 
 from retune.search.state import HistoryPoint
 from tests.llm_server import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 from peer_runs import Run, failed_evaluations
-from vs_peers import missing_sides, summarize
+from vs_peers import missing_sides, recorded_runs, summarize
 
 
 def point(
@@ -77,3 +82,20 @@ def test_recorded_runs_missing_a_side_on_a_problem_are_named_before_any_report()
     assert missing_sides([]) == ["no runs"]
     both = [*peers_only, run("retune", 1, [(0.01, 0.7)])]
     assert missing_sides(both) == []
+
+
+def test_recorded_runs_join_work_dirs_and_reports_and_refuse_a_run_recorded_twice(
+    tmp_path: Path,
+) -> None:
+    peers = tmp_path / "runs.json"  # a --work-dir's: a list
+    peers.write_text(json.dumps([asdict(run("openevolve", 0, [(0.01, 0.6)]))]))
+    report = tmp_path / "vs_peers.json"  # a report's: its runs
+    report.write_text(json.dumps({"runs": [asdict(run("retune", 0, [(0.002, 0.7)]))]}))
+    joined = recorded_runs([peers, report])
+    assert [(r.framework, r.seed) for r in joined] == [("openevolve", 0), ("retune", 0)]
+    assert joined[1].points == [(0.002, 0.002, 0.7)], "points are tuples again"
+    assert missing_sides(joined) == []
+    with pytest.raises(SystemExit, match="openevolve on p seed 0 is recorded in both"):
+        recorded_runs([peers, report, peers])
+    with pytest.raises(SystemExit, match="cannot read recorded runs"):
+        recorded_runs([tmp_path / "absent.json"])

@@ -230,6 +230,19 @@ def headline(
     return ratios, min(c.score_delta for c in mine)
 
 
+def absent_peers(runs: list[Run], peers: list[str]) -> list[str]:
+    """The report's line naming the peers with no run on a problem ([] if none)."""
+    absent = [
+        f"{PEER_TITLES[peer]} on {problem}"
+        for problem in sorted({r.problem for r in runs})
+        for peer in peers
+        if not any(r.problem == problem and r.framework == peer for r in runs)
+    ]
+    if not absent:
+        return []
+    return [f"Not run, so not compared (nor in the last line's minimum): {'; '.join(absent)}."]
+
+
 def titles(names: list[str]) -> str:
     """``A``, ``A and B``, ``A, B and C``."""
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
@@ -263,6 +276,7 @@ def render_markdown(
         "framework's cost-vs-score curve (best score written by then, mean over seeds) "
         "reaches it. No-program calls: answers that gave the search nothing new to "
         "evaluate (no program, a repeat, a diff that did not apply).",
+        *absent_peers(runs, peers),
         "",
         "| problem | framework | mean best | USD | "
         + " | ".join(f"USD to {PEER_TITLES[p]}'s mean best" for p in peers)
@@ -270,7 +284,9 @@ def render_markdown(
         "|---|---|---:|---:|" + "---:|" * len(peers) + "---:|---:|---:|---:|---:|---:|",
     ]
     for f in frameworks:
-        reach = " | ".join(money(f.usd_to_peer_best[p]) for p in peers)
+        reach = " | ".join(
+            money(f.usd_to_peer_best[p]) if p in f.usd_to_peer_best else "not run" for p in peers
+        )
         lines.append(
             f"| {f.problem} | {f.framework} | {f.mean_best:.4f} | {f.usd:.4f} | {reach} | "
             f"{f.wall_seconds:.0f} | {f.evaluations:.1f} | {f.failed_evaluations:.1f} | "
@@ -502,11 +518,17 @@ def report(
     wall_minutes: float | None,
 ) -> None:
     """Summarize ``runs``, write the results and print the tables and the last line."""
-    problems = list(dict.fromkeys(r.problem for r in runs))
+    problems = sorted({r.problem for r in runs})
     frameworks: list[FrameworkSummary] = []
     comparisons: list[PeerComparison] = []
     for problem in problems:
-        found = summarize(problem, [r for r in runs if r.problem == problem], peers, variants)
+        # A peer (or variant) not run on a problem is left out of its tables and of the
+        # last line's minimum there, and named under the report's header.
+        these = [r for r in runs if r.problem == problem]
+        there = {r.framework for r in these}
+        found = summarize(
+            problem, these, [p for p in peers if p in there], [v for v in variants if v in there]
+        )
         frameworks += found[0]
         comparisons += found[1]
     ratios, min_delta = headline(comparisons, peers, variants[0])

@@ -3,10 +3,11 @@ what cost ratio it gives a score retune reached for free."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from tests.llm_server import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 from peer_runs import Run, failed_evaluations
-from vs_peers import missing_sides, recorded_runs, summarize
+from vs_peers import FULL, missing_sides, recorded_runs, report, summarize
 
 
 def point(
@@ -99,3 +100,25 @@ def test_recorded_runs_join_work_dirs_and_reports_and_refuse_a_run_recorded_twic
         recorded_runs([peers, report, peers])
     with pytest.raises(SystemExit, match="cannot read recorded runs"):
         recorded_runs([tmp_path / "absent.json"])
+
+
+def test_a_peer_not_run_on_one_problem_is_named_and_left_out_of_that_problem_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    on_p = [run("openevolve", 0, [(0.01, 0.6)]), run("retune", 0, [(0.002, 0.7)])]
+    on_q = [replace(r, problem="q") for r in [*on_p, run("levi", 0, [(0.03, 0.65)])]]
+    args = argparse.Namespace(results_dir=tmp_path, quick=False)
+    report([*on_p, *on_q], FULL, ["openevolve", "levi"], ["retune"], args, wall_minutes=None)
+    markdown = (tmp_path / "vs_peers.md").read_text()
+    assert "Not run, so not compared (nor in the last line's minimum): LEVI on p." in markdown
+    assert "| p | retune | 0.7000 | 0.0020 | 0.0020 | not run |" in markdown
+    compared = json.loads((tmp_path / "vs_peers.json").read_text())["comparisons"]
+    assert [(c["problem"], c["peer"]) for c in compared] == [
+        ("p", "openevolve"),
+        ("q", "openevolve"),
+        ("q", "levi"),
+    ]
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert (
+        last == "min_cost_ratio_openevolve=5.000 min_cost_ratio_levi=15.000 min_score_delta=0.0500"
+    )

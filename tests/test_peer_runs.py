@@ -90,14 +90,14 @@ def test_recorded_runs_join_work_dirs_and_reports_and_refuse_a_run_recorded_twic
 ) -> None:
     peers = tmp_path / "runs.json"  # a --work-dir's: a list
     peers.write_text(json.dumps([asdict(run("openevolve", 0, [(0.01, 0.6)]))]))
-    report = tmp_path / "vs_peers.json"  # a report's: its runs
-    report.write_text(json.dumps({"runs": [asdict(run("retune", 0, [(0.002, 0.7)]))]}))
-    joined = recorded_runs([peers, report])
+    reported = tmp_path / "vs_peers.json"  # a report's: its runs
+    reported.write_text(json.dumps({"runs": [asdict(run("retune", 0, [(0.002, 0.7)]))]}))
+    joined = recorded_runs([peers, reported])
     assert [(r.framework, r.seed) for r in joined] == [("openevolve", 0), ("retune", 0)]
     assert joined[1].points == [(0.002, 0.002, 0.7)], "points are tuples again"
     assert missing_sides(joined) == []
     with pytest.raises(SystemExit, match="openevolve on p seed 0 is recorded in both"):
-        recorded_runs([peers, report, peers])
+        recorded_runs([peers, reported, peers])
     with pytest.raises(SystemExit, match="cannot read recorded runs"):
         recorded_runs([tmp_path / "absent.json"])
 

@@ -230,13 +230,22 @@ def headline(
     return ratios, min(c.score_delta for c in mine)
 
 
+def frameworks_by_problem(runs: list[Run]) -> dict[str, set[str]]:
+    """The frameworks (peers and retune variants) with a run on each problem, problems
+    in sorted order."""
+    there: dict[str, set[str]] = {}
+    for run in sorted(runs, key=lambda r: r.problem):
+        there.setdefault(run.problem, set()).add(run.framework)
+    return there
+
+
 def absent_peers(runs: list[Run], peers: list[str]) -> list[str]:
     """The report's line naming the peers with no run on a problem ([] if none)."""
     absent = [
         f"{PEER_TITLES[peer]} on {problem}"
-        for problem in sorted({r.problem for r in runs})
+        for problem, there in frameworks_by_problem(runs).items()
         for peer in peers
-        if not any(r.problem == problem and r.framework == peer for r in runs)
+        if peer not in there
     ]
     if not absent:
         return []
@@ -335,17 +344,17 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(runs: list[Run], problems: list[str], path: Path) -> None:
+def plot_curves(runs: list[Run], by_problem: dict[str, set[str]], path: Path) -> None:
     """Each framework's cost-vs-score curve per problem (an HTML page; plotly.js from its
     CDN, to keep the file small)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    problems = list(by_problem)
     figure = make_subplots(rows=1, cols=len(problems), subplot_titles=problems)
     colours = {"retune": "#1f77b4", "openevolve": "#d62728", "levi": "#2ca02c", "gepa": "#9467bd"}
     for column, problem in enumerate(problems, start=1):
-        frameworks = sorted({r.framework for r in runs if r.problem == problem})
-        for framework in frameworks:
+        for framework in sorted(by_problem[problem]):
             curve = mean_curve(
                 [r for r in runs if r.problem == problem and r.framework == framework]
             )
@@ -479,9 +488,18 @@ def recorded_runs(paths: list[Path]) -> list[Run]:
             document = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise SystemExit(f"--from-runs {path}: cannot read recorded runs: {exc}") from exc
-        records = document["runs"] if isinstance(document, dict) else document
-        for record in records:
-            run = Run(**record)
+        records = document.get("runs") if isinstance(document, dict) else document
+        if not isinstance(records, list):
+            raise SystemExit(
+                f"--from-runs {path}: neither a runs.json list nor a report with 'runs'"
+            )
+        for number, record in enumerate(records):
+            try:
+                run = Run(**record)
+            except TypeError as exc:  # a field missing or unknown: not a run record
+                raise SystemExit(
+                    f"--from-runs {path}: record {number} is not a run record: {exc}"
+                ) from exc
             run.points = [(usd, net, score) for usd, net, score in run.points]  # JSON lists
             key = (run.framework, run.problem, run.seed)
             if key in where:
@@ -500,8 +518,7 @@ def missing_sides(runs: list[Run]) -> list[str]:
     if not runs:
         return ["no runs"]
     missing = []
-    for problem in dict.fromkeys(r.problem for r in runs):
-        there = {r.framework for r in runs if r.problem == problem}
+    for problem, there in frameworks_by_problem(runs).items():
         if not there & set(PEERS):
             missing.append(f"{problem} has no peer run")
         if not there & set(RETUNE_VARIANTS):
@@ -518,14 +535,13 @@ def report(
     wall_minutes: float | None,
 ) -> None:
     """Summarize ``runs``, write the results and print the tables and the last line."""
-    problems = sorted({r.problem for r in runs})
+    by_problem = frameworks_by_problem(runs)
     frameworks: list[FrameworkSummary] = []
     comparisons: list[PeerComparison] = []
-    for problem in problems:
+    for problem, there in by_problem.items():
         # A peer (or variant) not run on a problem is left out of its tables and of the
         # last line's minimum there, and named under the report's header.
         these = [r for r in runs if r.problem == problem]
-        there = {r.framework for r in these}
         found = summarize(
             problem, these, [p for p in peers if p in there], [v for v in variants if v in there]
         )
@@ -555,7 +571,7 @@ def report(
     (args.results_dir / "vs_peers.json").write_text(json.dumps(document, indent=2) + "\n")
     markdown = render_markdown(frameworks, comparisons, runs, plan, meta)
     (args.results_dir / "vs_peers.md").write_text(markdown)
-    plot_curves(runs, problems, args.results_dir / "vs_peers.html")
+    plot_curves(runs, by_problem, args.results_dir / "vs_peers.html")
     print(markdown)
     others = [p for p in peers if p not in HEADLINE_PEERS]
     if others:

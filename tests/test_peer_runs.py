@@ -98,6 +98,13 @@ def test_recorded_runs_join_work_dirs_and_reports_and_refuse_a_run_recorded_twic
     assert missing_sides(joined) == []
     with pytest.raises(SystemExit, match="openevolve on p seed 0 is recorded in both"):
         recorded_runs([peers, reported, peers])
+    stray = tmp_path / "stray.json"  # a record from something else is named, with its file
+    stray.write_text(json.dumps([{"framework": "levi", "seed": 0}]))
+    with pytest.raises(SystemExit, match=r"stray.json: record 0 is not a run record"):
+        recorded_runs([stray])
+    stray.write_text(json.dumps({"meta": {}}))
+    with pytest.raises(SystemExit, match=r"stray.json: neither a runs.json list"):
+        recorded_runs([stray])
     with pytest.raises(SystemExit, match="cannot read recorded runs"):
         recorded_runs([tmp_path / "absent.json"])
 

@@ -535,6 +535,10 @@ def report(
     wall_minutes: float | None,
 ) -> None:
     """Summarize ``runs``, write the results and print the tables and the last line."""
+    # In a fixed order, whatever order the runs were recorded (or joined) in: by problem
+    # and seed, the peers first, retune's variants after.
+    rank = {name: i for i, name in enumerate([*PEERS, *RETUNE_VARIANTS])}
+    runs = sorted(runs, key=lambda r: (r.problem, r.seed, rank.get(r.framework, len(rank))))
     by_problem = frameworks_by_problem(runs)
     frameworks: list[FrameworkSummary] = []
     comparisons: list[PeerComparison] = []

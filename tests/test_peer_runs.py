@@ -119,7 +119,16 @@ def test_a_peer_not_run_on_one_problem_is_named_and_left_out_of_that_problem_onl
     markdown = (tmp_path / "vs_peers.md").read_text()
     assert "Not run, so not compared (nor in the last line's minimum): LEVI on p." in markdown
     assert "| p | retune | 0.7000 | 0.0020 | 0.0020 | not run |" in markdown
-    compared = json.loads((tmp_path / "vs_peers.json").read_text())["comparisons"]
+    reported = json.loads((tmp_path / "vs_peers.json").read_text())
+    # the peers first, retune after, whatever order the runs were recorded in
+    assert [(f["problem"], f["framework"]) for f in reported["frameworks"]] == [
+        ("p", "openevolve"),
+        ("p", "retune"),
+        ("q", "openevolve"),
+        ("q", "levi"),
+        ("q", "retune"),
+    ]
+    compared = reported["comparisons"]
     assert [(c["problem"], c["peer"]) for c in compared] == [
         ("p", "openevolve"),
         ("q", "openevolve"),

@@ -234,9 +234,9 @@ def frameworks_by_problem(runs: list[Run]) -> dict[str, set[str]]:
     """The frameworks (peers and retune variants) with a run on each problem, problems
     in sorted order."""
     there: dict[str, set[str]] = {}
-    for run in sorted(runs, key=lambda r: r.problem):
+    for run in runs:
         there.setdefault(run.problem, set()).add(run.framework)
-    return there
+    return {problem: there[problem] for problem in sorted(there)}
 
 
 def absent_peers(runs: list[Run], peers: list[str]) -> list[str]:

@@ -151,11 +151,17 @@ class PeerComparison:
     seeds: int
 
 
+def framework_rank(name: str) -> int:
+    """Where ``name`` comes in the report's tables: the peers first, retune's variants after."""
+    order = [*PEERS, *RETUNE_VARIANTS]
+    return order.index(name) if name in order else len(order)
+
+
 def summarize(
     problem: str, runs: list[Run], peers: list[str], variants: list[str]
 ) -> tuple[list[FrameworkSummary], list[PeerComparison]]:
     by_framework: dict[str, list[Run]] = {}
-    for run in runs:
+    for run in sorted(runs, key=lambda r: framework_rank(r.framework)):
         by_framework.setdefault(run.framework, []).append(run)
     curves = {name: mean_curve(group) for name, group in by_framework.items()}
     peer_bests = {p: statistics.fmean(r.best_score for r in by_framework[p]) for p in peers}
@@ -537,8 +543,7 @@ def report(
     """Summarize ``runs``, write the results and print the tables and the last line."""
     # In a fixed order, whatever order the runs were recorded (or joined) in: by problem
     # and seed, the peers first, retune's variants after.
-    rank = {name: i for i, name in enumerate([*PEERS, *RETUNE_VARIANTS])}
-    runs = sorted(runs, key=lambda r: (r.problem, r.seed, rank.get(r.framework, len(rank))))
+    runs = sorted(runs, key=lambda r: (r.problem, r.seed, framework_rank(r.framework)))
     by_problem = frameworks_by_problem(runs)
     frameworks: list[FrameworkSummary] = []
     comparisons: list[PeerComparison] = []

@@ -138,3 +138,13 @@ def test_a_peer_not_run_on_one_problem_is_named_and_left_out_of_that_problem_onl
     assert (
         last == "min_cost_ratio_openevolve=5.000 min_cost_ratio_levi=15.000 min_score_delta=0.0500"
     )
+
+
+def test_summarize_lists_the_peers_before_retune_whatever_order_it_is_given() -> None:
+    runs = [
+        run("retune", 0, [(0.01, 0.7)]),
+        run("gepa", 0, [(0.02, 0.6)]),
+        run("openevolve", 0, [(0.03, 0.6)]),
+    ]
+    frameworks, _ = summarize("p", runs, ["gepa", "openevolve"], ["retune"])
+    assert [f.framework for f in frameworks] == ["openevolve", "gepa", "retune"]

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,17 +137,46 @@ def visit(page: Path, probe: str, *, settle: float = 1.0) -> PageRecord:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its helpers in one group, stopped with it
         )
         try:
             endpoint = _endpoint(process)
             return asyncio.run(_visit(endpoint, page.resolve().as_uri(), probe, settle))
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """Stop the browser and every helper process it started, and wait until none is left:
+    a helper that outlives the browser still writes into the profile being removed."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 10
+    while _running_in_group(process.pid):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"chromium's helpers (process group {process.pid}) outlived it")
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def _running_in_group(group: int) -> bool:
+    """Whether a process of ``group`` is still alive (a zombie writes nothing)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid pgrp ...; comm may hold spaces, so split after it
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue  # gone while read
+        if int(pgrp) == group and state != "Z":
+            return True
+    return False
 
 
 def _endpoint(process: subprocess.Popen[str]) -> str:

@@ -4,6 +4,8 @@ pods and the cache as real containers there."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import Any
 
@@ -331,6 +333,12 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
     assert ledger["usd"] == pytest.approx(priced, abs=1e-6)
     assert 0 < ledger["usd"] <= 0.05
     assert ledger["evaluations"] == 8
+    # the money was written ahead to the target's spend journal, every call settled there
+    journal = client.CoreV1Api(api).read_namespaced_config_map("llm-tuned-spend", namespace)
+    written = json.loads(base64.b64decode(journal.binary_data["spend"]))
+    assert written["open"] == []
+    assert written["base"]["usd_spent"] == pytest.approx(ledger["usd"], abs=1e-6)
+    assert [ref.name for ref in journal.metadata.owner_references] == ["llm-tuned"]
     # the key went no further than the call: not in the status, not in the Events
     everything = str(read_target(api, namespace, "llm-tuned")) + str(
         event_reasons(api, namespace, "llm-tuned")

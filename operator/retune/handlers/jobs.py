@@ -7,6 +7,7 @@ after an operator restart needs nothing from the process that came before it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -20,6 +21,11 @@ from retune.evaluate.podspec import TARGET_LABEL, target_label
 from retune.handlers.gather import read_seed, read_workload
 from retune.handlers.kube import Cluster
 from retune.handlers.metrics import OperatorMetrics
+from retune.handlers.spend import (
+    ConfigMapSpendJournal,
+    SpendJournalError,
+    SpendJournalUnreadable,
+)
 from retune.handlers.workers import WorkerHandle, WorkFailed
 from retune.search.builder import (
     SearchBuilder,
@@ -35,6 +41,8 @@ from retune.search.mutation import Mutator
 from retune.search.state import EngineState, decode_state
 from retune.spec import ApiKeySource, OptimizationTarget
 from retune.store.kubernetes import CheckpointConflict, CheckpointTooLarge, KubernetesStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,17 @@ class _ObservedExecutor:
 def checkpoint_store(settings: JobSettings, inputs: TargetInputs) -> KubernetesStore:
     """The target's checkpoint ConfigMap."""
     return KubernetesStore(
+        settings.cluster.api,
+        namespace=inputs.namespace,
+        target=inputs.name,
+        owner=inputs.owner,
+        labels={TARGET_LABEL: target_label(inputs.name)},
+    )
+
+
+def spend_journal(settings: JobSettings, inputs: TargetInputs) -> ConfigMapSpendJournal:
+    """The target's spend journal ConfigMap (``handlers/spend.py``)."""
+    return ConfigMapSpendJournal(
         settings.cluster.api,
         namespace=inputs.namespace,
         target=inputs.name,
@@ -258,10 +277,26 @@ def run_search(
         previous = _decoded(document)
         warm = warm_programs(previous, warm_limit(config)) if previous is not None else []
         handle.note(warm_programs=len(warm))
-    ledger = builder.ledger()
-    settings.metrics.ledger_baseline(
-        inputs.namespace, inputs.name, resumable.ledger if resumable else ledger.snapshot()
-    )
+    journal = spend_journal(settings, inputs)
+    try:
+        abandoned = journal.start(
+            resume=resumable is not None, carried=resumable.ledger if resumable else None
+        )
+    except SpendJournalError as error:
+        unreadable = isinstance(error, SpendJournalUnreadable)
+        raise WorkFailed(str(error), permanent=unreadable) from None
+    for model, usd in abandoned.items():
+        settings.metrics.abandoned_usd(inputs.namespace, inputs.name, model, usd)
+        log.warning(
+            "%s/%s: an earlier search left a call to %s unsettled; counted at its worst "
+            "case, $%.6f",
+            inputs.namespace,
+            inputs.name,
+            model,
+            usd,
+        )
+    ledger = builder.ledger(journal)  # its money is the journal's, unsettled calls charged
+    settings.metrics.ledger_baseline(inputs.namespace, inputs.name, ledger.snapshot())
     mutator = _mutator(settings, inputs, builder, ledger)
     handle.check()
     executor = _executor(settings, inputs, handle)

@@ -186,6 +186,12 @@ class OperatorMetrics:
         with self._lock:
             self._ledgers[namespace, target] = ledger.model_copy(deep=True)
 
+    def abandoned_usd(self, namespace: str, target: str, model: str, usd: float) -> None:
+        """Count calls an earlier search sent and never settled (it was stopped and not
+        resumed): charged at their worst case, as a resumed search's ledger would."""
+        if usd > 0:
+            self.usd.labels(namespace, target, model).inc(usd)
+
     def ledger(self, namespace: str, target: str, ledger: LedgerState) -> None:
         """Count what the search spent since the last call."""
         with self._lock:

@@ -24,7 +24,7 @@ from retune.search.archive import Archive, Elite
 from retune.search.builtin import FreeMutations
 from retune.search.config import EngineConfig, builtin_mutator, engine_config, free_start_of
 from retune.search.engine import Engine, Progress
-from retune.search.journal import SpendJournal
+from retune.search.journal import Journal
 from retune.search.ledger import Budget, Ledger, LedgerState
 from retune.search.mutation import Mutator
 from retune.search.state import EngineState, StopReason
@@ -141,7 +141,7 @@ class SearchBuilder:
     def budget(self) -> Budget:
         return self.config.budget
 
-    def ledger(self, journal: SpendJournal | None = None) -> Ledger:
+    def ledger(self, journal: Journal | None = None) -> Ledger:
         """A ledger of this search's budget; ``journal`` writes its spending ahead."""
         return Ledger(self.config.budget, journal=journal)
 

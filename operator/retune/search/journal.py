@@ -20,11 +20,25 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 RESERVE = "reserve"
 SETTLE = "settle"
 RELEASE = "release"
+# What earlier, settled records add up to, in one record (a journal that compacts itself
+# keeps this and the open reservations only): {"op": "base", "id": "base", "money": ...}
+BASE = "base"
+
+
+class Journal(Protocol):
+    """Where a ledger writes its money ahead: :class:`SpendJournal` (a file) for local runs,
+    a ConfigMap for the operator's searches (``retune.handlers.spend``)."""
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write ``record`` durably: it is stored when this returns (else it raises)."""
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record, in order."""
 
 
 class SpendJournal:

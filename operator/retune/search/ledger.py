@@ -4,7 +4,8 @@ Money is reserved *before* it is spent (an LLM call reserves its worst case: pro
 tokens plus max output tokens at the model's price) and settled with the actual cost
 afterwards, so concurrent callers can never overshoot the USD budget together.
 
-With a :class:`~retune.search.journal.SpendJournal` the money is written ahead: a
+With a journal (:class:`~retune.search.journal.SpendJournal`, a file; in the cluster a
+ConfigMap) the money is written ahead: a
 reservation is on disk before the call is made and its settlement after, so a killed run
 neither loses nor re-pays a call (``docs/llm.md``, "What a call costs"). A call is
 charged what the endpoint reported it used, never more than its reservation; a call whose
@@ -26,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from retune.search.journal import RELEASE, RESERVE, SETTLE, SpendJournal
+from retune.search.journal import BASE, RELEASE, RESERVE, SETTLE, Journal
 
 # Float noise in summed prices is not an over-report.
 _TOLERANCE_USD = 1e-12
@@ -93,7 +94,7 @@ class Ledger:
         budget: Budget,
         state: LedgerState | None = None,
         *,
-        journal: SpendJournal | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.budget = budget
         self._state = state.model_copy(deep=True) if state else LedgerState()
@@ -119,44 +120,16 @@ class Ledger:
     def _replay_journal(self) -> None:
         """Rebuild the money from the journal; charge unsettled reservations in full."""
         assert self.journal is not None
-        records = self.journal.records()
-        reserved = {r["id"]: r for r in records if r.get("op") == RESERVE}
-        closed = {r["id"]: r for r in records if r.get("op") in (SETTLE, RELEASE)}
+        folded = fold_journal(self.journal.records())
         with self._lock:
             state = self._state
-            state.usd_spent = state.strong_usd = state.over_reported_usd = 0.0
-            state.models = {}
-            self._answers = {}
-        for call_id, reservation in reserved.items():
-            held = Reservation(
-                float(reservation["usd"]),
-                bool(reservation.get("strong")),
-                call_id,
-                str(reservation.get("model", "")),
-            )
-            end = closed.get(call_id)
-            if end is None:  # sent, perhaps billed, never settled: its worst case
-                self._record(held, _unknown_cost(held), 0, 0, failed=True, resumed=True)
-                continue
-            if end["op"] == RELEASE:
-                continue
-            settlement = Settlement(
-                float(end["usd"]),
-                float(end.get("over_reported_usd", 0.0)),
-                bool(end.get("at_reservation")),
-            )
-            self._apply(
-                held.model,
-                held,
-                settlement,
-                int(end.get("prompt_tokens", 0)),
-                int(end.get("completion_tokens", 0)),
-                failed=bool(end.get("failed")),
-            )
-            answer = end.get("answer")
-            key = reservation.get("key")
-            if isinstance(answer, dict) and isinstance(key, str) and key:
-                self._answers.setdefault(key, []).append(answer)
+            state.usd_spent = folded.money.usd_spent
+            state.strong_usd = folded.money.strong_usd
+            state.over_reported_usd = folded.money.over_reported_usd
+            state.models = folded.money.models
+            self._answers = folded.answers
+        for held in folded.unsettled:  # sent, perhaps billed, never settled: its worst case
+            self._charge_unsettled(held)
 
     # -- money -------------------------------------------------------------------------
     def reserve_usd(
@@ -270,21 +243,22 @@ class Ledger:
             )
         with self._lock:
             self._unreserve(reservation)
-        self._apply(model, reservation, settlement, prompt_tokens, completion_tokens, failed=failed)
+            charge(
+                self._state,
+                model,
+                reservation,
+                settlement,
+                prompt_tokens,
+                completion_tokens,
+                failed=failed,
+            )
         return settlement
 
-    def _record(
-        self,
-        reservation: Reservation,
-        settlement: Settlement,
-        prompt_tokens: int,
-        completion_tokens: int,
-        *,
-        failed: bool,
-        resumed: bool,
-    ) -> None:
-        """Charge an unsettled reservation found on resume, and close it in the journal."""
-        if self.journal is not None and resumed:
+    def _charge_unsettled(self, reservation: Reservation) -> None:
+        """Charge a reservation a resume found unsettled at its worst case, and close it
+        in the journal."""
+        settlement = _unknown_cost(reservation)
+        if self.journal is not None:
             self.journal.append(
                 {
                     "op": SETTLE,
@@ -295,38 +269,8 @@ class Ledger:
                     "resumed": True,
                 }
             )
-        self._apply(
-            reservation.model,
-            reservation,
-            settlement,
-            prompt_tokens,
-            completion_tokens,
-            failed=failed,
-        )
-
-    def _apply(
-        self,
-        model: str,
-        reservation: Reservation,
-        settlement: Settlement,
-        prompt_tokens: int,
-        completion_tokens: int,
-        *,
-        failed: bool,
-    ) -> None:
         with self._lock:
-            usage = self._state.models.setdefault(model, ModelUsage())
-            usage.calls += 1
-            usage.failed_calls += int(failed)
-            usage.prompt_tokens += prompt_tokens
-            usage.completion_tokens += completion_tokens
-            usage.usd += settlement.charged_usd
-            usage.charged_at_reservation += int(settlement.at_reservation)
-            usage.over_reported_usd += settlement.over_reported_usd
-            self._state.usd_spent += settlement.charged_usd
-            self._state.over_reported_usd += settlement.over_reported_usd
-            if reservation.strong:
-                self._state.strong_usd += settlement.charged_usd
+            charge(self._state, reservation.model, reservation, settlement, 0, 0, failed=True)
 
     def _unreserve(self, reservation: Reservation) -> None:
         self._reserved_usd = max(0.0, self._reserved_usd - reservation.usd)
@@ -382,3 +326,97 @@ class Ledger:
 
 def _unknown_cost(reservation: Reservation) -> Settlement:
     return Settlement(reservation.usd, at_reservation=True)
+
+
+def charge(
+    state: LedgerState,
+    model: str,
+    reservation: Reservation,
+    settlement: Settlement,
+    prompt_tokens: int,
+    completion_tokens: int,
+    *,
+    failed: bool,
+) -> None:
+    """Add a settled call to ``state``'s money and its model's usage."""
+    usage = state.models.setdefault(model, ModelUsage())
+    usage.calls += 1
+    usage.failed_calls += int(failed)
+    usage.prompt_tokens += prompt_tokens
+    usage.completion_tokens += completion_tokens
+    usage.usd += settlement.charged_usd
+    usage.charged_at_reservation += int(settlement.at_reservation)
+    usage.over_reported_usd += settlement.over_reported_usd
+    state.usd_spent += settlement.charged_usd
+    state.over_reported_usd += settlement.over_reported_usd
+    if reservation.strong:
+        state.strong_usd += settlement.charged_usd
+
+
+class Money(BaseModel):
+    """The money part of a ledger: what a journal's records add up to."""
+
+    usd_spent: float = 0.0
+    strong_usd: float = 0.0
+    over_reported_usd: float = 0.0
+    models: dict[str, ModelUsage] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, state: LedgerState) -> Money:
+        return cls.model_validate(state.model_dump(include=set(cls.model_fields)))
+
+
+@dataclass
+class Folded:
+    """A journal read back: the money of its settled calls, the reservations it never
+    settled (in order), and the answers it paid for, by request key."""
+
+    money: Money
+    unsettled: list[Reservation]
+    answers: dict[str, list[dict[str, Any]]]
+
+
+def fold_journal(records: list[dict[str, Any]]) -> Folded:
+    """What ``records`` add up to: a ``base`` record's money (a compacted journal's
+    earlier calls) plus every settled reservation; a released one costs nothing."""
+    state = LedgerState()
+    for record in records:
+        if record.get("op") == BASE:
+            money = Money.model_validate(record.get("money") or {})
+            state = LedgerState.model_validate(money.model_dump())
+    reserved = {r["id"]: r for r in records if r.get("op") == RESERVE}
+    closed = {r["id"]: r for r in records if r.get("op") in (SETTLE, RELEASE)}
+    unsettled: list[Reservation] = []
+    answers: dict[str, list[dict[str, Any]]] = {}
+    for call_id, reservation in reserved.items():
+        held = Reservation(
+            float(reservation["usd"]),
+            bool(reservation.get("strong")),
+            call_id,
+            str(reservation.get("model", "")),
+        )
+        end = closed.get(call_id)
+        if end is None:
+            unsettled.append(held)
+            continue
+        if end["op"] == RELEASE:
+            continue
+        settlement = Settlement(
+            float(end["usd"]),
+            float(end.get("over_reported_usd", 0.0)),
+            bool(end.get("at_reservation")),
+        )
+        charge(
+            state,
+            held.model,
+            held,
+            settlement,
+            int(end.get("prompt_tokens", 0)),
+            int(end.get("completion_tokens", 0)),
+            failed=bool(end.get("failed")),
+        )
+        answer = end.get("answer")
+        key = reservation.get("key")
+        if isinstance(answer, dict) and isinstance(key, str) and key:
+            answers.setdefault(key, []).append(answer)
+    return Folded(Money.of(state), unsettled, answers)

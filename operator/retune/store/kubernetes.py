@@ -6,7 +6,8 @@ a different version means someone else wrote in between, most likely a second op
 working on the same target: the store re-reads what is there and raises
 :class:`CheckpointConflict` instead of overwriting it, so two writers can never silently
 interleave their searches. Any operator replica can resume from the ConfigMap, and it goes
-when the target goes (owner reference, garbage collector).
+when the target goes (owner reference, garbage collector). The operator keeps its spend
+journal the same way (``role="spend"``, ``handlers/spend.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from kubernetes.client.rest import ApiException
 
 from retune.spec.target import owner_reference
 
-CHECKPOINT_KEY = "checkpoint"
 ROLE_CHECKPOINT = "checkpoint"
 REQUEST_TIMEOUT = 30.0
 # A ConfigMap holds at most 1 MiB; base64 makes the document a third bigger.
@@ -36,9 +36,10 @@ class CheckpointTooLarge(RuntimeError):
     """The checkpoint does not fit a ConfigMap."""
 
 
-def checkpoint_name(target: str) -> str:
-    """``<target>-checkpoint`` (a ConfigMap name may be 253 characters long)."""
-    suffix = "-checkpoint"
+def checkpoint_name(target: str, role: str = ROLE_CHECKPOINT) -> str:
+    """``<target>-checkpoint``, or ``<target>-<role>`` for another document of the target's
+    (a ConfigMap name may be 253 characters long)."""
+    suffix = f"-{role}"
     return f"{target[: 253 - len(suffix)].rstrip('-.')}{suffix}"
 
 
@@ -47,6 +48,8 @@ class KubernetesStore:
 
     Call :meth:`load` before the first :meth:`save`: it learns the version to write over.
     A store that has loaded nothing creates the ConfigMap, and fails if it already exists.
+    ``role`` names the document (``checkpoint``; ``spend`` for the spend journal): the
+    ConfigMap is ``<target>-<role>``, labelled with it, the document under that key.
     """
 
     def __init__(
@@ -57,12 +60,14 @@ class KubernetesStore:
         target: str,
         owner: Mapping[str, Any],
         labels: Mapping[str, str] | None = None,
+        role: str = ROLE_CHECKPOINT,
     ) -> None:
         self.namespace = namespace
-        self.name = checkpoint_name(target)
+        self.role = role
+        self.name = checkpoint_name(target, role)
         self._owner = dict(owner)
         self._labels = {
-            "retune.dev/role": ROLE_CHECKPOINT,
+            "retune.dev/role": role,
             "app.kubernetes.io/managed-by": "retune",
             **dict(labels or {}),
         }
@@ -87,7 +92,7 @@ class KubernetesStore:
                 return None
             raise
         self._version = config_map.metadata.resource_version
-        encoded = (config_map.binary_data or {}).get(CHECKPOINT_KEY)
+        encoded = (config_map.binary_data or {}).get(self.role)
         return base64.b64decode(encoded) if encoded is not None else None
 
     def save(self, document: bytes) -> None:
@@ -137,7 +142,7 @@ class KubernetesStore:
             found = self._version or "none: deleted"
             what = f"was changed by someone else (resourceVersion {expected} -> {found})"
         return CheckpointConflict(
-            f"the checkpoint {self.where} {what}; the search stopped rather than overwrite "
+            f"the {self.role} {self.where} {what}; the search stopped rather than overwrite "
             "it. Is a second operator serving this target? Run one operator replica."
         )
 
@@ -155,5 +160,5 @@ class KubernetesStore:
                 },
                 "ownerReferences": [owner_reference(self._owner)],
             },
-            "binaryData": {CHECKPOINT_KEY: base64.b64encode(document).decode("ascii")},
+            "binaryData": {self.role: base64.b64encode(document).decode("ascii")},
         }

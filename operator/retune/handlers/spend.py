@@ -1,0 +1,168 @@
+"""An operator search's spend journal, in a ConfigMap ``<target>-spend``.
+
+A local run writes its money ahead to a file beside its checkpoint
+(``search/journal.py``). In the cluster a search runs in the operator's pod, which can be
+killed, evicted or moved at any moment, and the checkpoint ConfigMap is written only now
+and then: what was spent between the last checkpoint and the kill would be lost, and a
+resumed search would spend it again. So every reservation is written to the API server
+before its call is sent, and its settlement after, in a ConfigMap owned by the target;
+the resumed search's ledger reads its money from there, charging a reservation that was
+never settled at its worst case (it may have been billed).
+
+The ConfigMap stays small whatever the length of the search: a settled call is folded
+into one ``base`` record (what the settled calls add up to, per model), so it holds that
+and the reservations still open. What it does not keep is the answers: a local journal
+keeps each paid answer so that a resumed run takes it instead of asking again; a resumed
+search in the cluster asks again, pays again, and counts both.
+
+Writes are conditional on the resourceVersion last read or written, as the checkpoint's
+are: a second writer is refused (:class:`SpendConflict`), never overwritten. A write that
+fails raises, and the call it was for is not made (a reservation) or stays charged at its
+worst case (a settlement).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from retune.evaluate.kubeapi import describe_error, with_retries
+from retune.search.journal import BASE, RELEASE, RESERVE, SETTLE
+from retune.search.ledger import LedgerState, Money, fold_journal
+from retune.store.kubernetes import CheckpointConflict, KubernetesStore
+
+ROLE_SPEND = "spend"  # the ConfigMap's suffix and key, and its retune.dev/role label
+FORMAT_VERSION = 1
+
+
+class SpendJournalError(RuntimeError):
+    """The journal could not be read or written."""
+
+
+class SpendJournalUnreadable(SpendJournalError):
+    """The journal holds something other than a journal: what was spent is unknown."""
+
+
+class SpendConflict(SpendJournalError):
+    """The journal was written or deleted by someone else since this one last saw it."""
+
+
+def base_record(money: Money) -> dict[str, Any]:
+    return {"op": BASE, "id": BASE, "money": money.model_dump(mode="json")}
+
+
+class ConfigMapSpendJournal:
+    """A :class:`~retune.search.journal.Journal` in a ConfigMap; call :meth:`start` first."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        target: str,
+        owner: Mapping[str, Any],
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self._store = KubernetesStore(
+            api, namespace=namespace, target=target, owner=owner, labels=labels, role=ROLE_SPEND
+        )
+        self._lock = threading.Lock()
+        self._base = Money()
+        self._open: dict[str, dict[str, Any]] = {}
+        self._conflict: SpendConflict | None = None  # once refused, always refused
+
+    @property
+    def where(self) -> str:
+        return self._store.where
+
+    def start(self, *, resume: bool, carried: LedgerState | None = None) -> dict[str, float]:
+        """Read the journal. A resumed search keeps what it holds; one checkpointed by an
+        operator that kept no journal starts it from the checkpoint's money (``carried``).
+        A fresh search starts an empty one in place of an earlier search's journal, and
+        gets back what that search's open reservations may have cost, by model: calls
+        sent and never settled, which no ledger will count any more (the caller does)."""
+        try:
+            found = self._read()
+        except SpendJournalUnreadable:
+            if resume:
+                raise
+            found = None  # replaced: a new search's money does not depend on it
+        with self._lock:
+            if resume and found is not None:
+                self._base, self._open = found
+                return {}
+            abandoned: dict[str, float] = {}
+            for record in (found[1] if found is not None else {}).values():
+                model = str(record.get("model", ""))
+                abandoned[model] = abandoned.get(model, 0.0) + float(record.get("usd", 0.0))
+            self._base = Money.of(carried) if resume and carried is not None else Money()
+            self._open = {}
+            self._write(self._base, self._open)
+            return abandoned
+
+    # -- the Journal protocol ----------------------------------------------------------
+    def append(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            base, still_open = self._base, dict(self._open)
+            op, call_id = record.get("op"), str(record.get("id", ""))
+            if op == RESERVE:
+                still_open[call_id] = dict(record)
+            elif op in (SETTLE, RELEASE):
+                reserved = still_open.pop(call_id, None)
+                if reserved is not None:
+                    base = fold_journal([base_record(base), reserved, dict(record)]).money
+            self._write(base, still_open)
+            self._base, self._open = base, still_open
+
+    def records(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [base_record(self._base), *(dict(r) for r in self._open.values())]
+
+    # -- the ConfigMap -------------------------------------------------------------------
+    def _read(self) -> tuple[Money, dict[str, dict[str, Any]]] | None:
+        try:
+            document = self._store.load()
+        except ApiException as error:
+            raise SpendJournalError(f"{self.where}: {describe_error(error)}") from None
+        if document is None:
+            return None
+        try:
+            parsed = json.loads(document)
+            if not isinstance(parsed, dict) or parsed.get("version") != FORMAT_VERSION:
+                raise ValueError(f"not a spend journal of format {FORMAT_VERSION}")
+            money = Money.model_validate(parsed.get("base") or {})
+            still_open = {str(r["id"]): dict(r) for r in parsed.get("open") or []}
+        except (ValueError, TypeError, KeyError) as error:
+            raise SpendJournalUnreadable(
+                f"{self.where} cannot be read ({error}): what this search spent is unknown, "
+                "so it does not resume; delete the ConfigMap to start a new search"
+            ) from None
+        return money, still_open
+
+    def _write(self, base: Money, still_open: dict[str, dict[str, Any]]) -> None:
+        document = {
+            "version": FORMAT_VERSION,
+            "base": base.model_dump(mode="json"),
+            "open": list(still_open.values()),
+        }
+        encoded = json.dumps(document, sort_keys=True).encode()
+        if self._conflict is not None:
+            raise self._conflict
+        try:
+            # throttling, server errors and lost connections are tried again
+            with_retries(lambda: self._store.save(encoded))
+        except CheckpointConflict:
+            self._conflict = SpendConflict(
+                f"the spend journal {self.where} was changed or deleted by someone else; no "
+                "call is paid for until this search stops. Is a second operator serving "
+                "this target? Run one operator replica."
+            )
+            raise self._conflict from None
+        except (ApiException, OSError, urllib3.exceptions.HTTPError) as error:
+            raise SpendJournalError(f"{self.where}: {describe_error(error)}") from None

@@ -20,6 +20,8 @@ from retune.search.ledger import Budget, Ledger, LedgerState, ModelUsage
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.test_store_kubernetes import owner_of
 
+SEARCH = "fingerprint-of-the-search"
+
 
 def journal(api: client.ApiClient, namespace: str, owner: dict[str, Any]) -> ConfigMapSpendJournal:
     return ConfigMapSpendJournal(api, namespace=namespace, target="cache", owner=owner)
@@ -43,7 +45,7 @@ def test_a_resumed_search_gets_its_money_from_the_journal_and_pays_for_calls_in_
     api = cluster.api()
     owner = owner_of(api, namespace)
     first = journal(api, namespace, owner)
-    assert first.start(resume=False) == {}
+    assert first.start(SEARCH, resume=False) == {}
     ledger = Ledger(Budget(max_usd=0.10), journal=first)
     paid_call(ledger, 0.002)
     paid_call(ledger, 0.003, model="large")
@@ -53,7 +55,7 @@ def test_a_resumed_search_gets_its_money_from_the_journal_and_pays_for_calls_in_
     checkpointed = LedgerState()
 
     second = journal(api, namespace, owner)
-    assert second.start(resume=True, carried=checkpointed) == {}
+    assert second.start(SEARCH, resume=True, carried=checkpointed) == {}
     resumed = Ledger(Budget(max_usd=0.10), journal=second)
     resumed.restore(checkpointed)
     money = resumed.snapshot()
@@ -64,7 +66,7 @@ def test_a_resumed_search_gets_its_money_from_the_journal_and_pays_for_calls_in_
     # charged once: a third process finds the call settled, not open
     assert stored(api, namespace)["open"] == []
     third = journal(api, namespace, owner)
-    third.start(resume=True)
+    third.start(SEARCH, resume=True)
     assert Ledger(Budget(), journal=third).usd_spent == pytest.approx(0.025)
     # and the budget left is what the journal says, not what the checkpoint said
     assert resumed.reserve_usd(0.08) is None
@@ -81,7 +83,7 @@ def test_the_journal_stays_small_and_exact_over_a_long_search(
 ) -> None:
     api = cluster.api()
     spend = journal(api, namespace, owner_of(api, namespace))
-    spend.start(resume=False)
+    spend.start(SEARCH, resume=False)
     ledger = Ledger(Budget(max_usd=5.0), journal=spend)
     for call in range(150):
         paid_call(ledger, 0.0001 * (call % 7 + 1))
@@ -103,13 +105,13 @@ def test_a_fresh_search_hands_back_what_an_abandoned_one_left_unsettled(
     api = cluster.api()
     owner = owner_of(api, namespace)
     earlier = journal(api, namespace, owner)
-    earlier.start(resume=False)
+    earlier.start(SEARCH, resume=False)
     ledger = Ledger(Budget(max_usd=1.0), journal=earlier)
     paid_call(ledger, 0.004)
     assert ledger.reserve_usd(0.03, model="large") is not None
 
     fresh = journal(api, namespace, owner)
-    assert fresh.start(resume=False) == {"large": pytest.approx(0.03)}
+    assert fresh.start(SEARCH, resume=False) == {"large": pytest.approx(0.03)}
     assert Ledger(Budget(), journal=fresh).usd_spent == 0.0
 
 
@@ -121,7 +123,7 @@ def test_a_search_checkpointed_without_a_journal_keeps_the_checkpoints_money(
     checkpointed = LedgerState(
         evaluations=12, usd_spent=0.04, models={"small": ModelUsage(calls=9, usd=0.04)}
     )
-    spend.start(resume=True, carried=checkpointed)
+    spend.start(SEARCH, resume=True, carried=checkpointed)
     ledger = Ledger(Budget(max_usd=0.05), journal=spend)
     ledger.restore(checkpointed)
     assert ledger.snapshot().usd_spent == pytest.approx(0.04)
@@ -135,8 +137,8 @@ def test_a_second_writer_is_refused_and_its_call_is_not_made(
     api = cluster.api()
     owner = owner_of(api, namespace)
     ours, theirs = journal(api, namespace, owner), journal(api, namespace, owner)
-    ours.start(resume=False)
-    theirs.start(resume=True)
+    ours.start(SEARCH, resume=False)
+    theirs.start(SEARCH, resume=True)
     Ledger(Budget(max_usd=1.0), journal=theirs).reserve_usd(0.01, model="small")
 
     ledger = Ledger(Budget(max_usd=1.0), journal=ours)
@@ -153,14 +155,34 @@ def test_an_unreadable_journal_stops_the_resume_with_a_message(
 ) -> None:
     api = cluster.api()
     owner = owner_of(api, namespace)
-    journal(api, namespace, owner).start(resume=False)
+    journal(api, namespace, owner).start(SEARCH, resume=False)
     garbage = base64.b64encode(b"{not json").decode()
     client.CoreV1Api(api).patch_namespaced_config_map(
         "cache-spend", namespace, {"binaryData": {"spend": garbage}}
     )
     with pytest.raises(SpendJournalUnreadable, match="delete the ConfigMap"):
-        journal(api, namespace, owner).start(resume=True)
+        journal(api, namespace, owner).start(SEARCH, resume=True)
     # a new search replaces it
     fresh = journal(api, namespace, owner)
-    assert fresh.start(resume=False) == {}
+    assert fresh.start(SEARCH, resume=False) == {}
     assert stored(api, namespace)["open"] == []
+
+
+def test_a_search_restarted_before_its_first_checkpoint_keeps_its_money_and_another_does_not(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    api = cluster.api()
+    owner = owner_of(api, namespace)
+    first = journal(api, namespace, owner)
+    first.start(SEARCH, resume=False)
+    paid_call(Ledger(Budget(max_usd=1.0), journal=first), 0.006)
+
+    # the same search, started again with no checkpoint to resume: its money stays
+    again = journal(api, namespace, owner)
+    assert again.start(SEARCH, resume=True, carried=None) == {}
+    assert Ledger(Budget(), journal=again).usd_spent == pytest.approx(0.006)
+    # a search under another configuration starts from nothing
+    other = journal(api, namespace, owner)
+    assert other.start("another-configuration", resume=True) == {}
+    assert Ledger(Budget(), journal=other).usd_spent == 0.0
+    assert stored(api, namespace)["search"] == "another-configuration"

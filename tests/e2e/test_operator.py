@@ -37,9 +37,11 @@ E2E_ROLES = ("story", "invalid", "signals", "llm")
 API_KEY = "sk-test-retune-e2e"
 
 
-def llm_target(namespace: str, name: str, base_url: str, secret: str) -> dict[str, Any]:
+def llm_target(
+    namespace: str, name: str, base_url: str, secret: str, budget: int = 8
+) -> dict[str, Any]:
     """examples/01's target searching with the stand-in models, its key in a Secret."""
-    target = cache_target(namespace, name, budget=8)
+    target = cache_target(namespace, name, budget=budget)
     key = {"secretKeyRef": {"name": secret, "key": "openai"}}
     target["spec"]["search"]["mutator"] = "llm"
     target["spec"]["search"]["budget"]["maxUsd"] = 0.05
@@ -314,6 +316,34 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
             operator,
         )
         served = server.stats()
+
+        # Given a second search with the models, when the operator is killed -9 while the
+        # server has served calls that the search's checkpoint does not hold yet, and
+        # started again
+        server.reset()
+        apply_target(api, llm_target(namespace, "llm-killed", base_url, "llm-keys", budget=16))
+
+        def unrecorded_spend() -> bool:
+            state = checkpoint(api, namespace, "llm-killed")
+            return state is not None and server.usd() > state.ledger.usd_spent + 1e-9
+
+        wait_until(unrecorded_spend, 120, "a served call the checkpoint does not hold")
+        operator.kill()
+        operator.start()
+        resumed = wait_for_status(
+            api,
+            namespace,
+            "llm-killed",
+            lambda s: (s.get("search") or {}).get("finishedAt") is not None,
+            240,
+            "the killed search to finish",
+            operator,
+        )
+        served_after_kill = server.usd()
+    # then every dollar served is in its ledger (a call in flight at the kill at its worst
+    # case), and the budget held
+    assert resumed["search"]["resumes"] >= 1
+    assert served_after_kill - 1e-6 <= resumed["ledger"]["usd"] <= 0.05
     ledger = done["ledger"]
     assert served.get("small", {}).get("completion_tokens", 0) > 0, served
     assert {

@@ -280,7 +280,9 @@ def run_search(
     journal = spend_journal(settings, inputs)
     try:
         abandoned = journal.start(
-            resume=resumable is not None, carried=resumable.ledger if resumable else None
+            config.fingerprint,
+            resume=start.resume,
+            carried=resumable.ledger if resumable else None,
         )
     except SpendJournalError as error:
         unreadable = isinstance(error, SpendJournalUnreadable)

@@ -76,17 +76,24 @@ class ConfigMapSpendJournal:
         self._base = Money()
         self._open: dict[str, dict[str, Any]] = {}
         self._conflict: SpendConflict | None = None  # once refused, always refused
+        self._search = ""  # the fingerprint of the search whose money this is
 
     @property
     def where(self) -> str:
         return self._store.where
 
-    def start(self, *, resume: bool, carried: LedgerState | None = None) -> dict[str, float]:
-        """Read the journal. A resumed search keeps what it holds; one checkpointed by an
-        operator that kept no journal starts it from the checkpoint's money (``carried``).
-        A fresh search starts an empty one in place of an earlier search's journal, and
-        gets back what that search's open reservations may have cost, by model: calls
-        sent and never settled, which no ledger will count any more (the caller does)."""
+    def start(
+        self, search: str, *, resume: bool, carried: LedgerState | None = None
+    ) -> dict[str, float]:
+        """Read the journal, for the search ``search`` (its configuration's fingerprint).
+
+        A resumed search keeps what its journal holds, checkpointed or not (killed before
+        its first checkpoint, it starts over with the money it spent); one checkpointed by
+        an operator that kept no journal starts it from the checkpoint's money
+        (``carried``). Any other search starts an empty journal in place of the earlier
+        one, and gets back what that one's open reservations may have cost, by model:
+        calls sent and never settled, which no ledger will count any more (the caller
+        counts them)."""
         try:
             found = self._read()
         except SpendJournalUnreadable:
@@ -94,11 +101,12 @@ class ConfigMapSpendJournal:
                 raise
             found = None  # replaced: a new search's money does not depend on it
         with self._lock:
-            if resume and found is not None:
-                self._base, self._open = found
+            self._search = search
+            if resume and found is not None and found[0] == search:
+                _, self._base, self._open = found
                 return {}
             abandoned: dict[str, float] = {}
-            for record in (found[1] if found is not None else {}).values():
+            for record in (found[2] if found is not None else {}).values():
                 model = str(record.get("model", ""))
                 abandoned[model] = abandoned.get(model, 0.0) + float(record.get("usd", 0.0))
             self._base = Money.of(carried) if resume and carried is not None else Money()
@@ -125,7 +133,7 @@ class ConfigMapSpendJournal:
             return [base_record(self._base), *(dict(r) for r in self._open.values())]
 
     # -- the ConfigMap -------------------------------------------------------------------
-    def _read(self) -> tuple[Money, dict[str, dict[str, Any]]] | None:
+    def _read(self) -> tuple[str, Money, dict[str, dict[str, Any]]] | None:
         try:
             document = self._store.load()
         except ApiException as error:
@@ -136,6 +144,7 @@ class ConfigMapSpendJournal:
             parsed = json.loads(document)
             if not isinstance(parsed, dict) or parsed.get("version") != FORMAT_VERSION:
                 raise ValueError(f"not a spend journal of format {FORMAT_VERSION}")
+            search = str(parsed.get("search", ""))
             money = Money.model_validate(parsed.get("base") or {})
             still_open = {str(r["id"]): dict(r) for r in parsed.get("open") or []}
         except (ValueError, TypeError, KeyError) as error:
@@ -143,11 +152,12 @@ class ConfigMapSpendJournal:
                 f"{self.where} cannot be read ({error}): what this search spent is unknown, "
                 "so it does not resume; delete the ConfigMap to start a new search"
             ) from None
-        return money, still_open
+        return search, money, still_open
 
     def _write(self, base: Money, still_open: dict[str, dict[str, Any]]) -> None:
         document = {
             "version": FORMAT_VERSION,
+            "search": self._search,
             "base": base.model_dump(mode="json"),
             "open": list(still_open.values()),
         }

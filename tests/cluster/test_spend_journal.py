@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+import urllib3
 from kubernetes import client
 
 from retune.handlers.spend import (
@@ -186,3 +187,29 @@ def test_a_search_restarted_before_its_first_checkpoint_keeps_its_money_and_anot
     assert other.start("another-configuration", resume=True) == {}
     assert Ledger(Budget(), journal=other).usd_spent == 0.0
     assert stored(api, namespace)["search"] == "another-configuration"
+
+
+def test_a_write_whose_answer_was_lost_is_not_taken_for_a_second_writer(
+    cluster: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = cluster.api()
+    spend = journal(api, namespace, owner_of(api, namespace))
+    spend.start(SEARCH, resume=False)
+    store = spend._store
+    save = store.save
+    lost = []
+
+    def save_then_lose_the_answer(document: bytes) -> None:
+        version = store._version
+        save(document)
+        if not lost:  # applied by the API server; its answer (the new version) never came
+            lost.append(document)
+            store._version = version
+            raise urllib3.exceptions.ProtocolError("connection reset after the write")
+
+    monkeypatch.setattr(store, "save", save_then_lose_the_answer)
+    ledger = Ledger(Budget(max_usd=1.0), journal=spend)
+    paid_call(ledger, 0.002)  # its reserve was the write whose answer was lost
+    paid_call(ledger, 0.003)
+    assert lost
+    assert stored(api, namespace)["base"]["usd_spent"] == pytest.approx(0.005)

@@ -168,6 +168,8 @@ class ConfigMapSpendJournal:
             # throttling, server errors and lost connections are tried again
             with_retries(lambda: self._store.save(encoded))
         except CheckpointConflict:
+            if self._landed(encoded):
+                return
             self._conflict = SpendConflict(
                 f"the spend journal {self.where} was changed or deleted by someone else; no "
                 "call is paid for until this search stops. Is a second operator serving "
@@ -176,3 +178,12 @@ class ConfigMapSpendJournal:
             raise self._conflict from None
         except (ApiException, OSError, urllib3.exceptions.HTTPError) as error:
             raise SpendJournalError(f"{self.where}: {describe_error(error)}") from None
+
+    def _landed(self, encoded: bytes) -> bool:
+        """Whether a write refused as a conflict is in fact there: one whose answer was lost
+        after the API server applied it is tried again with the version it replaced, and
+        refused. The document names this process's calls, so no other writer's is equal."""
+        try:
+            return self._store.load() == encoded
+        except (ApiException, OSError, urllib3.exceptions.HTTPError):
+            return False

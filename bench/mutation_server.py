@@ -12,8 +12,9 @@ served per model), ``GET /calls`` (every counted answer in order, with the diges
 program it wrote), ``GET|POST /admin/faults`` (read or replace the fault spec),
 ``POST /admin/reset`` (zero the stats, the calls and the repeat counts). Standard library
 only. A ``/calls`` entry also says what was asked: whether it was a follow-up (more than
-one user turn), its last message, its query parameters, its ``X-`` headers and which of
-``max_tokens``/``max_completion_tokens``/``temperature`` it sent.
+one user turn), its last message, its query parameters, its ``X-`` headers, which of
+``max_tokens``/``max_completion_tokens``/``temperature`` it sent, and ``request``, a
+digest of the model, prompt and ``seed`` (a request asked twice has the same one).
 
 A model name may carry behaviours of the zoo (``zoo.py``): ``small:first-block+drift``.
 
@@ -441,6 +442,7 @@ class Handler(BaseHTTPRequestHandler):
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
         usable = finish == "stop" and fault != "empty"
         asked = {
+            "request": digest,
             "follow_up": len(messages) > 2,
             "last_message": str(messages[-1].get("content") or "")[:4000],
             "query": dict(urllib.parse.parse_qsl(self.query_string)),

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from server_process import MODELS
+from server_process import MODELS, call_usd
 from server_process import MutationServerProcess as MutationServer
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["MODELS", "REPO", "MutationServer", "running_mutation_server"]
+__all__ = ["MODELS", "REPO", "MutationServer", "call_usd", "running_mutation_server"]
 
 
 @contextmanager

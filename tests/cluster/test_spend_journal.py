@@ -1,37 +1,74 @@
 """An operator search's spend journal in a ConfigMap, on a real API server: the money a
 search spent survives the operator's process, unsettled calls are charged at their worst
-case, the ConfigMap stays small, and a second writer is refused."""
+case, a resumed search takes the answers it paid for instead of asking again, the
+ConfigMap stays small, and a second writer is refused."""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 import urllib3
 from kubernetes import client
 
+from retune.evaluate.local import LocalExecutor
+from retune.evaluate.podspec import sandbox_limits
+from retune.handlers import spend as spend_module
 from retune.handlers.spend import (
+    ROLE_SPEND,
     ConfigMapSpendJournal,
     SpendConflict,
     SpendJournalUnreadable,
 )
+from retune.local.inputs import RunOptions, prepare
+from retune.local.tiers import parse_tier_option
+from retune.search.builder import SearchBuilder, SearchSetup
 from retune.search.ledger import Budget, Ledger, LedgerState, ModelUsage
+from retune.search.state import Stage, decode_state
+from retune.store.kubernetes import KubernetesStore
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.test_store_kubernetes import owner_of
+from tests.llm_server import REPO, MutationServer, call_usd, running_mutation_server
+
+EXAMPLE_01 = REPO / "examples" / "01-cache-eviction" / "target.yaml"
 
 SEARCH = "fingerprint-of-the-search"
 
 
 def journal(api: client.ApiClient, namespace: str, owner: dict[str, Any]) -> ConfigMapSpendJournal:
-    return ConfigMapSpendJournal(api, namespace=namespace, target="cache", owner=owner)
+    store = KubernetesStore(api, namespace=namespace, target="cache", owner=owner, role=ROLE_SPEND)
+    return ConfigMapSpendJournal(store)
 
 
-def paid_call(ledger: Ledger, usd: float, reserved: float = 0.01, model: str = "small") -> None:
-    reservation = ledger.reserve_usd(reserved, model=model)
+def paid_call(
+    ledger: Ledger,
+    usd: float,
+    reserved: float = 0.01,
+    model: str = "small",
+    *,
+    key: str = "",
+    candidate: int | None = None,
+    answer: dict[str, Any] | None = None,
+) -> None:
+    reservation = ledger.reserve_usd(reserved, model=model, key=key, candidate=candidate)
     assert reservation is not None
-    ledger.settle(reservation, model=model, usd=usd, prompt_tokens=100, completion_tokens=10)
+    ledger.settle(
+        reservation, model=model, usd=usd, prompt_tokens=100, completion_tokens=10, answer=answer
+    )
+
+
+def an_answer(text: str) -> dict[str, Any]:
+    return {
+        "outcome": "ok",
+        "text": text,
+        "finish_reason": "stop",
+        "prompt_tokens": 100,
+        "completion_tokens": 10,
+    }
 
 
 def stored(api: client.ApiClient, namespace: str) -> dict[str, Any]:
@@ -213,3 +250,181 @@ def test_a_write_whose_answer_was_lost_is_not_taken_for_a_second_writer(
     paid_call(ledger, 0.003)
     assert lost
     assert stored(api, namespace)["base"]["usd_spent"] == pytest.approx(0.005)
+
+
+def test_a_resumed_search_takes_the_answers_it_paid_for_until_a_checkpoint_holds_them(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    api = cluster.api()
+    owner = owner_of(api, namespace)
+    first = journal(api, namespace, owner)
+    first.start(SEARCH, resume=False)
+    ledger = Ledger(Budget(max_usd=1.0), journal=first)
+    paid_call(ledger, 0.001, key="q5", candidate=5, answer=an_answer("for 5"))
+    paid_call(ledger, 0.001, key="q6", candidate=6, answer=an_answer("for 6"))
+    # a checkpoint holds candidate 5's program; candidate 6 was still being asked
+    ledger.checkpointed(frozenset({6}))
+    paid_call(ledger, 0.001, key="q7", candidate=7, answer=an_answer("for 7"))
+    paid_call(ledger, 0.001, key="q8", candidate=8)  # no usable answer: nothing to keep
+
+    assert [r["key"] for r in stored(api, namespace)["answers"]] == ["q6", "q7"]
+    resumed_journal = journal(api, namespace, owner)
+    resumed_journal.start(SEARCH, resume=True)
+    resumed = Ledger(Budget(max_usd=1.0), journal=resumed_journal)
+    assert resumed.paid_answer("q5") is None
+    assert resumed.paid_answer("q6") == an_answer("for 6")
+    assert resumed.paid_answer("q7") == an_answer("for 7")
+    assert resumed.paid_answer("q7") is None, "a paid answer is used once"
+    assert resumed.usd_spent == pytest.approx(0.004)  # kept answers are not charged again
+    # the next checkpoint holds them all: they go with the next write
+    resumed.checkpointed(frozenset())
+    paid_call(resumed, 0.001)
+    assert stored(api, namespace)["answers"] == []
+
+
+def test_the_answers_kept_are_bounded_oldest_first(
+    cluster: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = cluster.api()
+    spend = journal(api, namespace, owner_of(api, namespace))
+    spend.start(SEARCH, resume=False)
+    ledger = Ledger(Budget(max_usd=1.0), journal=spend)
+    monkeypatch.setattr(spend_module, "MAX_ANSWER_BYTES", 4_000)
+    for candidate in range(6):  # about 1,200 bytes each: three fit
+        answer = an_answer(f"program {candidate}\n" + "x" * 1_000)
+        paid_call(ledger, 0.001, key=f"q{candidate}", candidate=candidate, answer=answer)
+    document = stored(api, namespace)
+    assert [r["key"] for r in document["answers"]] == ["q3", "q4", "q5"]
+    assert document["base"]["models"]["small"]["calls"] == 6  # the money is all there
+
+
+class Killed(BaseException):
+    """The operator's process dies (here: at a checkpoint, after what came before it)."""
+
+
+class DyingStore:
+    """The checkpoint ConfigMap's store, killing the search at its ``dies_at``-th save."""
+
+    def __init__(self, store: KubernetesStore, dies_at: int | None) -> None:
+        self.store, self.dies_at, self.saves = store, dies_at, 0
+        self.asking: list[set[int]] = []  # per checkpoint, the candidates still being asked
+
+    def load(self) -> bytes | None:
+        return self.store.load()
+
+    def save(self, document: bytes) -> None:
+        self.saves += 1
+        if self.saves == self.dies_at:
+            raise Killed
+        self.store.save(document)
+        pending = decode_state(document).pending.values()
+        self.asking.append({c.index for c in pending if c.stage is Stage.PLANNED})
+
+
+class WatchedJournal(ConfigMapSpendJournal):
+    """The spend journal, remembering what each checkpoint told it."""
+
+    def __init__(self, store: KubernetesStore) -> None:
+        super().__init__(store)
+        self.told: list[set[int]] = []
+
+    def checkpointed(self, asking: frozenset[int]) -> None:
+        self.told.append(set(asking))
+        super().checkpointed(asking)
+
+
+def search_in_the_operator(
+    api: client.ApiClient,
+    namespace: str,
+    owner: dict[str, Any],
+    server: MutationServer,
+    output: Path,
+    *,
+    resume: bool,
+    dies_at: int | None = None,
+    watch: list[tuple[DyingStore, WatchedJournal]],
+) -> None:
+    """An LLM search of examples/01 as the operator runs one (the checkpoint and the spend
+    journal in ConfigMaps); its checkpoint store and journal go to ``watch``."""
+    options = RunOptions(
+        output=output,
+        seed=7,
+        max_evaluations=24,
+        mutator="llm",
+        llm_base_url=server.base_url,
+        models=[parse_tier_option(m) for m in ("cheap=small@0.15/0.60", "strong=large@2.50/10.00")],
+        free_start=0,
+        show_progress=False,
+    )
+    inputs = prepare(EXAMPLE_01, options)
+    builder = SearchBuilder(
+        SearchSetup(
+            inputs.target.spec,
+            inputs.context,
+            seed_code=inputs.seed_code,
+            evaluator_identity=inputs.evaluator_path.read_text(),
+            budget=inputs.budget,
+            seed=7,
+            mutator=inputs.mutator,
+            models=inputs.models,
+        )
+    )
+    spend = WatchedJournal(
+        KubernetesStore(api, namespace=namespace, target="cache", owner=owner, role=ROLE_SPEND)
+    )
+    spend.start(builder.config.fingerprint, resume=resume)
+    ledger = builder.ledger(spend)
+    executor = LocalExecutor(
+        inputs.evaluator_path,
+        inputs.target.spec.policy.entrypoint,
+        sandbox_limits(inputs.target.spec.evaluator),
+        workers=2,
+    )
+    checkpoints = KubernetesStore(api, namespace=namespace, target="cache", owner=owner)
+    store = DyingStore(checkpoints, dies_at)
+    watch.append((store, spend))
+    try:
+        builder.build(
+            executor=executor,
+            store=store,
+            ledger=ledger,
+            mutator=builder.mutator(ledger),
+            resume=resume,
+        ).run()
+    finally:
+        executor.close()
+
+
+@pytest.mark.slow
+def test_a_search_killed_and_resumed_asks_no_question_twice(
+    cluster: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    api = cluster.api()
+    owner = owner_of(api, namespace)
+    watch: list[tuple[DyingStore, WatchedJournal]] = []
+    with running_mutation_server(seed=1) as server:
+        with pytest.raises(Killed):
+            search_in_the_operator(
+                api, namespace, owner, server, tmp_path / "a", resume=False, dies_at=12, watch=watch
+            )
+        before_kill = len(server.calls())
+        answers_kept = len(stored(api, namespace)["answers"])
+        search_in_the_operator(
+            api, namespace, owner, server, tmp_path / "b", resume=True, watch=watch
+        )
+        served = server.calls()
+        journal_money = stored(api, namespace)["base"]
+
+    # each checkpoint told the journal which candidates it does not hold the programs of
+    for store, spend in watch:
+        assert spend.told == store.asking
+    assert any(asking for store, _ in watch for asking in store.asking)
+
+    # calls answered after the last checkpoint were kept, and taken instead of asked again
+    asked = Counter(call["request"] for call in served)
+    assert [r for r, n in asked.items() if n > 1] == []
+    assert answers_kept >= 1
+    assert len(served) > before_kill  # the resumed search did go on asking
+    assert journal_money["usd_spent"] == pytest.approx(
+        sum(call_usd(c["model"], c["prompt_tokens"], c["completion_tokens"]) for c in served)
+    )

@@ -22,6 +22,7 @@ from retune.handlers.gather import read_seed, read_workload
 from retune.handlers.kube import Cluster
 from retune.handlers.metrics import OperatorMetrics
 from retune.handlers.spend import (
+    ROLE_SPEND,
     ConfigMapSpendJournal,
     SpendJournalError,
     SpendJournalUnreadable,
@@ -40,7 +41,12 @@ from retune.search.ledger import Ledger
 from retune.search.mutation import Mutator
 from retune.search.state import EngineState, decode_state
 from retune.spec import ApiKeySource, OptimizationTarget
-from retune.store.kubernetes import CheckpointConflict, CheckpointTooLarge, KubernetesStore
+from retune.store.kubernetes import (
+    ROLE_CHECKPOINT,
+    CheckpointConflict,
+    CheckpointTooLarge,
+    KubernetesStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,25 +153,18 @@ class _ObservedExecutor:
         self.inner.close()
 
 
-def checkpoint_store(settings: JobSettings, inputs: TargetInputs) -> KubernetesStore:
-    """The target's checkpoint ConfigMap."""
+def target_store(
+    settings: JobSettings, inputs: TargetInputs, role: str = ROLE_CHECKPOINT
+) -> KubernetesStore:
+    """The target's ConfigMap of ``role``: its checkpoint, or its spend journal's
+    (``handlers/spend.py``)."""
     return KubernetesStore(
         settings.cluster.api,
         namespace=inputs.namespace,
         target=inputs.name,
         owner=inputs.owner,
         labels={TARGET_LABEL: target_label(inputs.name)},
-    )
-
-
-def spend_journal(settings: JobSettings, inputs: TargetInputs) -> ConfigMapSpendJournal:
-    """The target's spend journal ConfigMap (``handlers/spend.py``)."""
-    return ConfigMapSpendJournal(
-        settings.cluster.api,
-        namespace=inputs.namespace,
-        target=inputs.name,
-        owner=inputs.owner,
-        labels={TARGET_LABEL: target_label(inputs.name)},
+        role=role,
     )
 
 
@@ -269,7 +268,7 @@ def run_search(
         )
     )
     config = builder.config
-    store = checkpoint_store(settings, inputs)
+    store = target_store(settings, inputs)
     document = store.load()
     resumable = _resumable(document, config, start.resume, handle)
     warm: list[str] = []
@@ -277,7 +276,7 @@ def run_search(
         previous = _decoded(document)
         warm = warm_programs(previous, warm_limit(config)) if previous is not None else []
         handle.note(warm_programs=len(warm))
-    journal = spend_journal(settings, inputs)
+    journal = ConfigMapSpendJournal(target_store(settings, inputs, ROLE_SPEND))
     try:
         abandoned = journal.start(
             config.fingerprint,
@@ -385,7 +384,7 @@ def run_validation(
             settings, inputs, SearchStart(resume=False, seed_revision=recall.stable_revision)
         )
     else:
-        store = checkpoint_store(settings, inputs)
+        store = target_store(settings, inputs)
         document = store.load()
         state = decode_state(document) if document is not None else None
         if state is None or state.best is None or state.seed_elite is None:

@@ -10,10 +10,13 @@ the resumed search's ledger reads its money from there, charging a reservation t
 never settled at its worst case (it may have been billed).
 
 The ConfigMap stays small whatever the length of the search: a settled call is folded
-into one ``base`` record (what the settled calls add up to, per model), so it holds that
-and the reservations still open. What it does not keep is the answers: a local journal
-keeps each paid answer so that a resumed run takes it instead of asking again; a resumed
-search in the cluster asks again, pays again, and counts both.
+into one ``base`` record (what the settled calls add up to, per model), so it holds that,
+the reservations still open, and the paid answers a resume could still need. A resumed
+search takes those instead of asking again, as a local run takes its journal's; an answer
+goes once a checkpoint holds the program of the candidate it was for (the engine says
+which, :meth:`ConfigMapSpendJournal.checkpointed`), so what is kept is about one answer
+per mutation in flight. Past :data:`MAX_ANSWER_BYTES` the oldest answers go first: a
+resume asks those again and pays again, counted like any call.
 
 Writes are conditional on the resourceVersion last read or written, as the checkpoint's
 are: a second writer is refused (:class:`SpendConflict`), never overwritten. A write that
@@ -25,20 +28,21 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import urllib3
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from retune.evaluate.kubeapi import describe_error, with_retries
-from retune.search.journal import BASE, RELEASE, RESERVE, SETTLE
+from retune.search.journal import ANSWER, BASE, RELEASE, RESERVE, SETTLE
 from retune.search.ledger import LedgerState, Money, fold_journal
 from retune.store.kubernetes import CheckpointConflict, KubernetesStore
 
 ROLE_SPEND = "spend"  # the ConfigMap's suffix and key, and its retune.dev/role label
 FORMAT_VERSION = 1
+# The answers kept, in JSON bytes (a ConfigMap holds 1 MiB in all, base64 included).
+MAX_ANSWER_BYTES = 300_000
 
 
 class SpendJournalError(RuntimeError):
@@ -58,23 +62,16 @@ def base_record(money: Money) -> dict[str, Any]:
 
 
 class ConfigMapSpendJournal:
-    """A :class:`~retune.search.journal.Journal` in a ConfigMap; call :meth:`start` first."""
+    """A :class:`~retune.search.journal.Journal` in the ConfigMap ``store`` holds (a
+    :class:`KubernetesStore` of role :data:`ROLE_SPEND`); call :meth:`start` first."""
 
-    def __init__(
-        self,
-        api: client.ApiClient,
-        *,
-        namespace: str,
-        target: str,
-        owner: Mapping[str, Any],
-        labels: Mapping[str, str] | None = None,
-    ) -> None:
-        self._store = KubernetesStore(
-            api, namespace=namespace, target=target, owner=owner, labels=labels, role=ROLE_SPEND
-        )
+    def __init__(self, store: KubernetesStore) -> None:
+        self._store = store
         self._lock = threading.Lock()
         self._base = Money()
         self._open: dict[str, dict[str, Any]] = {}
+        self._answers: dict[str, dict[str, Any]] = {}  # call id -> its ``answer`` record
+        self._asking: frozenset[int] | None = None  # from the last checkpoint, to prune by
         self._conflict: SpendConflict | None = None  # once refused, always refused
         self._search = ""  # the fingerprint of the search whose money this is
 
@@ -102,22 +99,23 @@ class ConfigMapSpendJournal:
             found = None  # replaced: a new search's money does not depend on it
         with self._lock:
             self._search = search
-            if resume and found is not None and found[0] == search:
-                _, self._base, self._open = found
+            if resume and found is not None and found.search == search:
+                self._base, self._open, self._answers = found.base, found.open, found.answers
                 return {}
             abandoned: dict[str, float] = {}
-            for record in (found[2] if found is not None else {}).values():
+            for record in (found.open if found is not None else {}).values():
                 model = str(record.get("model", ""))
                 abandoned[model] = abandoned.get(model, 0.0) + float(record.get("usd", 0.0))
             self._base = Money.of(carried) if resume and carried is not None else Money()
-            self._open = {}
-            self._write(self._base, self._open)
+            self._open, self._answers = {}, {}
+            self._write(self._base, self._open, self._answers)
             return abandoned
 
     # -- the Journal protocol ----------------------------------------------------------
     def append(self, record: dict[str, Any]) -> None:
         with self._lock:
             base, still_open = self._base, dict(self._open)
+            answers = _needed(self._answers, self._asking)
             op, call_id = record.get("op"), str(record.get("id", ""))
             if op == RESERVE:
                 still_open[call_id] = dict(record)
@@ -125,15 +123,35 @@ class ConfigMapSpendJournal:
                 reserved = still_open.pop(call_id, None)
                 if reserved is not None:
                     base = fold_journal([base_record(base), reserved, dict(record)]).money
-            self._write(base, still_open)
-            self._base, self._open = base, still_open
+                    if isinstance(record.get("answer"), dict) and reserved.get("key"):
+                        answers[call_id] = {
+                            "op": ANSWER,
+                            "id": call_id,
+                            "key": reserved["key"],
+                            "candidate": reserved.get("candidate"),
+                            "answer": record["answer"],
+                        }
+                        _bound(answers, MAX_ANSWER_BYTES)
+            self._write(base, still_open, answers)
+            self._base, self._open, self._answers = base, still_open, answers
+            self._asking = None
 
     def records(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [base_record(self._base), *(dict(r) for r in self._open.values())]
+            return [
+                base_record(self._base),
+                *(dict(r) for r in self._answers.values()),
+                *(dict(r) for r in self._open.values()),
+            ]
+
+    def checkpointed(self, asking: frozenset[int]) -> None:
+        """Answers for candidates other than ``asking`` are no longer needed: they go with
+        the next write (not one of their own)."""
+        with self._lock:
+            self._asking = asking
 
     # -- the ConfigMap -------------------------------------------------------------------
-    def _read(self) -> tuple[str, Money, dict[str, dict[str, Any]]] | None:
+    def _read(self) -> _Document | None:
         try:
             document = self._store.load()
         except ApiException as error:
@@ -144,31 +162,42 @@ class ConfigMapSpendJournal:
             parsed = json.loads(document)
             if not isinstance(parsed, dict) or parsed.get("version") != FORMAT_VERSION:
                 raise ValueError(f"not a spend journal of format {FORMAT_VERSION}")
-            search = str(parsed.get("search", ""))
-            money = Money.model_validate(parsed.get("base") or {})
-            still_open = {str(r["id"]): dict(r) for r in parsed.get("open") or []}
+            return _Document(
+                search=str(parsed.get("search", "")),
+                base=Money.model_validate(parsed.get("base") or {}),
+                open={str(r["id"]): dict(r) for r in parsed.get("open") or []},
+                answers={str(r["id"]): dict(r) for r in parsed.get("answers") or []},
+            )
         except (ValueError, TypeError, KeyError) as error:
             raise SpendJournalUnreadable(
                 f"{self.where} cannot be read ({error}): what this search spent is unknown, "
                 "so it does not resume; delete the ConfigMap to start a new search"
             ) from None
-        return search, money, still_open
 
-    def _write(self, base: Money, still_open: dict[str, dict[str, Any]]) -> None:
+    def _write(
+        self,
+        base: Money,
+        still_open: dict[str, dict[str, Any]],
+        answers: dict[str, dict[str, Any]],
+    ) -> None:
+        if self._conflict is not None:
+            raise self._conflict
         document = {
             "version": FORMAT_VERSION,
             "search": self._search,
             "base": base.model_dump(mode="json"),
             "open": list(still_open.values()),
+            "answers": list(answers.values()),
         }
         encoded = json.dumps(document, sort_keys=True).encode()
-        if self._conflict is not None:
-            raise self._conflict
         try:
             # throttling, server errors and lost connections are tried again
             with_retries(lambda: self._store.save(encoded))
-        except CheckpointConflict:
-            if self._landed(encoded):
+        except CheckpointConflict as conflict:
+            # A write the API server applied but whose answer was lost is tried again with
+            # the version it replaced, and refused; the document names this process's
+            # calls, so no other writer's is equal to it.
+            if conflict.found == encoded:
                 return
             self._conflict = SpendConflict(
                 f"the spend journal {self.where} was changed or deleted by someone else; no "
@@ -179,11 +208,37 @@ class ConfigMapSpendJournal:
         except (ApiException, OSError, urllib3.exceptions.HTTPError) as error:
             raise SpendJournalError(f"{self.where}: {describe_error(error)}") from None
 
-    def _landed(self, encoded: bytes) -> bool:
-        """Whether a write refused as a conflict is in fact there: one whose answer was lost
-        after the API server applied it is tried again with the version it replaced, and
-        refused. The document names this process's calls, so no other writer's is equal."""
-        try:
-            return self._store.load() == encoded
-        except (ApiException, OSError, urllib3.exceptions.HTTPError):
-            return False
+
+@dataclass
+class _Document:
+    """A journal as read from its ConfigMap."""
+
+    search: str  # the fingerprint of the search whose money it is
+    base: Money
+    open: dict[str, dict[str, Any]]  # call id -> its reservation
+    answers: dict[str, dict[str, Any]]  # call id -> its ``answer`` record
+
+
+def _needed(
+    answers: dict[str, dict[str, Any]], asking: frozenset[int] | None
+) -> dict[str, dict[str, Any]]:
+    """``answers`` without those a checkpoint made unneeded (``asking``: see
+    :meth:`ConfigMapSpendJournal.checkpointed`); an answer for no known candidate stays."""
+    if asking is None:
+        return dict(answers)
+    return {
+        call_id: record
+        for call_id, record in answers.items()
+        if not isinstance(record.get("candidate"), int) or record["candidate"] in asking
+    }
+
+
+def _bound(answers: dict[str, dict[str, Any]], limit: int) -> None:
+    """Drop the oldest of ``answers`` until their JSON is at most ``limit`` bytes."""
+    sizes = {call_id: len(json.dumps(r)) for call_id, r in answers.items()}
+    total = sum(sizes.values())
+    for call_id in list(answers):  # oldest first: insertion order
+        if total <= limit:
+            return
+        total -= sizes[call_id]
+        del answers[call_id]

@@ -148,6 +148,8 @@ class Engine:
         version, internal, gauss = self.rng.getstate()
         self.state.rng_state = [version, list(internal), gauss]
         self.store.save(encode_state(self.state))
+        asking = (i for i, c in self.state.pending.items() if c.stage is Stage.PLANNED)
+        self.ledger.checkpointed(frozenset(asking))
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> EngineState:

@@ -6,7 +6,10 @@ One JSON line per event, appended and fsynced before the ledger acts on it:
   request's key (a digest of what was asked);
 * ``settle`` -- after it: what it is charged, the tokens the endpoint reported, and for a
   usable answer the answer itself, so that a resumed run asks nothing twice;
-* ``release`` -- a reservation for a request that was never sent.
+* ``release`` -- a reservation for a request that was never sent;
+* ``answer`` -- in a journal that compacts itself (the operator's), a paid answer kept
+  after its call was folded into the ``base`` record: its call id, request key and the
+  candidate it was for.
 
 A ``kill -9`` can come between any two lines. On resume the journal, not the (older)
 checkpoint, says what was spent: a reservation with no settlement may have been billed by
@@ -28,6 +31,7 @@ RELEASE = "release"
 # What earlier, settled records add up to, in one record (a journal that compacts itself
 # keeps this and the open reservations only): {"op": "base", "id": "base", "money": ...}
 BASE = "base"
+ANSWER = "answer"
 
 
 class Journal(Protocol):
@@ -39,6 +43,12 @@ class Journal(Protocol):
 
     def records(self) -> list[dict[str, Any]]:
         """Every record, in order."""
+
+    def checkpointed(self, asking: frozenset[int]) -> None:
+        """A checkpoint was written that holds the program of every candidate planned so
+        far but those in ``asking`` (their mutations were still being asked): a resume can
+        need the paid answers of those candidates only, and of the candidates planned
+        after it."""
 
 
 class SpendJournal:
@@ -81,6 +91,9 @@ class SpendJournal:
             if isinstance(record, dict) and isinstance(record.get("id"), str):
                 records.append(record)
         return records
+
+    def checkpointed(self, asking: frozenset[int]) -> None:
+        """Nothing: a file keeps every answer (a local disk, not an API object)."""
 
     def exists(self) -> bool:
         return self.path.exists()

@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from retune.search.journal import BASE, RELEASE, RESERVE, SETTLE, Journal
+from retune.search.journal import ANSWER, BASE, RELEASE, RESERVE, SETTLE, Journal
 
 # Float noise in summed prices is not an over-report.
 _TOLERANCE_USD = 1e-12
@@ -122,25 +122,28 @@ class Ledger:
         assert self.journal is not None
         folded = fold_journal(self.journal.records())
         with self._lock:
-            state = self._state
-            state.usd_spent = folded.money.usd_spent
-            state.strong_usd = folded.money.strong_usd
-            state.over_reported_usd = folded.money.over_reported_usd
-            state.models = folded.money.models
+            folded.money.apply_to(self._state)
             self._answers = folded.answers
         for held in folded.unsettled:  # sent, perhaps billed, never settled: its worst case
             self._charge_unsettled(held)
 
     # -- money -------------------------------------------------------------------------
     def reserve_usd(
-        self, usd: float, *, strong_cap: float | None = None, model: str = "", key: str = ""
+        self,
+        usd: float,
+        *,
+        strong_cap: float | None = None,
+        model: str = "",
+        key: str = "",
+        candidate: int | None = None,
     ) -> Reservation | None:
         """Reserve ``usd`` against the budget; ``None`` if that would exceed it.
 
         With ``strong_cap`` the call is a strong tier's, and the strong tiers' spend plus
         their reservations may not pass ``strong_cap`` either. With a journal the
         reservation is on disk when this returns. ``key`` names what is asked, so that a
-        resumed run can take the answer it already paid for (:meth:`paid_answer`).
+        resumed run can take the answer it already paid for (:meth:`paid_answer`), and
+        ``candidate`` the candidate it is for (see :meth:`checkpointed`).
         """
         strong = strong_cap is not None
         with self._lock:
@@ -165,6 +168,7 @@ class Ledger:
                         "usd": usd,
                         "strong": strong,
                         "key": key,
+                        "candidate": candidate,
                     }
                 )
             self._reserved_usd += usd
@@ -196,6 +200,12 @@ class Ledger:
             if strong_cap is not None:
                 room.append(strong_cap - self._state.strong_usd)
             return max(0.0, min(room)) if room else None
+
+    def checkpointed(self, asking: frozenset[int]) -> None:
+        """A checkpoint was written; every planned candidate's program is in it but those
+        of ``asking`` (see :meth:`Journal.checkpointed`)."""
+        if self.journal is not None:
+            self.journal.checkpointed(asking)
 
     def paid_answer(self, key: str) -> dict[str, Any] | None:
         """An answer to the request ``key`` that the journal shows was paid for before a
@@ -365,6 +375,11 @@ class Money(BaseModel):
     def of(cls, state: LedgerState) -> Money:
         return cls.model_validate(state.model_dump(include=set(cls.model_fields)))
 
+    def apply_to(self, state: LedgerState) -> None:
+        """Make ``state``'s money this (its other counts stay)."""
+        for name in type(self).model_fields:
+            setattr(state, name, getattr(self, name))
+
 
 @dataclass
 class Folded:
@@ -380,14 +395,16 @@ def fold_journal(records: list[dict[str, Any]]) -> Folded:
     """What ``records`` add up to: a ``base`` record's money (a compacted journal's
     earlier calls) plus every settled reservation; a released one costs nothing."""
     state = LedgerState()
+    answers: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         if record.get("op") == BASE:
             money = Money.model_validate(record.get("money") or {})
             state = LedgerState.model_validate(money.model_dump())
+        elif record.get("op") == ANSWER:
+            _keep_answer(answers, record.get("key"), record.get("answer"))
     reserved = {r["id"]: r for r in records if r.get("op") == RESERVE}
     closed = {r["id"]: r for r in records if r.get("op") in (SETTLE, RELEASE)}
     unsettled: list[Reservation] = []
-    answers: dict[str, list[dict[str, Any]]] = {}
     for call_id, reservation in reserved.items():
         held = Reservation(
             float(reservation["usd"]),
@@ -415,8 +432,10 @@ def fold_journal(records: list[dict[str, Any]]) -> Folded:
             int(end.get("completion_tokens", 0)),
             failed=bool(end.get("failed")),
         )
-        answer = end.get("answer")
-        key = reservation.get("key")
-        if isinstance(answer, dict) and isinstance(key, str) and key:
-            answers.setdefault(key, []).append(answer)
+        _keep_answer(answers, reservation.get("key"), end.get("answer"))
     return Folded(Money.of(state), unsettled, answers)
+
+
+def _keep_answer(answers: dict[str, list[dict[str, Any]]], key: object, answer: object) -> None:
+    if isinstance(answer, dict) and isinstance(key, str) and key:
+        answers.setdefault(key, []).append(answer)

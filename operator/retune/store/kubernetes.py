@@ -29,7 +29,12 @@ MAX_DOCUMENT_BYTES = 700_000
 
 
 class CheckpointConflict(RuntimeError):
-    """The checkpoint was written or deleted by someone else since this store last saw it."""
+    """The checkpoint was written or deleted by someone else since this store last saw it;
+    ``found`` is what the store read there next (None: nothing)."""
+
+    def __init__(self, message: str, found: bytes | None = None) -> None:
+        super().__init__(message)
+        self.found = found
 
 
 class CheckpointTooLarge(RuntimeError):
@@ -133,17 +138,18 @@ class KubernetesStore:
 
     def _conflict(self, status: int) -> CheckpointConflict:
         expected = self._version
-        self.load()  # see what is there now, for the message
+        found = self.load()  # see what is there now, for the message and the caller
         if status == 404:
             what = "was deleted"
         elif expected is None:
             what = f"was created by someone else (resourceVersion {self._version})"
         else:
-            found = self._version or "none: deleted"
-            what = f"was changed by someone else (resourceVersion {expected} -> {found})"
+            now = self._version or "none: deleted"
+            what = f"was changed by someone else (resourceVersion {expected} -> {now})"
         return CheckpointConflict(
             f"the {self.role} {self.where} {what}; the search stopped rather than overwrite "
-            "it. Is a second operator serving this target? Run one operator replica."
+            "it. Is a second operator serving this target? Run one operator replica.",
+            found,
         )
 
     def _manifest(self, document: bytes) -> dict[str, Any]:

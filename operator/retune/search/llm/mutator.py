@@ -332,7 +332,9 @@ class LLMMutator:
                 entry.reserved_usd = 0.0
                 entry.replayed = True
             else:
-                reservation = self._reserve(worst_usd, tier.strong, tier.name, key)
+                reservation = self._reserve(
+                    worst_usd, tier.strong, tier.name, key, request.candidate_index
+                )
                 if reservation is None:
                     entry.detail = self._refusal(worst_usd, tier)
                     self._audit(entry)
@@ -416,7 +418,9 @@ class LLMMutator:
             )
         return f"a call may cost up to ${worst_usd:.6f}; the budget cannot cover it"
 
-    def _reserve(self, usd: float, strong: bool, model: str, key: str) -> Reservation | None:
+    def _reserve(
+        self, usd: float, strong: bool, model: str, key: str, candidate: int
+    ) -> Reservation | None:
         """Reserve ``usd`` (against the strong tiers' cap too for a strong tier); ``None``
         once the budget itself cannot cover it.
 
@@ -426,7 +430,9 @@ class LLMMutator:
         """
         cap = self.strong_cap_usd if strong else None
         while True:
-            reservation = self.ledger.reserve_usd(usd, strong_cap=cap, model=model, key=key)
+            reservation = self.ledger.reserve_usd(
+                usd, strong_cap=cap, model=model, key=key, candidate=candidate
+            )
             if reservation is not None:
                 return reservation
             if not self.ledger.affordable(usd, strong_cap=cap):

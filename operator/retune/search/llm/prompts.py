@@ -130,13 +130,8 @@ def system_rules(policy: PolicyBrief) -> str:
     modules = ", ".join(f"`{name}`" for name in sorted(ALLOWED_MODULES))
     builtins = ", ".join(sorted(SAFE_BUILTIN_NAMES))
     exceptions = ", ".join(sorted(SAFE_EXCEPTION_NAMES))
-    task = (
-        "You tune the parameters of a heuristic policy"
-        if policy.kind == "parameters"
-        else "You improve a heuristic policy"
-    )
     return (
-        f"{task}: a small, self-contained Python "
+        f"You improve a {policy.kind or 'heuristic'} policy: a small, self-contained Python "
         "program that a production workload loads and calls. Candidates are scored by an "
         "evaluator on the deployment's own workload; higher is better.\n"
         "Rules for every program you write (a program that breaks one is refused before "

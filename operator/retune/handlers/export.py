@@ -3,8 +3,9 @@
 Read only: the target's status names the revision (``status.approval``, else
 ``status.validatedRevision``), its immutable ConfigMap holds the program, and the stable
 policy (the ``stableRevision`` ConfigMap, else ``spec.policy.seed``) is what the diff is
-against. Written: the policy file (named as ``spec.policy.volume.fileName``), the evidence
-as ``evidence.json`` and ``policy.diff``.
+against. Written: the policy file (named as ``spec.policy.volume.fileName``; for a
+parameters policy its values' JSON file too), the evidence as ``evidence.json`` and
+``policy.diff``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Protocol, cast
 from retune.handlers.gather import read_seed
 from retune.handlers.kube import Cluster, api_client
 from retune.handlers.reconcile import parse, status_of
+from retune.rollout.revisions import values_file_name
 
 EVIDENCE_FILE = "evidence.json"
 DIFF_FILE = "policy.diff"
@@ -46,6 +48,8 @@ class Export:
     """The stable revision's name, or ``seed`` for ``spec.policy.seed``."""
     stable_code: str
     evidence: dict[str, Any]
+    values: str | None = None
+    """A parameters policy's values file (JSON), as the revision holds it."""
 
 
 def open_cluster(kubeconfig: str | None) -> ClusterReads:
@@ -98,7 +102,8 @@ def gather_export(cluster: ClusterReads, namespace: str, name: str) -> Export:
         "hardwareFingerprint": status.hardware_fingerprint,
         "hardware": status.hardware,
     }
-    return Export(revision, file_name, code, stable, stable_code, evidence)
+    values = (config_map.get("data") or {}).get(values_file_name(file_name))
+    return Export(revision, file_name, code, stable, stable_code, evidence, values)
 
 
 def write_export(export: Export, directory: Path) -> list[Path]:
@@ -115,6 +120,8 @@ def write_export(export: Export, directory: Path) -> list[Path]:
         EVIDENCE_FILE: json.dumps(export.evidence, indent=2, sort_keys=True) + "\n",
         DIFF_FILE: "".join(diff),
     }
+    if export.values is not None:
+        files[values_file_name(export.file_name)] = export.values
     written = []
     for file_name, text in files.items():
         path = directory / file_name

@@ -41,6 +41,7 @@ from retune.controller import (
     spec_digests,
     status_worth_writing,
 )
+from retune.evaluate.parameters import ParameterError, read_values
 from retune.handlers.canary import deployments_of, read_canary, write_canary
 from retune.handlers.gather import (
     Workload,
@@ -407,6 +408,7 @@ class TargetLoop:
                 owner=owner_of(body),
                 code=action.code,
                 file_name=target.spec.policy.volume.file_name,
+                values=_parameter_values(target, action.code),
                 annotations=revision_annotations(
                     candidate=candidate_id(action.candidate) or "",
                     score=action.score,
@@ -429,6 +431,20 @@ class TargetLoop:
 def _heads_to_search(decision: Decision) -> bool:
     """Whether ``decision`` starts a search, or asks for the signals one starts on."""
     return decision.needs_signals or any(isinstance(a, StartSearch) for a in decision.actions)
+
+
+def _parameter_values(target: OptimizationTarget, code: str) -> dict[str, int | float] | None:
+    """A parameters policy's values, for its revision's JSON file; None for a code policy.
+    Every candidate was held to the parameters' contract, so a program that breaks it is
+    published without the file, and the break logged."""
+    policy = target.spec.policy
+    if policy.kind != "parameters":
+        return None
+    try:
+        return read_values(code, policy.parameters)
+    except ParameterError as error:
+        log.error("%s: the revision's values cannot be read (%s)", target.metadata.name, error)
+        return None
 
 
 def owner_of(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,14 +4,16 @@ The name is derived from the program, so publishing the same policy twice (an op
 restarted between creating the ConfigMap and recording it in the status) finds the one
 already there instead of making a second. The ConfigMap is ``immutable: true``: what a
 revision name points to never changes, which is what lets a rollout (and a rollback) refer
-to it by name. Its one key is the policy's file name, so it can be mounted as the policy
-volume as it is. It is owned by the target and goes when the target goes. Names and
+to it by name. Its key is the policy's file name, so it can be mounted as the policy
+volume as it is; a parameters policy's revision holds the values as JSON too
+(:func:`values_file_name`), for a workload in any language. It is owned by the target and goes when the target goes. Names and
 manifests are pure; :func:`retune.rollout.apps.publish_revision` creates them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -37,6 +39,13 @@ def revision_name(target: str, code: str) -> str:
     return f"{target[: _MAX_NAME - len(suffix)].rstrip('-.')}{suffix}"
 
 
+def values_file_name(file_name: str) -> str:
+    """Where a parameters policy's values are, beside its file: ``policy.py`` ->
+    ``policy.json``."""
+    stem = file_name[:-3] if file_name.endswith(".py") else file_name
+    return f"{stem}.json"
+
+
 def revision_manifest(
     *,
     name: str,
@@ -45,8 +54,13 @@ def revision_manifest(
     code: str,
     file_name: str,
     annotations: Mapping[str, str] | None = None,
+    values: Mapping[str, int | float] | None = None,
 ) -> dict[str, Any]:
-    """The ConfigMap of a revision (API JSON)."""
+    """The ConfigMap of a revision (API JSON); ``values``, a parameters policy's, go in
+    a JSON file beside the program."""
+    data = {file_name: code}
+    if values is not None:
+        data[values_file_name(file_name)] = json.dumps(dict(values), indent=2) + "\n"
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -63,7 +77,7 @@ def revision_manifest(
             "ownerReferences": [owner_reference(owner)],
         },
         "immutable": True,
-        "data": {file_name: code},
+        "data": data,
     }
 
 

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retune.evaluate.contract import EvaluationContext, Executor
+from retune.evaluate.parameters import ParameterError, read_values, values_only_problem
 from retune.search.archive import Archive, Elite
 from retune.search.builtin import FreeMutations
 from retune.search.config import EngineConfig, builtin_mutator, engine_config, free_start_of
-from retune.search.engine import Engine, Progress
+from retune.search.engine import Engine, Progress, SearchConfigError
 from retune.search.journal import Journal
 from retune.search.ledger import Budget, Ledger, LedgerState
 from retune.search.mutation import Mutator
@@ -198,6 +199,18 @@ class SearchBuilder:
         when ``resume`` (refused if the checkpoint is of another configuration), else
         fresh, re-scoring ``warm_programs`` first. Without a ``ledger`` or ``mutator``,
         the default ones are built."""
+        policy = self.setup.spec.policy
+        if policy.kind == "parameters":
+            try:  # the contract every candidate is held to, which the seed sets
+                read_values(self.setup.seed_code, policy.parameters)
+            except ParameterError as error:
+                raise SearchConfigError(str(error), "spec.policy.seed") from None
+            seed, params = self.setup.seed_code, policy.parameters
+            warm_programs = [  # a search of this target as a code policy left others
+                code
+                for code in warm_programs or []
+                if values_only_problem(seed, code, params) is None
+            ]
         ledger = ledger or self.ledger()
         engine = Engine(
             self.config,

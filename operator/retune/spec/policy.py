@@ -63,7 +63,7 @@ class ParameterSpec(SpecModel):
     """A numeric parameter of a ``parameters`` policy, and the range the search may use."""
 
     name: Identifier
-    """Name of the parameter (a keyword argument of the entrypoint)."""
+    """Name of the parameter: a module-level constant of the program, ``NAME = <number>``."""
     min: float
     """Smallest value the search may try."""
     max: float
@@ -100,7 +100,8 @@ class PolicySpec(SpecModel):
 
     kind: Literal["code", "parameters"] = "code"
     """``code``: the search rewrites the program. ``parameters``: it only moves the values
-    of the declared parameters."""
+    of the declared parameters (module-level constants); a revision then holds them as
+    JSON beside the program too."""
     language: Literal["python"] = "python"
     """Language of the program."""
     entrypoint: Identifier

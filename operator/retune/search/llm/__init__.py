@@ -69,6 +69,7 @@ def build_llm_mutator(
         signature=policy_spec.signature,
         description=policy_spec.description,
         kind=policy_spec.kind,
+        parameters=tuple(policy_spec.parameters) if policy_spec.kind == "parameters" else (),
     )
     audit = AuditLog(audit_path) if audit_path is not None else None
     return LLMMutator(

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from retune.evaluate.parameters import values_only_problem
 from retune.search.ledger import Ledger, Reservation
 from retune.search.llm.audit import AuditEntry, AuditLog
 from retune.search.llm.client import CallResult, ChatEndpoint, RetryPolicy, Step, with_retries
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 
 BUDGET = "budget"
 DUPLICATE = "duplicate"
+PARAMETERS = "parameters"  # a parameters policy's answer changed more than its values
 RESERVATION_POLL_SECONDS = 0.02
 STRONG_ROLES = ("paradigm", "init")
 DEFAULT_STRONG_SHARE = 0.3
@@ -472,6 +474,10 @@ class LLMMutator:
         )
         if parsed.code is None:
             return None, parsed.failure or "no_code"
+        if self.policy.parameters:
+            problem = values_only_problem(request.parent_code, parsed.code, self.policy.parameters)
+            if problem is not None:
+                return None, f"{PARAMETERS}: {problem}"
         description = f"{tier.name} ({tier.model}) {request.kind}: {parsed.summary}"
         gist = _gist(text)
         if gist:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from retune.evaluate.allowlist import ALLOWED_MODULES, SAFE_BUILTIN_NAMES, SAFE_EXCEPTION_NAMES
 from retune.search.mutation import Inspiration, MutationKind, MutationRequest
+from retune.spec import ParameterSpec
 
 PROGRAM_NAME = "policy.py"
 PARENT_HEADING = f"## Program to change: `{PROGRAM_NAME}`"
@@ -45,6 +46,8 @@ class PolicyBrief:
     signature: str
     description: str
     kind: str
+    # A parameters policy's parameters: an answer may move their values and nothing else.
+    parameters: tuple[ParameterSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,8 @@ def _context_section(inspirations: list[Inspiration]) -> str:
 
 
 def _task_section(kind: MutationKind, policy: PolicyBrief) -> str:
+    if policy.parameters:
+        return _parameters_task(kind, policy.parameters)
     if kind is MutationKind.MUTATE:
         return (
             "## Task\n"
@@ -226,6 +231,32 @@ def _task_section(kind: MutationKind, policy: PolicyBrief) -> str:
         f"{goal}\n"
         "Answer with the complete program in a single ```python code block. It must "
         f"define `{policy.entrypoint}` with the signature `{policy.signature}`."
+    )
+
+
+def _parameters_task(kind: MutationKind, parameters: tuple[ParameterSpec, ...]) -> str:
+    """The task for a parameters policy: move values, whatever the kind of mutation."""
+    listed = "\n".join(
+        f"- `{p.name}`: {'a whole number ' if p.integer else ''}from {p.min:g} to {p.max:g}"
+        for p in parameters
+    )
+    goal = (
+        f"Propose better values for the parameters of `{PROGRAM_NAME}`, guided by its "
+        "feedback and subscores."
+        if kind is MutationKind.MUTATE
+        else f"Propose a clearly different setting of the parameters of `{PROGRAM_NAME}` "
+        "(move several of them far), to explore another region."
+    )
+    return (
+        "## Task\n"
+        f"{goal} Only these values may change, each within its range:\n{listed}\n"
+        "Every other line must stay exactly as it is. Answer with one "
+        f"{DIFF_FORMAT_MARKER} block per changed assignment, exactly in this form:\n"
+        "<<<<<<< SEARCH\n"
+        f"the assignment line copied exactly from {PROGRAM_NAME}\n"
+        "=======\n"
+        "the same assignment with the new value\n"
+        ">>>>>>> REPLACE"
     )
 
 

@@ -216,3 +216,20 @@ def test_two_roles_on_one_model_get_distinct_tier_names() -> None:
     tiers, problems = resolve_tiers([], options, base_url="http://local/v1", api_key_env=None)
     assert problems == []
     assert [t.name for t in tiers] == ["m-mutate", "m-paradigm"]
+
+
+def test_a_parameters_policy_whose_seed_does_not_hold_its_parameters_is_refused(
+    target: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace(
+        target,
+        "    kind: code\n",
+        "    kind: parameters\n    parameters:\n      - {name: RECENCY_WEIGHT, min: 0, max: 10}\n",
+    )
+    code, lines = outcome(capsys, "check", str(target))
+    assert code == EXIT_USAGE
+    assert any(
+        "spec.policy.seed.file: the seed program does not hold its declared parameters: "
+        "parameter 'RECENCY_WEIGHT' is not assigned at module level" in line
+        for line in lines
+    ), lines

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 
 from retune.evaluate.syntax import parse
-from retune.spec import ParameterSpec
+from retune.spec import ParameterSpec, PolicySpec
 
 Value = int | float
 
@@ -50,6 +50,18 @@ def read_values(code: str, parameters: Sequence[ParameterSpec]) -> dict[str, Val
             )
         values[parameter.name] = _within(parameter, value)
     return values
+
+
+def seed_problem(policy: PolicySpec, code: str) -> str | None:
+    """Why the seed of ``policy`` cannot start a parameters search; None when it can (and
+    for a code policy)."""
+    if policy.kind != "parameters":
+        return None
+    try:
+        read_values(code, policy.parameters)
+    except ParameterError as error:
+        return f"the seed program does not hold its declared parameters: {error}"
+    return None
 
 
 def values_only_problem(parent: str, code: str, parameters: Sequence[ParameterSpec]) -> str | None:

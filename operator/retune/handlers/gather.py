@@ -26,6 +26,7 @@ from retune.controller import (
     SignalsWaiting,
     WatchReading,
 )
+from retune.evaluate.parameters import seed_problem
 from retune.evaluate.podspec import PodPlacement
 from retune.evaluate.sandbox import precheck
 from retune.handlers.kube import Cluster, selector_of
@@ -130,10 +131,13 @@ def spec_problems(
         problems.append(problem)
     elif code is not None:
         verdict = precheck(code, spec.policy.entrypoint)
+        where = "inline" if spec.policy.seed.inline is not None else "configMapRef"
         if verdict is not None:
-            where = "inline" if spec.policy.seed.inline is not None else "configMapRef"
             message = f"the seed program is refused: {verdict.detail}"
             problems.append(Problem(f"spec.policy.seed.{where}", message))
+        unheld = seed_problem(spec.policy, code)
+        if unheld is not None:
+            problems.append(Problem(f"spec.policy.seed.{where}", unheld))
     if workload is None:
         message = f"Deployment {spec.workload_ref.name!r} not found in namespace {namespace!r}"
         problems.append(Problem("spec.workloadRef.name", message))

@@ -19,6 +19,7 @@ import yaml
 
 from retune.evaluate import syntax
 from retune.evaluate.contract import EvaluationContext
+from retune.evaluate.parameters import seed_problem
 from retune.evaluate.sandbox import precheck
 from retune.local.tiers import EXAMPLE_TIER, TierOption, resolve_tiers
 from retune.search.config import search_budget
@@ -211,18 +212,24 @@ def _defines_evaluate(tree: ast.Module) -> bool:
 
 
 def seed_problems(spec: TargetSpec, seed_code: str) -> list[Problem]:
-    """The seed policy as the sandbox's allowlist sees it: it must be allowed to run."""
-    verdict = precheck(seed_code, spec.policy.entrypoint)
-    if verdict is None:
-        return []
+    """The seed policy as the sandbox's allowlist sees it (it must be allowed to run), and
+    for a parameters policy, holding its parameters as the search will move them."""
     seed = spec.policy.seed
     where = "file" if seed.file is not None else "inline" if seed.inline is not None else ""
-    message = (
-        f"the seed program is refused by the sandbox's allowlist: {verdict.detail}; "
-        "every candidate starts from the seed, so it must be pure computation "
-        "(see docs/sandbox.md for what is allowed)"
-    )
-    return [Problem(f"spec.policy.seed.{where}".rstrip("."), message)]
+    path = f"spec.policy.seed.{where}".rstrip(".")
+    problems = []
+    verdict = precheck(seed_code, spec.policy.entrypoint)
+    if verdict is not None:
+        message = (
+            f"the seed program is refused by the sandbox's allowlist: {verdict.detail}; "
+            "every candidate starts from the seed, so it must be pure computation "
+            "(see docs/sandbox.md for what is allowed)"
+        )
+        problems.append(Problem(path, message))
+    unheld = seed_problem(spec.policy, seed_code)
+    if unheld is not None:
+        problems.append(Problem(path, unheld))
+    return problems
 
 
 def _llm_problems(models: list[ModelTier], spec: TargetSpec, base_url: str | None) -> list[Problem]:

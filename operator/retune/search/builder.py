@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retune.evaluate.contract import EvaluationContext, Executor
-from retune.evaluate.parameters import ParameterError, read_values, values_only_problem
+from retune.evaluate.parameters import seed_problem, values_only_problem
 from retune.search.archive import Archive, Elite
 from retune.search.builtin import FreeMutations
 from retune.search.config import EngineConfig, builtin_mutator, engine_config, free_start_of
@@ -201,10 +201,9 @@ class SearchBuilder:
         the default ones are built."""
         policy = self.setup.spec.policy
         if policy.kind == "parameters":
-            try:  # the contract every candidate is held to, which the seed sets
-                read_values(self.setup.seed_code, policy.parameters)
-            except ParameterError as error:
-                raise SearchConfigError(str(error), "spec.policy.seed") from None
+            unheld = seed_problem(policy, self.setup.seed_code)  # the contract it sets
+            if unheld is not None:
+                raise SearchConfigError(unheld, "spec.policy.seed")
             seed, params = self.setup.seed_code, policy.parameters
             warm_programs = [  # a search of this target as a code policy left others
                 code

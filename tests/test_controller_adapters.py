@@ -53,6 +53,9 @@ from retune.spec import OptimizationTarget, Phase, TargetStatus, WatchStatus
 from retune.spec.status import SearchStatus
 from tests.test_spec import MINIMAL_CLUSTER
 
+# The router's seed: a parameters policy holding its parameters as module constants.
+ROUTER_SEED = "alpha = 0.5\ndepth = 3\n\n\ndef route(request):\n    return 'a'\n"
+
 
 def closed_port() -> int:
     with socket.socket() as sock:
@@ -205,7 +208,7 @@ class _Cluster:
 
     def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls["config_map"] += 1
-        return {"data": {"policy.py": "def route(request, *, alpha, depth):\n    return 'a'\n"}}
+        return {"data": {"policy.py": ROUTER_SEED}}
 
     def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.calls["replace_status"] += 1

@@ -32,6 +32,8 @@ def read_values(code: str, parameters: Sequence[ParameterSpec]) -> dict[str, Val
         tree = parse(code)
     except SyntaxError as error:
         raise ParameterError(f"the program does not parse: {error.msg}") from None
+    except (ValueError, MemoryError, RecursionError) as error:  # too deep, or NUL bytes
+        raise ParameterError(f"the program does not parse: {type(error).__name__}") from None
     assigned = _assignments(tree)
     values: dict[str, Value] = {}
     for parameter in parameters:
@@ -75,8 +77,8 @@ def values_only_problem(parent: str, code: str, parameters: Sequence[ParameterSp
                 f"only the values of the parameters ({names}) may change; every other line "
                 "must stay as it is"
             )
-    except (ParameterError, SyntaxError) as error:
-        return str(error)
+    except (ParameterError, SyntaxError, ValueError, MemoryError, RecursionError) as error:
+        return str(error) or type(error).__name__
     return None
 
 

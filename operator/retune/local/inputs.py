@@ -226,7 +226,7 @@ def seed_problems(spec: TargetSpec, seed_code: str) -> list[Problem]:
             "(see docs/sandbox.md for what is allowed)"
         )
         problems.append(Problem(path, message))
-    unheld = seed_problem(spec.policy, seed_code)
+    unheld = seed_problem(spec.policy, seed_code) if verdict is None else None
     if unheld is not None:
         problems.append(Problem(path, unheld))
     return problems

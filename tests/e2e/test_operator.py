@@ -13,7 +13,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from retune.evaluate.parameters import read_values, values_only_problem
+from retune.search.archive import Archive
 from retune.search.state import EngineState
+from retune.spec import ParameterSpec
 from tests.cluster.node import HOST_FROM_PODS
 from tests.cluster.nodes import REAL_NODE
 from tests.cluster.processes import wait_until
@@ -33,7 +36,7 @@ from tests.e2e.workload import deploy_cache
 from tests.llm_server import MODELS, running_mutation_server
 
 CPU_NODES = {REAL_NODE}
-E2E_ROLES = ("story", "invalid", "signals", "llm")
+E2E_ROLES = ("story", "invalid", "signals", "llm", "parameters")
 API_KEY = "sk-test-retune-e2e"
 
 
@@ -374,3 +377,54 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
         event_reasons(api, namespace, "llm-tuned")
     )
     assert API_KEY not in everything
+
+
+# examples/01's seed (LRU) with two weights to tune: a parameters policy.
+WEIGHTED_SEED = """\
+FREQUENCY_WEIGHT = 0.0
+RETURN_WEIGHT = 0.0
+
+
+def priority(size, now, last_access, access_count, insert_time, evicted_count, last_evicted):
+    return last_access + FREQUENCY_WEIGHT * access_count + RETURN_WEIGHT * last_evicted
+"""
+WEIGHTS = [
+    {"name": "FREQUENCY_WEIGHT", "min": 0, "max": 2000},
+    {"name": "RETURN_WEIGHT", "min": 0, "max": 2},
+]
+
+
+def test_a_parameters_target_moves_only_its_values_and_publishes_them_as_json(e2e: E2E) -> None:
+    api, namespace, operator = e2e.api, e2e.namespaces["parameters"], e2e.operator
+    name = "cache-weights"
+    deploy_cache(api, namespace)
+    target = cache_target(namespace, name, budget=16)
+    policy = target["spec"]["policy"]
+    policy.update(kind="parameters", seed={"inline": WEIGHTED_SEED}, parameters=WEIGHTS)
+    apply_target(api, target)
+
+    ready = wait_for_status(
+        api,
+        namespace,
+        name,
+        lambda s: s.get("phase") in ("Ready", "Stable", "Degraded"),
+        240,
+        "the end",
+        operator,
+    )
+    assert ready["phase"] == "Ready", ready["conditions"]
+    state = checkpoint(api, namespace, name)
+    assert state is not None and state.best is not None
+    parameters = [ParameterSpec.model_validate(w) for w in WEIGHTS]
+    # every program the search kept is the seed with its weights moved, within bounds
+    kept = [state.best, *Archive(state.archive).elites()]
+    assert len(kept) > 2
+    for elite in kept:
+        assert values_only_problem(WEIGHTED_SEED, elite.code, parameters) is None
+    config_map = client.CoreV1Api(api).read_namespaced_config_map(
+        ready["validatedRevision"], namespace
+    )
+    assert set(config_map.data) == {"policy.py", "policy.json"}
+    values = json.loads(config_map.data["policy.json"])
+    assert values == read_values(config_map.data["policy.py"], parameters)
+    assert values != {"FREQUENCY_WEIGHT": 0.0, "RETURN_WEIGHT": 0.0}

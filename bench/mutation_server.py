@@ -3,7 +3,9 @@
 
 It answers ``POST /v1/chat/completions`` with seeded mutations of the program in the
 prompt, in the format the prompt asks for (SEARCH/REPLACE blocks, or a whole program in a
-```python fence), with prose around them as a real model writes. An answer is a function
+```python fence), with prose around them as a real model writes; a prompt listing a
+parameters policy's parameters is answered by moving their values (and now and then by
+breaking that task, as real models do). An answer is a function
 of the model name, the prompt text, the request's ``seed`` field and ``--seed`` only --
 never of request order -- so a run replays whatever the client's concurrency.
 
@@ -142,6 +144,9 @@ def compose_answer(
     request's output-token limit, which a verbose model overruns.
     """
     parent = zoo.program_to_edit(prompt, behaviours, parent_program(prompt))
+    ranges = parameter_ranges(prompt)
+    if parent is not None and ranges:
+        return values_answer(card, parent, ranges, rng)
     signature = _SIGNATURE.search(prompt)
     hints = hints_from_signature(signature.group(1)) if signature else Hints()
 
@@ -188,6 +193,71 @@ def compose_answer(
     bullets = "\n".join(f"- {label[0].upper()}{label[1:]}" for label in labels)
     answer = f"{opener}\n\n{code}\n\nWhat changed:\n{bullets}\n"
     return zoo.pad_verbose(answer, behaviours, limit, rng), new
+
+
+# A parameters policy's task lists what may move: "- `NAME`: [a whole number ]from A to B".
+_PARAMETER = re.compile(r"^- `(\w+)`: (a whole number )?from (\S+) to (\S+)$", re.MULTILINE)
+# How often a model answering a parameters task breaks it, as real ones do now and then:
+# a value past its range, or a change to another line too.
+VALUES_SLIPS = {"small": 0.3, "large": 0.1}
+
+
+def parameter_ranges(prompt: str) -> dict[str, tuple[float, float, bool]]:
+    """The parameters a prompt asks to move, with their ranges; empty for a code task."""
+    ranges = {}
+    for name, whole, low, high in _PARAMETER.findall(prompt):
+        try:
+            ranges[name] = (float(low), float(high), bool(whole))
+        except ValueError:
+            continue
+    return ranges
+
+
+def values_answer(
+    card: ModelCard,
+    parent: str,
+    ranges: dict[str, tuple[float, float, bool]],
+    rng: random.Random,
+) -> tuple[str, str | None]:
+    """An answer to a parameters task: SEARCH/REPLACE blocks moving values (``small`` one
+    or two, nearby; ``large`` most of them, anywhere in range), now and then breaking the
+    task the way a model does (:data:`VALUES_SLIPS`)."""
+    lines = parent.splitlines()
+    assigned = {}
+    for number, line in enumerate(lines):
+        match = re.match(r"^(\w+) = (.+)$", line)
+        if match and match.group(1) in ranges:
+            assigned[match.group(1)] = number
+    if not assigned:
+        return garbage_answer(rng), None
+    bold = card.style.structural
+    names = sorted(assigned)
+    count = max(1, len(names) - 1) if bold else rng.randint(1, min(2, len(names)))
+    slip = rng.random() < VALUES_SLIPS.get(card.name, 0.2)
+    new_lines = list(lines)
+    for name in rng.sample(names, count):
+        low, high, whole = ranges[name]
+        span = high - low
+        try:
+            current = float(lines[assigned[name]].split("=", 1)[1].split("#")[0])
+        except ValueError:
+            current = (low + high) / 2
+        value = rng.uniform(low, high) if bold else current + rng.gauss(0, 0.15 * span)
+        value = min(high, max(low, value))
+        if slip and rng.random() < 0.5:
+            value = high + rng.uniform(0.05, 0.5) * span  # past its range
+            slip = False
+        shown = str(round(value)) if whole else f"{value:.6g}"
+        new_lines[assigned[name]] = f"{name} = {shown}"
+    if slip:  # and a change to a line the task said to keep
+        body = [i for i, line in enumerate(lines) if line.startswith("    return ")]
+        if body:
+            at = rng.choice(body)
+            new_lines[at] = lines[at].replace("return ", "return 1.01 * (", 1) + ")"
+    new = "\n".join(new_lines) + ("\n" if parent.endswith("\n") else "")
+    blocks = diff_blocks(parent, new)
+    opener = "Moving the parameters toward what the subscores suggest:"
+    return f"{opener}\n\n{blocks}\n", new
 
 
 def garbage_answer(rng: random.Random) -> str:

@@ -12,6 +12,11 @@ the values as JSON beside the program, for a workload in any language.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ from retune.evaluate.contract import EvaluationContext
 from retune.evaluate.parameters import ParameterError, read_values, values_only_problem
 from retune.handlers.export import Export, write_export
 from retune.rollout.revisions import revision_manifest, values_file_name
+from retune.search.archive import Archive
 from retune.search.builder import SearchBuilder, SearchSetup
 from retune.search.builtin import BuiltinMutator, ParameterBounds
 from retune.search.engine import SearchConfigError
@@ -30,8 +36,9 @@ from retune.search.llm import build_llm_mutator
 from retune.search.llm.client import CallResult
 from retune.search.llm.prompts import PolicyBrief, build_prompt
 from retune.search.mutation import MutationKind, MutationRequest
+from retune.search.state import decode_state
 from retune.spec import ParameterSpec, PolicySource, PolicySpec, TargetSpec
-from tests.llm_server import MutationServer, running_mutation_server
+from tests.llm_server import REPO, MutationServer, running_mutation_server
 from tests.test_llm_mutator import FAST_RETRY, search_spec
 
 SEED = '''\
@@ -52,6 +59,7 @@ PARAMETERS = [
     ParameterSpec(name="SKEW", min=-1, max=1),
 ]
 SIGNATURE = "batch_size(queue_length, oldest_wait_ms) -> int"
+EXAMPLE_01 = REPO / "examples" / "01-cache-eviction"
 
 
 def policy_spec(seed: str = SEED) -> PolicySpec:
@@ -131,31 +139,27 @@ def test_the_prompt_lists_the_parameters_and_asks_for_their_values_only() -> Non
 
 
 def test_a_models_answer_that_changes_more_than_the_values_never_reaches_the_search(
-    server: MutationServer, monkeypatch: pytest.MonkeyPatch
+    server: MutationServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("RETUNE_TEST_LLM_KEY", "sk-test")
     server.reset()
+    audit = tmp_path / "llm-calls.jsonl"
     mutator = build_llm_mutator(
-        search_spec(server.base_url),
-        policy_spec(),
-        Ledger(Budget()),
-        None,
-        None,
-        1,
+        search_spec(server.base_url), policy_spec(), Ledger(Budget()), None, audit, 1,
         retry=FAST_RETRY,
-    )
-    programs, refusals = 0, 0
-    for seed in range(12):
+    )  # fmt: skip
+    programs = 0
+    for seed in range(16):
         request = MutationRequest(parent_code=SEED, seed=seed)
         result = mutator.mutate(request, lambda _: False)
         if result.code is not None:
             programs += 1
             assert values_only_problem(SEED, result.code, PARAMETERS) is None
-        refusals += result.failure.count("parameters: ")
-    # the stand-in edits anything in the program at random: its answers are refused, the
-    # repair's too, and no program of theirs reaches the search
-    assert refusals >= 12
-    assert programs == 0
+    outcomes = [json.loads(line)["outcome"] for line in audit.read_text().splitlines()]
+    # the stand-in answers the values task, and now and then breaks it (a value past its
+    # range, another line changed): those answers are refused, none reaches the search
+    assert programs >= 8
+    assert outcomes.count("parameters") >= 1, outcomes
 
 
 class ScriptedModel:
@@ -234,3 +238,64 @@ def test_a_revision_holds_the_values_as_json_beside_the_program(tmp_path: Path) 
     written = {path.name for path in write_export(export, tmp_path)}
     assert "policy.json" in written
     assert json.loads((tmp_path / "policy.json").read_text()) == values
+
+
+# -- a whole local run with the models ----------------------------------------------------
+WEIGHTED_SEED = """\
+FREQUENCY_WEIGHT = 0.0
+RETURN_WEIGHT = 0.0
+
+
+def priority(size, now, last_access, access_count, insert_time, evicted_count, last_evicted):
+    return last_access + FREQUENCY_WEIGHT * access_count + RETURN_WEIGHT * last_evicted
+"""
+WEIGHTS = [
+    ParameterSpec(name="FREQUENCY_WEIGHT", min=0, max=2000),
+    ParameterSpec(name="RETURN_WEIGHT", min=0, max=2),
+]
+
+
+@pytest.mark.slow
+def test_an_llm_search_of_a_parameters_policy_moves_only_its_values(
+    server: MutationServer, tmp_path: Path
+) -> None:
+    """examples/01 with LRU's two weights to tune, searched by the stand-in models through
+    ``retune run``: they answer the values task, and now and then break it (a value past
+    its range, another line changed) as real models do; those answers are refused and
+    repaired, and everything the search keeps is the seed with its weights moved."""
+    target = tmp_path / "target"
+    shutil.copytree(EXAMPLE_01, target, ignore=shutil.ignore_patterns("workload", "baselines*"))
+    (target / "seed_policy.py").write_text(WEIGHTED_SEED)
+    spec = (target / "target.yaml").read_text()
+    declared = "".join(
+        f"      - {{name: {w.name}, min: {w.min:g}, max: {w.max:g}}}\n" for w in WEIGHTS
+    )
+    (target / "target.yaml").write_text(
+        spec.replace("    kind: code\n", f"    kind: parameters\n    parameters:\n{declared}")
+    )
+    output = tmp_path / "out"
+    server.reset()
+    command = [
+        sys.executable, "-m", "retune.cli", "run", str(target / "target.yaml"),
+        "--mutator", "llm", "--llm-base-url", server.base_url,
+        "--model", "cheap=small@0.15/0.60", "--model", "strong=large@2.50/10.00",
+        "--max-evaluations", "24", "--seed", "7", "--quiet", "--output", str(output),
+    ]  # fmt: skip
+    paths = [str(REPO / "operator"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((output / "result.json").read_text())
+
+    assert result["best_score"] > result["seed_score"]
+    assert result["tokens"] == server.stats()  # refused answers are paid for and counted
+    outcomes = Counter(
+        json.loads(line)["outcome"]
+        for line in (output / "llm-calls.jsonl").read_text().splitlines()
+    )
+    assert outcomes["ok"] >= 5 and outcomes["parameters"] >= 1, outcomes
+    state = decode_state((output / "checkpoint.retune").read_bytes())
+    kept = [e.code for e in Archive(state.archive).elites()]
+    assert len(kept) >= 3
+    for code in [*kept, (output / "best_policy.py").read_text()]:
+        assert values_only_problem(WEIGHTED_SEED, code, WEIGHTS) is None

@@ -16,7 +16,6 @@ from kubernetes.client.rest import ApiException
 from retune.evaluate.parameters import read_values, values_only_problem
 from retune.search.archive import Archive
 from retune.search.state import EngineState
-from retune.spec import ParameterSpec
 from tests.cluster.node import HOST_FROM_PODS
 from tests.cluster.nodes import REAL_NODE
 from tests.cluster.processes import wait_until
@@ -34,6 +33,7 @@ from tests.e2e.harness import (
 )
 from tests.e2e.workload import deploy_cache
 from tests.llm_server import MODELS, running_mutation_server
+from tests.test_parameters_policy import WEIGHTED_SEED, WEIGHTS
 
 CPU_NODES = {REAL_NODE}
 E2E_ROLES = ("story", "invalid", "signals", "llm", "parameters")
@@ -379,28 +379,14 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
     assert API_KEY not in everything
 
 
-# examples/01's seed (LRU) with two weights to tune: a parameters policy.
-WEIGHTED_SEED = """\
-FREQUENCY_WEIGHT = 0.0
-RETURN_WEIGHT = 0.0
-
-
-def priority(size, now, last_access, access_count, insert_time, evicted_count, last_evicted):
-    return last_access + FREQUENCY_WEIGHT * access_count + RETURN_WEIGHT * last_evicted
-"""
-WEIGHTS = [
-    {"name": "FREQUENCY_WEIGHT", "min": 0, "max": 2000},
-    {"name": "RETURN_WEIGHT", "min": 0, "max": 2},
-]
-
-
 def test_a_parameters_target_moves_only_its_values_and_publishes_them_as_json(e2e: E2E) -> None:
     api, namespace, operator = e2e.api, e2e.namespaces["parameters"], e2e.operator
     name = "cache-weights"
     deploy_cache(api, namespace)
     target = cache_target(namespace, name, budget=16)
     policy = target["spec"]["policy"]
-    policy.update(kind="parameters", seed={"inline": WEIGHTED_SEED}, parameters=WEIGHTS)
+    declared = [w.model_dump(exclude_none=True) for w in WEIGHTS]
+    policy.update(kind="parameters", seed={"inline": WEIGHTED_SEED}, parameters=declared)
     apply_target(api, target)
 
     ready = wait_for_status(
@@ -415,16 +401,15 @@ def test_a_parameters_target_moves_only_its_values_and_publishes_them_as_json(e2
     assert ready["phase"] == "Ready", ready["conditions"]
     state = checkpoint(api, namespace, name)
     assert state is not None and state.best is not None
-    parameters = [ParameterSpec.model_validate(w) for w in WEIGHTS]
     # every program the search kept is the seed with its weights moved, within bounds
     kept = [state.best, *Archive(state.archive).elites()]
     assert len(kept) > 2
     for elite in kept:
-        assert values_only_problem(WEIGHTED_SEED, elite.code, parameters) is None
+        assert values_only_problem(WEIGHTED_SEED, elite.code, WEIGHTS) is None
     config_map = client.CoreV1Api(api).read_namespaced_config_map(
         ready["validatedRevision"], namespace
     )
     assert set(config_map.data) == {"policy.py", "policy.json"}
     values = json.loads(config_map.data["policy.json"])
-    assert values == read_values(config_map.data["policy.py"], parameters)
+    assert values == read_values(config_map.data["policy.py"], WEIGHTS)
     assert values != {"FREQUENCY_WEIGHT": 0.0, "RETURN_WEIGHT": 0.0}

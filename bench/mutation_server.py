@@ -195,19 +195,26 @@ def compose_answer(
     return zoo.pad_verbose(answer, behaviours, limit, rng), new
 
 
-# A parameters policy's task lists what may move: "- `NAME`: [a whole number ]from A to B".
-_PARAMETER = re.compile(r"^- `(\w+)`: (a whole number )?from (\S+) to (\S+)$", re.MULTILINE)
+# A parameters policy's task lists what may move:
+# "- `NAME`: [a whole number ]from A to B[, in steps of S]".
+_PARAMETER = re.compile(
+    r"^- `(\w+)`: (a whole number )?from (\S+) to ([^\s,]+)(?:, in steps of (\S+))?$",
+    re.MULTILINE,
+)
 # How often a model answering a parameters task breaks it, as real ones do now and then:
 # a value past its range, or a change to another line too.
 VALUES_SLIPS = {"small": 0.3, "large": 0.1}
 
 
-def parameter_ranges(prompt: str) -> dict[str, tuple[float, float, bool]]:
+Range = tuple[float, float, bool, float | None]  # low, high, whole, step
+
+
+def parameter_ranges(prompt: str) -> dict[str, Range]:
     """The parameters a prompt asks to move, with their ranges; empty for a code task."""
     ranges = {}
-    for name, whole, low, high in _PARAMETER.findall(prompt):
+    for name, whole, low, high, step in _PARAMETER.findall(prompt):
         try:
-            ranges[name] = (float(low), float(high), bool(whole))
+            ranges[name] = (float(low), float(high), bool(whole), float(step) if step else None)
         except ValueError:
             continue
     return ranges
@@ -216,7 +223,7 @@ def parameter_ranges(prompt: str) -> dict[str, tuple[float, float, bool]]:
 def values_answer(
     card: ModelCard,
     parent: str,
-    ranges: dict[str, tuple[float, float, bool]],
+    ranges: dict[str, Range],
     rng: random.Random,
 ) -> tuple[str, str | None]:
     """An answer to a parameters task: SEARCH/REPLACE blocks moving values (``small`` one
@@ -236,7 +243,7 @@ def values_answer(
     slip = rng.random() < VALUES_SLIPS.get(card.name, 0.2)
     new_lines = list(lines)
     for name in rng.sample(names, count):
-        low, high, whole = ranges[name]
+        low, high, whole, step = ranges[name]
         span = high - low
         try:
             current = float(lines[assigned[name]].split("=", 1)[1].split("#")[0])
@@ -244,6 +251,8 @@ def values_answer(
             current = (low + high) / 2
         value = rng.uniform(low, high) if bold else current + rng.gauss(0, 0.15 * span)
         value = min(high, max(low, value))
+        if step:
+            value = min(high, low + round((value - low) / step) * step)
         if slip and rng.random() < 0.5:
             value = high + rng.uniform(0.05, 0.5) * span  # past its range
             slip = False

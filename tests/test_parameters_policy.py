@@ -54,7 +54,7 @@ def batch_size(queue_length, oldest_wait_ms):
     return max(1, int(queue_length * (1.0 + SKEW)))
 '''
 PARAMETERS = [
-    ParameterSpec(name="WAIT_MS", min=0.5, max=50),
+    ParameterSpec(name="WAIT_MS", min=0.5, max=50, step=0.5),
     ParameterSpec(name="MAX_BATCH", min=1, max=64, integer=True),
     ParameterSpec(name="SKEW", min=-1, max=1),
 ]
@@ -89,6 +89,7 @@ def test_the_values_are_read_in_declaration_order_with_their_types() -> None:
         (("WAIT_MS = 4.0", "WAIT_MS: float = 4.0"), "number literal"),
         (("WAIT_MS = 4.0", "WAIT_MS = 80.0"), r"must lie in \[0.5, 50\]"),
         (("MAX_BATCH = 16", "MAX_BATCH = 16.5"), "whole number"),
+        (("WAIT_MS = 4.0", "WAIT_MS = 4.2"), r"0.5 plus a whole number of steps of 0.5"),
         (("SKEW = -0.5", "SKEW = True"), "number literal"),
         (("SKEW = -0.5", "SKEW = float('nan')"), "number literal"),
         (("def batch_size", "def batch_size("), "does not parse"),
@@ -102,7 +103,7 @@ def test_a_program_that_breaks_the_contract_is_named_for_what_it_breaks(
 
 
 def test_a_candidate_may_move_values_within_bounds_and_nothing_else() -> None:
-    moved = SEED.replace("WAIT_MS = 4.0", "WAIT_MS = 7.25").replace("SKEW = -0.5", "SKEW = 0.1")
+    moved = SEED.replace("WAIT_MS = 4.0", "WAIT_MS = 7.5").replace("SKEW = -0.5", "SKEW = 0.1")
     assert values_only_problem(SEED, moved, PARAMETERS) is None
     edited = SEED.replace("min(queue_length, MAX_BATCH)", "max(queue_length, MAX_BATCH)")
     assert "only the values" in str(values_only_problem(SEED, edited, PARAMETERS))
@@ -113,14 +114,20 @@ def test_a_candidate_may_move_values_within_bounds_and_nothing_else() -> None:
 
 
 def test_the_builtin_mutator_keeps_to_the_contract() -> None:
-    bounds = [ParameterBounds(p.name, p.min, p.max, integer=p.integer) for p in PARAMETERS]
+    bounds = [ParameterBounds(p.name, p.min, p.max, p.integer, p.step) for p in PARAMETERS]
     mutator = BuiltinMutator("batch_size", bounds)
+    moves_of_skew = 0
     for seed in range(60):
         kind = list(MutationKind)[seed % len(MutationKind)]
         request = MutationRequest(parent_code=SEED, seed=seed, kind=kind)
-        code = mutator.mutate(request, lambda _: False).code
-        assert code is not None
-        assert values_only_problem(SEED, code, PARAMETERS) is None
+        result = mutator.mutate(request, lambda _: False)
+        assert result.code is not None
+        assert values_only_problem(SEED, result.code, PARAMETERS) is None  # on the grid too
+        # a negative value is moved from where it is, not from the middle of its range
+        if "SKEW:" in result.description:
+            moves_of_skew += 1
+            assert "SKEW: -0.5 -> " in result.description, result.description
+    assert moves_of_skew > 0
 
 
 # -- the models ---------------------------------------------------------------------------------
@@ -135,6 +142,7 @@ def test_the_prompt_lists_the_parameters_and_asks_for_their_values_only() -> Non
     task = build_prompt(MutationRequest(parent_code=SEED, seed=1), brief).user
     assert "`MAX_BATCH`: a whole number from 1 to 64" in task
     assert "`SKEW`: from -1 to 1" in task
+    assert "`WAIT_MS`: from 0.5 to 50, in steps of 0.5" in task
     assert "Every other line must stay exactly as it is" in task
 
 

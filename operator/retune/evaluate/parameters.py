@@ -44,7 +44,7 @@ def read_values(code: str, parameters: Sequence[ParameterSpec]) -> dict[str, Val
                 f"parameter {parameter.name!r} {how} at module level (write it once, as "
                 f"`{parameter.name} = <number>`)"
             )
-        value = _number(nodes[0]) if nodes[0] is not None else None
+        value = number_literal(nodes[0]) if nodes[0] is not None else None
         if value is None:
             raise ParameterError(
                 f"parameter {parameter.name!r} must be assigned a number literal, as "
@@ -96,18 +96,17 @@ def _assignments(tree: ast.Module) -> dict[str, list[ast.expr | None]]:
     return assigned
 
 
-def _number(node: ast.expr) -> Value | None:
-    """The number a literal (or a negated literal) holds; None for anything else."""
-    negative = isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
-    operand = node.operand if isinstance(node, ast.UnaryOp) and negative else node
-    if not isinstance(operand, ast.Constant) or isinstance(operand.value, bool):
+def number_literal(node: ast.expr) -> Value | None:
+    """The number a literal (or a signed literal) holds; None for anything else."""
+    sign = 1
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        sign = -1 if isinstance(node.op, ast.USub) else 1
+        node = node.operand
+    if not isinstance(node, ast.Constant) or isinstance(node.value, bool):
         return None
-    if not isinstance(operand.value, (int, float)):
+    if not isinstance(node.value, (int, float)):
         return None
-    value: Value = operand.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        value = -value
-    return value
+    return sign * node.value
 
 
 def _within(parameter: ParameterSpec, value: Value) -> Value:
@@ -120,6 +119,14 @@ def _within(parameter: ParameterSpec, value: Value) -> Value:
         raise ParameterError(
             f"parameter {name!r} must lie in [{parameter.min:g}, {parameter.max:g}] (got {value!r})"
         )
+    step = parameter.step
+    if step is not None:
+        steps = (value - parameter.min) / step
+        if abs(steps - round(steps)) > 1e-6:
+            raise ParameterError(
+                f"parameter {name!r} must be {parameter.min:g} plus a whole number of steps "
+                f"of {step:g} (got {value!r})"
+            )
     return int(value) if parameter.integer else value
 
 

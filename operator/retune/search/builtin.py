@@ -29,6 +29,7 @@ import random
 from dataclasses import dataclass
 
 from retune.evaluate import syntax
+from retune.evaluate.parameters import number_literal
 from retune.search.crossover import graft_term
 from retune.search.edits import EDITS, REFINE_EDITS, find_function, finish
 from retune.search.mutation import (
@@ -155,13 +156,15 @@ class BuiltinMutator:
         described = []
         for bounds in rng.sample(movable, min(moves, len(movable))):
             node = assignments[bounds.name]
-            current = node.value.value if isinstance(node.value, ast.Constant) else None
-            if not isinstance(current, int | float):
+            current = number_literal(node.value)  # a negative value is -(literal)
+            if current is None:
                 current = (bounds.low + bounds.high) / 2
             scale = 1.0 if kind is MutationKind.MUTATE else 3.0
             step = bounds.step or (bounds.high - bounds.low) / 10
             value = float(current) + rng.gauss(0.0, step * scale)
             value = min(bounds.high, max(bounds.low, value))
+            if bounds.step:  # kept on the grid low + k * step
+                value = min(bounds.high, bounds.low + round((value - bounds.low) / step) * step)
             new: float | int = round(value) if bounds.integer else round(value, 6)
             node.value = ast.Constant(value=new)
             described.append(f"{bounds.name}: {current} -> {new}")

@@ -238,6 +238,7 @@ def _parameters_task(kind: MutationKind, parameters: tuple[ParameterSpec, ...]) 
     """The task for a parameters policy: move values, whatever the kind of mutation."""
     listed = "\n".join(
         f"- `{p.name}`: {'a whole number ' if p.integer else ''}from {p.min:g} to {p.max:g}"
+        + (f", in steps of {p.step:g}" if p.step is not None else "")
         for p in parameters
     )
     goal = (

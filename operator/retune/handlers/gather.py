@@ -135,8 +135,7 @@ def spec_problems(
         if verdict is not None:
             message = f"the seed program is refused: {verdict.detail}"
             problems.append(Problem(f"spec.policy.seed.{where}", message))
-        unheld = seed_problem(spec.policy, code) if verdict is None else None
-        if unheld is not None:
+        elif (unheld := seed_problem(spec.policy, code)) is not None:
             problems.append(Problem(f"spec.policy.seed.{where}", unheld))
     if workload is None:
         message = f"Deployment {spec.workload_ref.name!r} not found in namespace {namespace!r}"

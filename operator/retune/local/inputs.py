@@ -217,7 +217,6 @@ def seed_problems(spec: TargetSpec, seed_code: str) -> list[Problem]:
     seed = spec.policy.seed
     where = "file" if seed.file is not None else "inline" if seed.inline is not None else ""
     path = f"spec.policy.seed.{where}".rstrip(".")
-    problems = []
     verdict = precheck(seed_code, spec.policy.entrypoint)
     if verdict is not None:
         message = (
@@ -225,11 +224,9 @@ def seed_problems(spec: TargetSpec, seed_code: str) -> list[Problem]:
             "every candidate starts from the seed, so it must be pure computation "
             "(see docs/sandbox.md for what is allowed)"
         )
-        problems.append(Problem(path, message))
-    unheld = seed_problem(spec.policy, seed_code) if verdict is None else None
-    if unheld is not None:
-        problems.append(Problem(path, unheld))
-    return problems
+        return [Problem(path, message)]
+    unheld = seed_problem(spec.policy, seed_code)
+    return [Problem(path, unheld)] if unheld is not None else []
 
 
 def _llm_problems(models: list[ModelTier], spec: TargetSpec, base_url: str | None) -> list[Problem]:

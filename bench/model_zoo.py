@@ -32,6 +32,7 @@ from server_process import MODELS, MutationServerProcess
 from zoo import BEHAVIOURS
 
 from retune.local.tiers import TierOption
+from retune.search.llm.audit import NOT_CALLS
 
 WELL_BEHAVED = "none"
 
@@ -52,7 +53,7 @@ class Tally:
         return self.usable / self.paid if self.paid else 0.0
 
     def add(self, problem: str, result: SearchResult) -> None:
-        calls = [line for line in result.audit if line["outcome"] != "budget"]
+        calls = [line for line in result.audit if line["outcome"] not in NOT_CALLS]
         self.paid += len(calls)
         self.usable += sum(line["outcome"] == "ok" for line in calls)
         self.repairs += sum(bool(line.get("repair")) for line in calls)

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from retune_search import Setup, run_search, usd_when_written
 from server_process import MutationServerProcess, usd_of_stats
 
+from retune.search.llm.audit import NOT_CALLS
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PROBLEMS = {
@@ -132,8 +134,9 @@ def run_retune(
     served = usd_of_stats(stats)
     if abs(served - result.usd) > 1e-9:
         notes.append(f"retune's ledger says ${result.usd:.6f}, the server ${served:.6f}")
-    # Calls answered with nothing to evaluate; a call the ledger refused was never made.
-    unusable = [e for e in result.audit if e.get("outcome") not in ("ok", "budget")]
+    # Calls answered with nothing to evaluate; a call the ledger refused, or a tier's
+    # rest, made none.
+    unusable = [e for e in result.audit if e.get("outcome") not in NOT_CALLS | {"ok"}]
     return Run(
         framework=variant,
         problem=problem,

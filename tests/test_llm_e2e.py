@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from retune.search.llm.audit import NOT_CALLS
 from tests.llm_server import REPO, MutationServer, running_mutation_server
 
 TARGET = REPO / "examples" / "01-cache-eviction" / "target.yaml"
@@ -74,7 +75,7 @@ def test_the_ledger_is_what_the_server_served(server: MutationServer, tmp_path: 
     assert result["evaluations"] == 30
     assert result["tokens"] == server.stats()
     calls = audit(tmp_path)
-    made = Counter(line["tier"] for line in calls if line["outcome"] != "budget")
+    made = Counter(line["tier"] for line in calls if line["outcome"] not in NOT_CALLS)
     assert result["calls"] == dict(made)
     assert result["calls"]["small"] > result["calls"].get("large", 0)
     assert result["cost_usd"] == pytest.approx(sum(line["usd"] for line in calls))

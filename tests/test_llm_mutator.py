@@ -28,10 +28,12 @@ from retune.search.llm import (
     build_llm_mutator,
 )
 from retune.search.llm import mutator as mutator_module
+from retune.search.llm.audit import NOT_CALLS
 from retune.search.llm.client import ChatEndpoint
 from retune.search.llm.mutator import Tier, request_for_tier
 from retune.search.llm.pricing import cost_usd, worst_case_usd
 from retune.search.llm.prompts import PolicyBrief, build_prompt
+from retune.search.llm.rest import RestPolicy, TierRests
 from retune.search.mutation import (
     Inspiration,
     MutationKind,
@@ -671,3 +673,90 @@ def test_a_tier_never_has_more_calls_in_flight_than_its_limit() -> None:
     assert completions.most == 2
     assert all((r.failure or "").startswith("llm: only: malformed") for r in results)
     assert cost_usd(tier.prices, 0, 0) == 0
+
+
+# -- a tier whose tries keep failing rests -------------------------------------------------
+def test_a_tier_rests_after_its_tries_keep_failing_and_each_rest_after_a_failure_is_longer() -> (
+    None
+):
+    rests = TierRests(RestPolicy(after=3, mutations=4, longest=10))
+    begun = [rests.record("small", usable=False) for _ in range(3)]
+    assert begun[:2] == [None, None] and begun[2] is not None
+    assert (begun[2].failures, begun[2].mutations, begun[2].again) == (3, 4, False)
+    assert [rests.skip("small") for _ in range(5)] == [4, 3, 2, 1, 0]
+    assert rests.skip("large") == 0  # per tier
+    again = rests.record("small", usable=False)  # one failure after a rest is enough
+    assert again is not None and (again.mutations, again.again) == (8, True)
+    assert rests.record("small", usable=False) is None  # in flight when the rest began
+    assert sum(rests.skip("small") > 0 for _ in range(12)) == 8
+    third = rests.record("small", usable=False)
+    assert third is not None and third.mutations == 10  # never longer than the longest
+    rests.record("small", usable=True)  # a usable answer ends it all
+    assert rests.skip("small") == 0
+    assert [rests.record("small", usable=False) is not None for _ in range(3)] == [
+        False,
+        False,
+        True,
+    ]
+    assert rests.skip("small") == 4  # back to the first rest's length
+    never = TierRests(RestPolicy(after=0))
+    assert all(never.record("small", usable=False) is None for _ in range(50))
+
+
+def test_a_model_that_keeps_answering_unusably_is_paid_for_a_few_tries_not_every_mutation(
+    server: MutationServer, tmp_path: Path
+) -> None:
+    ledger = Ledger(Budget())
+    audit = tmp_path / "calls.jsonl"
+    mutator = make_mutator(server, ledger, audit_path=audit)
+    policy = mutator.rests.policy
+    server.set_faults("garbage@small:1.0")  # prose, never a program: paid, and useless
+
+    results = [mutator.mutate(request(seed), never_duplicate) for seed in range(60)]
+
+    assert all(result.ok and result.model is None for result in results)  # built-in wrote them
+    lines = audit_lines(audit)
+    rests = [line for line in lines if line["outcome"] == "rested"]
+    calls = [line for line in lines if line["outcome"] not in NOT_CALLS]
+    # eight tries (an answer and its repair each), a rest of 20 mutations, one try, a rest
+    # of 40: nine tries in 60 mutations, where without rests every mutation pays two calls
+    tries = policy.after + 1
+    assert len(calls) == 2 * tries and all(line["outcome"] == "no_code" for line in calls)
+    assert [line["candidate_index"] for line in rests] == [
+        policy.after - 1,
+        policy.after + policy.mutations,
+    ]
+    assert "tries in a row gave no usable program" in rests[0]["detail"]
+    assert "first try after a rest" in rests[1]["detail"]
+    assert all(line["usd"] == 0 for line in rests)
+    rested = [r for r in results if "small: rested" in r.description]
+    assert len(rested) == 60 - tries
+    assert ledger_tokens(ledger) == server.stats()  # every paid call accounted
+    assert ledger.snapshot().models["small"].calls == 2 * tries
+
+    server.set_faults("")  # the model answers again: after its rest it is asked, and stays
+    later = [mutator.mutate(request(seed), never_duplicate) for seed in range(60, 120)]
+    back = next(i for i, result in enumerate(later) if result.model == "small")
+    assert back == 2 * policy.mutations - (60 - tries - policy.mutations)  # the rest's end
+    assert all(result.model == "small" for result in later[back:])
+
+
+def test_a_model_that_fails_now_and_then_never_rests(
+    server: MutationServer, tmp_path: Path
+) -> None:
+    audit = tmp_path / "calls.jsonl"
+    mutator = make_mutator(server, audit_path=audit)
+    server.set_faults("garbage:0.3,500:0.2")
+    results = [mutator.mutate(request(seed), never_duplicate) for seed in range(80)]
+    outcomes = [line["outcome"] for line in audit_lines(audit)]
+    assert outcomes.count("no_code") >= 15  # it did fail, often
+    assert "rested" not in outcomes
+    assert sum(result.model == "small" for result in results) >= 55  # a rest would skip 20
+
+
+def test_calls_the_budget_refuses_never_rest_a_tier(server: MutationServer, tmp_path: Path) -> None:
+    audit = tmp_path / "calls.jsonl"
+    mutator = make_mutator(server, Ledger(Budget(max_usd=1e-7)), audit_path=audit)
+    results = [mutator.mutate(request(seed), never_duplicate) for seed in range(30)]
+    assert all(result.budget_exhausted for result in results)
+    assert {line["outcome"] for line in audit_lines(audit)} == {"budget"}

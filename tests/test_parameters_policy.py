@@ -113,9 +113,12 @@ def test_a_candidate_may_move_values_within_bounds_and_nothing_else() -> None:
     assert values_only_problem(SEED, SEED.replace('"""', '# x\n"""', 1), PARAMETERS) is None
 
 
+def bounds() -> list[ParameterBounds]:
+    return [ParameterBounds(p.name, p.min, p.max, p.integer, p.step) for p in PARAMETERS]
+
+
 def test_the_builtin_mutator_keeps_to_the_contract() -> None:
-    bounds = [ParameterBounds(p.name, p.min, p.max, p.integer, p.step) for p in PARAMETERS]
-    mutator = BuiltinMutator("batch_size", bounds)
+    mutator = BuiltinMutator("batch_size", bounds())
     moves_of_skew = 0
     for seed in range(60):
         kind = list(MutationKind)[seed % len(MutationKind)]
@@ -203,6 +206,33 @@ def test_a_value_out_of_bounds_is_repaired_and_a_values_only_answer_is_taken(
     assert read_values(result.code, PARAMETERS)["WAIT_MS"] == 6.5
     assert values_only_problem(SEED, result.code, PARAMETERS) is None
     assert "must lie in [0.5, 50]" in model.asked[1][-1]["content"]  # the repair says why
+
+
+def test_a_model_that_keeps_breaking_the_task_rests_and_the_builtin_mutator_moves_the_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RETUNE_TEST_LLM_KEY", "sk-test")
+    mutator = build_llm_mutator(
+        search_spec("http://127.0.0.1:9"),
+        policy_spec(),
+        Ledger(Budget()),
+        BuiltinMutator("batch_size", bounds()),
+        None,
+        1,
+    )
+    model = ScriptedModel(*[edit("WAIT_MS = 4.0", "WAIT_MS = 80.0")] * 100)
+    for tier in mutator.tiers:
+        monkeypatch.setattr(tier.endpoint, "complete", model.complete)
+    results = [
+        mutator.mutate(MutationRequest(parent_code=SEED, seed=seed), lambda _: False)
+        for seed in range(30)
+    ]
+    # eight tries (an answer and its repair each), a rest of 20 mutations, one more try
+    tries = mutator.rests.policy.after + 1
+    assert len(model.asked) == 2 * tries
+    assert all(result.code is not None and result.model is None for result in results)
+    assert all(values_only_problem(SEED, r.code or "", PARAMETERS) is None for r in results)
+    assert sum("rested" in result.description for result in results) == 30 - tries
 
 
 # -- the seed and the revision ------------------------------------------------------------

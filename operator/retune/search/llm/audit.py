@@ -1,4 +1,5 @@
-"""The per-call audit log: one JSON line for every attempt at calling a model.
+"""The per-call audit log: one JSON line for every attempt at calling a model, and one
+for every rest a tier begins.
 
 A line records what was asked of which model and what it cost; it never holds the API key
 (the endpoint redacts it from error details before they get here) nor the prompt itself.
@@ -11,6 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+
+BUDGET = "budget"  # the budget could not cover the call: nothing was sent
+RESTED = "rested"  # the tier's tries kept failing; it is left out for a while (rest.py)
+NOT_CALLS = frozenset({BUDGET, RESTED})
+"""Outcomes of lines that record no request to a model."""
 
 
 class AuditEntry(BaseModel):

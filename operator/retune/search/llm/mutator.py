@@ -24,7 +24,8 @@ backoff. An answer that cannot be used (SEARCH text not in the program, a syntax
 name the allowlist refuses, a known program) gets one repair round on the same tier: the
 answer and the exact problem go back to the model, once. An endpoint that refuses the
 request itself (a 400/401/404 no other prompt would escape) stops the search with
-:class:`MutatorRejected`. Every seed is derived from the run's seed and the request,
+:class:`MutatorRejected`. A tier whose tries keep coming to nothing rests for a while
+(``rest.py``): the mutations that would ask it go on without it. Every seed is derived from the run's seed and the request,
 never from the clock or from the order in which threads run, so a run against the same
 server replays exactly.
 """
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 
 from retune.evaluate.parameters import values_only_problem
 from retune.search.ledger import Ledger, Reservation
-from retune.search.llm.audit import AuditEntry, AuditLog
+from retune.search.llm.audit import BUDGET, RESTED, AuditEntry, AuditLog
 from retune.search.llm.client import CallResult, ChatEndpoint, RetryPolicy, Step, with_retries
 from retune.search.llm.parse import parse_answer
 from retune.search.llm.pricing import (
@@ -53,6 +54,7 @@ from retune.search.llm.pricing import (
     worst_case_usd,
 )
 from retune.search.llm.prompts import PolicyBrief, Prompt, build_prompt, repair_prompt
+from retune.search.llm.rest import RestPolicy, TierRests
 from retune.search.mutation import (
     DuplicateCheck,
     MutationKind,
@@ -64,7 +66,6 @@ from retune.search.mutation import (
 
 log = logging.getLogger(__name__)
 
-BUDGET = "budget"
 DUPLICATE = "duplicate"
 PARAMETERS = "parameters"  # a parameters policy's answer changed more than its values
 RESERVATION_POLL_SECONDS = 0.02
@@ -139,6 +140,7 @@ class LLMMutator:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         strong_share: float | None = DEFAULT_STRONG_SHARE,
+        rest: RestPolicy | None = None,
     ) -> None:
         if not tiers:
             raise ValueError("an LLM mutator needs at least one model tier")
@@ -150,6 +152,7 @@ class LLMMutator:
         self.audit = audit
         self.retry = retry or RetryPolicy()
         self.strong_share = strong_share
+        self.rests = TierRests(rest)
         self._sleep = sleep
 
     @property
@@ -192,8 +195,13 @@ class LLMMutator:
         unaffordable = duplicates = 0
         chain = self.tier_chain(request.kind)
         for tier in chain:
+            resting = self.rests.skip(tier.name)
+            if resting:
+                failures.append(f"{tier.name}: {RESTED} ({resting} more mutations without it)")
+                continue
             asked = request_for_tier(request, tier.role)
             outcome = self._try_tier(tier, asked, is_duplicate)
+            self._count_try(tier, request, outcome)
             duplicates += outcome.duplicates
             if outcome.result is not None:
                 return outcome.result.model_copy(update={"duplicates": duplicates})
@@ -206,6 +214,28 @@ class LLMMutator:
             return MutationResult(failure=failure, duplicates=duplicates, budget_exhausted=True)
         result = self._fall_back(request, is_duplicate, failures)
         return result.model_copy(update={"duplicates": duplicates})
+
+    def _count_try(self, tier: Tier, request: MutationRequest, outcome: _Answer) -> None:
+        """Count a try towards the tier's rest (rest.py); say so when one begins."""
+        if outcome.result is None and outcome.failure.startswith(BUDGET):
+            return  # the budget's refusal, not the tier's failure
+        rest = self.rests.record(tier.name, usable=outcome.result is not None)
+        if rest is None:
+            return
+        why = rest.describe(outcome.failure)
+        log.warning("tier %s (model %s) rests: %s", tier.name, tier.model, why)
+        self._audit(
+            AuditEntry(
+                model=tier.model,
+                tier=tier.name,
+                role=tier.role,
+                kind=str(request.kind),
+                candidate_index=request.candidate_index,
+                attempt=0,
+                outcome=RESTED,
+                detail=why,
+            )
+        )
 
     def _fall_back(
         self, request: MutationRequest, is_duplicate: DuplicateCheck, failures: list[str]

@@ -54,7 +54,7 @@ def facts(**changes: object) -> Facts:
 def progress(evaluations: int, best: float = 0.5, seed: float = 0.46) -> SearchProgress:
     ledger = LedgerState(evaluations=evaluations, failed_evaluations=1, usd_spent=0.002)
     ledger.models["small"] = ModelUsage(
-        calls=3, prompt_tokens=900, completion_tokens=300, usd=0.002
+        calls=3, failed_calls=1, prompt_tokens=900, completion_tokens=300, usd=0.002
     )
     return SearchProgress(
         evaluations=evaluations,
@@ -149,6 +149,7 @@ def test_progress_of_the_search_reaches_the_status() -> None:
     assert status.best_score == 0.5 and status.seed_score == 0.46 and status.best_candidate == "c7"
     assert status.ledger.evaluations == 12 and status.ledger.failed_evaluations == 1
     assert status.ledger.models["small"].prompt_tokens == 900
+    assert status.ledger.models["small"].failed_calls == 1
     state, reason, message = condition(status, "Searching")
     assert (state, reason) == ("True", "InProgress")
     assert message.startswith("12/24 evaluations; best 0.5000 (seed 0.4600)")

@@ -87,6 +87,7 @@ class ControlPlane:
         self.server = ""
         self.pki: ClusterPKI | None = None
         self._admin: client.ApiClient | None = None
+        self.pod_tmp: Path | None = None
         self.startup_seconds = 0.0
 
     # -- paths ---------------------------------------------------------------------------
@@ -131,10 +132,15 @@ class ControlPlane:
         scheduler = self._spawn(
             "kube-scheduler", self._scheduler_args(kubeconfigs["scheduler"], scheduler_port)
         )
+        # Pods' temporary files go outside the work directory, which the sandbox's
+        # unprivileged candidates cannot traverse; removed with the node agent's pods.
+        self.pod_tmp = Path(tempfile.mkdtemp(prefix="retune-pod-tmp-"))
+        self.pod_tmp.chmod(0o711)
         self._spawn(
             "node-agent",
             [sys.executable, "-m", "tests.cluster.node_agent", "--kubeconfig", str(kubeconfigs["node-agent"]),
-             "--workdir", str(self.workdir / "pods"), "--heartbeat-seconds", "5"],
+             "--workdir", str(self.workdir / "pods"), "--tmpdir", str(self.pod_tmp),
+             "--heartbeat-seconds", "5"],
             cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, parent_death_signal="TERM",
         )  # fmt: skip
         # Nodes and CRDs need only the API server: register them while the others start.
@@ -188,6 +194,8 @@ class ControlPlane:
             process.terminate()
         for process in rest:
             process.stop(timeout=5)
+        if self.pod_tmp is not None:
+            shutil.rmtree(self.pod_tmp, ignore_errors=True)
 
     def _spawn(
         self,

@@ -21,6 +21,7 @@ import json
 import logging
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -52,11 +53,14 @@ def _micro_time() -> str:
 class NodeAgent:
     """Watches pods bound to any node and keeps one ``PodRunner`` per live pod."""
 
-    def __init__(self, api: client.ApiClient, workdir: Path, heartbeat_seconds: float) -> None:
+    def __init__(
+        self, api: client.ApiClient, workdir: Path, heartbeat_seconds: float, tmpdir: Path
+    ) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.leases = client.CoordinationV1Api(api)
         self.workdir = workdir
+        self.tmpdir = tmpdir
         self.heartbeat_seconds = heartbeat_seconds
         self.runners: dict[str, PodRunner] = {}
         self.deleting: set[str] = set()  # uids whose deletion we have already acted on
@@ -170,7 +174,7 @@ class NodeAgent:
                 meta["name"],
                 pod["spec"]["nodeName"],
             )
-            runner = PodRunner(self.api, pod, self.workdir)
+            runner = PodRunner(self.api, pod, self.workdir, self.tmpdir)
             self.runners[uid] = runner
             runner.start()
 
@@ -196,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", required=True, type=Path, help="where pod directories and logs go"
     )
+    parser.add_argument(
+        "--tmpdir",
+        type=Path,
+        default=Path(tempfile.gettempdir()),
+        help="where each pod gets its TMPDIR, removed when the pod ends",
+    )
     parser.add_argument("--heartbeat-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -210,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, terminate)
     args.workdir.mkdir(parents=True, exist_ok=True)
     agent = NodeAgent(
-        config.new_client_from_config(str(args.kubeconfig)), args.workdir, args.heartbeat_seconds
+        config.new_client_from_config(str(args.kubeconfig)),
+        args.workdir,
+        args.heartbeat_seconds,
+        args.tmpdir,
     )
     threading.Thread(target=agent.heartbeat_forever, name="heartbeat", daemon=True).start()
     log.info("node agent running; pods in %s", args.workdir)

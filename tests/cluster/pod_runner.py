@@ -79,7 +79,9 @@ class Container:
 class PodRunner(threading.Thread):
     """Runs one pod bound to one of the agent's nodes, from pickup to deletion."""
 
-    def __init__(self, api: client.ApiClient, pod: dict[str, Any], workdir: Path) -> None:
+    def __init__(
+        self, api: client.ApiClient, pod: dict[str, Any], workdir: Path, tmpdir: Path
+    ) -> None:
         meta = pod["metadata"]
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
         self.core = client.CoreV1Api(api)
@@ -88,6 +90,10 @@ class PodRunner(threading.Thread):
         self.pod_name: str = meta["name"]
         self.uid: str = meta["uid"]
         self.dir = workdir / f"{self.namespace}_{self.pod_name}_{self.uid[:8]}"
+        # The pod's TMPDIR: a container's /tmp goes with it, and so does this with the pod.
+        # Writable by anyone and sticky, as /tmp is, so a sandbox's unprivileged child can
+        # reach the files its harness puts there.
+        self.tmp = tmpdir / self.dir.name
         self.setup = PodSetup(self.core, pod, self.dir)
         self.containers = [
             Container(
@@ -145,6 +151,7 @@ class PodRunner(threading.Thread):
             self._report()
         finally:
             self._kill_all(self._grace)
+            shutil.rmtree(self.tmp, ignore_errors=True)
             with self._lock:
                 self._finished = True
         if self._delete_after_stop:
@@ -191,13 +198,17 @@ class PodRunner(threading.Thread):
         while True:
             try:
                 self.setup.materialise_volumes()
+                self.tmp.mkdir(parents=True, exist_ok=True)
+                self.tmp.chmod(0o1777)
                 for container in self.containers:
                     container.cwd = self.setup.lay_out_root(
                         container.root, container.spec, container.message_path
                     )
                     container.log_path.parent.mkdir(parents=True, exist_ok=True)
                     container.variables = self.setup.declared_env(container.spec)
-                    container.env = self.setup.process_env(container.root, container.variables)
+                    container.env = self.setup.process_env(
+                        container.root, container.variables, self.tmp
+                    )
                 return True
             except NotReadyYet as missing:
                 for container in self.containers:

@@ -178,7 +178,7 @@ class PodSetup:
             declared[var["name"]] = self._env_value(var, declared)
         return declared
 
-    def process_env(self, root: Path, declared: dict[str, str]) -> dict[str, str]:
+    def process_env(self, root: Path, declared: dict[str, str], tmp: Path) -> dict[str, str]:
         """The process's environment: the agent's own, adjusted, then the pod's variables."""
         env = dict(os.environ)
         # Commands such as `python -m ...` or `retune-evaluate` resolve in our interpreter's venv.
@@ -187,6 +187,9 @@ class PodSetup:
         env["HOSTNAME"] = self.pod["metadata"]["name"]
         env["RETUNE_PATH_PREFIX"] = str(root)
         env.update(declared)
+        # Whatever the pod declares (evaluation pods say /tmp, their emptyDir): with no
+        # mount namespace that would be the host's /tmp, which outlives the pod.
+        env["TMPDIR"] = str(tmp)
         return env
 
     def _env_value(self, var: dict[str, Any], declared: dict[str, str]) -> str:

@@ -162,6 +162,7 @@ def ledger_status(ledger: LedgerState) -> LedgerStatus:
         models={
             name: ModelUsageStatus(
                 calls=usage.calls,
+                failed_calls=usage.failed_calls,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 usd=round(usage.usd, 6),

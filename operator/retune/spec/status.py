@@ -68,6 +68,10 @@ class ModelUsageStatus(StatusModel):
 
     calls: int = 0
     """Calls made, failed ones included."""
+    failed_calls: int = 0
+    """Of ``calls``, those that gave no usable program: an endpoint failure, or an answer
+    that could not be used (no code, an edit that does not apply, a known program...).
+    A tier whose tries keep failing rests for a while (docs/llm.md)."""
     prompt_tokens: int = 0
     """Prompt tokens sent."""
     completion_tokens: int = 0

@@ -32,7 +32,7 @@ from server_process import MODELS, MutationServerProcess
 from zoo import BEHAVIOURS
 
 from retune.local.tiers import TierOption
-from retune.search.llm.audit import NOT_CALLS
+from retune.search.llm.audit import NOT_CALLS, RESTED
 
 WELL_BEHAVED = "none"
 
@@ -45,6 +45,7 @@ class Tally:
     paid: int = 0
     usable: int = 0
     repairs: int = 0
+    rests: int = 0  # rests a tier began (docs/llm.md, "A tier that keeps failing rests")
     usd: float = 0.0
     best: dict[str, float] = field(default_factory=dict)
 
@@ -57,6 +58,7 @@ class Tally:
         self.paid += len(calls)
         self.usable += sum(line["outcome"] == "ok" for line in calls)
         self.repairs += sum(bool(line.get("repair")) for line in calls)
+        self.rests += sum(line["outcome"] == RESTED for line in result.audit)
         self.usd += result.usd
         self.best[problem] = result.best_score
 
@@ -78,11 +80,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget-usd", type=float, help="USD per run")
     parser.add_argument("--max-evaluations", type=int, help="evaluations per run")
+    parser.add_argument(
+        "--faults",
+        default="",
+        help='the stand-in\'s faults for every run, e.g. "garbage@small:1.0" (a model '
+        "whose every answer is prose)",
+    )
     args = parser.parse_args(argv)
     budget = args.budget_usd or (0.01 if args.quick else 0.03)
     evaluations = args.max_evaluations or (40 if args.quick else 120)
     tallies = []
-    with MutationServerProcess(seed=args.seed) as server, tempfile.TemporaryDirectory() as tmp:
+    with (
+        MutationServerProcess(seed=args.seed, faults=args.faults) as server,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         for behaviour in args.behaviours:
             tally = Tally(behaviour)
             for problem in args.problems:
@@ -99,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             tallies.append(tally)
             print(
                 f"{behaviour}: usable {tally.usable}/{tally.paid} calls ({tally.share:.2f}), "
-                f"{tally.repairs} repairs, ${tally.usd:.4f}",
+                f"{tally.repairs} repairs, {tally.rests} rests, ${tally.usd:.4f}",
                 flush=True,
             )
     print()
@@ -108,16 +119,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def table(tallies: list[Tally], problems: list[str], budget: float, evaluations: int) -> str:
-    head = "| behaviour | paid calls | usable share | repairs | " + " | ".join(
+    head = "| behaviour | paid calls | usable share | repairs | rests | " + " | ".join(
         f"best {p.split('-')[0]}" for p in problems
     )
     rows = [
         head + " |",
-        "|---|---:|---:|---:|" + "---:|" * len(problems),
+        "|---|---:|---:|---:|---:|" + "---:|" * len(problems),
     ]
     for t in tallies:
         bests = " | ".join(f"{t.best[p]:.4f}" for p in problems)
-        rows.append(f"| {t.behaviour} | {t.paid} | {t.share:.2f} | {t.repairs} | {bests} |")
+        rows.append(
+            f"| {t.behaviour} | {t.paid} | {t.share:.2f} | {t.repairs} | {t.rests} | {bests} |"
+        )
     rows.append(f"\n(${budget} and at most {evaluations} evaluations per run)")
     return "\n".join(rows)
 

@@ -25,9 +25,9 @@ name the allowlist refuses, a known program) gets one repair round on the same t
 answer and the exact problem go back to the model, once. An endpoint that refuses the
 request itself (a 400/401/404 no other prompt would escape) stops the search with
 :class:`MutatorRejected`. A tier whose tries keep coming to nothing rests for a while
-(``rest.py``): the mutations that would ask it go on without it. Every seed is derived from the run's seed and the request,
-never from the clock or from the order in which threads run, so a run against the same
-server replays exactly.
+(``rest.py``): the mutations that would ask it go on without it. Every seed is derived
+from the run's seed and the request, never from the clock or from the order in which
+threads run, so a run against the same server replays exactly.
 """
 
 from __future__ import annotations

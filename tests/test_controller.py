@@ -156,6 +156,20 @@ def test_progress_of_the_search_reaches_the_status() -> None:
     assert condition(status, "Ready")[:2] == ("False", "Searching")
 
 
+def test_a_model_tier_that_begins_a_rest_is_a_warning_once() -> None:
+    quiet = decide(searching_status(), facts(work=running(12)), T0)
+    assert "ModelTierResting" not in reasons(quiet)
+    resting = running(14)
+    resting.progress.ledger.rests["small"] = 1
+    first = decide(quiet.status, facts(work=resting), T0 + timedelta(seconds=30))
+    assert first.status.ledger.models["small"].rests == 1
+    warned = [e for e in first.events if e.reason == "ModelTierResting"]
+    assert len(warned) == 1 and warned[0].type == "Warning"
+    assert "model tier small kept giving no usable program (1 of 3 calls)" in warned[0].message
+    again = decide(first.status, facts(work=resting), T0 + timedelta(seconds=60))
+    assert "ModelTierResting" not in reasons(again)  # the same rest: no second Event
+
+
 def test_a_search_that_beat_the_seed_goes_on_to_validation() -> None:
     decision = decide(searching_status(), facts(work=finished_search()), T0 + timedelta(minutes=2))
     status = decision.status

@@ -733,6 +733,7 @@ def test_a_model_that_keeps_answering_unusably_is_paid_for_a_few_tries_not_every
     assert len(rested) == 60 - tries
     assert ledger_tokens(ledger) == server.stats()  # every paid call accounted
     assert ledger.snapshot().models["small"].calls == 2 * tries
+    assert ledger.snapshot().rests == {"small": 2}  # the status's rests, and its Event
 
     server.set_faults("")  # the model answers again: after its rest it is asked, and stays
     later = [mutator.mutate(request(seed), never_duplicate) for seed in range(60, 120)]

@@ -57,7 +57,7 @@ CANARY_STATUS: dict[str, Any] = {
         "failedEvaluations": 1,
         "wallSeconds": 96.0,
         "usd": 0.0123,
-        "models": {"cheap": {"calls": 9, "failedCalls": 2, "promptTokens": 9000, "completionTokens": 3000, "usd": 0.0123}},
+        "models": {"cheap": {"calls": 9, "failedCalls": 2, "rests": 1, "promptTokens": 9000, "completionTokens": 3000, "usd": 0.0123}},
     },
     "validation": {
         "candidate": "c7",
@@ -172,7 +172,7 @@ def test_status_says_what_the_target_does_and_history_what_it_did(
     )
     assert "best 0.5312 (c7), seed 0.4600, stable 0.4700 (router-policy-aaaa)" in out
     assert "24 evaluations (1 failed), $0.0123" in out
-    assert "cheap: 9 calls (2 without a usable program), 9000 prompt + 3000 completion" in out
+    assert "cheap: 9 calls (2 without a usable program, rested 1x), 9000 prompt" in out
     assert "c7: 0.5300 against the stable's 0.4700 (+12.77%), passed" in out
     assert "router-policy-bbbb: step 2 at 50%, 0 failed analyses, 1 without data" in out
     assert "error-rate: canary 0.004, stable 0.005 pass" in out

@@ -117,7 +117,18 @@ class Draft:
         self.status.best_score = progress.best_score
         self.status.seed_score = progress.seed_score
         self.status.best_candidate = candidate_id(progress.best_candidate)
-        self.status.ledger = ledger_status(progress.ledger)
+        ledger = ledger_status(progress.ledger)
+        for name, usage in ledger.models.items():
+            before = self.status.ledger.models.get(name)
+            if usage.rests > (before.rests if before else 0):
+                self.event(
+                    "ModelTierResting",
+                    f"model tier {name} kept giving no usable program ({usage.failed_calls} "
+                    f"of {usage.calls} calls): the search goes on without it for a while "
+                    "(docs/llm.md)",
+                    warning=True,
+                )
+        self.status.ledger = ledger
 
 
 def stop_active_work(draft: Draft, reason: str) -> None:
@@ -163,6 +174,7 @@ def ledger_status(ledger: LedgerState) -> LedgerStatus:
             name: ModelUsageStatus(
                 calls=usage.calls,
                 failed_calls=usage.failed_calls,
+                rests=ledger.rests.get(name, 0),
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 usd=round(usage.usd, 6),

@@ -66,8 +66,8 @@ def render_status(target: Target, events: list[dict[str, Any]], now: datetime) -
     lines.append(f"Search      {spent}")
     for model, usage in ledger.models.items():
         lines.append(
-            f"  {model}: {usage.calls} calls ({usage.failed_calls} without a usable program), "
-            f"{usage.prompt_tokens} prompt + "
+            f"  {model}: {usage.calls} calls ({usage.failed_calls} without a usable program"
+            f"{f', rested {usage.rests}x' if usage.rests else ''}), {usage.prompt_tokens} prompt + "
             f"{usage.completion_tokens} completion tokens, ${usage.usd:.4f}"
         )
     if s.validation is not None:

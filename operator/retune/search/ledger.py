@@ -67,6 +67,8 @@ class LedgerState(BaseModel):
     # counted when deciding whether the budget is reached.
     over_reported_usd: float = 0.0
     models: dict[str, ModelUsage] = Field(default_factory=dict)
+    # Rests each model tier began (search/llm/rest.py); not money, so not in the journal.
+    rests: dict[str, int] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,11 @@ class Ledger:
     def record_duplicate(self) -> None:
         with self._lock:
             self._state.duplicates_skipped += 1
+
+    def record_rest(self, model: str) -> None:
+        """A model tier began a rest: its tries kept giving no usable program."""
+        with self._lock:
+            self._state.rests[model] = self._state.rests.get(model, 0) + 1
 
     def record_failed_mutation(self) -> None:
         with self._lock:

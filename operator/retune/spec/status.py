@@ -70,8 +70,10 @@ class ModelUsageStatus(StatusModel):
     """Calls made, failed ones included."""
     failed_calls: int = 0
     """Of ``calls``, those that gave no usable program: an endpoint failure, or an answer
-    that could not be used (no code, an edit that does not apply, a known program...).
-    A tier whose tries keep failing rests for a while (docs/llm.md)."""
+    that could not be used (no code, an edit that does not apply, a known program...)."""
+    rests: int = 0
+    """Rests the tier began: after tries that kept giving no usable program, mutations went
+    on without it for a while (docs/llm.md, "A tier that keeps failing rests")."""
     prompt_tokens: int = 0
     """Prompt tokens sent."""
     completion_tokens: int = 0

@@ -223,6 +223,7 @@ class LLMMutator:
         if rest is None:
             return
         why = rest.describe(outcome.failure)
+        self.ledger.record_rest(tier.name)
         log.warning("tier %s (model %s) rests: %s", tier.name, tier.model, why)
         self._audit(
             AuditEntry(

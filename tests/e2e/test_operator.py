@@ -343,6 +343,28 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
             operator,
         )
         served_after_kill = server.usd()
+
+        # Given a model that answers only prose (a gateway's notice, say), when a search
+        # asks it, then the tier rests after its tries keep failing: a Warning Event, the
+        # tier's rests and failed calls in the status, and fewer calls than mutations
+        server.reset()
+        server.set_faults("garbage@small:1.0")
+        apply_target(api, llm_target(namespace, "llm-prose", base_url, "llm-keys", budget=24))
+        prose = wait_for_status(
+            api,
+            namespace,
+            "llm-prose",
+            lambda s: (s.get("search") or {}).get("finishedAt") is not None,
+            240,
+            "the search asking a prose-only model to finish",
+            operator,
+        )
+        small_calls = sum(call.get("model") == "small" for call in server.calls())
+    prose_small = prose["ledger"]["models"]["small"]
+    assert prose_small["rests"] >= 1, prose_small
+    assert prose_small["failedCalls"] == prose_small["calls"] == small_calls
+    assert small_calls < 2 * 20  # without a rest, a mutation and its repair each time
+    assert "ModelTierResting" in event_reasons(api, namespace, "llm-prose")
     # then every dollar served is in its ledger (a call in flight at the kill at its worst
     # case), and the budget held
     assert resumed["search"]["resumes"] >= 1

@@ -286,6 +286,13 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
     client.CoreV1Api(api).create_namespaced_secret(
         namespace, {"metadata": {"name": "llm-keys"}, "stringData": {"openai": API_KEY}}
     )
+
+    def search_finished(name: str, what: str) -> dict[str, Any]:
+        def finished(status: dict[str, Any]) -> bool:
+            return (status.get("search") or {}).get("finishedAt") is not None
+
+        return wait_for_status(api, namespace, name, finished, 240, what, operator)
+
     # (the stand-in models answer only with the key: 401 otherwise)
     # (it listens where the operator's pod reaches it: the host's address on the pods' bridge)
     with running_mutation_server(seed=5, api_key=API_KEY, host="0.0.0.0") as server:
@@ -309,15 +316,7 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
         # Given the key in a Secret, when the target is applied, then it searches with the
         # models, and its ledger holds exactly the tokens the server served
         apply_target(api, llm_target(namespace, "llm-tuned", base_url, "llm-keys"))
-        done = wait_for_status(
-            api,
-            namespace,
-            "llm-tuned",
-            lambda s: (s.get("search") or {}).get("finishedAt") is not None,
-            240,
-            "the search to finish",
-            operator,
-        )
+        done = search_finished("llm-tuned", "the search to finish")
         served = server.stats()
 
         # Given a second search with the models, when the operator is killed -9 while the
@@ -333,15 +332,7 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
         wait_until(unrecorded_spend, 120, "a served call the checkpoint does not hold")
         operator.kill()
         operator.start()
-        resumed = wait_for_status(
-            api,
-            namespace,
-            "llm-killed",
-            lambda s: (s.get("search") or {}).get("finishedAt") is not None,
-            240,
-            "the killed search to finish",
-            operator,
-        )
+        resumed = search_finished("llm-killed", "the killed search to finish")
         served_after_kill = server.usd()
 
         # Given a model that answers only prose (a gateway's notice, say), when a search
@@ -350,15 +341,7 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
         server.reset()
         server.set_faults("garbage@small:1.0")
         apply_target(api, llm_target(namespace, "llm-prose", base_url, "llm-keys", budget=24))
-        prose = wait_for_status(
-            api,
-            namespace,
-            "llm-prose",
-            lambda s: (s.get("search") or {}).get("finishedAt") is not None,
-            240,
-            "the search asking a prose-only model to finish",
-            operator,
-        )
+        prose = search_finished("llm-prose", "the search asking a prose-only model to finish")
         small_calls = sum(call.get("model") == "small" for call in server.calls())
     prose_small = prose["ledger"]["models"]["small"]
     assert prose_small["rests"] >= 1, prose_small

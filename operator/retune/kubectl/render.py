@@ -65,10 +65,11 @@ def render_status(target: Target, events: list[dict[str, Any]], now: datetime) -
         spent += f"; {s.search.stop_reason}"
     lines.append(f"Search      {spent}")
     for model, usage in ledger.models.items():
+        rested = f", rested {usage.rests}x" if usage.rests else ""
         lines.append(
             f"  {model}: {usage.calls} calls ({usage.failed_calls} without a usable program"
-            f"{f', rested {usage.rests}x' if usage.rests else ''}), {usage.prompt_tokens} prompt + "
-            f"{usage.completion_tokens} completion tokens, ${usage.usd:.4f}"
+            f"{rested}), {usage.prompt_tokens} prompt + {usage.completion_tokens} completion "
+            f"tokens, ${usage.usd:.4f}"
         )
     if s.validation is not None:
         v = s.validation

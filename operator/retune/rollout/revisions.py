@@ -7,7 +7,8 @@ revision name points to never changes, which is what lets a rollout (and a rollb
 to it by name. Its key is the policy's file name, so it can be mounted as the policy
 volume as it is; a parameters policy's revision holds the values as JSON too
 (:func:`values_file_name`), for a workload in any language. It is owned by the target
-and goes when the target goes. Names and manifests are pure; :func:`retune.rollout.apps.publish_revision` creates them.
+and goes when the target goes. Names and manifests are pure;
+:func:`retune.rollout.apps.publish_revision` creates them.
 """
 
 from __future__ import annotations

@@ -59,3 +59,15 @@ def test_controls_write_annotations_or_say_why_not() -> None:
     assert out.startswith(f"shop/router: {UNDO_ANNOTATION}=router-policy-aaaa set; it goes out")
     with pytest.raises(PluginError, match="not found"):
         run(api, _parser().parse_args(["status", "other"]), "shop", datetime.now(UTC))
+
+
+def test_status_shows_what_all_searches_spent_and_the_allowance() -> None:
+    status = {
+        "phase": "Searching",
+        "ledger": {"usd": 0.05},
+        "spend": {"totalUsd": 0.35, "searches": [{"at": "2019-12-30T00:00:00Z", "usd": 0.3}]},
+        "search": {"startedAt": "2019-12-31T23:00:00Z", "usdAllowance": 0.2},
+    }
+    out = call(FakeTargets(status), "status")
+    assert "Spend       $0.3500 by all searches; this search may spend $0.2000" in out
+    assert "Spend" not in call(FakeTargets({"phase": "Searching"}), "status")

@@ -349,7 +349,7 @@ def test_unknown_fields_suggest_the_intended_one(tmp_path: Path) -> None:
         "spec.rollout.intervall: unknown field 'intervall' (did you mean 'interval'?)",
         "spec.retune.frobnicate: unknown field 'frobnicate' (expected one of: paused,"
         " onSloViolation, drift, onHardwareChange, hardwareSettleSeconds, schedule, cooldown,"
-        " warmStart)",
+        " warmStart, spendLimit)",
     ]
 
 

@@ -29,6 +29,9 @@ class StartSearch:
     """Added to ``spec.search.seed``, so that each retune searches differently."""
     warm_start: bool = False
     """Re-score the previous archive's elites first."""
+    usd_allowance: float | None = None
+    """At most this many USD (``spec.retune.spendLimit``'s room when the search started),
+    below the spec's own budget."""
 
 
 @dataclass(frozen=True)

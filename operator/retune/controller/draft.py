@@ -13,6 +13,7 @@ from retune.controller.decision import (
     StopWork,
 )
 from retune.controller.facts import Facts, SearchProgress, WorkReport
+from retune.controller.spend import add_progress
 from retune.search.ledger import LedgerState
 from retune.search.validation import ValidationReport
 from retune.spec import (
@@ -118,6 +119,7 @@ class Draft:
         self.status.seed_score = progress.seed_score
         self.status.best_candidate = candidate_id(progress.best_candidate)
         ledger = ledger_status(progress.ledger)
+        add_progress(self.status, ledger.usd)
         for name, usage in ledger.models.items():
             before = self.status.ledger.models.get(name)
             if usage.rests > (before.rests if before else 0):

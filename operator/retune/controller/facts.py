@@ -209,6 +209,9 @@ class Facts:
     """The operator-wide search limit, for messages."""
     retune: RetuneSpec = field(default_factory=RetuneSpec)
     """``spec.retune``: what triggers a retune, the cooldown, warm start."""
+    calls_models: bool = False
+    """Whether the target's searches call models (``spec.search.mutator: llm``), so
+    ``spec.retune.spendLimit`` applies to them."""
     slos: tuple[SLO, ...] = ()
     """``spec.slos``."""
     profile_interval: float = 300.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from retune.controller import spend
 from retune.controller.approval import awaiting_approval, settled
 from retune.controller.canary import canary_step, start_rollout
 from retune.controller.decision import (
@@ -49,7 +50,7 @@ from retune.controller.library import (
 )
 from retune.controller.triggers import RETUNE_TRIGGERS, watch
 from retune.rollout.revisions import revision_name
-from retune.spec import LedgerStatus, Phase, SearchStatus
+from retune.spec import LedgerStatus, Phase, SearchStatus, SpendLimitSpec
 
 REQUEUE_ACTIVE = 3.0
 """Seconds between reconciles while a worker runs (progress reaches the status this often)."""
@@ -59,6 +60,9 @@ REQUEUE_READY = 1.0
 published revision's ConfigMap exists before its canary is made)."""
 RETRY_AFTER_FAILURE = 20.0
 """Seconds before a worker that failed for a passing reason (API errors) is restarted."""
+SPEND_RECHECK = 3600.0
+"""Most seconds between two looks at a spend limit with nothing left (the spec may
+change it sooner, which reconciles at once)."""
 _MAX_HOPS = 6
 
 
@@ -110,6 +114,10 @@ def _work_failed(draft: Draft, work: WorkReport) -> Decision:
 
 # -- the main line ---------------------------------------------------------------------------
 def _profiling(draft: Draft) -> Decision | None:
+    limit = draft.facts.retune.spend_limit if draft.facts.calls_models else None
+    if limit is not None and spend.room(draft.status, limit, draft.now) <= 0:
+        stop_active_work(draft, "a new search starts")
+        return _spend_limited(draft, limit)
     signals = draft.facts.signals
     if signals is None:
         return draft.decision(0.0, needs_signals=True)
@@ -134,7 +142,10 @@ def _profiling(draft: Draft) -> Decision | None:
     draft.event("SignalsRead", read)
     if recall(draft, signals):
         return None  # Validating the known context's winner
+    limit = facts.retune.spend_limit if facts.calls_models else None
+    allowance = spend.room(status, limit, draft.now) if limit is not None else None
     retune = status.last_retune_trigger in RETUNE_TRIGGERS
+    spend.fold_search(status, draft.now, limit.window_seconds if limit else None)
     status.search = SearchStatus(
         started_at=draft.now,
         generation=facts.generation,
@@ -145,6 +156,7 @@ def _profiling(draft: Draft) -> Decision | None:
         seed_revision=status.stable_revision if retune else None,
         seed_offset=status.retunes if retune else 0,
         warm_start=retune and facts.retune.warm_start,
+        usd_allowance=round(allowance, 6) if allowance is not None else None,
     )
     status.best_score = status.seed_score = status.best_candidate = None
     status.ledger = LedgerStatus()
@@ -161,6 +173,22 @@ def _profiling(draft: Draft) -> Decision | None:
     draft.condition(SEARCHING, True, "Started", "the search started")
     _ready_while_busy(draft, "Searching", "searching for a better policy")
     return draft.decision(REQUEUE_ACTIVE)
+
+
+def _spend_limited(draft: Draft, limit: SpendLimitSpec) -> Decision:
+    """No search starts: the spend limit has nothing left until earlier spending leaves
+    its window."""
+    now = draft.now
+    opens = spend.room_from(draft.status, limit, now)
+    message = (
+        f"{spend.describe(draft.status, limit, now)}; the search starts when earlier "
+        f"spending leaves the window, at {opens:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    if draft.condition(SEARCHING, False, "SpendLimitReached", message):
+        draft.event("SpendLimitReached", message, warning=True)
+    _ready_while_busy(draft, "SpendLimitReached", message)
+    wait = (opens - now).total_seconds()
+    return draft.decision(max(1.0, min(wait, SPEND_RECHECK)))
 
 
 def _searching(draft: Draft) -> Decision | None:
@@ -222,6 +250,7 @@ def _start_search(
         seed_revision=search.seed_revision,
         seed_offset=search.seed_offset,
         warm_start=search.warm_start,
+        usd_allowance=search.usd_allowance,
     )
 
 

@@ -18,7 +18,8 @@ Triggers, the most urgent first:
 - ``Schedule``: ``spec.retune.schedule`` fired since the last search ended.
 
 Every trigger but ``Manual`` waits for the cooldown (``spec.retune.cooldown`` after the end
-of the last search), shown as the condition ``RetunePending``. A retune goes back to
+of the last search), and every trigger for room under ``spec.retune.spendLimit`` when the
+search calls models, shown as the condition ``RetunePending``. A retune goes back to
 Profiling: a new search on a fresh profile and hardware, from the stable revision,
 warm-started from the previous archive (``spec.retune.warmStart``).
 """
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from retune.controller import spend
 from retune.controller.decision import Decision
 from retune.controller.draft import (
     DRIFTED,
@@ -129,6 +131,17 @@ def watch(draft: Draft) -> Decision | None:
         )
         if draft.turn(RETUNE_PENDING, True, trigger.kind.value, message):
             draft.event("RetuneDeferred", message)
+        return draft.decision(max(WATCH_INTERVAL[0], min(requeue, wait)))
+    limit = facts.retune.spend_limit if facts.calls_models else None
+    if limit is not None and spend.room(status, limit, draft.now) <= 0:
+        opens = spend.room_from(status, limit, draft.now)
+        message = (
+            f"{trigger.message}; {spend.describe(status, limit, draft.now)}: the retune "
+            f"starts when earlier spending leaves the window, at {opens:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        if draft.turn(RETUNE_PENDING, True, trigger.kind.value, message):
+            draft.event("RetuneDeferred", message)
+        wait = (opens - draft.now).total_seconds()
         return draft.decision(max(WATCH_INTERVAL[0], min(requeue, wait)))
     _start(draft, trigger)
     return None

@@ -35,12 +35,12 @@ from retune.search.builder import (
     warm_limit,
     warm_programs,
 )
-from retune.search.config import EngineConfig
+from retune.search.config import EngineConfig, search_budget
 from retune.search.engine import EngineError, SearchConfigError
-from retune.search.ledger import Ledger
+from retune.search.ledger import Budget, Ledger
 from retune.search.mutation import Mutator
 from retune.search.state import EngineState, decode_state
-from retune.spec import ApiKeySource, OptimizationTarget
+from retune.spec import ApiKeySource, BudgetSpec, OptimizationTarget
 from retune.store.kubernetes import (
     ROLE_CHECKPOINT,
     CheckpointConflict,
@@ -101,6 +101,8 @@ class SearchStart:
     """Added to ``spec.search.seed``."""
     warm_start: bool = False
     """Re-score the previous archive's elites first."""
+    usd_allowance: float | None = None
+    """At most this many USD, below the spec's budget (``spec.retune.spendLimit``)."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,15 @@ def _revision_code(settings: JobSettings, inputs: TargetInputs, revision: str) -
     return str(code) if code is not None else None
 
 
+def allowed_budget(budget: BudgetSpec, allowance: float | None) -> Budget | None:
+    """The spec's budget with its USD limit lowered to ``allowance`` (what
+    ``spec.retune.spendLimit`` left the search); None (the spec's own) without one."""
+    if allowance is None:
+        return None
+    limit = allowance if budget.max_usd is None else min(budget.max_usd, allowance)
+    return search_budget(budget, max_usd=limit)
+
+
 def run_search(
     settings: JobSettings, inputs: TargetInputs, start: SearchStart, handle: WorkerHandle
 ) -> SearchOutcome:
@@ -265,6 +276,7 @@ def run_search(
             seed_code=seed_code,
             evaluator_identity=_evaluator_identity(inputs),
             seed_offset=start.seed_offset,
+            budget=allowed_budget(inputs.target.spec.search.budget, start.usd_allowance),
         )
     )
     config = builder.config

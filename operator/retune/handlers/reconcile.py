@@ -227,6 +227,7 @@ class TargetLoop:
             facts = replace(
                 facts,
                 retune=spec.retune,
+                calls_models=spec.search.mutator == "llm",
                 rollout=spec.rollout,
                 slos=tuple(spec.slos),
                 profile_interval=float(spec.profile.interval_seconds),
@@ -389,6 +390,7 @@ class TargetLoop:
                 seed_revision=action.seed_revision,
                 seed_offset=action.seed_offset,
                 warm_start=action.warm_start,
+                usd_allowance=action.usd_allowance,
             )
             job = partial(run_search, context.jobs, inputs, start)
             context.workers.start(self.key, WorkKind.SEARCH, job)

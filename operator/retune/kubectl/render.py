@@ -71,6 +71,10 @@ def render_status(target: Target, events: list[dict[str, Any]], now: datetime) -
             f"{rested}), {usage.prompt_tokens} prompt + {usage.completion_tokens} completion "
             f"tokens, ${usage.usd:.4f}"
         )
+    if s.spend.searches or (s.search is not None and s.search.usd_allowance is not None):
+        allowed = s.search.usd_allowance if s.search is not None else None
+        cap = f"; this search may spend ${allowed:.4f} (spendLimit)" if allowed is not None else ""
+        lines.append(f"Spend       ${s.spend.total_usd:.4f} by all searches{cap}")
     if s.validation is not None:
         v = s.validation
         verdict = "passed" if v.passed else "refused: " + "; ".join(v.reasons)

@@ -29,6 +29,7 @@ from retune.spec.rollout import (
     DriftSpec,
     RetuneSpec,
     RolloutSpec,
+    SpendLimitSpec,
 )
 from retune.spec.search import (
     ApiKeySource,
@@ -69,6 +70,8 @@ from retune.spec.status import (
     ScorePair,
     SearchStatus,
     SLOStatus,
+    SpendStatus,
+    SpentStatus,
     TargetStatus,
     ValidationStatus,
     WatchStatus,
@@ -145,6 +148,9 @@ __all__ = [
     "SearchSpec",
     "SearchStatus",
     "SpecModel",
+    "SpendLimitSpec",
+    "SpendStatus",
+    "SpentStatus",
     "StatusModel",
     "TargetSpec",
     "TargetStatus",

@@ -120,6 +120,17 @@ class DriftSpec(SpecModel):
     """How long the drift must last before a retune starts."""
 
 
+class SpendLimitSpec(SpecModel):
+    """At most ``maxUsd`` on model calls in any ``window``, over all of a target's searches."""
+
+    max_usd: float = Field(gt=0)
+    """US dollars the target's searches may spend on model calls within any window."""
+    window_seconds: Seconds = Field(
+        default=30 * 86400, gt=0, validation_alias="window", serialization_alias="window"
+    )
+    """The window: a search's spending counts until this long after the search ended."""
+
+
 class RetuneSpec(SpecModel):
     """What makes the operator search again once a policy is stable."""
 
@@ -142,6 +153,12 @@ class RetuneSpec(SpecModel):
     """Least time between the end of one search and the start of the next."""
     warm_start: bool = True
     """Seed a new search with the previous archive's elites, re-scored."""
+    spend_limit: SpendLimitSpec | None = None
+    """Cap on what the target's searches together spend on model calls in a window (the
+    first search and every retune; ``spec.search.budget.maxUsd`` caps each one): a search
+    that calls models gets what is left of it as its USD budget, and one that would start
+    with nothing left waits until earlier spending leaves the window. Unset: no cap
+    across searches."""
 
     @field_validator("schedule")
     @classmethod

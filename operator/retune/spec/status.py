@@ -100,6 +100,27 @@ class LedgerStatus(StatusModel):
     """Usage per model tier name."""
 
 
+class SpentStatus(StatusModel):
+    """What one ended search spent on model calls, and when its spending ended."""
+
+    at: datetime
+    """When the search ended (or was replaced by the next one)."""
+    usd: float
+    """US dollars it spent."""
+
+
+class SpendStatus(StatusModel):
+    """What the target's searches have spent on model calls, over all of them."""
+
+    total_usd: float = 0.0
+    """Every search's spending since the target was created, the current one's so far
+    included."""
+    searches: list[SpentStatus] = []
+    """The ended searches that spent money within the longest window kept
+    (``spec.retune.spendLimit.window``, at least 30 days), oldest first; the current (or
+    last) search is in ``ledger``."""
+
+
 class SearchStatus(StatusModel):
     """The current (or last) search: what it was started on, so a restart resumes it."""
 
@@ -133,6 +154,10 @@ class SearchStatus(StatusModel):
     """Whether the previous archive's elites seed it."""
     warm_programs: int | None = None
     """How many elites of the previous archive it re-scores first."""
+    usd_allowance: float | None = None
+    """What ``spec.retune.spendLimit`` left it to spend, fixed when it started (its USD
+    budget is the smaller of this and ``spec.search.budget.maxUsd``); unset without a
+    limit or models."""
 
 
 class ScorePair(StatusModel):
@@ -384,6 +409,8 @@ class TargetStatus(StatusModel):
     """The policy revision being rolled out, if any."""
     ledger: LedgerStatus = Field(default_factory=LedgerStatus)
     """What the current (or last) search has spent."""
+    spend: SpendStatus = Field(default_factory=SpendStatus)
+    """What all the target's searches have spent on model calls (``spec.retune.spendLimit``)."""
     search: SearchStatus | None = None
     """The current (or last) search."""
     validation: ValidationStatus | None = None

@@ -1,0 +1,95 @@
+"""What a target's searches spend together, and ``spec.retune.spendLimit``.
+
+Each search has its own USD budget (``spec.search.budget.maxUsd``), but a target that
+retunes on its own starts searches with no one watching: an SLO that keeps breaking, a
+profile that keeps drifting, or a schedule would each start a search every cooldown and
+each spend its whole budget. The spend limit caps them together: at most ``maxUsd`` on
+model calls within any ``window``.
+
+A search's spending counts from when it ends (or is replaced) until a window after, so it
+is counted for as long as any of it could be within the window. The status keeps the
+ended searches' spending (``status.spend.searches``, folded in when the next search
+starts) and the current one's is its ledger (``status.ledger``). A search that calls
+models gets what is left as its allowance, fixed at its start, so a resumed search keeps
+it; the engine's ledger never spends beyond it. One that would start with nothing left
+waits until enough earlier spending leaves the window.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from retune.spec import SpendLimitSpec, SpentStatus, TargetStatus
+
+KEPT_SECONDS = 30 * 86400
+"""Ended searches' spending is kept at least this long (longer when the window is)."""
+KEPT_RECORDS = 200
+"""At most this many ended searches are kept (the status must stay small)."""
+ROOM_EPSILON = 1e-9
+"""Less than this left counts as nothing left (sums of floats)."""
+
+
+def _records(status: TargetStatus, now: datetime) -> list[SpentStatus]:
+    """The ended searches' spending and the current (or last) search's, which counts as
+    ending now while it runs."""
+    records = list(status.spend.searches)
+    if status.ledger.usd > 0:
+        search = status.search
+        ended = search.finished_at if search is not None and search.finished_at else now
+        records.append(SpentStatus(at=ended, usd=status.ledger.usd))
+    return records
+
+
+def spent_within(status: TargetStatus, window_seconds: float, now: datetime) -> float:
+    """USD spent by the searches whose spending is within the window ending ``now``."""
+    since = now - timedelta(seconds=window_seconds)
+    return sum(record.usd for record in _records(status, now) if record.at > since)
+
+
+def room(status: TargetStatus, limit: SpendLimitSpec, now: datetime) -> float:
+    """USD a search may still spend under ``limit`` (0 when nothing is left)."""
+    left = limit.max_usd - spent_within(status, limit.window_seconds, now)
+    return left if left > ROOM_EPSILON else 0.0
+
+
+def room_from(status: TargetStatus, limit: SpendLimitSpec, now: datetime) -> datetime:
+    """When some room opens again: the oldest spending within the window leaves it, and
+    with it enough of the rest that less than the limit is left."""
+    since = now - timedelta(seconds=limit.window_seconds)
+    inside = sorted((r for r in _records(status, now) if r.at > since), key=lambda r: r.at)
+    spent = sum(record.usd for record in inside)
+    for record in inside:
+        spent -= record.usd
+        if limit.max_usd - spent > ROOM_EPSILON:
+            return record.at + timedelta(seconds=limit.window_seconds)
+    return now
+
+
+def fold_search(status: TargetStatus, now: datetime, window_seconds: float | None) -> None:
+    """Move the last search's spending into ``status.spend.searches`` (before a new search
+    replaces its ledger), dropping what no window needs any more."""
+    records = _records(status, now)
+    keep = max(KEPT_SECONDS, window_seconds or 0.0)
+    since = now - timedelta(seconds=keep)
+    status.spend.searches = [r for r in records if r.at > since][-KEPT_RECORDS:]
+
+
+def add_progress(status: TargetStatus, usd: float) -> None:
+    """Count the current search's ledger moving from ``status.ledger.usd`` to ``usd``."""
+    total = status.spend.total_usd + usd - status.ledger.usd
+    status.spend.total_usd = round(max(0.0, total), 9)
+
+
+def describe(status: TargetStatus, limit: SpendLimitSpec, now: datetime) -> str:
+    """What was spent against the limit, for messages."""
+    spent = spent_within(status, limit.window_seconds, now)
+    window = _window_text(limit.window_seconds)
+    return f"${spent:.4f} of spec.retune.spendLimit's ${limit.max_usd:g} spent in the last {window}"
+
+
+def _window_text(seconds: float) -> str:
+    days = seconds / 86400
+    if days >= 1 and days == int(days):
+        return f"{int(days)}d"
+    hours = seconds / 3600
+    return f"{hours:g}h"

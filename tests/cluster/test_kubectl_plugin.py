@@ -59,6 +59,8 @@ CANARY_STATUS: dict[str, Any] = {
         "usd": 0.0123,
         "models": {"cheap": {"calls": 9, "failedCalls": 2, "rests": 1, "promptTokens": 9000, "completionTokens": 3000, "usd": 0.0123}},
     },
+    "spend": {"totalUsd": 0.0523, "searches": [{"at": stamp(3000), "usd": 0.04}]},
+    "search": {"startedAt": stamp(30), "finishedAt": stamp(5), "usdAllowance": 0.06},
     "validation": {
         "candidate": "c7",
         "passed": True,
@@ -104,6 +106,7 @@ class Shell:
         core: Any = client.CoreV1Api(api)
         target = parse_target(yaml.safe_load(MINIMAL_CLUSTER), "test").to_dict()
         target["metadata"] = {"name": "router"}
+        target["spec"]["retune"] = {"spendLimit": {"maxUsd": 0.1, "window": "168h"}}
         self.custom.create_namespaced_custom_object(*COORDINATES, namespace, "optimizationtargets", target)  # fmt: skip
         self.set_status(CANARY_STATUS)
         # (stamped now, not at import: the control plane may take a minute to start, and
@@ -173,6 +176,13 @@ def test_status_says_what_the_target_does_and_history_what_it_did(
     assert "best 0.5312 (c7), seed 0.4600, stable 0.4700 (router-policy-aaaa)" in out
     assert "24 evaluations (1 failed), $0.0123" in out
     assert "cheap: 9 calls (2 without a usable program, rested 1x), 9000 prompt" in out
+    # (the spend of all searches and the allowance survive the CRD's schema, and so does
+    # the spec's spend limit)
+    assert "Spend       $0.0523 by all searches; this search may spend $0.0600" in out
+    body = shell.custom.get_namespaced_custom_object(
+        *COORDINATES, shell.namespace, "optimizationtargets", "router"
+    )
+    assert body["spec"]["retune"]["spendLimit"] == {"maxUsd": 0.1, "window": "168h"}
     assert "c7: 0.5300 against the stable's 0.4700 (+12.77%), passed" in out
     assert "router-policy-bbbb: step 2 at 50%, 0 failed analyses, 1 without data" in out
     assert "error-rate: canary 0.004, stable 0.005 pass" in out

@@ -4,6 +4,7 @@ cluster, no clock."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -166,3 +167,27 @@ def test_the_total_follows_the_running_search_without_counting_twice() -> None:
         status = decide(status, facts(work=running(5)), T0).status
     assert status.ledger.usd == pytest.approx(0.002)
     assert status.spend.total_usd == pytest.approx(0.002)
+
+
+def test_calls_an_earlier_search_left_unsettled_count_once_and_lower_the_allowance() -> None:
+    from tests.test_controller import running
+
+    limited = {"retune": LIMITED, "calls_models": True}
+    status = decide(TargetStatus(), facts(signals=SIGNALS, **limited), T0).status
+    assert status.search is not None and status.search.usd_allowance == 1.0
+    report = replace(running(5), abandoned_usd=0.03)
+    first = decide(status, facts(work=report, **limited), T0)
+    assert reasons(first) == ["UnsettledCallsCharged"]
+    again = decide(first.status, facts(work=report, **limited), T0 + timedelta(seconds=3))
+    assert again.events == []  # counted once, however often the worker reports it
+    after = again.status
+    assert after.search is not None and after.search.usd_allowance == pytest.approx(0.97)
+    assert [r.usd for r in after.spend.searches] == [0.03]
+    assert after.spend.total_usd == pytest.approx(0.03 + 0.002)  # and the search's own
+    assert spent_within(after, LIMIT.window_seconds, T0) == pytest.approx(0.032)
+    # The worker lowered its own budget alike (so a resume, given the lowered allowance,
+    # spends the same).
+    lowered = allowed_budget(BudgetSpec(max_usd=2.0), 1.0, unsettled=0.03)
+    assert lowered is not None and lowered.max_usd == pytest.approx(0.97)
+    gone = allowed_budget(BudgetSpec(max_usd=2.0), 0.02, unsettled=0.03)
+    assert gone is not None and gone.max_usd == 0.0

@@ -181,6 +181,9 @@ class WorkReport:
     """Searches running when this one is queued."""
     warm_programs: int | None = None
     """Elites of the previous archive the search re-scores first (a warm start)."""
+    abandoned_usd: float = 0.0
+    """What calls an earlier search sent and never settled may have cost (their worst
+    case): found when this search replaced that one's spend journal, counted by no ledger."""
 
     @property
     def active(self) -> bool:

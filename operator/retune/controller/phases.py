@@ -219,6 +219,20 @@ def _searching(draft: Draft) -> Decision | None:
         draft.apply_progress(work.progress)
     if work.warm_programs is not None:
         status.search.warm_programs = work.warm_programs
+    if work.abandoned_usd > status.search.abandoned_usd:
+        unsettled = work.abandoned_usd - status.search.abandoned_usd
+        status.search.abandoned_usd = work.abandoned_usd
+        spend.add_unsettled(status, unsettled, draft.now)
+        if status.search.usd_allowance is not None:  # as the worker lowered its budget
+            status.search.usd_allowance = round(
+                max(0.0, status.search.usd_allowance - unsettled), 6
+            )
+        draft.event(
+            "UnsettledCallsCharged",
+            f"an earlier search sent model calls and never settled them: ${unsettled:.6f}, "
+            "their worst case, counted in status.spend",
+            warning=True,
+        )
     if work.state is WorkState.FINISHED and work.search is not None:
         return _search_finished(draft, work.search)
     draft.condition(SEARCHING, True, "InProgress", _progress_message(draft, work))

@@ -80,6 +80,13 @@ def add_progress(status: TargetStatus, usd: float) -> None:
     status.spend.total_usd = round(max(0.0, total), 9)
 
 
+def add_unsettled(status: TargetStatus, usd: float, now: datetime) -> None:
+    """Count calls an earlier search sent and never settled: they may have been billed,
+    and no ledger counts them any more."""
+    status.spend.searches = [*status.spend.searches, SpentStatus(at=now, usd=usd)]
+    status.spend.total_usd = round(status.spend.total_usd + usd, 9)
+
+
 def describe(status: TargetStatus, limit: SpendLimitSpec, now: datetime) -> str:
     """What was spent against the limit, for messages."""
     spent = spent_within(status, limit.window_seconds, now)

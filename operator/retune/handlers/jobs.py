@@ -255,12 +255,17 @@ def _revision_code(settings: JobSettings, inputs: TargetInputs, revision: str) -
     return str(code) if code is not None else None
 
 
-def allowed_budget(budget: BudgetSpec, allowance: float | None) -> Budget | None:
+def allowed_budget(
+    budget: BudgetSpec, allowance: float | None, unsettled: float = 0.0
+) -> Budget | None:
     """The spec's budget with its USD limit lowered to ``allowance`` (what
-    ``spec.retune.spendLimit`` left the search); None (the spec's own) without one."""
+    ``spec.retune.spendLimit`` left the search), less ``unsettled`` (calls an earlier
+    search left unsettled, counted against the limit too); None (the spec's own) without
+    an allowance."""
     if allowance is None:
         return None
-    limit = allowance if budget.max_usd is None else min(budget.max_usd, allowance)
+    left = max(0.0, allowance - unsettled)
+    limit = left if budget.max_usd is None else min(budget.max_usd, left)
     return search_budget(budget, max_usd=limit)
 
 
@@ -298,6 +303,11 @@ def run_search(
     except SpendJournalError as error:
         unreadable = isinstance(error, SpendJournalUnreadable)
         raise WorkFailed(str(error), permanent=unreadable) from None
+    if abandoned:
+        unsettled = round(sum(abandoned.values()), 9)
+        handle.note(abandoned_usd=unsettled)
+        lowered = allowed_budget(inputs.target.spec.search.budget, start.usd_allowance, unsettled)
+        config.budget = lowered or config.budget  # the spend limit counts them too
     for model, usd in abandoned.items():
         settings.metrics.abandoned_usd(inputs.namespace, inputs.name, model, usd)
         log.warning(

@@ -154,10 +154,13 @@ class SearchStatus(StatusModel):
     """Whether the previous archive's elites seed it."""
     warm_programs: int | None = None
     """How many elites of the previous archive it re-scores first."""
+    abandoned_usd: float = 0.0
+    """Calls an earlier search sent and never settled (it was replaced mid-call), charged
+    at their worst case when this one started: counted in ``spend``, not in ``ledger``."""
     usd_allowance: float | None = None
     """What ``spec.retune.spendLimit`` left it to spend, fixed when it started (its USD
-    budget is the smaller of this and ``spec.search.budget.maxUsd``); unset without a
-    limit or models."""
+    budget is the smaller of this and ``spec.search.budget.maxUsd``), less any calls an
+    earlier search left unsettled; unset without a limit or models."""
 
 
 class ScorePair(StatusModel):

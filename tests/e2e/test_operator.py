@@ -16,6 +16,7 @@ from kubernetes.client.rest import ApiException
 from retune.evaluate.parameters import read_values, values_only_problem
 from retune.search.archive import Archive
 from retune.search.state import EngineState
+from retune.spec import GROUP, PLURAL, VERSION
 from tests.cluster.node import HOST_FROM_PODS
 from tests.cluster.nodes import REAL_NODE
 from tests.cluster.processes import wait_until
@@ -26,6 +27,7 @@ from tests.e2e.harness import (
     cache_target,
     checkpoint,
     condition,
+    custom,
     event_reasons,
     owned_objects,
     read_target,
@@ -343,6 +345,44 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
         apply_target(api, llm_target(namespace, "llm-prose", base_url, "llm-keys", budget=24))
         prose = search_finished("llm-prose", "the search asking a prose-only model to finish")
         small_calls = sum(call.get("model") == "small" for call in server.calls())
+
+        # Given a spend limit below the search's own budget, when the target searches, then
+        # the search gets what the limit leaves and spends no more than that
+        server.reset()
+        capped_target = llm_target(namespace, "llm-capped", base_url, "llm-keys", budget=24)
+        capped_target["spec"]["retune"] = {"spendLimit": {"maxUsd": 0.002, "window": "168h"}}
+        apply_target(api, capped_target)
+        capped = search_finished("llm-capped", "the search under a spend limit to finish")
+        capped_served, calls_at_cap = server.usd(), len(server.calls())
+        # and when the limit is lowered below what was spent and the search changed, the
+        # new search waits for room instead of starting
+        lowered = {
+            "retune": {"spendLimit": {"maxUsd": capped["ledger"]["usd"] / 2, "window": "168h"}},
+            "search": {"seed": 7},
+        }
+        custom(api).patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "llm-capped", {"spec": lowered}
+        )
+        waiting = wait_for_status(
+            api,
+            namespace,
+            "llm-capped",
+            lambda s: condition(s, "Searching").get("reason") == "SpendLimitReached",
+            60,
+            "the changed search to wait for the spend limit",
+            operator,
+        )
+        calls_while_waiting = len(server.calls()) - calls_at_cap
+    assert capped["search"]["usdAllowance"] == pytest.approx(0.002)
+    assert 0 < capped["ledger"]["usd"] <= 0.002
+    assert capped["search"]["stopReason"] == "USD budget reached"  # the allowance, not 0.05
+    assert capped_served == pytest.approx(capped["ledger"]["usd"], abs=1e-6)
+    assert capped["spend"]["totalUsd"] == pytest.approx(capped["ledger"]["usd"], abs=1e-6)
+    assert waiting["phase"] == "Profiling"
+    assert "spec.retune.spendLimit" in condition(waiting, "Searching")["message"]
+    assert "SpendLimitReached" in event_reasons(api, namespace, "llm-capped")
+    assert calls_while_waiting == 0  # the server was not called while the search waited
+    assert waiting["spend"]["totalUsd"] == pytest.approx(capped["spend"]["totalUsd"])
     prose_small = prose["ledger"]["models"]["small"]
     assert prose_small["rests"] >= 1, prose_small
     assert prose_small["failedCalls"] == prose_small["calls"] == small_calls

@@ -191,3 +191,20 @@ def test_calls_an_earlier_search_left_unsettled_count_once_and_lower_the_allowan
     assert lowered is not None and lowered.max_usd == pytest.approx(0.97)
     gone = allowed_budget(BudgetSpec(max_usd=2.0), 0.02, unsettled=0.03)
     assert gone is not None and gone.max_usd == 0.0
+
+
+def test_what_the_last_search_could_not_use_of_its_allowance_is_no_room() -> None:
+    # The last search (ended at T0) started with 0.5 left and stopped for it with 0.0007
+    # unspent: less than one of its calls, or it would have made it.
+    status = spent((-2, 0.5), current=0.4993)
+    assert status.search is not None
+    status.search.usd_allowance = 0.5
+    status.search.stop_reason = "USD budget reached"
+    assert room(status, LIMIT, T0) == 0.0
+    assert room_from(status, LIMIT, T0) == T0 + timedelta(days=5)
+    assert room(status, LIMIT, T0 + timedelta(days=5, seconds=1)) == pytest.approx(0.5007)
+    # Its own budget (no larger than the allowance) stopped it: the rest is room.
+    assert room(status, LIMIT, T0, per_search=0.4) == pytest.approx(0.0007)
+    # A search that stopped for its evaluations left room it could have used.
+    status.search.stop_reason = "evaluation budget reached"
+    assert room(status, LIMIT, T0) == pytest.approx(0.0007)

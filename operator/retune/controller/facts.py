@@ -215,6 +215,8 @@ class Facts:
     calls_models: bool = False
     """Whether the target's searches call models (``spec.search.mutator: llm``), so
     ``spec.retune.spendLimit`` applies to them."""
+    max_usd: float | None = None
+    """``spec.search.budget.maxUsd``: one search's own USD budget."""
     slos: tuple[SLO, ...] = ()
     """``spec.slos``."""
     profile_interval: float = 300.0

@@ -115,7 +115,7 @@ def _work_failed(draft: Draft, work: WorkReport) -> Decision:
 # -- the main line ---------------------------------------------------------------------------
 def _profiling(draft: Draft) -> Decision | None:
     limit = draft.facts.retune.spend_limit if draft.facts.calls_models else None
-    if limit is not None and spend.room(draft.status, limit, draft.now) <= 0:
+    if limit is not None and spend.room(draft.status, limit, draft.now, draft.facts.max_usd) <= 0:
         stop_active_work(draft, "a new search starts")
         return _spend_limited(draft, limit)
     signals = draft.facts.signals
@@ -143,7 +143,7 @@ def _profiling(draft: Draft) -> Decision | None:
     if recall(draft, signals):
         return None  # Validating the known context's winner
     limit = facts.retune.spend_limit if facts.calls_models else None
-    allowance = spend.room(status, limit, draft.now) if limit is not None else None
+    allowance = spend.room(status, limit, draft.now, facts.max_usd) if limit is not None else None
     retune = status.last_retune_trigger in RETUNE_TRIGGERS
     spend.fold_search(status, draft.now, limit.window_seconds if limit else None)
     status.search = SearchStatus(
@@ -179,7 +179,7 @@ def _spend_limited(draft: Draft, limit: SpendLimitSpec) -> Decision:
     """No search starts: the spend limit has nothing left until earlier spending leaves
     its window."""
     now = draft.now
-    opens = spend.room_from(draft.status, limit, now)
+    opens = spend.room_from(draft.status, limit, now, draft.facts.max_usd)
     message = (
         f"{spend.describe(draft.status, limit, now)}; the search starts when earlier "
         f"spending leaves the window, at {opens:%Y-%m-%d %H:%M:%S} UTC"

@@ -12,7 +12,9 @@ ended searches' spending (``status.spend.searches``, folded in when the next sea
 starts) and the current one's is its ledger (``status.ledger``). A search that calls
 models gets what is left as its allowance, fixed at its start, so a resumed search keeps
 it; the engine's ledger never spends beyond it. One that would start with nothing left
-waits until enough earlier spending leaves the window.
+waits until enough earlier spending leaves the window -- and so does one that would
+start with no more than the last search left when its allowance stopped it (less than
+one of its calls), which would stop at once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ KEPT_RECORDS = 200
 """At most this many ended searches are kept (the status must stay small)."""
 ROOM_EPSILON = 1e-9
 """Less than this left counts as nothing left (sums of floats)."""
+USD_STOP = "USD budget reached"
+"""A search's ``stopReason`` when its USD budget stopped it."""
 
 
 def _records(status: TargetStatus, now: datetime) -> list[SpentStatus]:
@@ -46,21 +50,41 @@ def spent_within(status: TargetStatus, window_seconds: float, now: datetime) -> 
     return sum(record.usd for record in _records(status, now) if record.at > since)
 
 
-def room(status: TargetStatus, limit: SpendLimitSpec, now: datetime) -> float:
-    """USD a search may still spend under ``limit`` (0 when nothing is left)."""
+def unusable(status: TargetStatus, per_search: float | None) -> float:
+    """What the last search left of its allowance when it stopped for it: less than one
+    of its calls could use (it reserves its worst case first), so a search starting with
+    no more would stop at once. 0 when the allowance did not stop it (its own budget,
+    ``per_search``, is no larger) or it had none."""
+    search = status.search
+    if search is None or search.usd_allowance is None or search.stop_reason != USD_STOP:
+        return 0.0
+    if per_search is not None and per_search <= search.usd_allowance:
+        return 0.0
+    return max(0.0, search.usd_allowance - status.ledger.usd)
+
+
+def room(
+    status: TargetStatus, limit: SpendLimitSpec, now: datetime, per_search: float | None = None
+) -> float:
+    """USD a search may still spend under ``limit``; 0 when nothing is left, or no more
+    than the last search could not use (:func:`unusable`; ``per_search`` is
+    ``spec.search.budget.maxUsd``)."""
     left = limit.max_usd - spent_within(status, limit.window_seconds, now)
-    return left if left > ROOM_EPSILON else 0.0
+    return left if left > max(ROOM_EPSILON, unusable(status, per_search)) else 0.0
 
 
-def room_from(status: TargetStatus, limit: SpendLimitSpec, now: datetime) -> datetime:
-    """When some room opens again: the oldest spending within the window leaves it, and
-    with it enough of the rest that less than the limit is left."""
+def room_from(
+    status: TargetStatus, limit: SpendLimitSpec, now: datetime, per_search: float | None = None
+) -> datetime:
+    """When room opens again: the oldest spending within the window leaves it, and with
+    it enough of the rest that more than nothing (:func:`room`) is left."""
+    floor = max(ROOM_EPSILON, unusable(status, per_search))
     since = now - timedelta(seconds=limit.window_seconds)
     inside = sorted((r for r in _records(status, now) if r.at > since), key=lambda r: r.at)
     spent = sum(record.usd for record in inside)
     for record in inside:
         spent -= record.usd
-        if limit.max_usd - spent > ROOM_EPSILON:
+        if limit.max_usd - spent > floor:
             return record.at + timedelta(seconds=limit.window_seconds)
     return now
 

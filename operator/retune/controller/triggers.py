@@ -133,8 +133,8 @@ def watch(draft: Draft) -> Decision | None:
             draft.event("RetuneDeferred", message)
         return draft.decision(max(WATCH_INTERVAL[0], min(requeue, wait)))
     limit = facts.retune.spend_limit if facts.calls_models else None
-    if limit is not None and spend.room(status, limit, draft.now) <= 0:
-        opens = spend.room_from(status, limit, draft.now)
+    if limit is not None and spend.room(status, limit, draft.now, facts.max_usd) <= 0:
+        opens = spend.room_from(status, limit, draft.now, facts.max_usd)
         message = (
             f"{trigger.message}; {spend.describe(status, limit, draft.now)}: the retune "
             f"starts when earlier spending leaves the window, at {opens:%Y-%m-%d %H:%M:%S} UTC"

@@ -228,6 +228,7 @@ class TargetLoop:
                 facts,
                 retune=spec.retune,
                 calls_models=spec.search.mutator == "llm",
+                max_usd=spec.search.budget.max_usd,
                 rollout=spec.rollout,
                 slos=tuple(spec.slos),
                 profile_interval=float(spec.profile.interval_seconds),

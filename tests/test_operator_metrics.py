@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 
 from retune import __version__
 from retune.controller.decision import Event
 from retune.handlers.metrics import OperatorMetrics
-from retune.spec import Phase, TargetStatus
+from retune.spec import Phase, SpendLimitSpec, TargetStatus
 from retune.spec.search import BudgetSpec
 from retune.spec.status import (
     Condition,
     LedgerStatus,
     RolloutStatus,
+    SearchStatus,
     SLOStatus,
+    SpendStatus,
+    SpentStatus,
     ValidationStatus,
     WatchStatus,
 )
@@ -157,3 +162,30 @@ def test_every_alert_names_metrics_the_operator_exports() -> None:
 
 def test_the_check_fails_on_a_metric_the_operator_does_not_export() -> None:
     assert not _metric_names("sum(retune_canary_wieght)") <= exported_names()
+
+
+def test_a_spend_limit_shows_what_is_left_and_lowers_the_searchs_usd_budget() -> None:
+    metrics = OperatorMetrics()
+    now = datetime(2025, 1, 8, tzinfo=UTC)
+    status = TargetStatus(
+        phase=Phase.SEARCHING,
+        search=SearchStatus(started_at=now, usd_allowance=0.4),
+        ledger=LedgerStatus(usd=0.1),
+        spend=SpendStatus(
+            total_usd=0.8,
+            searches=[
+                SpentStatus(at=datetime(2025, 1, 6, tzinfo=UTC), usd=0.3),
+                SpentStatus(at=datetime(2024, 12, 1, tzinfo=UTC), usd=0.4),  # out of the window
+            ],
+        ),
+    )
+    limit = SpendLimitSpec(max_usd=1.0, window_seconds=7 * 86400)
+    metrics.target_state("shop", "cache", status, BudgetSpec(max_usd=2.0), limit, now)
+    assert _value(metrics, "retune_spend_total_usd") == 0.8
+    assert _value(metrics, "retune_spend_limit_remaining_usd") == pytest.approx(0.6)
+    # the search's USD budget is its allowance, not the spec's 2.0
+    assert _value(metrics, "retune_budget_remaining", resource="usd") == pytest.approx(0.3)
+    metrics.target_state("shop", "cache", status, BudgetSpec(max_usd=2.0))
+    assert _value(metrics, "retune_spend_limit_remaining_usd") is None
+    metrics.forget_target("shop", "cache")
+    assert _value(metrics, "retune_spend_total_usd") is None

@@ -11,6 +11,7 @@ import platform
 import threading
 import time
 from collections.abc import Iterable
+from datetime import datetime
 
 from aiohttp import web
 from prometheus_client import (
@@ -25,9 +26,10 @@ from prometheus_client import (
 from retune import __version__
 from retune.controller import RetuneTrigger
 from retune.controller.decision import Event
+from retune.controller.spend import spent_within
 from retune.evaluate.contract import EvaluationOutcome, EvaluationTask
 from retune.search.ledger import LedgerState
-from retune.spec import Phase
+from retune.spec import Phase, SpendLimitSpec
 from retune.spec.search import BudgetSpec
 from retune.spec.status import TargetStatus
 
@@ -153,6 +155,18 @@ class OperatorMetrics:
             [*_TARGET, "resource"],
             registry=r,
         )
+        self.spend_total = Gauge(
+            "retune_spend_total_usd",
+            "What all of a target's searches have spent on model calls (status.spend).",
+            _TARGET,
+            registry=r,
+        )
+        self.spend_left = Gauge(
+            "retune_spend_limit_remaining_usd",
+            "What spec.retune.spendLimit leaves the target's searches within its window now.",
+            _TARGET,
+            registry=r,
+        )
         self.events = Counter(
             "retune_events",
             "Kubernetes Events the operator posted about targets, by type and reason.",
@@ -211,10 +225,17 @@ class OperatorMetrics:
 
     # -- targets -----------------------------------------------------------------------
     def target_state(
-        self, namespace: str, target: str, status: TargetStatus, budget: BudgetSpec | None = None
+        self,
+        namespace: str,
+        target: str,
+        status: TargetStatus,
+        budget: BudgetSpec | None = None,
+        spend_limit: SpendLimitSpec | None = None,
+        now: datetime | None = None,
     ) -> None:
-        """A target's status as gauges: phase (one-hot), scores, conditions, canary, SLOs
-        and, given the search's ``budget``, what is left of it."""
+        """A target's status as gauges: phase (one-hot), scores, conditions, canary, SLOs,
+        what all its searches spent and, given the search's ``budget``, what is left of it
+        (and of ``spend_limit`` at ``now``)."""
         key = (namespace, target)
         for each in Phase:
             self.phase.labels(namespace, target, each.value).set(1 if each is status.phase else 0)
@@ -244,13 +265,21 @@ class OperatorMetrics:
             for state in _SLO_STATES:
                 put(self.slo_state, 1.0 if slo.state == state else 0.0, name, state)
             put(self.slo_value, slo.value, name)
+        put(self.spend_total, status.spend.total_usd)
+        if spend_limit is not None and now is not None:
+            spent = spent_within(status, spend_limit.window_seconds, now)
+            put(self.spend_left, max(0.0, spend_limit.max_usd - spent))
         if budget is not None:
             ledger = status.ledger
+            allowance = status.search.usd_allowance if status.search else None
+            max_usd = budget.max_usd
+            if allowance is not None:  # what the spend limit left the search
+                max_usd = allowance if max_usd is None else min(max_usd, allowance)
             if budget.max_evaluations is not None:
                 left = budget.max_evaluations - ledger.evaluations
                 put(self.budget_remaining, float(max(0, left)), "evaluations")
-            if budget.max_usd is not None:
-                put(self.budget_remaining, max(0.0, budget.max_usd - ledger.usd), "usd")
+            if max_usd is not None:
+                put(self.budget_remaining, max(0.0, max_usd - ledger.usd), "usd")
             if budget.max_wall_seconds is not None:
                 left_seconds = budget.max_wall_seconds - ledger.wall_seconds
                 put(self.budget_remaining, max(0.0, left_seconds), "wall_seconds")

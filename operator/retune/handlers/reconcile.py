@@ -256,8 +256,15 @@ class TargetLoop:
             decision = decide(status, facts, now)
             await self._carry_out(decision, body, target, facts)
         new = decision.status
-        budget = target.spec.search.budget if target is not None else None
-        context.metrics.target_state(namespace, name, new, budget)
+        target_spec = target.spec if target is not None else None
+        context.metrics.target_state(
+            namespace,
+            name,
+            new,
+            target_spec.search.budget if target_spec is not None else None,
+            target_spec.retune.spend_limit if target_spec is not None else None,
+            now,
+        )
         context.metrics.decision_events(namespace, name, decision.events)
         retuned = new.retunes > status.retunes
         context.metrics.outcomes(

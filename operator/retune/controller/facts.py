@@ -17,7 +17,7 @@ from retune.search.state import EngineState
 from retune.search.validation import ValidationReport
 from retune.signals.metrics import Sample
 from retune.signals.slo import BurnRateVerdict
-from retune.spec import SLO, ApprovalMode, Problem, RetuneSpec, RolloutSpec
+from retune.spec import SLO, ApprovalMode, Problem, RetuneSpec, RolloutSpec, SpendLimitSpec
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,12 @@ class Facts:
     """``spec.rollout``: the canary's steps, interval and limits."""
     canary: CanaryReading | None = None
     """The rollout as the cluster shows it now, when the controller asked."""
+
+    @property
+    def spend_limit(self) -> SpendLimitSpec | None:
+        """``spec.retune.spendLimit``, for searches that call models (others spend
+        nothing)."""
+        return self.retune.spend_limit if self.calls_models else None
 
     @property
     def approval(self) -> ApprovalMode:

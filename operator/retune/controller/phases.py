@@ -114,7 +114,7 @@ def _work_failed(draft: Draft, work: WorkReport) -> Decision:
 
 # -- the main line ---------------------------------------------------------------------------
 def _profiling(draft: Draft) -> Decision | None:
-    limit = draft.facts.retune.spend_limit if draft.facts.calls_models else None
+    limit = draft.facts.spend_limit
     if limit is not None and spend.room(draft.status, limit, draft.now, draft.facts.max_usd) <= 0:
         stop_active_work(draft, "a new search starts")
         return _spend_limited(draft, limit)
@@ -142,7 +142,7 @@ def _profiling(draft: Draft) -> Decision | None:
     draft.event("SignalsRead", read)
     if recall(draft, signals):
         return None  # Validating the known context's winner
-    limit = facts.retune.spend_limit if facts.calls_models else None
+    limit = facts.spend_limit
     allowance = spend.room(status, limit, draft.now, facts.max_usd) if limit is not None else None
     retune = status.last_retune_trigger in RETUNE_TRIGGERS
     spend.fold_search(status, draft.now, limit.window_seconds if limit else None)

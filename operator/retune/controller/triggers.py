@@ -132,7 +132,7 @@ def watch(draft: Draft) -> Decision | None:
         if draft.turn(RETUNE_PENDING, True, trigger.kind.value, message):
             draft.event("RetuneDeferred", message)
         return draft.decision(max(WATCH_INTERVAL[0], min(requeue, wait)))
-    limit = facts.retune.spend_limit if facts.calls_models else None
+    limit = facts.spend_limit
     if limit is not None and spend.room(status, limit, draft.now, facts.max_usd) <= 0:
         opens = spend.room_from(status, limit, draft.now, facts.max_usd)
         message = (

@@ -208,3 +208,37 @@ def test_what_the_last_search_could_not_use_of_its_allowance_is_no_room() -> Non
     # A search that stopped for its evaluations left room it could have used.
     status.search.stop_reason = "evaluation budget reached"
     assert room(status, LIMIT, T0) == pytest.approx(0.0007)
+
+
+def test_the_next_search_is_told_what_the_status_counted_of_the_last() -> None:
+    status = spent(current=0.3)
+    status.phase = Phase.PROFILING
+    decision = decide(status, facts(signals=SIGNALS, retune=LIMITED, calls_models=True), T0)
+    (action,) = decision.actions
+    assert isinstance(action, StartSearch) and action.counted_usd == pytest.approx(0.3)
+    assert decision.status.search is not None
+    assert decision.status.search.previous_usd == pytest.approx(0.3)
+    # and a resume of it is told the same (its journal may still be the earlier one's)
+    resumed = decide(decision.status, facts(**{"retune": LIMITED, "calls_models": True}), T0)
+    (again,) = resumed.actions
+    assert isinstance(again, StartSearch) and again.resume and again.counted_usd == 0.3
+
+
+def test_past_the_records_kept_the_oldest_merge_and_the_window_counts_no_less() -> None:
+    records = [(-0.001 * (300 - i), 0.01) for i in range(300)]  # 300 searches in 0.3 days
+    status = spent(*records, current=0.01)
+    before = spent_within(status, LIMIT.window_seconds, T0)
+    fold_search(status, T0, LIMIT.window_seconds)
+    status.ledger = LedgerStatus()  # as the next search starts
+    assert len(status.spend.searches) == 200
+    assert spent_within(status, LIMIT.window_seconds, T0) == pytest.approx(before)
+    assert status.spend.searches[0].usd == pytest.approx(0.01 * 102)
+
+
+def test_what_the_replaced_search_spent_beyond_its_status_is_uncounted() -> None:
+    from retune.handlers.jobs import uncounted_usd
+
+    # its journal settled 0.05 where its status took 0.045; one call was in flight
+    assert uncounted_usd({"large": 0.02}, 0.05, 0.045) == pytest.approx(0.025)
+    assert uncounted_usd({}, 0.05, 0.05) == 0.0  # it finished: the status has it all
+    assert uncounted_usd({}, 0.0, 0.3) == 0.0  # a built-in search's journal holds nothing

@@ -150,6 +150,7 @@ def test_a_fresh_search_hands_back_what_an_abandoned_one_left_unsettled(
 
     fresh = journal(api, namespace, owner)
     assert fresh.start(SEARCH, resume=False) == {"large": pytest.approx(0.03)}
+    assert fresh.replaced_usd == pytest.approx(0.004)  # what the earlier one settled
     assert Ledger(Budget(), journal=fresh).usd_spent == 0.0
 
 

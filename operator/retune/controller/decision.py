@@ -32,6 +32,8 @@ class StartSearch:
     usd_allowance: float | None = None
     """At most this many USD (``spec.retune.spendLimit``'s room when the search started),
     below the spec's own budget."""
+    counted_usd: float = 0.0
+    """What the status counted of the search before this one (its ledger's USD)."""
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,7 @@ def _profiling(draft: Draft) -> Decision | None:
     limit = facts.spend_limit
     allowance = spend.room(status, limit, draft.now, facts.max_usd) if limit is not None else None
     retune = status.last_retune_trigger in RETUNE_TRIGGERS
+    counted = status.ledger.usd
     spend.fold_search(status, draft.now, limit.window_seconds if limit else None)
     status.search = SearchStatus(
         started_at=draft.now,
@@ -157,6 +158,7 @@ def _profiling(draft: Draft) -> Decision | None:
         seed_offset=status.retunes if retune else 0,
         warm_start=retune and facts.retune.warm_start,
         usd_allowance=round(allowance, 6) if allowance is not None else None,
+        previous_usd=counted,
     )
     status.best_score = status.seed_score = status.best_candidate = None
     status.ledger = LedgerStatus()
@@ -229,8 +231,9 @@ def _searching(draft: Draft) -> Decision | None:
             )
         draft.event(
             "UnsettledCallsCharged",
-            f"an earlier search sent model calls and never settled them: ${unsettled:.6f}, "
-            "their worst case, counted in status.spend",
+            f"the search before this one spent ${unsettled:.6f} its status never counted "
+            "(calls in flight when it was replaced, at their worst case, or settled after "
+            "its last progress): counted in status.spend",
             warning=True,
         )
     if work.state is WorkState.FINISHED and work.search is not None:
@@ -265,6 +268,7 @@ def _start_search(
         seed_offset=search.seed_offset,
         warm_start=search.warm_start,
         usd_allowance=search.usd_allowance,
+        counted_usd=search.previous_usd,
     )
 
 

@@ -26,7 +26,8 @@ from retune.spec import SpendLimitSpec, SpentStatus, TargetStatus
 KEPT_SECONDS = 30 * 86400
 """Ended searches' spending is kept at least this long (longer when the window is)."""
 KEPT_RECORDS = 200
-"""At most this many ended searches are kept (the status must stay small)."""
+"""At most this many ended searches are kept (the status must stay small): beyond it the
+oldest are merged, dated at the later of the two, so the window never counts less."""
 ROOM_EPSILON = 1e-9
 """Less than this left counts as nothing left (sums of floats)."""
 USD_STOP = "USD budget reached"
@@ -95,7 +96,10 @@ def fold_search(status: TargetStatus, now: datetime, window_seconds: float | Non
     records = _records(status, now)
     keep = max(KEPT_SECONDS, window_seconds or 0.0)
     since = now - timedelta(seconds=keep)
-    status.spend.searches = [r for r in records if r.at > since][-KEPT_RECORDS:]
+    kept = [r for r in records if r.at > since]
+    while len(kept) > KEPT_RECORDS:  # the oldest two as one, dated at the later: never less
+        kept[:2] = [SpentStatus(at=kept[1].at, usd=kept[0].usd + kept[1].usd)]
+    status.spend.searches = kept
 
 
 def add_progress(status: TargetStatus, usd: float) -> None:

@@ -103,6 +103,9 @@ class SearchStart:
     """Re-score the previous archive's elites first."""
     usd_allowance: float | None = None
     """At most this many USD, below the spec's budget (``spec.retune.spendLimit``)."""
+    counted_usd: float = 0.0
+    """What the status counted of the search before this one: its spend journal may hold
+    more (calls settled after the status last took its progress)."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,15 @@ def _revision_code(settings: JobSettings, inputs: TargetInputs, revision: str) -
     return str(code) if code is not None else None
 
 
+def uncounted_usd(abandoned: Mapping[str, float], replaced: float, counted: float) -> float:
+    """What the search whose spend journal this one replaced spent that its status never
+    counted: calls sent and never settled (``abandoned``, at their worst case), and what
+    its settled calls (``replaced``) add up to beyond what the status took of its progress
+    (``counted``): calls settled after that, before it was stopped for this one."""
+    late = replaced - counted
+    return round(sum(abandoned.values()) + (late if late > 1e-9 else 0.0), 9)
+
+
 def allowed_budget(
     budget: BudgetSpec, allowance: float | None, unsettled: float = 0.0
 ) -> Budget | None:
@@ -303,8 +315,8 @@ def run_search(
     except SpendJournalError as error:
         unreadable = isinstance(error, SpendJournalUnreadable)
         raise WorkFailed(str(error), permanent=unreadable) from None
-    if abandoned:
-        unsettled = round(sum(abandoned.values()), 9)
+    unsettled = uncounted_usd(abandoned, journal.replaced_usd, start.counted_usd)
+    if unsettled > 0:
         handle.note(abandoned_usd=unsettled)
         lowered = allowed_budget(inputs.target.spec.search.budget, start.usd_allowance, unsettled)
         config.budget = lowered or config.budget  # the spend limit counts them too

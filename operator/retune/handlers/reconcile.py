@@ -399,6 +399,7 @@ class TargetLoop:
                 seed_offset=action.seed_offset,
                 warm_start=action.warm_start,
                 usd_allowance=action.usd_allowance,
+                counted_usd=action.counted_usd,
             )
             job = partial(run_search, context.jobs, inputs, start)
             context.workers.start(self.key, WorkKind.SEARCH, job)

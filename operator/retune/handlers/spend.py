@@ -74,6 +74,7 @@ class ConfigMapSpendJournal:
         self._asking: frozenset[int] | None = None  # from the last checkpoint, to prune by
         self._conflict: SpendConflict | None = None  # once refused, always refused
         self._search = ""  # the fingerprint of the search whose money this is
+        self.replaced_usd = 0.0  # what the settled calls of a journal start replaced add up to
 
     @property
     def where(self) -> str:
@@ -90,7 +91,8 @@ class ConfigMapSpendJournal:
         (``carried``). Any other search starts an empty journal in place of the earlier
         one, and gets back what that one's open reservations may have cost, by model:
         calls sent and never settled, which no ledger will count any more (the caller
-        counts them)."""
+        counts them); :attr:`replaced_usd` is then what that one's settled calls add up
+        to."""
         try:
             found = self._read()
         except SpendJournalUnreadable:
@@ -102,6 +104,7 @@ class ConfigMapSpendJournal:
             if resume and found is not None and found.search == search:
                 self._base, self._open, self._answers = found.base, found.open, found.answers
                 return {}
+            self.replaced_usd = found.base.usd_spent if found is not None else 0.0
             abandoned: dict[str, float] = {}
             for record in (found.open if found is not None else {}).values():
                 model = str(record.get("model", ""))

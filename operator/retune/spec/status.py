@@ -154,9 +154,14 @@ class SearchStatus(StatusModel):
     """Whether the previous archive's elites seed it."""
     warm_programs: int | None = None
     """How many elites of the previous archive it re-scores first."""
+    previous_usd: float = 0.0
+    """What the status counted of the search before this one when this one started; the
+    earlier search's spend journal may hold more (calls settled after its last progress),
+    which this one's worker counts as ``abandonedUsd``."""
     abandoned_usd: float = 0.0
-    """Calls an earlier search sent and never settled (it was replaced mid-call), charged
-    at their worst case when this one started: counted in ``spend``, not in ``ledger``."""
+    """Calls of the search before this one that its status never counted -- sent and never
+    settled (charged at their worst case), or settled after its last progress -- found
+    when this one started: counted in ``spend``, not in ``ledger``."""
     usd_allowance: float | None = None
     """What ``spec.retune.spendLimit`` left it to spend, fixed when it started (its USD
     budget is the smaller of this and ``spec.search.budget.maxUsd``), less any calls an

@@ -50,7 +50,7 @@ from retune.controller.library import (
 )
 from retune.controller.triggers import RETUNE_TRIGGERS, watch
 from retune.rollout.revisions import revision_name
-from retune.spec import LedgerStatus, Phase, SearchStatus, SpendLimitSpec
+from retune.spec import LedgerStatus, Phase, SearchStatus
 
 REQUEUE_ACTIVE = 3.0
 """Seconds between reconciles while a worker runs (progress reaches the status this often)."""
@@ -114,11 +114,13 @@ def _work_failed(draft: Draft, work: WorkReport) -> Decision:
 
 # -- the main line ---------------------------------------------------------------------------
 def _profiling(draft: Draft) -> Decision | None:
-    limit = draft.facts.spend_limit
-    if limit is not None and spend.room(draft.status, limit, draft.now, draft.facts.max_usd) <= 0:
+    status, facts = draft.status, draft.facts
+    limit = facts.spend_limit
+    allowance = spend.room(status, limit, draft.now, facts.max_usd) if limit is not None else None
+    if limit is not None and allowance is not None and allowance <= 0:
         stop_active_work(draft, "a new search starts")
-        return _spend_limited(draft, limit)
-    signals = draft.facts.signals
+        return _spend_limited(draft, spend.waiting(status, limit, draft.now, facts.max_usd))
+    signals = facts.signals
     if signals is None:
         return draft.decision(0.0, needs_signals=True)
     stop_active_work(draft, "a new search starts")
@@ -127,7 +129,6 @@ def _profiling(draft: Draft) -> Decision | None:
             draft.event(signals.reason, signals.message, warning=True)
         draft.condition(READY, False, "WaitingForSignals", f"waiting: {signals.message}")
         return draft.decision(backoff(draft, SIGNALS_READY))
-    status, facts = draft.status, draft.facts
     read = (
         f"{len(signals.profile)} profile values; hardware {signals.summary} ({signals.fingerprint})"
     )
@@ -142,8 +143,6 @@ def _profiling(draft: Draft) -> Decision | None:
     draft.event("SignalsRead", read)
     if recall(draft, signals):
         return None  # Validating the known context's winner
-    limit = facts.spend_limit
-    allowance = spend.room(status, limit, draft.now, facts.max_usd) if limit is not None else None
     retune = status.last_retune_trigger in RETUNE_TRIGGERS
     counted = status.ledger.usd
     spend.fold_search(status, draft.now, limit.window_seconds if limit else None)
@@ -177,20 +176,14 @@ def _profiling(draft: Draft) -> Decision | None:
     return draft.decision(REQUEUE_ACTIVE)
 
 
-def _spend_limited(draft: Draft, limit: SpendLimitSpec) -> Decision:
+def _spend_limited(draft: Draft, wait: spend.Wait) -> Decision:
     """No search starts: the spend limit has nothing left until earlier spending leaves
     its window."""
-    now = draft.now
-    opens = spend.room_from(draft.status, limit, now, draft.facts.max_usd)
-    message = (
-        f"{spend.describe(draft.status, limit, now)}; the search starts when earlier "
-        f"spending leaves the window, at {opens:%Y-%m-%d %H:%M:%S} UTC"
-    )
+    message = f"{wait.spent}; {wait.until('search')}"
     if draft.condition(SEARCHING, False, "SpendLimitReached", message):
         draft.event("SpendLimitReached", message, warning=True)
     _ready_while_busy(draft, "SpendLimitReached", message)
-    wait = (opens - now).total_seconds()
-    return draft.decision(max(1.0, min(wait, SPEND_RECHECK)))
+    return draft.decision(max(1.0, min(wait.seconds, SPEND_RECHECK)))
 
 
 def _searching(draft: Draft) -> Decision | None:

@@ -19,6 +19,7 @@ one of its calls), which would stop at once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from retune.spec import SpendLimitSpec, SpentStatus, TargetStatus
@@ -88,6 +89,39 @@ def room_from(
         if limit.max_usd - spent > floor:
             return record.at + timedelta(seconds=limit.window_seconds)
     return now
+
+
+@dataclass(frozen=True)
+class Wait:
+    """No room under the limit: what was spent, and when room opens."""
+
+    spent: str
+    """What was spent against the limit (:func:`describe`)."""
+    opens: datetime
+    seconds: float
+    """From now until ``opens``."""
+
+    def until(self, what: str) -> str:
+        return (
+            f"the {what} starts when earlier spending leaves the window, at "
+            f"{self.opens:%Y-%m-%d %H:%M:%S} UTC"
+        )
+
+
+def waiting(
+    status: TargetStatus, limit: SpendLimitSpec, now: datetime, per_search: float | None
+) -> Wait:
+    """What was spent and until when a search waits, when :func:`room` has none."""
+    opens = room_from(status, limit, now, per_search)
+    return Wait(describe(status, limit, now), opens, (opens - now).total_seconds())
+
+
+def usd_budget(max_usd: float | None, allowance: float | None) -> float | None:
+    """A search's USD budget: its own (``maxUsd``), lowered to what the spend limit left
+    it (``allowance``) when that is smaller."""
+    if allowance is None:
+        return max_usd
+    return allowance if max_usd is None else min(max_usd, allowance)
 
 
 def fold_search(status: TargetStatus, now: datetime, window_seconds: float | None) -> None:

@@ -134,15 +134,11 @@ def watch(draft: Draft) -> Decision | None:
         return draft.decision(max(WATCH_INTERVAL[0], min(requeue, wait)))
     limit = facts.spend_limit
     if limit is not None and spend.room(status, limit, draft.now, facts.max_usd) <= 0:
-        opens = spend.room_from(status, limit, draft.now, facts.max_usd)
-        message = (
-            f"{trigger.message}; {spend.describe(status, limit, draft.now)}: the retune "
-            f"starts when earlier spending leaves the window, at {opens:%Y-%m-%d %H:%M:%S} UTC"
-        )
+        waiting = spend.waiting(status, limit, draft.now, facts.max_usd)
+        message = f"{trigger.message}; {waiting.spent}: {waiting.until('retune')}"
         if draft.turn(RETUNE_PENDING, True, trigger.kind.value, message):
             draft.event("RetuneDeferred", message)
-        wait = (opens - draft.now).total_seconds()
-        return draft.decision(max(WATCH_INTERVAL[0], min(requeue, wait)))
+        return draft.decision(max(WATCH_INTERVAL[0], min(requeue, waiting.seconds)))
     _start(draft, trigger)
     return None
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from retune.controller import SearchOutcome, SearchProgress, ValidationOutcome
+from retune.controller.spend import usd_budget
 from retune.evaluate.contract import EvaluationContext, EvaluationOutcome, EvaluationTask, Executor
 from retune.evaluate.kubernetes import KubernetesExecutor
 from retune.evaluate.podspec import TARGET_LABEL, target_label
@@ -277,8 +278,7 @@ def allowed_budget(
     if allowance is None:
         return None
     left = max(0.0, allowance - unsettled)
-    limit = left if budget.max_usd is None else min(budget.max_usd, left)
-    return search_budget(budget, max_usd=limit)
+    return search_budget(budget, max_usd=usd_budget(budget.max_usd, left))
 
 
 def run_search(

@@ -26,7 +26,7 @@ from prometheus_client import (
 from retune import __version__
 from retune.controller import RetuneTrigger
 from retune.controller.decision import Event
-from retune.controller.spend import spent_within
+from retune.controller.spend import spent_within, usd_budget
 from retune.evaluate.contract import EvaluationOutcome, EvaluationTask
 from retune.search.ledger import LedgerState
 from retune.spec import Phase, SpendLimitSpec
@@ -272,9 +272,7 @@ class OperatorMetrics:
         if budget is not None:
             ledger = status.ledger
             allowance = status.search.usd_allowance if status.search else None
-            max_usd = budget.max_usd
-            if allowance is not None:  # what the spend limit left the search
-                max_usd = allowance if max_usd is None else min(max_usd, allowance)
+            max_usd = usd_budget(budget.max_usd, allowance)
             if budget.max_evaluations is not None:
                 left = budget.max_evaluations - ledger.evaluations
                 put(self.budget_remaining, float(max(0, left)), "evaluations")

@@ -54,6 +54,7 @@ class PrometheusServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.pod_url = f"http://{HOST_FROM_PODS}:{self.port}"
         """Where pods on the real node reach this server."""
+        self.rules_dir = workdir / "rules"
         self._jobs: dict[str, dict[str, Any]] = {}
         self._process: ManagedProcess | None = None
 
@@ -127,10 +128,29 @@ class PrometheusServer:
             self._jobs.clear()
             self._apply()
 
+    # -- rules --------------------------------------------------------------------------
+    def set_rules(self, name: str, groups: list[dict[str, Any]]) -> None:
+        """Load a rule file (``groups`` as in a PrometheusRule's spec) under ``name``;
+        evaluated every second; waits for the reload, which fails on a rule it refuses."""
+        self.rules_dir.mkdir(parents=True, exist_ok=True)
+        temporary = self.rules_dir / f"{name}.tmp"
+        temporary.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+        temporary.replace(self.rules_dir / f"{name}.yml")
+        self._apply()
+
+    def remove_rules(self, name: str) -> None:
+        (self.rules_dir / f"{name}.yml").unlink(missing_ok=True)
+        self._apply()
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The active alerts (pending or firing): each with ``labels`` and ``state``."""
+        return list(self._get("/api/v1/alerts")["data"]["alerts"])
+
     def _write_config(self) -> None:
         settings = {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
                        "evaluation_interval": SCRAPE_INTERVAL},
+            "rule_files": [str(self.rules_dir / "*.yml")],
             "scrape_configs": list(self._jobs.values()),
         }  # fmt: skip
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +182,22 @@ class PrometheusServer:
             list(data["result"]) if data["resultType"] in ("vector", "matrix") else [data["result"]]
         )
 
+    def query_range(
+        self, promql: str, start: float, end: float, step: float
+    ) -> list[dict[str, Any]]:
+        """A range query, as a dashboard panel sends it: the result matrix."""
+        params = {"query": promql, "start": start, "end": end, "step": step}
+        payload = self._get("/api/v1/query_range?" + urllib.parse.urlencode(params))
+        if payload.get("status") != "success":
+            raise RuntimeError(f"query {promql!r} failed: {payload.get('error')}")
+        return list(payload["data"]["result"])
+
+    def label_values(self, label: str, match: str, start: float, end: float) -> list[str]:
+        """Values of ``label`` on the series ``match`` selects (Grafana's ``label_values``)."""
+        params = {"match[]": match, "start": start, "end": end}
+        path = f"/api/v1/label/{label}/values?" + urllib.parse.urlencode(params)
+        return list(self._get(path)["data"])
+
     def wait_for_query(self, promql: str, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Wait until ``promql`` returns data, and return it."""
         return wait_until(
@@ -174,8 +210,14 @@ class PrometheusServer:
         return {t["scrapeUrl"]: t["health"] for t in payload["data"]["activeTargets"]}
 
     def _get(self, path: str, parse: bool = True) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=5) as response:
-            body = response.read()
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+                body = response.read()
+        except urllib.error.HTTPError as error:
+            if not parse:
+                raise
+            body = error.read()  # the API's {"status": "error", "error": ...}: says what was wrong
+            return json.loads(body)
         return json.loads(body) if parse else response.status == 200
 
     # -- diagnostics ---------------------------------------------------------------------

@@ -23,6 +23,7 @@ from tests.cluster.exporter import MetricsExporter
 from tests.cluster.processes import wait_until
 from tests.cluster.prometheus import PrometheusServer
 from tests.e2e.harness import PROFILE
+from tests.e2e.monitoring import OperatorMonitoring
 from tests.e2e.operator_pod import OperatorPod
 
 RESTRICTED = {
@@ -44,6 +45,8 @@ class E2E:
     prometheus: PrometheusServer
     exporter: MetricsExporter
     log_dir: Path
+    monitoring: OperatorMonitoring
+    """Prometheus scraping the operator and evaluating the chart's alerts."""
 
 
 def _create_namespace(api: client.ApiClient, name: str) -> None:
@@ -80,7 +83,8 @@ def environment(
     max_concurrent_searches: int = 2,
 ) -> Iterator[E2E]:
     """Namespaces for ``roles``, the operator serving them (installed by helm), and the
-    example's profile exporter; everything is removed afterwards."""
+    example's profile exporter; Prometheus scraping the operator with the chart's alerts;
+    everything is removed afterwards."""
     if cluster.real_node is None:
         raise RuntimeError(
             "the end-to-end tests run the operator and its pods on the real kubelet node, "
@@ -107,9 +111,11 @@ def environment(
         prometheus.pod_url,
         max_concurrent_searches=max_concurrent_searches,
     )
+    monitoring = OperatorMonitoring(cluster, prometheus, system, log_dir)
     try:
         operator.install()
-        yield E2E(cluster, api, namespaces, operator, prometheus, exporter, log_dir)
+        monitoring.start()
+        yield E2E(cluster, api, namespaces, operator, prometheus, exporter, log_dir, monitoring)
     finally:
         try:
             (log_dir / "operator.log").write_text(operator.log(2000))
@@ -119,6 +125,7 @@ def environment(
             _delete_targets(api, list(namespaces.values()))
         finally:
             operator.uninstall()
+            monitoring.stop()
             prometheus.remove_job("cache")
             exporter.stop()
             for name in (system, *namespaces.values()):

@@ -33,6 +33,7 @@ from tests.e2e.harness import (
     read_target,
     wait_for_status,
 )
+from tests.e2e.monitoring import dashboard_queries, variable_queries
 from tests.e2e.workload import deploy_cache
 from tests.llm_server import MODELS, running_mutation_server
 from tests.test_parameters_policy import WEIGHTED_SEED, WEIGHTS
@@ -284,6 +285,7 @@ def test_prometheus_down_makes_the_target_wait_and_it_recovers(e2e: E2E) -> None
 
 def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e: E2E) -> None:
     api, namespace, operator = e2e.api, e2e.namespaces["llm"], e2e.operator
+    started = time.time()
     deploy_cache(api, namespace)
     client.CoreV1Api(api).create_namespaced_secret(
         namespace, {"metadata": {"name": "llm-keys"}, "stringData": {"openai": API_KEY}}
@@ -422,6 +424,69 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
         event_reasons(api, namespace, "llm-tuned")
     )
     assert API_KEY not in everything
+
+    # and its users see all of it where they look: the chart's dashboard and alerts
+    _dashboard_and_alerts_show(e2e, namespace, started, capped["spend"]["totalUsd"])
+
+
+QUIET_PANELS = {
+    "Evaluation failures by reason",
+    "Canary weight",
+    "Canary analysis",
+    "SLO values and burn rates",
+    "SLOs violated or pending",
+    "Retunes by trigger",
+    "Rollouts by outcome",
+}
+"""The dashboard's panels that the LLM targets give nothing to show: no rollout, no SLO."""
+
+
+def _dashboard_and_alerts_show(e2e: E2E, namespace: str, since: float, capped_usd: float) -> None:
+    """The chart's Grafana dashboard's queries, as Grafana sends them for this namespace,
+    on the real Prometheus scraping the operator; and the chart's alerts evaluated there."""
+    prometheus, monitoring = e2e.prometheus, e2e.monitoring
+    # When one target waits on its spend limit and one is Degraded, the chart's alerts say
+    # so for those targets, and none says the operator is down or not reconciling
+    wait_until(
+        lambda: (
+            {"llm-capped"} <= monitoring.alerts(namespace).get("RetuneSpendLimitReached", set())
+            and {"keyless"} <= monitoring.alerts(namespace).get("RetuneTargetDegraded", set())
+        ),
+        60,
+        "the chart's alerts on the waiting and the Degraded target",
+    )
+    alerts = monitoring.alerts(namespace)
+    assert alerts["RetuneSpendLimitReached"] == {"llm-capped"}, alerts
+    assert alerts["RetuneTargetDegraded"] == {"keyless"}, alerts
+    assert "RetuneOperatorDown" not in alerts and "RetuneOperatorNotReconciling" not in alerts
+
+    # The dashboard's variables offer this namespace and its targets
+    end = time.time()
+    variables = variable_queries()
+    label, selector = variables["namespace"]
+    assert namespace in prometheus.label_values(label, selector, since, end)
+    label, selector = variables["target"]
+    offered = prometheus.label_values(label, selector.replace("$namespace", namespace), since, end)
+    assert {"keyless", "llm-tuned", "llm-killed", "llm-prose", "llm-capped"} <= set(offered)
+
+    # Every panel's query is one Prometheus runs (it refuses a query it cannot parse), and
+    # every panel but those of rollouts and SLOs shows this namespace's work
+    shown: dict[str, list[dict[str, Any]]] = {}
+    for title, query in dashboard_queries(namespace):
+        shown.setdefault(title, []).extend(prometheus.query_range(query, since, end, 15))
+    assert {title for title, series in shown.items() if not series} <= QUIET_PANELS, shown
+
+    def last(title: str, target: str) -> float:
+        [series] = [s for s in shown[title] if s["metric"].get("target") == target]
+        return float(series["values"][-1][1])
+
+    assert last("Spend by all searches (USD)", "llm-capped") == pytest.approx(capped_usd, abs=1e-6)
+    assert last("Spend limit left (USD)", "llm-capped") == 0
+    assert {s["metric"]["target"] for s in shown["Degraded targets"]} == {"keyless"}
+    spent = [float(v) for s in shown["Search spend per model (USD/h)"] for _, v in s["values"]]
+    assert max(spent) > 0
+    warnings = {s["metric"]["reason"] for s in shown["Warning events"]}
+    assert {"ModelTierResting", "SpendLimitReached"} <= warnings, warnings
 
 
 def test_a_parameters_target_moves_only_its_values_and_publishes_them_as_json(e2e: E2E) -> None:

@@ -204,6 +204,13 @@ def pod_targets(pods: list[Any]) -> list[dict[str, Any]]:
     return targets
 
 
+def write_pod_targets(sd_file: Path, pods: list[Any]) -> None:
+    """The pods as :func:`pod_targets`, in the file a ``file_sd_configs`` entry watches."""
+    temporary = sd_file.with_suffix(".tmp")
+    temporary.write_text(json.dumps(pod_targets(pods)))
+    temporary.replace(sd_file)  # Prometheus must never read half a file
+
+
 class LoadGenerator:
     """examples/01's load generator as a process, steered through its control port."""
 
@@ -334,9 +341,7 @@ class Traffic:
                 time.sleep(0.5)
 
     def _discover(self, pods: list[Any]) -> None:
-        temporary = self.sd_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(pod_targets(pods)))
-        temporary.replace(self.sd_file)  # Prometheus must never read half a file
+        write_pod_targets(self.sd_file, pods)
 
 
 def evaluator_memory_fraction(cluster: ControlPlane) -> float:

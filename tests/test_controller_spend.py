@@ -25,6 +25,7 @@ from tests.test_controller import SIGNALS, T0, condition, facts, reasons
 from tests.test_controller_triggers import END, RETUNE, reading, stable_status, watching
 
 DAY = 86400.0
+HOUR = timedelta(hours=1)
 LIMIT = SpendLimitSpec(max_usd=1.0, window_seconds=7 * DAY)
 LIMITED = RETUNE.model_copy(update={"spend_limit": LIMIT})
 
@@ -113,8 +114,9 @@ def test_a_search_with_nothing_left_waits_without_reading_signals() -> None:
     assert "2025-01-07 00:00:00" in message  # a week after that search ended
     assert reasons(decision) == ["SpendLimitReached"]
     assert decision.requeue_after == 3600.0
-    again = decide(decision.status, facts(retune=LIMITED, calls_models=True), T0)
+    again = decide(decision.status, facts(retune=LIMITED, calls_models=True), T0 + HOUR)
     assert again.events == []  # said once
+    assert condition(again.status, "Searching") == condition(decision.status, "Searching")
     opened = T0 + timedelta(days=6, seconds=1)
     started = decide(
         again.status, facts(signals=SIGNALS, retune=LIMITED, calls_models=True), opened
@@ -242,3 +244,35 @@ def test_what_the_replaced_search_spent_beyond_its_status_is_uncounted() -> None
     assert uncounted_usd({"large": 0.02}, 0.05, 0.045) == pytest.approx(0.025)
     assert uncounted_usd({}, 0.05, 0.05) == 0.0  # it finished: the status has it all
     assert uncounted_usd({}, 0.0, 0.3) == 0.0  # a built-in search's journal holds nothing
+
+
+def test_a_limit_below_one_call_of_the_last_search_waits_until_it_is_raised() -> None:
+    # The last search stopped for its allowance of 0.002 with 0.0014 of it unused (less
+    # than one of its calls); the limit is then lowered to 0.0003, below that.
+    low = SpendLimitSpec(max_usd=0.0003, window_seconds=7 * DAY)
+    limited = {"retune": RETUNE.model_copy(update={"spend_limit": low}), "calls_models": True}
+    status = spent(current=0.0006)
+    assert status.search is not None
+    status.search.usd_allowance = 0.002
+    status.search.stop_reason = "USD budget reached"
+    assert room_from(status, low, T0, per_search=0.05) is None  # not even a week later
+    decision = decide(status, facts(**limited, max_usd=0.05), T0 + timedelta(seconds=1))
+    state, reason, message = condition(decision.status, "Searching")
+    assert (state, reason) == ("False", "SpendLimitReached")
+    assert "when spec.retune.spendLimit.maxUsd is raised" in message
+    assert decision.requeue_after == 3600.0
+    for later in (timedelta(seconds=2), HOUR):  # said once
+        again = decide(decision.status, facts(**limited, max_usd=0.05), T0 + later)
+        assert again.events == [] and again.status.phase is Phase.PROFILING
+        assert condition(again.status, "Searching")[2] == message
+    # Once the spending has left the window, it still waits (and says what changed)
+    again = decide(again.status, facts(**limited, max_usd=0.05), T0 + timedelta(days=8))
+    assert again.status.phase is Phase.PROFILING
+    assert "$0.0000 of spec.retune.spendLimit" in condition(again.status, "Searching")[2]
+    raised = RETUNE.model_copy(update={"spend_limit": LIMIT})
+    resumed = decide(
+        again.status,
+        facts(signals=SIGNALS, retune=raised, calls_models=True, max_usd=0.05),
+        T0 + timedelta(days=8),
+    )
+    assert resumed.status.phase is Phase.SEARCHING

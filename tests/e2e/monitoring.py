@@ -63,7 +63,7 @@ def dashboard_queries(
     target (``.*``: Grafana's "All", the variable's ``allValue``)."""
     panels = json.loads(dashboard.read_text())["panels"]
     values = {
-        "namespace": re.escape(namespace),
+        "namespace": grafana_regex_escape(namespace),
         "target": target,
         "__rate_interval": rate_interval(step),
     }
@@ -72,6 +72,13 @@ def dashboard_queries(
         for panel in panels
         for query in panel.get("targets", [])
     ]
+
+
+def grafana_regex_escape(value: str) -> str:
+    """A variable's value as Grafana's Prometheus data source writes it into a regex
+    matcher: regex metacharacters escaped, and the escape escaped for PromQL's string."""
+    value = value.replace("\\", "\\\\\\\\")
+    return re.sub(r"[$^*{}\[\]'+?.()|]", lambda match: "\\\\" + match.group(0), value)
 
 
 def variable_queries(dashboard: Path = DASHBOARD) -> dict[str, tuple[str, str]]:

@@ -19,6 +19,7 @@ one of its calls), which would stop at once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -77,9 +78,11 @@ def room(
 
 def room_from(
     status: TargetStatus, limit: SpendLimitSpec, now: datetime, per_search: float | None = None
-) -> datetime:
+) -> datetime | None:
     """When room opens again: the oldest spending within the window leaves it, and with
-    it enough of the rest that more than nothing (:func:`room`) is left."""
+    it enough of the rest that more than nothing (:func:`room`) is left. None when none
+    opens while the limit stays as it is: it is no more than the last search could not use
+    (:func:`unusable`), so even with all spending out of the window no call would fit."""
     floor = max(ROOM_EPSILON, unusable(status, per_search))
     since = now - timedelta(seconds=limit.window_seconds)
     inside = sorted((r for r in _records(status, now) if r.at > since), key=lambda r: r.at)
@@ -88,7 +91,7 @@ def room_from(
         spent -= record.usd
         if limit.max_usd - spent > floor:
             return record.at + timedelta(seconds=limit.window_seconds)
-    return now
+    return None
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,18 @@ class Wait:
 
     spent: str
     """What was spent against the limit (:func:`describe`)."""
-    opens: datetime
+    opens: datetime | None
+    """None: not while the limit stays as it is (:func:`room_from`)."""
     seconds: float
-    """From now until ``opens``."""
+    """From now until ``opens``; infinite when it never opens."""
 
     def until(self, what: str) -> str:
+        if self.opens is None:
+            return (
+                f"the {what} starts when spec.retune.spendLimit.maxUsd is raised: the limit "
+                "is no more than the last search could not use of its allowance (less than "
+                "one of its calls), even once all earlier spending has left the window"
+            )
         return (
             f"the {what} starts when earlier spending leaves the window, at "
             f"{self.opens:%Y-%m-%d %H:%M:%S} UTC"
@@ -113,7 +123,8 @@ def waiting(
 ) -> Wait:
     """What was spent and until when a search waits, when :func:`room` has none."""
     opens = room_from(status, limit, now, per_search)
-    return Wait(describe(status, limit, now), opens, (opens - now).total_seconds())
+    seconds = math.inf if opens is None else (opens - now).total_seconds()
+    return Wait(describe(status, limit, now), opens, seconds)
 
 
 def usd_budget(max_usd: float | None, allowance: float | None) -> float | None:

@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 
 from retune import __version__
 from retune.controller.decision import Event
-from retune.handlers.metrics import OperatorMetrics
+from retune.handlers.metrics import COUNTED_EVENTS, OperatorMetrics
 from retune.spec import Phase, SpendLimitSpec, TargetStatus
 from retune.spec.search import BudgetSpec
 from retune.spec.status import (
@@ -189,3 +189,40 @@ def test_a_spend_limit_shows_what_is_left_and_lowers_the_searchs_usd_budget() ->
     assert _value(metrics, "retune_spend_limit_remaining_usd") is None
     metrics.forget_target("shop", "cache")
     assert _value(metrics, "retune_spend_total_usd") is None
+
+
+def test_outcome_counters_start_at_zero_when_a_target_is_first_seen() -> None:
+    # Prometheus' increase() sees no increase in a series born at 1: an alert on the first
+    # rollback (or search without a winner) of a target needs the series at 0 before it.
+    metrics = OperatorMetrics()
+    assert _value(metrics, "retune_rollouts_total", outcome="RolledBack") is None
+    metrics.target_state("shop", "cache", TargetStatus(phase=Phase.PROFILING))
+    assert _value(metrics, "retune_rollouts_total", outcome="RolledBack") == 0
+    assert _value(metrics, "retune_retunes_total", trigger="SLOViolation") == 0
+    search_ended = {"type": "Normal", "reason": "NoImprovement"}
+    assert _value(metrics, "retune_events_total", **search_ended) == 0
+    metrics.outcomes("shop", "cache", ["RolledBack"], None)
+    metrics.decision_events("shop", "cache", [Event("Normal", "NoImprovement", "kept")])
+    metrics.target_state("shop", "cache", TargetStatus(phase=Phase.STABLE))  # not reset
+    assert _value(metrics, "retune_rollouts_total", outcome="RolledBack") == 1
+    assert _value(metrics, "retune_events_total", **search_ended) == 1
+
+
+def test_a_deleted_targets_counters_go_with_it() -> None:
+    metrics = OperatorMetrics()
+    metrics.target_state("shop", "cache", TargetStatus(phase=Phase.SEARCHING))
+    metrics.decision_events("shop", "cache", [Event("Warning", "SpendLimitReached", "no room")])
+    metrics.abandoned_usd("shop", "cache", "small", 0.01)
+    metrics.forget_target("shop", "cache")
+    exposed = generate_latest(metrics.registry).decode()
+    assert 'target="cache"' not in exposed
+    metrics.target_state("shop", "cache", TargetStatus(phase=Phase.PROFILING))  # made again
+    assert _value(metrics, "retune_rollouts_total", outcome="Promoted") == 0
+
+
+def test_every_event_an_alert_counts_starts_at_zero() -> None:
+    """An alert on increase() of Events sees the first one only if its series started at 0."""
+    counted = re.findall(r'increase\(retune_events_total\{reason=~"([^"]+)"', RULES.read_text())
+    assert counted, "no alert counts Events: this check has nothing to check"
+    reasons = {reason for found in counted for reason in found.split("|")}
+    assert reasons <= {reason for _, reason in COUNTED_EVENTS}

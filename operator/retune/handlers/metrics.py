@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime
+from typing import get_args
 
 from aiohttp import web
 from prometheus_client import (
@@ -31,12 +32,16 @@ from retune.evaluate.contract import EvaluationOutcome, EvaluationTask
 from retune.search.ledger import LedgerState
 from retune.spec import Phase, SpendLimitSpec
 from retune.spec.search import BudgetSpec
-from retune.spec.status import TargetStatus
+from retune.spec.status import RolloutOutcome, TargetStatus
 
 # Not `namespace`: Prometheus's scrape adds its own `namespace` target label (the
 # operator's), which would rename ours to `exported_namespace`.
 _TARGET = ("target_namespace", "target")
 _SLO_STATES = ("ok", "pending", "violated", "nodata")
+ROLLOUT_OUTCOMES: tuple[str, ...] = get_args(RolloutOutcome)
+COUNTED_EVENTS = (("Normal", "NoImprovement"), ("Normal", "ValidationFailed"))
+"""Events whose first one an alert must see (the chart's ``RetuneSearchWithoutWinner``):
+counted from 0 as soon as a target is seen, with the rollouts and retunes."""
 
 
 class OperatorMetrics:
@@ -183,6 +188,10 @@ class OperatorMetrics:
         self._ledgers: dict[tuple[str, str], LedgerState] = {}
         # The labelled series each target has, so a series that no longer applies goes.
         self._series: dict[tuple[str, str], set[tuple[Gauge, tuple[str, ...]]]] = {}
+        self._counted: dict[tuple[str, str], set[tuple[Counter, tuple[str, ...]]]] = {}
+        """The counters' series of each target."""
+        self._started: set[tuple[str, str]] = set()
+        """Targets whose outcome counters started (:meth:`_start_counters`)."""
         self._lock = threading.Lock()
 
     # -- evaluations and spending ------------------------------------------------------
@@ -191,9 +200,9 @@ class OperatorMetrics:
     ) -> None:
         """Count one finished evaluation."""
         result = "ok" if outcome.ok else "failed"
-        self.evaluations.labels(namespace, target, task.stage, result).inc()
+        self._count(self.evaluations, namespace, target, task.stage, result)
         if outcome.failure is not None:
-            self.failures.labels(namespace, target, str(outcome.failure)).inc()
+            self._count(self.failures, namespace, target, str(outcome.failure))
 
     def ledger_baseline(self, namespace: str, target: str, ledger: LedgerState) -> None:
         """What a (resumed) search had spent before this process: not counted again."""
@@ -204,7 +213,7 @@ class OperatorMetrics:
         """Count calls an earlier search sent and never settled (it was stopped and not
         resumed): charged at their worst case, as a resumed search's ledger would."""
         if usd > 0:
-            self.usd.labels(namespace, target, model).inc(usd)
+            self._count(self.usd, namespace, target, model, amount=usd)
 
     def ledger(self, namespace: str, target: str, ledger: LedgerState) -> None:
         """Count what the search spent since the last call."""
@@ -217,11 +226,11 @@ class OperatorMetrics:
             completion = usage.completion_tokens - (old.completion_tokens if old else 0)
             usd = usage.usd - (old.usd if old else 0.0)
             if prompt > 0:
-                self.tokens.labels(namespace, target, model, "prompt").inc(prompt)
+                self._count(self.tokens, namespace, target, model, "prompt", amount=prompt)
             if completion > 0:
-                self.tokens.labels(namespace, target, model, "completion").inc(completion)
+                self._count(self.tokens, namespace, target, model, "completion", amount=completion)
             if usd > 0:
-                self.usd.labels(namespace, target, model).inc(usd)
+                self._count(self.usd, namespace, target, model, amount=usd)
 
     # -- targets -----------------------------------------------------------------------
     def target_state(
@@ -237,6 +246,11 @@ class OperatorMetrics:
         what all its searches spent and, given the search's ``budget``, what is left of it
         (and of ``spend_limit`` at ``now``)."""
         key = (namespace, target)
+        with self._lock:
+            first = key not in self._started
+            self._started.add(key)
+        if first:
+            self._start_counters(namespace, target)
         for each in Phase:
             self.phase.labels(namespace, target, each.value).set(1 if each is status.phase else 0)
         series: dict[tuple[Gauge, tuple[str, ...]], float] = {}
@@ -292,30 +306,47 @@ class OperatorMetrics:
     def decision_events(self, namespace: str, target: str, events: Iterable[Event]) -> None:
         """Count the Events a decision posted."""
         for event in events:
-            self.events.labels(namespace, target, event.type, event.reason).inc()
+            self._count(self.events, namespace, target, event.type, event.reason)
 
     def outcomes(
         self, namespace: str, target: str, ended: Iterable[str], retune_trigger: str | None
     ) -> None:
         """Count the rollouts a decision ended, and the retune it started (if any)."""
         for outcome in ended:
-            self.rollouts.labels(namespace, target, outcome).inc()
+            self._count(self.rollouts, namespace, target, outcome)
         if retune_trigger is not None:
-            self.retunes.labels(namespace, target, retune_trigger).inc()
+            self._count(self.retunes, namespace, target, retune_trigger)
 
     def forget_target(self, namespace: str, target: str) -> None:
-        """A deleted target's series go."""
+        """A deleted target's series go, its counters' too."""
         for each in Phase:
             self._remove(self.phase, (namespace, target, each.value))
-        for outcome in ("Promoted", "RolledBack", "Aborted"):
-            self._remove(self.rollouts, (namespace, target, outcome))
-        for trigger in RetuneTrigger:
-            self._remove(self.retunes, (namespace, target, trigger.value))
         with self._lock:
             self._ledgers.pop((namespace, target), None)
             series = self._series.pop((namespace, target), set())
-        for gauge, labels in series:
-            self._remove(gauge, labels)
+            counted = self._counted.pop((namespace, target), set())
+            self._started.discard((namespace, target))
+        for metric, labels in (*series, *counted):
+            self._remove(metric, labels)
+
+    def _count(
+        self, counter: Counter, namespace: str, target: str, *labels: str, amount: float = 1
+    ) -> None:
+        """Add to a target's counter, remembering the series so it goes with the target."""
+        values = (namespace, target, *labels)
+        with self._lock:
+            self._counted.setdefault((namespace, target), set()).add((counter, values))
+        counter.labels(*values).inc(amount)
+
+    def _start_counters(self, namespace: str, target: str) -> None:
+        """A target's outcome counters from 0, before anything happens: an alert's
+        ``increase()`` sees a series' first count only when a sample came before it."""
+        for outcome in ROLLOUT_OUTCOMES:
+            self._count(self.rollouts, namespace, target, outcome, amount=0)
+        for trigger in RetuneTrigger:
+            self._count(self.retunes, namespace, target, trigger.value, amount=0)
+        for kind, reason in COUNTED_EVENTS:
+            self._count(self.events, namespace, target, kind, reason, amount=0)
 
     def workers(self, running: int, queued: int) -> None:
         """How many search workers run and wait."""

@@ -44,6 +44,7 @@ class ConditionType(StrEnum):
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+RolloutOutcome = Literal["Promoted", "RolledBack", "Aborted"]
 
 
 class Condition(StatusModel):
@@ -261,7 +262,7 @@ class RolloutRecord(StatusModel):
 
     revision: str
     """The policy revision that was rolled out."""
-    outcome: Literal["Promoted", "RolledBack", "Aborted"]
+    outcome: RolloutOutcome
     """How it ended."""
     reason: str = ""
     """Why it ended so (e.g. the failing analysis)."""

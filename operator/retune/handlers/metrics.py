@@ -326,8 +326,10 @@ class OperatorMetrics:
             series = self._series.pop((namespace, target), set())
             counted = self._counted.pop((namespace, target), set())
             self._started.discard((namespace, target))
-        for metric, labels in (*series, *counted):
-            self._remove(metric, labels)
+        for gauge, labels in series:
+            self._remove(gauge, labels)
+        for counter, labels in counted:
+            self._remove(counter, labels)
 
     def _count(
         self, counter: Counter, namespace: str, target: str, *labels: str, amount: float = 1

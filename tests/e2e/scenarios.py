@@ -227,6 +227,13 @@ def failing_canary(story: CacheStory) -> None:
     assert story.generation() == before
     assert story.policy_of(story.deployment() or {}) == "cache-policy"
     wait_until(lambda: story.deployment("cache-canary") is None, 30, "the canary to go")
+    story.then("the chart's alert on a rolled-back canary fires for it, the first rollback")
+    alerts = story.env.monitoring.alerts
+    wait_until(
+        lambda: story.name in alerts(story.namespace).get("RetuneCanaryRolledBack", set()),
+        30,
+        "the RetuneCanaryRolledBack alert on the real Prometheus",
+    )
 
 
 def blind_canary(story: CacheStory, prometheus: PrometheusServer) -> None:

@@ -9,7 +9,8 @@ own image), and plays the end-to-end scenes
 tuned and promoted, retuned on an SLO violation and on new hardware; a target retuned
 on a drifting profile; a rollout paused, aborted and promoted by hand; a canary whose
 analysis fails; Prometheus stopped mid-canary; the operator killed at every canary step.
-After each scene it prints what the operator did and why, from the target's Events. The
+After each scene it prints what the operator did and why, from the target's Events, and
+the chart's alerts that Prometheus (scraping the operator) has active for it. The
 last line counts the outcomes: ``promotions=N rollbacks=M retunes=K``, then
 ``real_node_pods=N operator=pod|process``: N is the number of the story's pods that ran
 to completion or readiness on the kubelet node, as the kubelet reported them to the API
@@ -159,6 +160,15 @@ def summary(status: dict[str, Any]) -> str:
     )
 
 
+def alerts(env: E2E, namespace: str) -> str:
+    """The chart's alerts active for the scene's targets (pending or firing), as the real
+    Prometheus that scrapes the operator evaluates them."""
+    active = env.monitoring.alerts(namespace)
+    named = [f"{name} ({', '.join(sorted(t for t in targets if t)) or 'operator'})"
+             for name, targets in sorted(active.items())]  # fmt: skip
+    return f"  => the chart's alerts: {'; '.join(named) or 'none'}"
+
+
 def play(env: E2E, started: float) -> tuple[int, int, int]:
     """Every scene, each in its namespace; the counts of promotions, rollbacks, retunes."""
     promotions = rollbacks = retunes = 0
@@ -175,7 +185,8 @@ def play(env: E2E, started: float) -> tuple[int, int, int]:
                 env.operator.start()
             env.prometheus.start()
         print("\n".join(timeline(story, started)))
-        print(summary(status), flush=True)
+        print(summary(status))
+        print(alerts(env, story.namespace), flush=True)
         outcomes = [record["outcome"] for record in status.get("history", [])]
         promotions += outcomes.count("Promoted")
         rollbacks += len(outcomes) - outcomes.count("Promoted")

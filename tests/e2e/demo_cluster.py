@@ -163,6 +163,7 @@ def summary(status: dict[str, Any]) -> str:
 def alerts(env: E2E, namespace: str) -> str:
     """The chart's alerts active for the scene's targets (pending or firing), as the real
     Prometheus that scrapes the operator evaluates them."""
+    time.sleep(3)  # a scrape and a rule evaluation (each every second) after the scene's end
     active = env.monitoring.alerts(namespace)
     named = [f"{name} ({', '.join(sorted(t for t in targets if t)) or 'operator'})"
              for name, targets in sorted(active.items())]  # fmt: skip

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from retune.controller import CanaryFailure, Decision, PromoteCanary
+from retune.evaluate.podspec import ROLE_LABEL, TARGET_LABEL
 from retune.handlers.canary import write_canary
 from retune.rollout import (
     ABORT_ANNOTATION,
@@ -28,7 +29,7 @@ from retune.rollout import (
     canary_replicas,
 )
 from retune.rollout.apps import Conflict, Json
-from retune.rollout.deployments import Deployments, RolloutTarget
+from retune.rollout.deployments import ROLE_CANARY, Deployments, RolloutTarget
 from retune.rollout.template import canary_selector, policy_config_map, with_policy
 from retune.signals import RecordedProvider
 from retune.spec import AnalysisQuery, Phase, PolicyVolume, RolloutSpec, WorkloadRef
@@ -354,6 +355,19 @@ def test_a_foreign_deployment_with_the_canarys_name_is_never_taken_over() -> Non
     failure = write_canary(deployments, PromoteCanary("cache-policy-1"))
     assert isinstance(failure, CanaryFailure) and failure.permanent
     assert "is not the canary of target cache-target" in failure.message
+
+
+def test_another_targets_canary_on_the_same_workload_is_named_and_never_taken_over() -> None:
+    api, rollout = setup()
+    other = workload()
+    other["metadata"] = {
+        "name": "cache-canary",
+        "labels": {ROLE_LABEL: ROLE_CANARY, TARGET_LABEL: "cache-target-old"},
+    }
+    api.objects["cache-canary"] = other
+    with pytest.raises(RolloutError, match="is the canary of target cache-target-old, which"):
+        rollout.tick(T0)
+    assert api.objects["cache-canary"] == other
 
 
 def test_a_missing_workload_is_reported_with_the_field() -> None:

@@ -95,12 +95,20 @@ class Deployments:
             return None
         labels = found.get("metadata", {}).get("labels") or {}
         mine = {ROLE_LABEL: ROLE_CANARY, TARGET_LABEL: target_label_value(self.target.name)}
-        if any(labels.get(key) != value for key, value in mine.items()):
+        if all(labels.get(key) == value for key, value in mine.items()):
+            return found
+        where = f"Deployment {self.target.namespace}/{self.canary_name}"
+        other = labels.get(TARGET_LABEL) if labels.get(ROLE_LABEL) == ROLE_CANARY else None
+        if other:  # another target's rollout: two targets tune the same workload
             raise RolloutError(
-                f"Deployment {self.target.namespace}/{self.canary_name} exists and is not the "
-                f"canary of target {self.target.name}; rename or delete it"
+                f"{where} is the canary of target {other}, which tunes the same workload "
+                f"(spec.workloadRef {self.target.workload.name}): one target per workload; "
+                "delete one of them or point its spec.workloadRef elsewhere"
             )
-        return found
+        raise RolloutError(
+            f"{where} exists and is not the canary of target {self.target.name}; rename or "
+            "delete it"
+        )
 
     def canary_state(self, stable: Json, revision: str) -> tuple[int | None, bool]:
         """The canary's replicas (None without a canary) and whether it runs ``revision``

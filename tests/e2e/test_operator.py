@@ -489,8 +489,11 @@ def _dashboard_and_alerts_show(e2e: E2E, namespace: str, since: float, capped_us
     assert {title for title, series in shown.items() if not series} <= QUIET_PANELS, shown
 
     def last(title: str, target: str) -> float:
-        [series] = [s for s in shown[title] if s["metric"].get("target") == target]
-        return float(series["values"][-1][1])
+        """The panel's latest value for ``target`` (of the current operator pod's series:
+        a replaced pod's series end earlier)."""
+        found = [s["values"][-1] for s in shown[title] if s["metric"].get("target") == target]
+        assert found, f"{title}: nothing for {target}"
+        return float(max(found)[1])
 
     assert last("Spend by all searches (USD)", "llm-capped") == pytest.approx(capped_usd, abs=1e-6)
     assert last("Spend limit left (USD)", "llm-capped") == 0

@@ -224,6 +224,9 @@ def test_an_invalid_target_is_refused_or_degraded_naming_the_field(e2e: E2E) -> 
         api, namespace, "local-seed", degraded("spec.policy.seed.file"), 60, "Degraded", operator
     )
     assert "InvalidSpec" in event_reasons(api, namespace, "missing-seed")
+    # (both tune the cache, created within a second or so: the first by name holds it)
+    custom(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "local-seed")
+    wait_until(lambda: read_target(api, namespace, "local-seed") is None, 60, "it to go")
 
     # When the ConfigMap appears, the target recovers by itself
     seed = cache_target(namespace)["spec"]["policy"]["seed"]["inline"]
@@ -242,6 +245,30 @@ def test_an_invalid_target_is_refused_or_degraded_naming_the_field(e2e: E2E) -> 
         operator,
     )
     assert condition(recovered, "Degraded")["reason"] == "Recovered"
+
+    # A second target of the same Deployment is Degraded, naming the one that tunes it,
+    # and takes over once that one is deleted (one target per workload)
+    apply_target(api, cache_target(namespace, "second"))
+    second = wait_for_status(
+        api,
+        namespace,
+        "second",
+        degraded("spec.workloadRef.name"),
+        60,
+        "the second target of the cache to be Degraded",
+        operator,
+    )
+    assert "tuned by OptimizationTarget missing-seed" in condition(second, "Degraded")["message"]
+    custom(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "missing-seed")
+    wait_for_status(
+        api,
+        namespace,
+        "second",
+        lambda s: s.get("phase") not in (None, "Degraded"),
+        90,
+        "the second target to take over the cache",
+        operator,
+    )
 
 
 def test_prometheus_down_makes_the_target_wait_and_it_recovers(e2e: E2E) -> None:
@@ -298,12 +325,22 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
 
         return wait_for_status(api, namespace, name, finished, 240, what, operator)
 
+    def delete(name: str) -> None:
+        """The target and what it owns gone: the next one tunes the same Deployment (one
+        target per workload)."""
+        custom(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        wait_until(lambda: read_target(api, namespace, name) is None, 60, f"{name} to go")
+
     # (the stand-in models answer only with the key: 401 otherwise)
     # (it listens where the operator's pod reaches it: the host's address on the pods' bridge)
     with running_mutation_server(seed=5, api_key=API_KEY, host="0.0.0.0") as server:
         base_url = f"http://{HOST_FROM_PODS}:{server.port}/v1"
         # A tier naming a Secret that does not exist: Degraded, naming the field
-        apply_target(api, llm_target(namespace, "keyless", base_url, "no-such-secret"))
+        # (on a Deployment of its own, which does not exist: the cache's next targets are
+        # not held up by it, one target per workload)
+        keyless_target = llm_target(namespace, "keyless", base_url, "no-such-secret")
+        keyless_target["spec"]["workloadRef"]["name"] = "cache-keyless"
+        apply_target(api, keyless_target)
         keyless = wait_for_status(
             api,
             namespace,
@@ -323,6 +360,14 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
         apply_target(api, llm_target(namespace, "llm-tuned", base_url, "llm-keys"))
         done = search_finished("llm-tuned", "the search to finish")
         served = server.stats()
+        # the money was written ahead to the target's spend journal, every call settled there
+        journal = client.CoreV1Api(api).read_namespaced_config_map("llm-tuned-spend", namespace)
+        written = json.loads(base64.b64decode(journal.binary_data["spend"]))
+        # the key went no further than the call: not in the status, not in the Events
+        everything = str(read_target(api, namespace, "llm-tuned")) + str(
+            event_reasons(api, namespace, "llm-tuned")
+        )
+        delete("llm-tuned")
 
         # Given a second search with the models, when the operator is killed -9 while the
         # server has served calls that the search's checkpoint does not hold yet, and
@@ -339,6 +384,7 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
         operator.start()
         resumed = search_finished("llm-killed", "the killed search to finish")
         served_after_kill = server.usd()
+        delete("llm-killed")
 
         # Given a model that answers only prose (a gateway's notice, say), when a search
         # asks it, then the tier rests after its tries keep failing: a Warning Event, the
@@ -348,6 +394,8 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
         apply_target(api, llm_target(namespace, "llm-prose", base_url, "llm-keys", budget=24))
         prose = search_finished("llm-prose", "the search asking a prose-only model to finish")
         small_calls = sum(call.get("model") == "small" for call in server.calls())
+        prose_events = event_reasons(api, namespace, "llm-prose")
+        delete("llm-prose")
 
         # Given a spend limit below the search's own budget, when the target searches, then
         # the search gets what the limit leaves and spends no more than that
@@ -393,7 +441,7 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
     assert prose_small["rests"] >= 1, prose_small
     assert prose_small["failedCalls"] == prose_small["calls"] == small_calls
     assert small_calls < 2 * 20  # without a rest, a mutation and its repair each time
-    assert "ModelTierResting" in event_reasons(api, namespace, "llm-prose")
+    assert "ModelTierResting" in prose_events
     # then every dollar served is in its ledger (a call in flight at the kill at its worst
     # case), and the budget held
     assert resumed["search"]["resumes"] >= 1
@@ -418,15 +466,10 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
     assert 0 < ledger["usd"] <= 0.05
     assert ledger["evaluations"] == 8
     # the money was written ahead to the target's spend journal, every call settled there
-    journal = client.CoreV1Api(api).read_namespaced_config_map("llm-tuned-spend", namespace)
-    written = json.loads(base64.b64decode(journal.binary_data["spend"]))
     assert written["open"] == []
     assert written["base"]["usd_spent"] == pytest.approx(ledger["usd"], abs=1e-6)
     assert [ref.name for ref in journal.metadata.owner_references] == ["llm-tuned"]
     # the key went no further than the call: not in the status, not in the Events
-    everything = str(read_target(api, namespace, "llm-tuned")) + str(
-        event_reasons(api, namespace, "llm-tuned")
-    )
     assert API_KEY not in everything
 
     # and its users see all of it where they look: the chart's dashboard and alerts

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
+from retune.handlers.claims import Claim, WorkloadKey, claim_of
 from retune.handlers.jobs import JobSettings
 from retune.handlers.kube import Cluster, api_client, connection_info
 from retune.handlers.metrics import Health, OperatorMetrics, serve
@@ -99,6 +100,12 @@ def build_registry(context: OperatorContext, options: OperatorOptions) -> kopf.O
     def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
         return {name: node_info(body)}
 
+    @kopf.index(*resource, id="workload_index", registry=registry)
+    def workload_index(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[WorkloadKey, Claim] | None:
+        return claim_of(namespace or "", name, body)
+
     @kopf.on.create(*resource, id="wake", registry=registry)
     @kopf.on.update(*resource, id="wake", field="spec", registry=registry)
     @kopf.on.resume(*resource, id="wake", registry=registry)
@@ -132,7 +139,9 @@ def build_registry(context: OperatorContext, options: OperatorOptions) -> kopf.O
     ) -> None:
         loop = TargetLoop(context, namespace or "", name)
         # kopf passes each index as a kwarg named after its function.
-        await run_target_loop(context, loop, body, stopped, kwargs["node_index"])
+        await run_target_loop(
+            context, loop, body, stopped, kwargs["node_index"], kwargs["workload_index"]
+        )
 
     @kopf.on.delete(*resource, id="cleanup-target", registry=registry)
     async def target_deleted(
@@ -162,6 +171,7 @@ async def run_target_loop(
     body: kopf.Body,
     stopped: kopf.DaemonStopped,
     nodes: Iterable[Any],
+    claims: Mapping[WorkloadKey, Iterable[Claim]] | None = None,
 ) -> None:
     """Reconcile a target until kopf stops its daemon; then stop its worker (its checkpoint
     stays, so the next operator, or the next life of this target's daemon, resumes)."""
@@ -170,7 +180,7 @@ async def run_target_loop(
         while not stopped:
             started = time.monotonic()
             try:
-                delay = await loop.reconcile(body, _nodes(nodes))
+                delay = await loop.reconcile(body, _nodes(nodes), claims)
                 context.health.api_ok()
                 result = "ok"
             except Exception as error:

@@ -43,6 +43,7 @@ from retune.controller import (
 )
 from retune.evaluate.parameters import ParameterError, read_values
 from retune.handlers.canary import deployments_of, read_canary, write_canary
+from retune.handlers.claims import Claim, WorkloadKey, claim_problem
 from retune.handlers.gather import (
     Workload,
     check_spec,
@@ -185,8 +186,14 @@ class TargetLoop:
         self.written: TargetStatus | None = None
         """The status as last written (or as the API had it when the loop started)."""
 
-    async def reconcile(self, body: Mapping[str, Any], nodes: Iterable[NodeInfo]) -> float:
-        """One round; returns the seconds until the next."""
+    async def reconcile(
+        self,
+        body: Mapping[str, Any],
+        nodes: Iterable[NodeInfo],
+        claims: Mapping[WorkloadKey, Iterable[Claim]] | None = None,
+    ) -> float:
+        """One round; returns the seconds until the next. ``claims``: every watched
+        target's workload (:mod:`retune.handlers.claims`); None checks none."""
         context, (namespace, name) = self.context, self.key
         if self.status is None:
             self.status = self.written = status_of(body)
@@ -210,6 +217,9 @@ class TargetLoop:
                 model_keys=not keys_deferred,
             )
             problems += found
+            if claims is not None:
+                taken = claim_problem(namespace, name, target.spec.workload_ref.name, claims)
+                problems += [taken] if taken is not None else []
         facts = Facts(
             target=name,
             generation=int((body.get("metadata") or {}).get("generation") or 0),

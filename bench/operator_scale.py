@@ -62,12 +62,7 @@ from tests.cluster.helm import apply_manifests, find_manifest, render_chart  # n
 from tests.cluster.processes import wait_until  # noqa: E402
 from tests.cluster.prometheus import PrometheusServer, find_prometheus  # noqa: E402
 from tests.cluster.testbin import testbin_dir  # noqa: E402
-from tests.e2e.harness import (  # noqa: E402
-    PROFILE,
-    OperatorProcess,
-    cache_deployment,
-    cache_target,
-)
+from tests.e2e.harness import PROFILE, OperatorProcess, cache_target  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -188,10 +183,48 @@ def steady_status(body: dict[str, Any], fingerprint: Any, now: dt.datetime) -> d
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def idle_deployment(namespace: str, name: str) -> dict[str, Any]:
+    """A target's workload: one pod on the CPU pool, which the node agent runs as an idle
+    process (one target per workload, so each target has its own)."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {"retune.dev/pool": "cpu"},
+                    "containers": [{"name": "cache", "image": "ghcr.io/retune/cache:demo"}],
+                },
+            },
+        },
+    }
+
+
+def create_workloads(api: client.ApiClient, namespace: str, first: int, last: int) -> None:
+    """Deployments ``cache-<first>`` .. ``cache-<last - 1>``, until each has a bound pod."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    names = {f"cache-{index:03d}" for index in range(first, last)}
+    for name in sorted(names):
+        apps.create_namespaced_deployment(namespace, cast(Any, idle_deployment(namespace, name)))
+
+    def bound() -> bool:
+        pods = core.list_namespaced_pod(namespace).items
+        return names <= {(p.metadata.labels or {}).get("app") for p in pods if p.spec.node_name}
+
+    wait_until(bound, 120, f"the pods of {len(names)} workloads to be bound")
+
+
 def create_steady_targets(
     api: client.ApiClient, namespace: str, first: int, last: int
 ) -> list[str]:
-    """Targets ``t-<first>`` .. ``t-<last - 1>``, each with a steady status."""
+    """Targets ``t-<first>`` .. ``t-<last - 1>``, each on its own workload (``cache-<n>``)
+    with a steady status."""
+    create_workloads(api, namespace, first, last)
     cluster = Cluster(api)
     nodes = [
         node_info(api.sanitize_for_serialization(node))
@@ -200,8 +233,10 @@ def create_steady_targets(
     names = []
     for index in range(first, last):
         name = f"t-{index:03d}"
+        target = cache_target(namespace, name)
+        target["spec"]["workloadRef"]["name"] = f"cache-{index:03d}"
         body = custom(api).create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, cache_target(namespace, name)
+            GROUP, VERSION, namespace, PLURAL, target
         )
         target, problems = parse(body)
         assert target is not None, problems
@@ -426,16 +461,6 @@ def run(counts: list[int], window: float, settle: float) -> list[Measurement]:
         apply_manifests(api, docs)
         account = find_manifest(docs, "ServiceAccount")["metadata"]["name"]
         kubeconfig = plane.serviceaccount_kubeconfig(system, account)
-        deployment = cast(Any, cache_deployment(namespace))  # the client takes plain dicts too
-        client.AppsV1Api(api).create_namespaced_deployment(namespace, deployment)
-        wait_until(
-            lambda: any(
-                p.spec and p.spec.node_name
-                for p in core.list_namespaced_pod(namespace, label_selector="app=cache").items
-            ),
-            60,
-            "the cache pod to be bound",
-        )
 
         results: list[Measurement] = []
         names: list[str] = []

@@ -265,7 +265,7 @@ def test_an_invalid_target_is_refused_or_degraded_naming_the_field(e2e: E2E) -> 
         namespace,
         "second",
         lambda s: s.get("phase") not in (None, "Degraded"),
-        90,
+        60,
         "the second target to take over the cache",
         operator,
     )

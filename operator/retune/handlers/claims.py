@@ -6,7 +6,9 @@ promotion of either replaces the other's policy. So the target created first (th
 first by name) claims the Deployment, and any other target of it is Degraded, naming the
 one that holds it, until that one is deleted or points elsewhere. The claims come from a
 kopf index over every target the operator watches (:func:`claim_of`), kept up to date from
-its watch stream, so a reconcile reads them without an API call.
+its watch stream, so a reconcile reads them without an API call. A target being deleted
+claims nothing, and its workload's other targets are woken (:func:`rivals`) rather than left
+to find out at their next Degraded retry (up to two minutes later).
 """
 
 from __future__ import annotations
@@ -31,12 +33,29 @@ class Claim:
 
 
 def claim_of(namespace: str, name: str, body: Mapping[str, Any]) -> dict[WorkloadKey, Claim] | None:
-    """The index entry of a target: its workload and its claim (None without a workload)."""
-    workload = ((body.get("spec") or {}).get("workloadRef") or {}).get("name")
-    if not isinstance(workload, str) or not workload:
+    """The index entry of a target: its workload and its claim (None without a workload,
+    and once the target is being deleted)."""
+    workload = workload_of(body.get("spec"))
+    if workload is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return None
     created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
     return {(namespace, workload): Claim(created, name)}
+
+
+def workload_of(spec: Any) -> str | None:
+    """The Deployment a target's spec names; None when it names none."""
+    workload = ((spec if isinstance(spec, Mapping) else {}).get("workloadRef") or {}).get("name")
+    return workload if isinstance(workload, str) and workload else None
+
+
+def rivals(
+    namespace: str, name: str, workload: str | None, claims: Mapping[WorkloadKey, Iterable[Claim]]
+) -> list[str]:
+    """The other targets of ``workload``, by name: those to wake when this target lets go of
+    it (deleted, or pointed elsewhere), so the next in line takes it over at once."""
+    if workload is None:
+        return []
+    return sorted({c.target for c in claims.get((namespace, workload), ()) if c.target != name})
 
 
 def claim_problem(

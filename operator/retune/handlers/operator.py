@@ -21,7 +21,7 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
-from retune.handlers.claims import Claim, WorkloadKey, claim_of
+from retune.handlers.claims import Claim, WorkloadKey, claim_of, rivals, workload_of
 from retune.handlers.jobs import JobSettings
 from retune.handlers.kube import Cluster, api_client, connection_info
 from retune.handlers.metrics import Health, OperatorMetrics, serve
@@ -109,8 +109,15 @@ def build_registry(context: OperatorContext, options: OperatorOptions) -> kopf.O
     @kopf.on.create(*resource, id="wake", registry=registry)
     @kopf.on.update(*resource, id="wake", field="spec", registry=registry)
     @kopf.on.resume(*resource, id="wake", registry=registry)
-    async def target_changed(*, namespace: str | None, name: str, **_: Any) -> None:
-        context.wake((namespace or "", name))
+    async def target_changed(
+        *, namespace: str | None, name: str, old: Any = None, new: Any = None, **kwargs: Any
+    ) -> None:
+        namespace = namespace or ""
+        context.wake((namespace, name))
+        before = workload_of(old)
+        if before is not None and before != workload_of(new):  # it let go of a workload
+            for rival in rivals(namespace, name, before, kwargs["workload_index"]):
+                context.wake((namespace, rival))
 
     # kopf leaves its own annotation prefix (retune.dev/) out of the diffs that drive
     # on.update and on.field, so the manual controls are watched as raw events.
@@ -145,10 +152,13 @@ def build_registry(context: OperatorContext, options: OperatorOptions) -> kopf.O
 
     @kopf.on.delete(*resource, id="cleanup-target", registry=registry)
     async def target_deleted(
-        *, namespace: str | None, name: str, logger: kopf.Logger, **_: Any
+        *, namespace: str | None, name: str, spec: Any, logger: kopf.Logger, **kwargs: Any
     ) -> None:
         namespace = namespace or ""
         key = (namespace, name)
+        # Its claim left the index when its deletion began: the next in line takes over.
+        for rival in rivals(namespace, name, workload_of(spec), kwargs["workload_index"]):
+            context.wake((namespace, rival))
         await asyncio.to_thread(context.workers.stop, key)
         try:
             deleted = await asyncio.to_thread(

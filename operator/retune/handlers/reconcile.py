@@ -217,7 +217,8 @@ class TargetLoop:
                 model_keys=not keys_deferred,
             )
             problems += found
-            if claims is not None:
+            # A target being deleted has let go of its workload (its claim left the index).
+            if claims is not None and not (body.get("metadata") or {}).get("deletionTimestamp"):
                 taken = claim_problem(namespace, name, target.spec.workload_ref.name, claims)
                 problems += [taken] if taken is not None else []
         facts = Facts(

@@ -26,6 +26,7 @@ from retune.rollout.revisions import revision_name
 from retune.search.ledger import LedgerState, ModelUsage
 from retune.search.validation import ValidationReport
 from retune.spec import Phase, Problem, RolloutSpec, TargetStatus
+from retune.spec.events import EventReason
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 DIGESTS = SpecDigests(signals="sig", search="search", budget="budget")
@@ -261,7 +262,7 @@ def test_a_worker_of_the_wrong_kind_is_replaced() -> None:
 # -- waiting for signals ----------------------------------------------------------------------
 def test_prometheus_down_makes_the_target_wait_with_the_query_and_the_error() -> None:
     waiting = SignalsWaiting(
-        "PrometheusUnavailable",
+        EventReason.PROMETHEUS_UNAVAILABLE,
         "profile query key_space (spec.profile.queries.key_space): unavailable: connection refused",
     )
     decision = decide(TargetStatus(), facts(signals=waiting), T0)
@@ -283,7 +284,7 @@ def test_prometheus_down_makes_the_target_wait_with_the_query_and_the_error() ->
 
 
 def test_profiling_asks_for_signals_at_every_retry() -> None:
-    waiting = SignalsWaiting("ProfileNoData", "profile query rps: no data")
+    waiting = SignalsWaiting(EventReason.PROFILE_NO_DATA, "profile query rps: no data")
     status = decide(TargetStatus(), facts(signals=waiting), T0).status
     assert decide(status, facts(), T0 + timedelta(seconds=10)).needs_signals
 

@@ -21,6 +21,7 @@ from retune.rollout import RETUNE_ANNOTATION
 from retune.signals.metrics import NoData, Unavailable, Value
 from retune.signals.slo import BurnRateVerdict, WindowPair
 from retune.spec import SLO, DriftSpec, Phase, RetuneSpec, TargetStatus
+from retune.spec.events import EventReason
 from tests.test_controller import SIGNALS, T0, condition, facts, finished_status, reasons
 
 HIT_RATIO = SLO(
@@ -237,7 +238,9 @@ def test_a_hardware_change_that_reverts_while_settling_is_forgotten() -> None:
 
 
 def test_hardware_that_cannot_be_read_changes_nothing() -> None:
-    waiting = SignalsWaiting("NoMatchingNodes", "no node matches the workload's placement")
+    waiting = SignalsWaiting(
+        EventReason.NO_MATCHING_NODES, "no node matches the workload's placement"
+    )
     decision = watching(stable_status(), END + timedelta(minutes=5), reading(hardware=waiting))
     assert decision.status.phase is Phase.STABLE
     assert condition(decision.status, "HardwareChanged")[:2] == ("Unknown", "NoMatchingNodes")

@@ -12,8 +12,9 @@ from prometheus_client import generate_latest
 
 from retune import __version__
 from retune.controller.decision import Event
-from retune.handlers.metrics import COUNTED_EVENTS, OperatorMetrics
+from retune.handlers.metrics import ALERTED_EVENTS, COUNTED_EVENTS, OperatorMetrics
 from retune.spec import Phase, SpendLimitSpec, TargetStatus
+from retune.spec.events import WARNINGS, EventReason
 from retune.spec.search import BudgetSpec
 from retune.spec.status import (
     Condition,
@@ -113,7 +114,9 @@ def test_a_targets_status_becomes_gauges_and_stale_series_go() -> None:
 
 def test_events_are_counted_and_the_build_is_labelled() -> None:
     metrics = OperatorMetrics()
-    metrics.decision_events("shop", "cache", [Event("Warning", "CanaryAborted", "x")] * 2)
+    metrics.decision_events(
+        "shop", "cache", [Event("Warning", EventReason.CANARY_ABORTED, "x")] * 2
+    )
     assert _value(metrics, "retune_events_total", type="Warning", reason="CanaryAborted") == 2
     text = generate_latest(metrics.registry).decode()
     assert f'version="{__version__}"' in text.split("retune_build_info{", 1)[1].splitlines()[0]
@@ -202,7 +205,7 @@ def test_outcome_counters_start_at_zero_when_a_target_is_first_seen() -> None:
     search_ended = {"type": "Normal", "reason": "NoImprovement"}
     assert _value(metrics, "retune_events_total", **search_ended) == 0
     metrics.outcomes("shop", "cache", ["RolledBack"], None)
-    metrics.decision_events("shop", "cache", [Event("Normal", "NoImprovement", "kept")])
+    metrics.decision_events("shop", "cache", [Event("Normal", EventReason.NO_IMPROVEMENT, "kept")])
     metrics.target_state("shop", "cache", TargetStatus(phase=Phase.STABLE))  # not reset
     assert _value(metrics, "retune_rollouts_total", outcome="RolledBack") == 1
     assert _value(metrics, "retune_events_total", **search_ended) == 1
@@ -211,7 +214,9 @@ def test_outcome_counters_start_at_zero_when_a_target_is_first_seen() -> None:
 def test_a_deleted_targets_counters_go_with_it() -> None:
     metrics = OperatorMetrics()
     metrics.target_state("shop", "cache", TargetStatus(phase=Phase.SEARCHING))
-    metrics.decision_events("shop", "cache", [Event("Warning", "SpendLimitReached", "no room")])
+    metrics.decision_events(
+        "shop", "cache", [Event("Warning", EventReason.SPEND_LIMIT_REACHED, "no room")]
+    )
     metrics.abandoned_usd("shop", "cache", "small", 0.01)
     metrics.forget_target("shop", "cache")
     exposed = generate_latest(metrics.registry).decode()
@@ -225,4 +230,12 @@ def test_every_event_an_alert_counts_starts_at_zero() -> None:
     counted = re.findall(r'increase\(retune_events_total\{reason=~"([^"]+)"', RULES.read_text())
     assert counted, "no alert counts Events: this check has nothing to check"
     reasons = {reason for found in counted for reason in found.split("|")}
-    assert reasons <= {reason for _, reason in COUNTED_EVENTS}
+    assert reasons <= set(ALERTED_EVENTS) <= set(COUNTED_EVENTS)
+
+
+def test_every_warning_starts_at_zero_so_the_dashboard_counts_its_first() -> None:
+    metrics = OperatorMetrics()
+    metrics.target_state("shop", "cache", TargetStatus(phase=Phase.PROFILING))
+    for reason in WARNINGS:
+        assert _value(metrics, "retune_events_total", type="Warning", reason=reason) == 0
+    assert _value(metrics, "retune_events_total", type="Normal", reason="SearchStarted") is None

@@ -24,6 +24,7 @@ from retune.controller.triggers import watch
 from retune.controller.undo import undo
 from retune.rollout.controls import APPROVE_ANNOTATION
 from retune.spec import ApprovalMode, ApprovalStatus, Phase
+from retune.spec.events import EventReason
 
 WAITING: Final = "Waiting"
 APPROVED: Final = "Approved"
@@ -71,14 +72,13 @@ def awaiting_approval(draft: Draft) -> Decision | None:
         if facts.approve == revision:
             approval.state = APPROVED
             approval.approved_at = draft.now
-            draft.event("Approved", f"{revision} approved with {APPROVE_ANNOTATION}")
+            draft.event(EventReason.APPROVED, f"{revision} approved with {APPROVE_ANNOTATION}")
             status.phase = Phase.READY
             return None
         draft.event(
-            "ApprovalIgnored",
+            EventReason.APPROVAL_IGNORED,
             f"{APPROVE_ANNOTATION}={facts.approve} does not name the revision waiting for "
             f"approval, {revision}; removed",
-            warning=True,
         )
     draft.condition(READY, True, "AwaitingApproval", _waiting_message(draft, revision))
     return watch(draft)
@@ -98,10 +98,9 @@ def settled(draft: Draft) -> Decision | None:
     if facts.approve is not None:
         draft.consume(APPROVE_ANNOTATION)
         draft.event(
-            "ApprovalIgnored",
+            EventReason.APPROVAL_IGNORED,
             f"{APPROVE_ANNOTATION}={facts.approve} is set but no revision waits for approval "
             f"(spec.rollout.approval is {facts.approval.value}); removed",
-            warning=True,
         )
     return watch(draft)
 
@@ -112,7 +111,9 @@ def withdraw(draft: Draft) -> None:
     approval = draft.status.approval
     if approval is not None and approval.state == WAITING:
         draft.status.approval = None
-        draft.event("ApprovalWithdrawn", f"{approval.revision} no longer waits for approval")
+        draft.event(
+            EventReason.APPROVAL_WITHDRAWN, f"{approval.revision} no longer waits for approval"
+        )
 
 
 def _publish(draft: Draft, revision: str, mode: ApprovalMode) -> None:
@@ -133,12 +134,12 @@ def _publish(draft: Draft, revision: str, mode: ApprovalMode) -> None:
     )
     if previous is not None and previous.state == WAITING and previous.revision != revision:
         draft.event(
-            "ApprovalReplaced",
+            EventReason.APPROVAL_REPLACED,
             f"{revision} replaces {previous.revision}, which no longer waits for approval",
         )
     evidence = _evidence(draft)
     if mode is ApprovalMode.MANUAL:
-        draft.event("AwaitingApproval", f"{revision} ({evidence}) waits for approval")
+        draft.event(EventReason.AWAITING_APPROVAL, f"{revision} ({evidence}) waits for approval")
         draft.condition(READY, True, "AwaitingApproval", _waiting_message(draft, revision))
         return
     message = (
@@ -146,7 +147,7 @@ def _publish(draft: Draft, revision: str, mode: ApprovalMode) -> None:
         f"(spec.rollout.approval: recommend); `retune export {draft.facts.target}` writes it "
         "out for a GitOps repository"
     )
-    draft.event("RevisionRecommended", message)
+    draft.event(EventReason.REVISION_RECOMMENDED, message)
     draft.condition(READY, True, "Recommended", message)
 
 

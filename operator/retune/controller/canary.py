@@ -53,6 +53,7 @@ from retune.rollout import (
 from retune.signals.analysis import AnalysisReport
 from retune.signals.metrics import Value
 from retune.spec import Phase, RolloutRecord
+from retune.spec.events import EventReason
 
 RETRY_AFTER_FAILURE = 10.0
 """Seconds before a tick that failed for a passing reason (API server, Prometheus) is
@@ -79,7 +80,7 @@ def start_rollout(draft: Draft) -> Decision | None:
     status.phase = Phase.CANARY
     candidate = status.validation.candidate if status.validation else None
     message = f"rolling {revision} ({candidate or 'the validated policy'}) out as a canary"
-    draft.event("RolloutStarted", message)
+    draft.event(EventReason.ROLLOUT_STARTED, message)
     draft.condition(CANARY_PROGRESSING, True, "Started", message)
     draft.condition(READY, False, "RollingOut", message)
     return None
@@ -130,7 +131,7 @@ def drop_rollout(draft: Draft, reason: str, *, keep_revision: bool) -> None:
     if not keep_revision:
         status.validated_revision = None
     message = f"the canary of {rollout.revision} was removed: {reason}"
-    draft.event("CanaryAborted", message, warning=True)
+    draft.event(EventReason.CANARY_ABORTED, message)
     draft.condition(CANARY_PROGRESSING, False, "Aborted", message)
 
 
@@ -184,7 +185,7 @@ def _running(
         }
     draft.status.rollout = rollout
     if not isinstance(action, Wait) or (scale is not None and scale.changed):
-        draft.event(action.event, message, warning=action.event == "CanaryHeld")
+        draft.event(action.event, message)
     where = f"step {rollout.step + 1} at {rollout.share}%"
     draft.condition(CANARY_PROGRESSING, True, action.event, f"{where}: {message}")
     draft.condition(READY, False, "RollingOut", f"rolling {rollout.revision} out: {where}")
@@ -193,7 +194,9 @@ def _running(
     return draft.decision(max(_MIN_REQUEUE, requeue))
 
 
-def _ended(draft: Draft, ended: RolloutRecord, reason: str, message: str) -> Decision | None:
+def _ended(
+    draft: Draft, ended: RolloutRecord, reason: EventReason, message: str
+) -> Decision | None:
     status = draft.status
     status.record_rollout(ended)
     status.rollout = None
@@ -210,7 +213,7 @@ def _ended(draft: Draft, ended: RolloutRecord, reason: str, message: str) -> Dec
         draft.condition(READY, True, "Promoted", f"{ended.revision} is the stable policy")
     else:
         kept = status.stable_revision or "its policy"
-        draft.event(reason, f"{ended.revision}: {message}; the stable keeps {kept}", warning=True)
+        draft.event(reason, f"{ended.revision}: {message}; the stable keeps {kept}")
         draft.condition(CANARY_PROGRESSING, False, ended.outcome, message)
         draft.condition(READY, True, ended.outcome, f"the workload keeps {kept}: {message}")
     if rollout_ended(draft, ended):
@@ -240,11 +243,11 @@ def _failed(draft: Draft, failure: CanaryFailure) -> Decision:
     message = f"the canary of {rollout.revision} could not be updated: {failure.message}"
     if failure.permanent:
         if draft.turn(CANARY_PROGRESSING, False, "RolloutError", message):
-            draft.event("RolloutError", message, warning=True)
+            draft.event(EventReason.ROLLOUT_ERROR, message)
         draft.condition(READY, False, "RolloutError", message)
         return draft.decision(backoff(draft, CANARY_PROGRESSING))
     if draft.turn(CANARY_PROGRESSING, True, "Interrupted", message):
-        draft.event("CanaryInterrupted", message, warning=True)
+        draft.event(EventReason.CANARY_INTERRUPTED, message)
     return draft.decision(RETRY_AFTER_FAILURE)
 
 

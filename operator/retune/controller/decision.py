@@ -7,9 +7,9 @@ reconcile again after ``requeue_after`` seconds (or sooner, when the target chan
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from retune.spec import TargetStatus
+from retune.spec.events import EventReason, EventType
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,8 @@ CanaryWrite = ScaleCanary | PromoteCanary | RemoveCanary
 class Event:
     """A Kubernetes Event about the target: every decision gets one."""
 
-    type: Literal["Normal", "Warning"]
-    reason: str
+    type: EventType
+    reason: EventReason
     message: str
 
 

@@ -25,6 +25,7 @@ from retune.spec import (
     TargetStatus,
     ValidationStatus,
 )
+from retune.spec.events import EventReason, event_type
 
 READY = ConditionType.READY
 SEARCHING = ConditionType.SEARCHING
@@ -79,9 +80,9 @@ class Draft:
         condition = self.status.condition(type_)
         return condition is not None and condition.status == "True"
 
-    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
-        """Record a Kubernetes Event."""
-        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+    def event(self, reason: EventReason, message: str) -> None:
+        """Record a Kubernetes Event (a warning or not as its reason is, ``spec.events``)."""
+        self.events.append(Event(event_type(reason), reason, message))
 
     def act(self, action: Action) -> None:
         """Record an action for the adapters to carry out, in order."""
@@ -124,11 +125,10 @@ class Draft:
             before = self.status.ledger.models.get(name)
             if usage.rests > (before.rests if before else 0):
                 self.event(
-                    "ModelTierResting",
+                    EventReason.MODEL_TIER_RESTING,
                     f"model tier {name} kept giving no usable program ({usage.failed_calls} "
                     f"of {usage.calls} calls): the search goes on without it for a while "
                     "(docs/llm.md)",
-                    warning=True,
                 )
         self.status.ledger = ledger
 

@@ -18,6 +18,7 @@ from retune.search.validation import ValidationReport
 from retune.signals.metrics import Sample
 from retune.signals.slo import BurnRateVerdict
 from retune.spec import SLO, ApprovalMode, Problem, RetuneSpec, RolloutSpec, SpendLimitSpec
+from retune.spec.events import EventReason
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ class SignalsWaiting:
     """Why the signals cannot be read yet: nothing in the spec to fix, so the target waits
     (Prometheus down, a query without data, no node for the workload)."""
 
-    reason: str
-    """One CamelCase word, e.g. ``PrometheusUnavailable``."""
+    reason: EventReason
+    """Also the ``SignalsReady`` condition's reason, e.g. ``PrometheusUnavailable``."""
     message: str
     """Which query or what, and the error."""
 

@@ -47,6 +47,7 @@ from retune.spec import (
     RolloutRecord,
     TargetStatus,
 )
+from retune.spec.events import EventReason
 
 LIBRARY_SIZE = 8
 """Most contexts kept per target."""
@@ -153,11 +154,11 @@ def recall(draft: Draft, signals: Signals) -> bool:
         f"{signals.summary}, context {context_id(signals.fingerprint, signals.profile, tolerance)}"
     )
     if known is None:
-        draft.event("ContextUnknown", f"no winner is known for {where}: searching")
+        draft.event(EventReason.CONTEXT_UNKNOWN, f"no winner is known for {where}: searching")
         return False
     if known.revision == status.stable_revision:
         draft.event(
-            "ContextCurrent",
+            EventReason.CONTEXT_CURRENT,
             f"the workload is in context {known.id}, whose winner {known.revision} is the "
             "stable policy already: searching for a better one",
         )
@@ -173,7 +174,7 @@ def recall(draft: Draft, signals: Signals) -> bool:
     status.watch = None
     status.phase = Phase.VALIDATING
     draft.event(
-        "ContextRecalled",
+        EventReason.CONTEXT_RECALLED,
         f"the workload is back in context {known.id} ({signals.summary}); its winner "
         f"{known.revision} (scored {score(known.score)}) is validated again on the current "
         "profile, then rolled out as a canary: no search",
@@ -205,7 +206,7 @@ def start_recall_validation(draft: Draft) -> Decision:
         f"re-scoring the recalled {recall.revision} and {against} side by side on held-out "
         "seeds of the current profile"
     )
-    draft.event("ValidationStarted", message)
+    draft.event(EventReason.VALIDATION_STARTED, message)
     # A recall is a retune: the stable policy serves meanwhile, so the target stays Ready.
     draft.condition(READY, True, "StableServing", f"{against} serves; {message}")
     return draft.decision(_REQUEUE)
@@ -234,7 +235,9 @@ def recall_validated(draft: Draft, outcome: ValidationOutcome) -> Decision | Non
     status.validated_revision = recall.revision
     status.phase = Phase.READY
     draft.condition(READY, True, "RevisionValidated", f"recalled {recall.revision}: {scores}")
-    draft.event("RecallValidated", f"{recall.revision} scores {scores}; it goes out as a canary")
+    draft.event(
+        EventReason.RECALL_VALIDATED, f"{recall.revision} scores {scores}; it goes out as a canary"
+    )
     return None  # Ready: its ConfigMap exists already, so the canary starts now
 
 
@@ -280,10 +283,9 @@ def _failed(draft: Draft, why: str) -> None:
     status.phase = Phase.PROFILING
     warm = ", warm-started" if draft.facts.retune.warm_start else ""
     draft.event(
-        "RecallFailed",
+        EventReason.RECALL_FAILED,
         f"the recalled winner {recall.revision} of context {recall.context} failed again: "
         f"{why}; searching{warm}",
-        warning=True,
     )
 
 
@@ -297,7 +299,7 @@ def _restored(draft: Draft, recall: RecallStatus) -> None:
             context.recalls += 1
     library.active = recall.context
     draft.event(
-        "ContextRestored",
+        EventReason.CONTEXT_RESTORED,
         f"{recall.revision} is the stable policy of context {recall.context} again, "
         "without a search",
     )
@@ -363,4 +365,4 @@ def _remember(
     )
     if dropped:
         message += f" (forgot the least recently used: {', '.join(sorted(dropped))})"
-    draft.event("ContextRemembered", message)
+    draft.event(EventReason.CONTEXT_REMEMBERED, message)

@@ -37,6 +37,7 @@ from retune.controller.library import recalling
 from retune.controller.phases import REQUEUE_SETTLED, by_phase
 from retune.rollout.controls import RETUNE_ANNOTATION
 from retune.spec import Phase, TargetStatus
+from retune.spec.events import EventReason
 
 # Degraded reasons that only a spec change clears (retrying would fail the same way).
 STICKY_REASONS = frozenset({"SearchFailed", "ValidationError"})
@@ -55,11 +56,11 @@ def decide(status: TargetStatus, facts: Facts, now: datetime) -> Decision:
         return draft.decision(REQUEUE_SETTLED)
     if draft.is_true(DEGRADED):
         draft.condition(DEGRADED, False, "Recovered", "")
-        draft.event("Recovered", "the target's problems are resolved")
+        draft.event(EventReason.RECOVERED, "the target's problems are resolved")
     elif draft.status.condition(DEGRADED) is None:
         draft.condition(DEGRADED, False, "NoProblems", "")
     if draft.status.phase is Phase.PAUSED:
-        draft.event("Unpaused", "spec.retune.paused is false again")
+        draft.event(EventReason.UNPAUSED, "spec.retune.paused is false again")
     if previous is not None and previous != facts.generation:
         _spec_changed(draft, previous)
     elif draft.status.phase in (Phase.IDLE, Phase.PAUSED, Phase.DEGRADED):
@@ -103,7 +104,8 @@ def _retune_while_searching(draft: Draft) -> None:
     if RETUNE_ANNOTATION in draft.facts.controls and draft.status.phase in searching:
         draft.consume(RETUNE_ANNOTATION)
         draft.event(
-            "RetuneIgnored", f"{RETUNE_ANNOTATION} is set while a search runs already; removed"
+            EventReason.RETUNE_IGNORED,
+            f"{RETUNE_ANNOTATION} is set while a search runs already; removed",
         )
 
 
@@ -113,7 +115,7 @@ def _paused(draft: Draft) -> Decision:
     drop_rollout(draft, "spec.retune.paused is true", keep_revision=True)
     if draft.status.phase is not Phase.PAUSED:
         draft.event(
-            "Paused",
+            EventReason.PAUSED,
             "spec.retune.paused is true: searches, rollouts and retunes stopped; the "
             "stable policy stays and the search's checkpoint is kept",
         )
@@ -129,7 +131,7 @@ def _invalid_spec(draft: Draft) -> Decision:
     message = "; ".join(str(problem) for problem in draft.facts.problems)
     drop_rollout(draft, f"the spec cannot be used: {message}", keep_revision=True)
     if draft.condition(DEGRADED, True, "InvalidSpec", message):
-        draft.event("InvalidSpec", message, warning=True)
+        draft.event(EventReason.INVALID_SPEC, message)
     draft.status.phase = Phase.DEGRADED
     draft.condition(READY, False, "Degraded", message)
     if draft.is_true(SEARCHING):
@@ -160,18 +162,22 @@ def _spec_changed(draft: Draft, previous: int) -> None:
     if work is not None and work.active and same_search:
         assert search is not None
         if work.kind is WorkKind.VALIDATION or search.budget_digest == digests.budget:
-            draft.event("SpecChanged", f"{message}: the running {work.kind.value} is unaffected")
+            draft.event(
+                EventReason.SPEC_CHANGED, f"{message}: the running {work.kind.value} is unaffected"
+            )
             return
-        draft.event("SpecChanged", f"{message}: the search continues under the new budget")
+        draft.event(
+            EventReason.SPEC_CHANGED, f"{message}: the search continues under the new budget"
+        )
         stop_active_work(draft, "the budget changed")
     elif not same_search:
         stop_active_work(draft, "the spec changed")
         drop_rollout(draft, f"the spec changed ({message})", keep_revision=False)
         status.validated_revision = None
         withdraw(draft)
-        draft.event("SpecChanged", f"{message}: a new search starts")
+        draft.event(EventReason.SPEC_CHANGED, f"{message}: a new search starts")
         status.last_retune_reason = f"the spec changed ({message})"
         status.last_retune_trigger = "SpecChanged"
     else:
-        draft.event("SpecChanged", f"{message}: nothing the search depends on changed")
+        draft.event(EventReason.SPEC_CHANGED, f"{message}: nothing the search depends on changed")
     status.phase = resume_point(status, digests)

@@ -51,6 +51,7 @@ from retune.controller.library import (
 from retune.controller.triggers import RETUNE_TRIGGERS, watch
 from retune.rollout.revisions import revision_name
 from retune.spec import LedgerStatus, Phase, SearchStatus
+from retune.spec.events import EventReason
 
 REQUEUE_ACTIVE = 3.0
 """Seconds between reconciles while a worker runs (progress reaches the status this often)."""
@@ -91,13 +92,17 @@ def _work_failed(draft: Draft, work: WorkReport) -> Decision:
         draft.act(ForgetWork())
         draft.work = None
         where = f"{work.error_path}: " if work.error_path else ""
-        reason = "SearchFailed" if work.kind is WorkKind.SEARCH else "ValidationError"
+        reason = (
+            EventReason.SEARCH_FAILED
+            if work.kind is WorkKind.SEARCH
+            else EventReason.VALIDATION_ERROR
+        )
         message = f"the {what} failed: {where}{work.error}; change the spec to try again"
         draft.condition(DEGRADED, True, reason, message)
         draft.condition(READY, False, "Degraded", message)
         draft.condition(SEARCHING, False, reason, message)
         draft.status.phase = Phase.DEGRADED
-        draft.event(reason, message, warning=True)
+        draft.event(reason, message)
         return draft.decision(REQUEUE_SETTLED)
     waited = (draft.now - work.ended_at).total_seconds() if work.ended_at else RETRY_AFTER_FAILURE
     if waited < RETRY_AFTER_FAILURE:
@@ -105,7 +110,7 @@ def _work_failed(draft: Draft, work: WorkReport) -> Decision:
             f"the {what} was interrupted: {work.error}; retrying {RETRY_AFTER_FAILURE:.0f}s after"
         )
         if draft.condition(READY, False, "Retrying", message):
-            draft.event("Interrupted", message, warning=True)
+            draft.event(EventReason.INTERRUPTED, message)
         return draft.decision(max(1.0, RETRY_AFTER_FAILURE - waited))
     draft.act(ForgetWork())
     draft.work = None
@@ -126,7 +131,7 @@ def _profiling(draft: Draft) -> Decision | None:
     stop_active_work(draft, "a new search starts")
     if isinstance(signals, SignalsWaiting):
         if draft.condition(SIGNALS_READY, False, signals.reason, signals.message):
-            draft.event(signals.reason, signals.message, warning=True)
+            draft.event(signals.reason, signals.message)
         draft.condition(READY, False, "WaitingForSignals", f"waiting: {signals.message}")
         return draft.decision(backoff(draft, SIGNALS_READY))
     read = (
@@ -140,7 +145,7 @@ def _profiling(draft: Draft) -> Decision | None:
     if status.last_retune_reason is None:
         status.last_retune_reason = "the target was created"
         status.last_retune_trigger = "Created"
-    draft.event("SignalsRead", read)
+    draft.event(EventReason.SIGNALS_READ, read)
     if recall(draft, signals):
         return None  # Validating the known context's winner
     retune = status.last_retune_trigger in RETUNE_TRIGGERS
@@ -169,7 +174,7 @@ def _profiling(draft: Draft) -> Decision | None:
         origin = status.search.seed_revision or "the seed policy"
         warm = ", warm-started from the archive" if status.search.warm_start else ""
         started += f", from {origin}{warm} ({status.last_retune_trigger})"
-    draft.event("SearchStarted", started)
+    draft.event(EventReason.SEARCH_STARTED, started)
     draft.act(_start_search(status.search, signals.profile, signals.hardware, resume=False))
     draft.condition(SEARCHING, True, "Started", "the search started")
     _ready_while_busy(draft, "Searching", "searching for a better policy")
@@ -181,7 +186,7 @@ def _spend_limited(draft: Draft, wait: spend.Wait) -> Decision:
     its window."""
     message = f"{wait.spent}; {wait.until('search')}"
     if draft.condition(SEARCHING, False, "SpendLimitReached", message):
-        draft.event("SpendLimitReached", message, warning=True)
+        draft.event(EventReason.SPEND_LIMIT_REACHED, message)
     _ready_while_busy(draft, "SpendLimitReached", message)
     return draft.decision(max(1.0, min(wait.seconds, SPEND_RECHECK)))
 
@@ -200,7 +205,8 @@ def _searching(draft: Draft) -> Decision | None:
         done = status.ledger.evaluations
         draft.act(_start_search(status.search, status.profile, status.hardware, resume=True))
         draft.event(
-            "SearchResumed", f"resuming the search from its checkpoint ({done} evaluations done)"
+            EventReason.SEARCH_RESUMED,
+            f"resuming the search from its checkpoint ({done} evaluations done)",
         )
         draft.condition(SEARCHING, True, "Resuming", f"resuming from {done} evaluations")
         _ready_while_busy(draft, "Searching", "searching for a better policy")
@@ -223,11 +229,10 @@ def _searching(draft: Draft) -> Decision | None:
                 max(0.0, status.search.usd_allowance - unsettled), 6
             )
         draft.event(
-            "UnsettledCallsCharged",
+            EventReason.UNSETTLED_CALLS_CHARGED,
             f"the search before this one spent ${unsettled:.6f} its status never counted "
             "(calls in flight when it was replaced, at their worst case, or settled after "
             "its last progress): counted in status.spend",
-            warning=True,
         )
     if work.state is WorkState.FINISHED and work.search is not None:
         return _search_finished(draft, work.search)
@@ -303,14 +308,14 @@ def _search_finished(draft: Draft, outcome: SearchOutcome) -> Decision | None:
         f"best {score(status.best_score)} ({status.best_candidate}), seed {score(status.seed_score)}"
     )
     draft.condition(SEARCHING, False, "Finished", message)
-    draft.event("SearchFinished", message)
+    draft.event(EventReason.SEARCH_FINISHED, message)
     if outcome.improved:
         status.phase = Phase.VALIDATING
         return _validating(draft)
     status.phase = Phase.STABLE
     kept = "no candidate scored better than the seed; the workload keeps its stable policy"
     draft.condition(READY, True, "NoImprovement", kept)
-    draft.event("NoImprovement", kept)
+    draft.event(EventReason.NO_IMPROVEMENT, kept)
     settle_on_stable(draft, None)
     return draft.decision(REQUEUE_READY)
 
@@ -328,7 +333,7 @@ def _validating(draft: Draft) -> Decision | None:
             f"re-scoring {status.best_candidate} and the stable policy side by side on "
             "held-out seeds"
         )
-        draft.event("ValidationStarted", message)
+        draft.event(EventReason.VALIDATION_STARTED, message)
         _ready_while_busy(draft, "Validating", message)
         return draft.decision(REQUEUE_ACTIVE)
     if work.state is WorkState.FAILED:
@@ -363,7 +368,7 @@ def _validation_finished(draft: Draft, outcome: ValidationOutcome) -> Decision |
             f"{scores}; the workload keeps its stable policy"
         )
         draft.condition(READY, True, "ValidationFailed", message)
-        draft.event("ValidationFailed", message)
+        draft.event(EventReason.VALIDATION_FAILED, message)
         settle_on_stable(draft, report.stable_score)
         return draft.decision(REQUEUE_READY)
     name = revision_name(draft.facts.target, outcome.candidate_code)
@@ -380,6 +385,6 @@ def _validation_finished(draft: Draft, outcome: ValidationOutcome) -> Decision |
     status.phase = Phase.READY
     message = f"revision {name} ({candidate}) scores {scores}; it is ready to roll out"
     draft.condition(READY, True, "RevisionValidated", message)
-    draft.event("ValidationPassed", f"{candidate} scores {scores}")
-    draft.event("RevisionPublished", f"ConfigMap {name} holds {candidate}")
+    draft.event(EventReason.VALIDATION_PASSED, f"{candidate} scores {scores}")
+    draft.event(EventReason.REVISION_PUBLISHED, f"ConfigMap {name} holds {candidate}")
     return draft.decision(REQUEUE_READY)

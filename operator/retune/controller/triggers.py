@@ -52,6 +52,7 @@ from retune.signals.metrics import NoData, Sample
 from retune.signals.slo import BurnRateVerdict, SLOTracker
 from retune.signals.sustain import SustainClock
 from retune.spec import SLO, ClockStatus, Phase, SLOStatus, WatchStatus, format_duration
+from retune.spec.events import EventReason
 
 
 class RetuneTrigger(StrEnum):
@@ -105,7 +106,9 @@ def watch(draft: Draft) -> Decision | None:
     for key in (ABORT_ANNOTATION, PROMOTE_ANNOTATION):
         if key in facts.controls:
             draft.consume(key)
-            draft.event("ControlIgnored", f"{key} is set but no rollout is in flight; removed")
+            draft.event(
+                EventReason.CONTROL_IGNORED, f"{key} is set but no rollout is in flight; removed"
+            )
     if status.watch is None:
         status.watch = WatchStatus(since=draft.now)
     reading = facts.watch
@@ -130,14 +133,14 @@ def watch(draft: Draft) -> Decision | None:
             f"(spec.retune.cooldown) ends at {ends:%Y-%m-%d %H:%M:%S} UTC"
         )
         if draft.turn(RETUNE_PENDING, True, trigger.kind.value, message):
-            draft.event("RetuneDeferred", message)
+            draft.event(EventReason.RETUNE_DEFERRED, message)
         return draft.decision(max(WATCH_INTERVAL[0], min(requeue, wait)))
     limit = facts.spend_limit
     if limit is not None and spend.room(status, limit, draft.now, facts.max_usd) <= 0:
         waiting = spend.waiting(status, limit, draft.now, facts.max_usd)
         message = f"{trigger.message}; {waiting.spent}: {waiting.until('retune')}"
         if draft.turn(RETUNE_PENDING, True, trigger.kind.value, message):
-            draft.event("RetuneDeferred", message)
+            draft.event(EventReason.RETUNE_DEFERRED, message)
         return draft.decision(max(WATCH_INTERVAL[0], min(requeue, waiting.seconds)))
     _start(draft, trigger)
     return None
@@ -160,7 +163,7 @@ def _start(draft: Draft, trigger: Trigger) -> None:
     status.watch = None
     status.phase = Phase.PROFILING
     draft.condition(RETUNE_PENDING, False, "Retuning", f"{trigger.kind}: a retune started")
-    draft.event("RetuneStarted", f"{trigger.kind}: {trigger.message}")
+    draft.event(EventReason.RETUNE_STARTED, f"{trigger.kind}: {trigger.message}")
 
 
 # -- the triggers ----------------------------------------------------------------------------
@@ -192,7 +195,7 @@ def _slos(draft: Draft, reading: WatchReading) -> str | None:
     if violated:
         message = "; ".join(violated)
         if draft.turn(SLO_VIOLATED, True, "Violated", message):
-            draft.event("SLOViolated", message, warning=True)
+            draft.event(EventReason.SLO_VIOLATED, message)
         on = draft.facts.retune.on_slo_violation
         return message if on else None
     states = {r.state for r in readings.values()}
@@ -200,7 +203,9 @@ def _slos(draft: Draft, reading: WatchReading) -> str | None:
     message = "; ".join(r.message for r in readings.values() if r.state != "ok")
     draft.condition(SLO_VIOLATED, False, reason, message or "every SLO is met")
     if was_violated:
-        draft.event("SLOMet", f"no SLO is violated any more ({message or 'every SLO is met'})")
+        draft.event(
+            EventReason.SLO_MET, f"no SLO is violated any more ({message or 'every SLO is met'})"
+        )
     return None
 
 
@@ -258,11 +263,11 @@ def _hardware(draft: Draft, watched: WatchReading) -> str | None:
             "(spec.retune.hardwareSettleSeconds)"
         )
         if draft.turn(HARDWARE_CHANGED, True, "Settling", message):
-            draft.event("HardwareChanged", message)
+            draft.event(EventReason.HARDWARE_CHANGED, message)
         return None
     message = f"{change}, and it has held for {format_duration(round(held))}"
     if draft.turn(HARDWARE_CHANGED, True, "Settled", message):
-        draft.event("HardwareSettled", message)
+        draft.event(EventReason.HARDWARE_SETTLED, message)
     return message if draft.facts.retune.on_hardware_change else None
 
 
@@ -289,7 +294,7 @@ def _drift(draft: Draft, reading: WatchReading) -> str | None:
             reason = _DRIFT_REASONS[verdict.status]
             turned = draft.turn(DRIFTED, verdict.drifted, reason, verdict.message)
             if turned and verdict.drifted:
-                draft.event("ProfileDrifted", verdict.message)
+                draft.event(EventReason.PROFILE_DRIFTED, verdict.message)
     condition = status.condition(DRIFTED)
     if condition is not None and condition.status == "True":
         return f"the workload profile {condition.message}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from retune.controller.draft import Draft
 from retune.rollout.controls import UNDO_ANNOTATION
 from retune.spec import ApprovalMode, ApprovalStatus, Phase, TargetStatus
+from retune.spec.events import EventReason
 
 
 def undo(draft: Draft) -> bool:
@@ -31,7 +32,7 @@ def undo(draft: Draft) -> bool:
     else:
         why = ""
     if why:
-        draft.event("UndoIgnored", f"{UNDO_ANNOTATION}={revision}: {why}; removed", warning=True)
+        draft.event(EventReason.UNDO_IGNORED, f"{UNDO_ANNOTATION}={revision}: {why}; removed")
         return False
     status.validated_revision = revision
     if draft.facts.approval is ApprovalMode.MANUAL:
@@ -45,7 +46,7 @@ def undo(draft: Draft) -> bool:
             approved_at=draft.now,
         )
     kept = status.stable_revision or "the seed policy"
-    draft.event("UndoRequested", f"rolling {revision} out again in place of {kept}")
+    draft.event(EventReason.UNDO_REQUESTED, f"rolling {revision} out again in place of {kept}")
     status.phase = Phase.READY
     return True
 

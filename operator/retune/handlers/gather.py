@@ -43,11 +43,12 @@ from retune.signals.metrics import (
 from retune.signals.nodes import NodeInfo, nodes_for_workload
 from retune.signals.slo import BurnRateVerdict, evaluate_burn_rate
 from retune.spec import OptimizationTarget, Problem, TargetStatus, cluster_problems
+from retune.spec.events import EventReason
 
 _WAITING_REASONS = {
-    "unavailable": "PrometheusUnavailable",
-    "nodata": "ProfileNoData",
-    "invalid": "ProfileInvalid",
+    "unavailable": EventReason.PROMETHEUS_UNAVAILABLE,
+    "nodata": EventReason.PROFILE_NO_DATA,
+    "invalid": EventReason.PROFILE_INVALID,
 }
 
 
@@ -221,7 +222,9 @@ def read_signals(
         auth=operator_auth(target),
     )
     if waiting is not None or problems:
-        return waiting or SignalsWaiting("InvalidQuery", "a profile query is invalid"), problems
+        return waiting or SignalsWaiting(
+            EventReason.INVALID_QUERY, "a profile query is invalid"
+        ), problems
     return (
         Signals(
             profile=profile,
@@ -248,7 +251,7 @@ def hardware_under(
     spec = target.spec
     if workload is None:
         message = f"Deployment {spec.workload_ref.name!r} not found"
-        return SignalsWaiting("WorkloadNotFound", message)
+        return SignalsWaiting(EventReason.WORKLOAD_NOT_FOUND, message)
     bound = [
         str((pod.get("spec") or {}).get("nodeName") or "")
         for pod in cluster.pods(target.metadata.namespace, workload.selector)
@@ -265,7 +268,7 @@ def hardware_under(
     try:
         return HardwareFingerprint.from_nodes(under, spec.hardware.label_keys)
     except ValueError as error:
-        return SignalsWaiting("NoMatchingNodes", str(error))
+        return SignalsWaiting(EventReason.NO_MATCHING_NODES, str(error))
 
 
 class StopAtOutage:
@@ -353,7 +356,7 @@ def read_watch(
         )
         if problems:
             message = "; ".join(str(problem) for problem in problems)
-            waiting = SignalsWaiting("ProfileInvalid", message)
+            waiting = SignalsWaiting(EventReason.PROFILE_INVALID, message)
         profile = waiting if waiting is not None else values
     return WatchReading(
         slo_samples=samples, burn_rates=burn_rates, profile=profile, hardware=hardware
@@ -391,5 +394,5 @@ def read_profile(
     if not waiting:
         return values, None, problems
     kind = waiting[0][0]
-    reason = _WAITING_REASONS.get(kind, "ProfileUnavailable")
+    reason = _WAITING_REASONS.get(kind, EventReason.PROFILE_UNAVAILABLE)
     return values, SignalsWaiting(reason, "; ".join(text for _, text in waiting)), problems

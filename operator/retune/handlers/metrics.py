@@ -31,6 +31,7 @@ from retune.controller.spend import spent_within, usd_budget
 from retune.evaluate.contract import EvaluationOutcome, EvaluationTask
 from retune.search.ledger import LedgerState
 from retune.spec import Phase, SpendLimitSpec
+from retune.spec.events import WARNINGS, EventReason, event_type
 from retune.spec.search import BudgetSpec
 from retune.spec.status import RolloutOutcome, TargetStatus
 
@@ -39,9 +40,13 @@ from retune.spec.status import RolloutOutcome, TargetStatus
 _TARGET = ("target_namespace", "target")
 _SLO_STATES = ("ok", "pending", "violated", "nodata")
 ROLLOUT_OUTCOMES: tuple[str, ...] = get_args(RolloutOutcome)
-COUNTED_EVENTS = (("Normal", "NoImprovement"), ("Normal", "ValidationFailed"))
-"""Events whose first one an alert must see (the chart's ``RetuneSearchWithoutWinner``):
-counted from 0 as soon as a target is seen, with the rollouts and retunes."""
+ALERTED_EVENTS = (EventReason.NO_IMPROVEMENT, EventReason.VALIDATION_FAILED)
+"""Normal Events whose first one an alert must see (the chart's
+``RetuneSearchWithoutWinner``)."""
+COUNTED_EVENTS: tuple[EventReason, ...] = (*ALERTED_EVENTS, *sorted(WARNINGS))
+"""Events counted from 0 as soon as a target is seen, with the rollouts and retunes: those
+alerts count, and every warning (the dashboard's "Warning events" panel, an
+``increase()`` too)."""
 
 
 class OperatorMetrics:
@@ -347,8 +352,8 @@ class OperatorMetrics:
             self._count(self.rollouts, namespace, target, outcome, amount=0)
         for trigger in RetuneTrigger:
             self._count(self.retunes, namespace, target, trigger.value, amount=0)
-        for kind, reason in COUNTED_EVENTS:
-            self._count(self.events, namespace, target, kind, reason, amount=0)
+        for reason in COUNTED_EVENTS:
+            self._count(self.events, namespace, target, event_type(reason), reason, amount=0)
 
     def workers(self, running: int, queued: int) -> None:
         """How many search workers run and wait."""

@@ -32,6 +32,7 @@ from retune.rollout.controls import (
 from retune.signals.analysis import AnalysisReport
 from retune.signals.metrics import Value
 from retune.spec import RolloutRecord, RolloutSpec, RolloutStatus
+from retune.spec.events import EventReason
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Wait:
 
     until: datetime
     reason: str
-    event: ClassVar[str] = "CanaryWaiting"
+    event: ClassVar[EventReason] = EventReason.CANARY_WAITING
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class SetShare:
     step: int
     share: int
     reason: str
-    event: ClassVar[str] = "CanaryStep"
+    event: ClassVar[EventReason] = EventReason.CANARY_STEP
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Hold:
     """Stay at the current share (a failure below the limit, no data, or paused)."""
 
     reason: str
-    event: ClassVar[str] = "CanaryHeld"
+    event: ClassVar[EventReason] = EventReason.CANARY_HELD
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Promote:
     """Promote the canary's revision to the stable."""
 
     reason: str
-    event: ClassVar[str] = "CanaryPromoted"
+    event: ClassVar[EventReason] = EventReason.CANARY_PROMOTED
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,11 @@ class Rollback:
     outcome: Literal["RolledBack", "Aborted"] = "RolledBack"
 
     @property
-    def event(self) -> str:
+    def event(self) -> EventReason:
         """The Kubernetes Event reason."""
-        return "CanaryAborted" if self.outcome == "Aborted" else "CanaryRolledBack"
+        if self.outcome == "Aborted":
+            return EventReason.CANARY_ABORTED
+        return EventReason.CANARY_ROLLED_BACK
 
 
 Action: TypeAlias = Wait | SetShare | Hold | Promote | Rollback

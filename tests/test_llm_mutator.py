@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from retune.search.builtin import BuiltinMutator
-from retune.search.ledger import Budget, Ledger
+from retune.search.ledger import Budget, Ledger, LedgerState
 from retune.search.llm import (
     LLMConfigError,
     LLMMutator,
@@ -740,6 +740,26 @@ def test_a_model_that_keeps_answering_unusably_is_paid_for_a_few_tries_not_every
     back = next(i for i, result in enumerate(later) if result.model == "small")
     assert back == 2 * policy.mutations - (60 - tries - policy.mutations)  # the rest's end
     assert all(result.model == "small" for result in later[back:])
+
+
+def test_a_resumed_search_goes_on_resting_a_resting_tier(server: MutationServer) -> None:
+    ledger = Ledger(Budget())
+    mutator = make_mutator(server, ledger)
+    policy = mutator.rests.policy
+    server.set_faults("garbage@small:1.0")
+    for seed in range(policy.after + 3):  # the tier rests, three of its rest skipped
+        mutator.mutate(request(seed), never_duplicate)
+    served = server.stats()
+    checkpoint = ledger.snapshot().model_dump_json()
+
+    # The operator restarts: a new ledger and mutator, from the checkpoint
+    resumed = Ledger(Budget())
+    resumed.restore(LedgerState.model_validate_json(checkpoint))
+    after = make_mutator(server, resumed)
+    results = [after.mutate(request(seed), never_duplicate) for seed in range(100, 110)]
+
+    assert server.stats() == served  # no call: the tier still rests
+    assert all("small: rested" in result.description for result in results)
 
 
 def test_a_model_that_fails_now_and_then_never_rests(

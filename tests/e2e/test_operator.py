@@ -499,15 +499,16 @@ def _dashboard_and_alerts_show(e2e: E2E, namespace: str, since: float, capped_us
     # (and Prometheus has scraped the wait's Warning Event twice: a panel's increase()
     # needs two samples of a series)
     event = f'retune_events_total{{target_namespace="{namespace}",reason="SpendLimitReached"}}'
-    wait_until(
-        lambda: (
-            {"llm-capped"} <= monitoring.alerts(namespace).get("RetuneSpendLimitReached", set())
-            and {"keyless"} <= monitoring.alerts(namespace).get("RetuneTargetDegraded", set())
+
+    def alerted() -> bool:
+        alerts = monitoring.alerts(namespace)
+        return bool(
+            {"llm-capped"} <= alerts.get("RetuneSpendLimitReached", set())
+            and {"keyless"} <= alerts.get("RetuneTargetDegraded", set())
             and prometheus.query(f"count_over_time({event}[1h]) >= 2")
-        ),
-        60,
-        "the chart's alerts on the waiting and the Degraded target",
-    )
+        )
+
+    wait_until(alerted, 60, "the chart's alerts on the waiting and the Degraded target")
     alerts = monitoring.alerts(namespace)
     assert alerts["RetuneSpendLimitReached"] == {"llm-capped"}, alerts
     assert alerts["RetuneTargetDegraded"] == {"keyless"}, alerts

@@ -20,8 +20,10 @@ apart (``strong_usd``) for the status and the report.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +53,15 @@ class ModelUsage(BaseModel):
     over_reported_usd: float = 0.0  # reported above what the request could have cost
 
 
+class RestTally(BaseModel):
+    """A model tier's standing towards a rest (``search/llm/rest.py``)."""
+
+    failures: int = 0  # failed tries in a row
+    left: int = 0  # mutations still to skip
+    next_rest: int = 0  # the length of the next rest
+    rests: int = 0  # rests since its last usable answer
+
+
 class LedgerState(BaseModel):
     """The ledger as checkpointed."""
 
@@ -69,6 +80,9 @@ class LedgerState(BaseModel):
     models: dict[str, ModelUsage] = Field(default_factory=dict)
     # Rests each model tier began (search/llm/rest.py); not money, so not in the journal.
     rests: dict[str, int] = Field(default_factory=dict)
+    # Where each tier stands towards its next rest, or in it: checkpointed, so a resumed
+    # search does not pay a resting tier's failing tries all over again.
+    rest_tallies: dict[str, RestTally] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -316,6 +330,12 @@ class Ledger:
         """A model tier began a rest: its tries kept giving no usable program."""
         with self._lock:
             self._state.rests[model] = self._state.rests.get(model, 0) + 1
+
+    @contextlib.contextmanager
+    def rest_tallies(self) -> Iterator[dict[str, RestTally]]:
+        """The tiers' rest tallies (``search/llm/rest.py``), held for a read or an update."""
+        with self._lock:
+            yield self._state.rest_tallies
 
     def record_failed_mutation(self) -> None:
         with self._lock:

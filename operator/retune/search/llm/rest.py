@@ -14,13 +14,21 @@ A try is one question and its repair round; one that the budget refused is not t
 tier's failure and counts neither way. The counts are kept in the order tries end, so
 with several calls in flight which mutation first meets a rest depends on timing; a
 model that answers usably most of the time almost never rests (a run of eight failures
-at a 30% failure rate begins about once in 20,000 tries).
+at a 30% failure rate begins about once in 20,000 tries). The tallies live in the search's
+ledger, so its checkpoint keeps them: a resumed search goes on with a rest where it was,
+rather than pay a failing tier's eight tries again after every operator restart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
+
+from retune.search.ledger import RestTally
 
 
 @dataclass(frozen=True)
@@ -33,14 +41,6 @@ class RestPolicy:
     """How many of the mutations that would ask the tier its first rest skips."""
     longest: int = 160
     """The longest rest: each rest that follows a failure right after the last doubles."""
-
-
-@dataclass
-class _Tally:
-    failures: int = 0  # failed tries in a row
-    left: int = 0  # mutations still to skip
-    next_rest: int = 0  # the length of the next rest
-    rests: int = 0  # rests since its last usable answer
 
 
 @dataclass(frozen=True)
@@ -63,19 +63,38 @@ class Rest:
         )
 
 
+class RestStore(Protocol):
+    """Where the tiers' tallies live: the search's ledger, so that the checkpoint keeps
+    them and a resumed search goes on resting a tier that was resting."""
+
+    def rest_tallies(self) -> AbstractContextManager[dict[str, RestTally]]: ...
+
+
+class _OwnTallies:
+    """Tallies kept by the :class:`TierRests` alone (nothing to resume)."""
+
+    def __init__(self) -> None:
+        self._tallies: dict[str, RestTally] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def rest_tallies(self) -> Iterator[dict[str, RestTally]]:
+        with self._lock:
+            yield self._tallies
+
+
 class TierRests:
     """Per tier: its failed tries in a row and the rest it is in; safe between threads."""
 
-    def __init__(self, policy: RestPolicy | None = None) -> None:
+    def __init__(self, policy: RestPolicy | None = None, store: RestStore | None = None) -> None:
         self.policy = policy or RestPolicy()
-        self._tallies: dict[str, _Tally] = {}
-        self._lock = threading.Lock()
+        self._store = store or _OwnTallies()
 
     def skip(self, tier: str) -> int:
         """How many mutations of ``tier``'s rest were left before this one (0: ask it);
         a mutation that is told to skip uses one up."""
-        with self._lock:
-            tally = self._tallies.get(tier)
+        with self._store.rest_tallies() as tallies:
+            tally = tallies.get(tier)
             if tally is None or tally.left == 0:
                 return 0
             tally.left -= 1
@@ -86,8 +105,8 @@ class TierRests:
         after = self.policy.after
         if after <= 0:
             return None
-        with self._lock:
-            tally = self._tallies.setdefault(tier, _Tally(next_rest=self.policy.mutations))
+        with self._store.rest_tallies() as tallies:
+            tally = tallies.setdefault(tier, RestTally(next_rest=self.policy.mutations))
             if usable:
                 tally.failures = tally.left = tally.rests = 0
                 tally.next_rest = self.policy.mutations

@@ -13,6 +13,7 @@ from prometheus_client import generate_latest
 from retune import __version__
 from retune.controller.decision import Event
 from retune.handlers.metrics import ALERTED_EVENTS, COUNTED_EVENTS, OperatorMetrics
+from retune.search.ledger import LedgerState, ModelUsage
 from retune.spec import Phase, SpendLimitSpec, TargetStatus
 from retune.spec.events import WARNINGS, EventReason
 from retune.spec.search import BudgetSpec
@@ -209,6 +210,25 @@ def test_outcome_counters_start_at_zero_when_a_target_is_first_seen() -> None:
     metrics.target_state("shop", "cache", TargetStatus(phase=Phase.STABLE))  # not reset
     assert _value(metrics, "retune_rollouts_total", outcome="RolledBack") == 1
     assert _value(metrics, "retune_events_total", **search_ended) == 1
+
+
+def test_a_searchs_tiers_and_every_evaluation_count_start_at_zero() -> None:
+    # The dashboard's spend, token and evaluation panels are rate()s: a series' first
+    # increase shows only after a sample of it at 0
+    metrics = OperatorMetrics()
+    metrics.target_state("shop", "cache", TargetStatus(phase=Phase.SEARCHING))
+    for stage in ("quick", "full", "holdout"):
+        assert _value(metrics, "retune_evaluations_total", stage=stage, result="failed") == 0
+    assert _value(metrics, "retune_llm_cost_usd_total", model="small") is None
+    metrics.search_tiers("shop", "cache", ["small", "large"])
+    for tier in ("small", "large"):
+        assert _value(metrics, "retune_llm_cost_usd_total", model=tier) == 0
+        assert _value(metrics, "retune_llm_tokens_total", model=tier, kind="completion") == 0
+    spent = LedgerState(models={"small": ModelUsage(prompt_tokens=900, usd=0.002)})
+    metrics.ledger("shop", "cache", spent)
+    assert _value(metrics, "retune_llm_cost_usd_total", model="small") == 0.002
+    assert _value(metrics, "retune_llm_tokens_total", model="small", kind="prompt") == 900
+    assert _value(metrics, "retune_llm_tokens_total", model="small", kind="completion") == 0
 
 
 def test_a_deleted_targets_counters_go_with_it() -> None:

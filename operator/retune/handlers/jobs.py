@@ -332,6 +332,9 @@ def run_search(
         )
     ledger = builder.ledger(journal)  # its money is the journal's, unsettled calls charged
     settings.metrics.ledger_baseline(inputs.namespace, inputs.name, ledger.snapshot())
+    if inputs.target.spec.search.mutator == "llm":
+        tiers = [tier.name for tier in inputs.target.spec.search.models]
+        settings.metrics.search_tiers(inputs.namespace, inputs.name, tiers)
     mutator = _mutator(settings, inputs, builder, ledger)
     handle.check()
     executor = _executor(settings, inputs, handle)

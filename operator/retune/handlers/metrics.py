@@ -28,7 +28,13 @@ from retune import __version__
 from retune.controller import RetuneTrigger
 from retune.controller.decision import Event
 from retune.controller.spend import spent_within, usd_budget
-from retune.evaluate.contract import EvaluationOutcome, EvaluationTask
+from retune.evaluate.contract import (
+    STAGE_FULL,
+    STAGE_HOLDOUT,
+    STAGE_QUICK,
+    EvaluationOutcome,
+    EvaluationTask,
+)
 from retune.search.ledger import LedgerState
 from retune.spec import Phase, SpendLimitSpec
 from retune.spec.events import WARNINGS, EventReason, event_type
@@ -40,6 +46,8 @@ from retune.spec.status import RolloutOutcome, TargetStatus
 _TARGET = ("target_namespace", "target")
 _SLO_STATES = ("ok", "pending", "violated", "nodata")
 ROLLOUT_OUTCOMES: tuple[str, ...] = get_args(RolloutOutcome)
+EVALUATION_STAGES = (STAGE_QUICK, STAGE_FULL, STAGE_HOLDOUT)
+TOKEN_KINDS = ("prompt", "completion")
 ALERTED_EVENTS = (EventReason.NO_IMPROVEMENT, EventReason.VALIDATION_FAILED)
 """Normal Events whose first one an alert must see (the chart's
 ``RetuneSearchWithoutWinner``)."""
@@ -214,6 +222,15 @@ class OperatorMetrics:
         with self._lock:
             self._ledgers[namespace, target] = ledger.model_copy(deep=True)
 
+    def search_tiers(self, namespace: str, target: str, tiers: Iterable[str]) -> None:
+        """A search's model tiers' spend and token counters from 0, before its first call:
+        the dashboard's ``rate()`` counts a series' first increase only after a sample of
+        it, and a retune's short search may make most of its calls before the next scrape."""
+        for tier in tiers:
+            self._count(self.usd, namespace, target, tier, amount=0)
+            for kind in TOKEN_KINDS:
+                self._count(self.tokens, namespace, target, tier, kind, amount=0)
+
     def abandoned_usd(self, namespace: str, target: str, model: str, usd: float) -> None:
         """Count calls an earlier search sent and never settled (it was stopped and not
         resumed): charged at their worst case, as a resumed search's ledger would."""
@@ -230,10 +247,9 @@ class OperatorMetrics:
             prompt = usage.prompt_tokens - (old.prompt_tokens if old else 0)
             completion = usage.completion_tokens - (old.completion_tokens if old else 0)
             usd = usage.usd - (old.usd if old else 0.0)
-            if prompt > 0:
-                self._count(self.tokens, namespace, target, model, "prompt", amount=prompt)
-            if completion > 0:
-                self._count(self.tokens, namespace, target, model, "completion", amount=completion)
+            for kind, tokens in zip(TOKEN_KINDS, (prompt, completion), strict=True):
+                if tokens > 0:
+                    self._count(self.tokens, namespace, target, model, kind, amount=tokens)
             if usd > 0:
                 self._count(self.usd, namespace, target, model, amount=usd)
 
@@ -346,12 +362,16 @@ class OperatorMetrics:
         counter.labels(*values).inc(amount)
 
     def _start_counters(self, namespace: str, target: str) -> None:
-        """A target's outcome counters from 0, before anything happens: an alert's
-        ``increase()`` sees a series' first count only when a sample came before it."""
+        """A target's counters from 0, before anything happens: its outcomes, evaluations
+        and the Events the chart counts. An alert's ``increase()`` or a panel's ``rate()``
+        sees a series' first count only when a sample came before it."""
         for outcome in ROLLOUT_OUTCOMES:
             self._count(self.rollouts, namespace, target, outcome, amount=0)
         for trigger in RetuneTrigger:
             self._count(self.retunes, namespace, target, trigger.value, amount=0)
+        for stage in EVALUATION_STAGES:
+            for result in ("ok", "failed"):
+                self._count(self.evaluations, namespace, target, stage, result, amount=0)
         for reason in COUNTED_EVENTS:
             self._count(self.events, namespace, target, event_type(reason), reason, amount=0)
 

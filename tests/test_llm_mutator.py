@@ -679,7 +679,7 @@ def test_a_tier_never_has_more_calls_in_flight_than_its_limit() -> None:
 def test_a_tier_rests_after_its_tries_keep_failing_and_each_rest_after_a_failure_is_longer() -> (
     None
 ):
-    rests = TierRests(RestPolicy(after=3, mutations=4, longest=10))
+    rests = TierRests(Ledger(Budget()), RestPolicy(after=3, mutations=4, longest=10))
     begun = [rests.record("small", usable=False) for _ in range(3)]
     assert begun[:2] == [None, None] and begun[2] is not None
     assert (begun[2].failures, begun[2].mutations, begun[2].again) == (3, 4, False)
@@ -699,7 +699,7 @@ def test_a_tier_rests_after_its_tries_keep_failing_and_each_rest_after_a_failure
         True,
     ]
     assert rests.skip("small") == 4  # back to the first rest's length
-    never = TierRests(RestPolicy(after=0))
+    never = TierRests(Ledger(Budget()), RestPolicy(after=0))
     assert all(never.record("small", usable=False) is None for _ in range(50))
 
 

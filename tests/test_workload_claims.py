@@ -16,6 +16,12 @@ from retune.handlers.reconcile import TargetLoop
 from retune.spec import Phase, TargetStatus
 from tests.test_controller_adapters import _Cluster, _node, _operator_context, _steady_body
 
+
+def _deleting(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` once its deletion has begun."""
+    return {**body, "metadata": {**body["metadata"], "deletionTimestamp": "2026-12-03T08:00:00Z"}}
+
+
 OLDER = Claim("2026-12-01T10:00:00Z", "cache-old")
 NEWER = Claim("2026-12-02T09:00:00Z", "cache-new")
 
@@ -27,10 +33,7 @@ def test_a_targets_claim_is_its_workload_and_creation_time() -> None:
     }
     assert claim_of("shop", "cache-old", body) == {("shop", "cache"): OLDER}
     assert claim_of("shop", "broken", {"spec": {}}) is None  # the schema check says why
-    deleting = {
-        **body,
-        "metadata": {**body["metadata"], "deletionTimestamp": "2026-12-03T08:00:00Z"},
-    }
+    deleting = _deleting(body)
     assert claim_of("shop", "cache-old", deleting) is None  # it lets go as its deletion begins
 
 
@@ -80,10 +83,7 @@ def test_a_second_target_of_a_workload_is_degraded_until_the_first_is_gone(
 
     # While this target is being deleted, the older one's claim does not degrade it
     events.clear()
-    deleting = {
-        **body,
-        "metadata": {**body["metadata"], "deletionTimestamp": "2026-12-03T08:00:00Z"},
-    }
+    deleting = _deleting(body)
     asyncio.run(
         TargetLoop(_operator_context(cluster), namespace, name).reconcile(deleting, nodes, claims)
     )

@@ -36,10 +36,15 @@ def claim_of(namespace: str, name: str, body: Mapping[str, Any]) -> dict[Workloa
     """The index entry of a target: its workload and its claim (None without a workload,
     and once the target is being deleted)."""
     workload = workload_of(body.get("spec"))
-    if workload is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+    if workload is None or being_deleted(body):
         return None
     created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
     return {(namespace, workload): Claim(created, name)}
+
+
+def being_deleted(body: Mapping[str, Any]) -> bool:
+    """Whether the target's deletion has begun: it has let go of its workload."""
+    return bool((body.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def workload_of(spec: Any) -> str | None:

@@ -43,7 +43,7 @@ from retune.controller import (
 )
 from retune.evaluate.parameters import ParameterError, read_values
 from retune.handlers.canary import deployments_of, read_canary, write_canary
-from retune.handlers.claims import Claim, WorkloadKey, claim_problem
+from retune.handlers.claims import Claim, WorkloadKey, being_deleted, claim_problem
 from retune.handlers.gather import (
     Workload,
     check_spec,
@@ -218,7 +218,7 @@ class TargetLoop:
             )
             problems += found
             # A target being deleted has let go of its workload (its claim left the index).
-            if claims is not None and not (body.get("metadata") or {}).get("deletionTimestamp"):
+            if claims is not None and not being_deleted(body):
                 taken = claim_problem(namespace, name, target.spec.workload_ref.name, claims)
                 problems += [taken] if taken is not None else []
         facts = Facts(

@@ -152,7 +152,7 @@ class LLMMutator:
         self.audit = audit
         self.retry = retry or RetryPolicy()
         self.strong_share = strong_share
-        self.rests = TierRests(rest, ledger)
+        self.rests = TierRests(ledger, rest)
         self._sleep = sleep
 
     @property

@@ -21,14 +21,9 @@ rather than pay a failing tier's eight tries again after every operator restart.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
 
-from retune.search.ledger import RestTally
+from retune.search.ledger import Ledger, RestTally
 
 
 @dataclass(frozen=True)
@@ -63,37 +58,17 @@ class Rest:
         )
 
 
-class RestStore(Protocol):
-    """Where the tiers' tallies live: the search's ledger, so that the checkpoint keeps
-    them and a resumed search goes on resting a tier that was resting."""
-
-    def rest_tallies(self) -> AbstractContextManager[dict[str, RestTally]]: ...
-
-
-class _OwnTallies:
-    """Tallies kept by the :class:`TierRests` alone (nothing to resume)."""
-
-    def __init__(self) -> None:
-        self._tallies: dict[str, RestTally] = {}
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def rest_tallies(self) -> Iterator[dict[str, RestTally]]:
-        with self._lock:
-            yield self._tallies
-
-
 class TierRests:
     """Per tier: its failed tries in a row and the rest it is in; safe between threads."""
 
-    def __init__(self, policy: RestPolicy | None = None, store: RestStore | None = None) -> None:
+    def __init__(self, ledger: Ledger, policy: RestPolicy | None = None) -> None:
         self.policy = policy or RestPolicy()
-        self._store = store or _OwnTallies()
+        self._ledger = ledger  # holds the tallies, so the search's checkpoint keeps them
 
     def skip(self, tier: str) -> int:
         """How many mutations of ``tier``'s rest were left before this one (0: ask it);
         a mutation that is told to skip uses one up."""
-        with self._store.rest_tallies() as tallies:
+        with self._ledger.rest_tallies() as tallies:
             tally = tallies.get(tier)
             if tally is None or tally.left == 0:
                 return 0
@@ -105,7 +80,7 @@ class TierRests:
         after = self.policy.after
         if after <= 0:
             return None
-        with self._store.rest_tallies() as tallies:
+        with self._ledger.rest_tallies() as tallies:
             tally = tallies.setdefault(tier, RestTally(next_rest=self.policy.mutations))
             if usable:
                 tally.failures = tally.left = tally.rests = 0

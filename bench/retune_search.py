@@ -111,7 +111,8 @@ class SearchResult:
 
     @property
     def evaluations(self) -> int:
-        return self.state.ledger.evaluations
+        """Every evaluation, the free start's included."""
+        return self.state.ledger.evaluations + self.state.ledger.free_evaluations
 
     def elites(self) -> list[str]:
         """The archive's programs, best first (what a warm start re-scores)."""
@@ -194,7 +195,8 @@ def usd_when_written(result: SearchResult) -> list[tuple[float, float, float]]:
     last call for that candidate, in the order the calls finished -- so calls for later
     candidates that finished first count too, as they had been paid for by then. Wasted
     calls are those whose answer the mutator could not use (no program, a duplicate).
-    The seed and warm programs were written for free.
+    The seed and warm programs were written for free, and so were the free start's
+    programs (``spec.search.freeStart``), scored before the models' search began.
     """
     cumulative: dict[int, tuple[float, float]] = {}
     spent = net = 0.0
@@ -203,7 +205,8 @@ def usd_when_written(result: SearchResult) -> list[tuple[float, float, float]]:
         spent += usd
         net += usd if entry.get("outcome") == "ok" else 0.0
         cumulative[int(entry["candidate_index"])] = (spent, net)
-    points = []
+    free = result.state.free_start
+    points = [(0.0, 0.0, p.score) for p in free.history if p.score is not None] if free else []
     for point in result.state.history:
         if point.score is None:
             continue

@@ -67,9 +67,9 @@ RETUNE_VARIANTS: dict[str, dict[str, Any]] = {
     "retune": {},
     # No strong-tier calls for the initial population: it is diversified by the cheap tier.
     "retune-no-initial-strong": {"tiering": {"initial_seeds": 0}},
-    # The built-in mutator's edits take the first evaluations (at most 200, a third of the
-    # guard, or until they stall), before the first model call (spec.search.freeStart).
-    "retune-free-start": {"free_start": 200},
+    # Without the free start (spec.search.freeStart: a search of the built-in edits, at
+    # most 200 evaluations on top of the guard, before the models' and apart from it).
+    "retune-no-free-start": {"free_start": 0},
 }
 
 QUICK = Plan(

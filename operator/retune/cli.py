@@ -103,8 +103,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--free-start",
         type=_non_negative_int,
         metavar="N",
-        help="with the LLM tiers, most evaluations the built-in mutator takes before the "
-        "first model call (default: spec.search.freeStart, 0: none)",
+        help="with the LLM tiers, most evaluations of the free start, a search of the "
+        "built-in edits before the models' (default: spec.search.freeStart, 0: none)",
     )
     parser.add_argument(
         "--llm-api-key-env",

@@ -287,6 +287,8 @@ def _progress_message(draft: Draft, work: WorkReport) -> str:
         f"{status.ledger.evaluations}{total} evaluations; best {score(status.best_score)} "
         f"(seed {score(status.seed_score)}); ${status.ledger.usd:.4f}"
     )
+    if progress and progress.ledger.free_evaluations:
+        text += f"; free start {progress.ledger.free_evaluations} evaluations"
     if work.resumed_from is not None:
         text += f"; resumed at {work.resumed_from} evaluations"
     if work.discarded:

@@ -26,6 +26,10 @@ def describe(progress: Progress) -> str:
     """Evaluations, best and seed scores, spend, coverage and wall time, on one line."""
     total = progress.max_evaluations
     count = f"{progress.evaluations}/{total}" if total else str(progress.evaluations)
+    if progress.free_start:
+        count = f"free start {count}"
+    elif progress.free_evaluations:
+        count = f"{count} (+{progress.free_evaluations} free)"
     best = f"{progress.best_score:.4f}" if progress.best_score is not None else "-"
     seed = f"{progress.seed_score:.4f}" if progress.seed_score is not None else "-"
     return (

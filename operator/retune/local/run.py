@@ -65,8 +65,10 @@ class RunResult:
     strong_usd: float
     strong_share: float
     strong_cap_usd: float | None
-    # Candidates the built-in mutator wrote before the first model call (the free start).
-    free_start_candidates: int
+    # Evaluations of the free start (the built-in mutator's search before the models'),
+    # on top of ``evaluations``; and whether its best is the run's.
+    free_start_evaluations: int
+    best_from_free_start: bool
     calls_charged_at_reservation: int
     wall_seconds: float
     archive_coverage: float
@@ -189,7 +191,8 @@ def _write_outputs(
         strong_usd=round(ledger.strong_usd, 10),
         strong_share=strong_share,
         strong_cap_usd=None if max_usd is None else round(strong_share * max_usd, 10),
-        free_start_candidates=state.free_started,
+        free_start_evaluations=ledger.free_evaluations,
+        best_from_free_start=state.best_from_free_start,
         calls_charged_at_reservation=sum(u.charged_at_reservation for u in ledger.models.values()),
         wall_seconds=round(ledger.wall_seconds, 3),
         archive_coverage=round(Archive(state.archive).coverage, 4),

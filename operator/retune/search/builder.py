@@ -154,8 +154,8 @@ class SearchBuilder:
         resolve_api_key: ApiKeyResolver | None = None,
     ) -> Mutator:
         """The built-in mutator, or the LLM tiers paid from ``ledger`` with the built-in
-        one as their fallback and for the free mutations (the free start, and a share once
-        the search refines). Keys come from ``resolve_api_key`` (by default the
+        one as their fallback and for the free mutations (a share once the search
+        refines). Keys come from ``resolve_api_key`` (by default the
         environment); raises :class:`~retune.search.llm.LLMConfigError` naming the field
         when a tier cannot be used."""
         setup = self.setup
@@ -180,7 +180,7 @@ class SearchBuilder:
             resolve_api_key,
         )
         # Parameter-only policies have no program constants to tune but their parameters.
-        if fallback.parameters or not (search.free_share or self.config.free_start):
+        if fallback.parameters or not search.free_share:
             return models
         return FreeMutations(models, search.free_share, edits=fallback)
 
@@ -221,14 +221,18 @@ class SearchBuilder:
             warm_programs=warm_programs,
             on_progress=on_progress,
             resume=resume,
+            free_mutator=builtin_mutator(policy) if self.config.free_start else None,
         )
         return Search(engine)
 
 
 def warm_programs(state: EngineState, limit: int | None = None) -> list[str]:
     """The best ``limit`` elites of a previous search's archive (all without a limit),
-    best first."""
-    elites = sorted(Archive(state.archive).elites(), key=lambda e: (-e.score, e.index))
+    best first; the run's best among them when its free start found it."""
+    elites = Archive(state.archive).elites()
+    if state.best is not None and state.best_from_free_start:
+        elites.append(state.best)
+    elites.sort(key=lambda e: (-e.score, e.index))
     return [elite.code for elite in elites[:limit]]
 
 

@@ -175,9 +175,7 @@ class FreeMutations:
     """Another mutator (the LLM tiers), with a share of its refining ordinary mutations
     answered without a call: half by constant tuning, half by the built-in mutator's
     edits (``spec.search.freeShare``). No tokens, no USD. Rewrites and paradigm shifts,
-    and every request before the search refines, go to the other mutator unchanged --
-    except those of the free start (``spec.search.freeStart``), which the built-in
-    mutator answers whatever their kind, or leaves without a program."""
+    and every request before the search refines, go to the other mutator unchanged."""
 
     # Keeps this draw apart from the other mutator's use of the request's seed.
     _SALT = 0x7E57
@@ -195,8 +193,6 @@ class FreeMutations:
         return self.models.concurrency
 
     def mutate(self, request: MutationRequest, is_duplicate: DuplicateCheck) -> MutationResult:
-        if request.free and self.edits is not None:
-            return self.edits.mutate(request, is_duplicate)
         free = self._free(request, is_duplicate)
         return free if free is not None else self.models.mutate(request, is_duplicate)
 

@@ -41,8 +41,9 @@ class EngineConfig(BaseModel):
     is its parent's is a no-op (not evaluated in full). Until then the search draws and
     spends exactly as one that never refines; None: it never does."""
     free_start: int = 0
-    """Most evaluations the built-in mutator's edits take before the first model call
-    (an LLM search's ``spec.search.freeStart``); 0 for a search without models."""
+    """Most evaluations of the free start: a search of the built-in mutator's edits run
+    before an LLM search, apart from it (``spec.search.freeStart``); 0 for a search
+    without models."""
     context: EvaluationContext = Field(default_factory=EvaluationContext)
     fingerprint: str = ""
 
@@ -104,10 +105,9 @@ def engine_config(
     # Budgets may change between a run and its resume; everything else may not.
     # An operator upgrade resumes the searches it finds: added settings at their default
     # are left out.
-    # (the setting, not what it comes to: that depends on the mutator, identified below)
+    # The free start is left out: like a budget, it leaves the search as it is.
     identity = search_identity(
         config.model_dump(mode="json", exclude={"budget", "fingerprint", "free_start"})
-        | {"freeStart": search.free_start}
     )
     identity["seed_code"] = seed_code
     identity["evaluator"] = hashlib.sha256(evaluator_source.encode()).hexdigest()

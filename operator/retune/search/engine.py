@@ -1,6 +1,12 @@
 """The search engine: plan (`planning.py`), mutate, evaluate (with a cascade), archive,
 checkpoint.
 
+An LLM search may begin with a free start (``spec.search.freeStart``): an engine of the
+built-in mutator's edits, run to its own small budget before the search's first
+candidate, with its own archive, random stream and state, kept inside the
+search's checkpoint. Its best is the run's until the search beats it, and nothing else of
+it reaches the search, which so plans, asks and spends exactly as it would without it.
+
 Determinism with parallel work: candidates are numbered in plan order. Candidate ``i`` is
 planned from the archive exactly as it stood after applying candidates ``< i - window + 1``,
 results are applied strictly in index order, and duplicates are checked in index order.
@@ -29,11 +35,11 @@ from retune.evaluate.contract import (
     Executor,
     FailureReason,
 )
-from retune.search.archive import Archive
+from retune.search.archive import Archive, Elite
 from retune.search.cascade import RECENT_QUICK_SCORES, Verdict, verdict
 from retune.search.config import EngineConfig
 from retune.search.constants import record_trial
-from retune.search.ledger import Ledger
+from retune.search.ledger import Budget, Ledger
 from retune.search.mutation import (
     Mutator,
     MutatorRejected,
@@ -57,13 +63,15 @@ log = logging.getLogger(__name__)
 
 
 class Progress(BaseModel):
-    evaluations: int
+    evaluations: int  # of the search, or of its free start while that runs
     max_evaluations: int | None
     best_score: float | None
     seed_score: float | None
     usd: float
     coverage: float
     wall_seconds: float
+    free_start: bool = False  # the free start is running: the counts are its own
+    free_evaluations: int = 0  # evaluations the free start made
 
 
 class EngineError(RuntimeError):
@@ -93,6 +101,8 @@ class Engine:
         warm_programs: list[str] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         resume: bool = False,
+        free_mutator: Mutator | None = None,
+        outer: Engine | None = None,
     ) -> None:
         self.config = config
         self.seed_code = seed_code
@@ -100,11 +110,14 @@ class Engine:
         self.executor = executor
         self.store = store
         self.on_progress = on_progress
+        self.free_mutator = free_mutator  # writes the free start's programs
+        self._outer = outer  # the search this engine is the free start of
         self.rng = random.Random(config.seed)
         self.state = self._initial_state(resume, warm_programs or [])
         self.archive = Archive(self.state.archive)
         self.ledger = ledger or Ledger(config.budget)
-        self.ledger.restore(self.state.ledger)
+        if outer is None:  # a free start shares its search's ledger, restored already
+            self.ledger.restore(self.state.ledger)
         self.planner = Planner(config, self.state, self.archive, self.rng, seed_code)
         self._futures: dict[Future[Any], tuple[int, Stage]] = {}
         self._last_tick = time.monotonic()
@@ -112,8 +125,15 @@ class Engine:
     # -- state -------------------------------------------------------------------------
     def _initial_state(self, resume: bool, warm_programs: list[str]) -> EngineState:
         """The checkpoint's state on a resume (with the warm programs it started with);
-        else a fresh one."""
-        document = self.store.load() if resume else None
+        else a fresh one. A free start's is in its search's state."""
+        if self._outer is not None:
+            document = None
+            saved = self._outer.state.free_start
+            if saved is not None:
+                self._restore_rng(saved)
+                return saved
+        else:
+            document = self.store.load() if resume else None
         if document is not None:
             try:
                 state = decode_state(document)
@@ -128,8 +148,7 @@ class Engine:
                     "the checkpoint belongs to a different target or configuration; "
                     "start without --resume or use another output directory"
                 )
-            version, internal, gauss = state.rng_state
-            self.rng.setstate((version, tuple(internal), gauss))  # type: ignore[arg-type]
+            self._restore_rng(state)
             return state
         archive = Archive.empty(self.config.structural, self.config.behavioural, self.config.cells)
         return EngineState(
@@ -140,13 +159,27 @@ class Engine:
             warm_programs=list(warm_programs),
         )
 
+    def _restore_rng(self, state: EngineState) -> None:
+        version, internal, gauss = state.rng_state
+        self.rng.setstate((version, tuple(internal), gauss))  # type: ignore[arg-type]
+
     def checkpoint(self) -> None:
         now = time.monotonic()
         self.ledger.add_wall_seconds(now - self._last_tick)
         self._last_tick = now
-        self.state.ledger = self.ledger.snapshot()
+        if self._outer is not None:  # a free start is saved within its search's state
+            self._keep_rng()
+            self._outer._save()
+            return
+        self._save()
+
+    def _keep_rng(self) -> None:
         version, internal, gauss = self.rng.getstate()
         self.state.rng_state = [version, list(internal), gauss]
+
+    def _save(self) -> None:
+        self._keep_rng()
+        self.state.ledger = self.ledger.snapshot()
         self.store.save(encode_state(self.state))
         asking = (i for i, c in self.state.pending.items() if c.stage is Stage.PLANNED)
         self.ledger.checkpointed(frozenset(asking))
@@ -156,6 +189,7 @@ class Engine:
         """Search until a budget is reached; return the final state."""
         if self.state.stop_reason:
             return self.state
+        self._run_free_start()
         mutations = ThreadPoolExecutor(max_workers=max(1, self.mutator.concurrency))
         try:
             self._restart_pending(mutations)
@@ -183,6 +217,40 @@ class Engine:
                 future.cancel()
             mutations.shutdown(wait=True, cancel_futures=True)
 
+    def _run_free_start(self) -> None:
+        """Run the free start to its end, unless there is none or it is over (a resume
+        of a search begun before its free start existed has none either)."""
+        limit = self.config.free_start
+        if self.config.budget.max_evaluations is not None:
+            limit = min(limit, self.config.budget.max_evaluations // 3)
+        free = self.state.free_start
+        if limit <= 0 or self.free_mutator is None or (free is None and self.state.next_index):
+            return
+        if free is not None and free.stop_reason is not None:
+            return
+        wall = self.config.budget.max_wall_seconds
+        config = self.config.model_copy(
+            update={
+                # a third of the wall time too, so the search itself has time to run
+                "budget": Budget(max_evaluations=limit, max_wall_seconds=_third(wall)),
+                "free_start": 0,
+                "fingerprint": f"{self.config.fingerprint}-free",
+            }
+        )
+        engine = Engine(
+            config,
+            seed_code=self.seed_code,
+            mutator=self.free_mutator,
+            executor=self.executor,
+            store=self.store,
+            ledger=self.ledger,
+            on_progress=self.on_progress,
+            outer=self,
+        )
+        self.state.free_start = engine.state
+        engine.run()
+        self._last_tick = time.monotonic()  # its wall time is on the ledger already
+
     def _restart_pending(self, mutations: ThreadPoolExecutor) -> None:
         """After a resume, put back in flight whatever was in flight."""
         for index in sorted(self.state.pending):
@@ -200,7 +268,11 @@ class Engine:
         return StopReason.EVALUATIONS
 
     def _wall_time_exhausted(self) -> bool:
-        left = self.ledger.wall_seconds_left(time.monotonic() - self._last_tick)
+        running_for = time.monotonic() - self._last_tick
+        if self._outer is not None:  # the ledger's limit is the search's: a free start's is less
+            limit = self.config.budget.max_wall_seconds
+            return limit is not None and self.ledger.wall_seconds() + running_for >= limit
+        left = self.ledger.wall_seconds_left(running_for)
         return left is not None and left <= 0
 
     # -- planning ----------------------------------------------------------------------
@@ -311,7 +383,9 @@ class Engine:
             candidate.full = outcome
         candidate.stage = Stage.DONE
         failed = not outcome.ok
-        self.ledger.record_evaluation(quick_stage=stage is Stage.QUICK, failed=failed)
+        self.ledger.record_evaluation(
+            quick_stage=stage is Stage.QUICK, failed=failed, free=self._outer is not None
+        )
 
     # -- applying ----------------------------------------------------------------------
     def _apply_next(self) -> bool:
@@ -342,12 +416,11 @@ class Engine:
             if candidate.origin is Origin.SEED:
                 self.state.seed_elite = elite
             kept = self.archive.insert(elite, ties_to_smaller=candidate.simpler)
-            best = self.state.best
-            if best is None or elite.score > best.score:
-                self.state.best = elite
+            found = self.state.best_found
+            if found is None or elite.score > found:
+                self.state.best_found = elite.score
                 self.state.last_improvement = evaluations
-            elif candidate.simpler and smaller_at_same_score(best, elite):
-                self.state.best = elite
+            self._offer_best(elite, candidate.simpler)
         else:
             failure = failure_of(candidate)
         if candidate.origin is Origin.SEED and self.state.seed_elite is None:
@@ -367,6 +440,15 @@ class Engine:
         )
         return True
 
+    def _offer_best(self, elite: Elite, simpler: bool) -> None:
+        """Make ``elite`` the run's best if it beats it (or, ``simpler``, ties it smaller):
+        this search's, and a free start's search's too."""
+        states = [self.state] if self._outer is None else [self.state, self._outer.state]
+        for state in states:
+            best = state.best
+            if best is None or _beats(elite, best, simpler):
+                state.best = elite
+
     def _count_repeats(self, candidate: Candidate) -> None:
         repeats = candidate.duplicates + (candidate.skipped == "duplicate")
         if repeats and candidate.parent is not None and candidate.origin is Origin.MUTATION:
@@ -377,14 +459,27 @@ class Engine:
         if self.on_progress is None:
             return
         ledger = self.ledger.snapshot()
+        free = self._outer is not None
         self.on_progress(
             Progress(
-                evaluations=ledger.evaluations,
+                evaluations=ledger.free_evaluations if free else ledger.evaluations,
                 max_evaluations=self.config.budget.max_evaluations,
                 best_score=self.state.best.score if self.state.best else None,
                 seed_score=self.state.seed_elite.score if self.state.seed_elite else None,
                 usd=ledger.usd_spent,
                 coverage=self.archive.coverage,
                 wall_seconds=ledger.wall_seconds,
+                free_start=free,
+                free_evaluations=ledger.free_evaluations,
             )
         )
+
+
+def _beats(elite: Elite, best: Elite, simpler: bool) -> bool:
+    """Whether ``elite`` is a better best than ``best``: higher, or ``simpler`` and as
+    high with a smaller program."""
+    return elite.score > best.score or (simpler and smaller_at_same_score(best, elite))
+
+
+def _third(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds / 3

@@ -65,7 +65,8 @@ class RestTally(BaseModel):
 class LedgerState(BaseModel):
     """The ledger as checkpointed."""
 
-    evaluations: int = 0
+    evaluations: int = 0  # the search's own, which ``Budget.max_evaluations`` bounds
+    free_evaluations: int = 0  # its free start's (``spec.search.freeStart``)
     quick_evaluations: int = 0
     full_evaluations: int = 0
     failed_evaluations: int = 0
@@ -311,11 +312,15 @@ class Ledger:
             self._unreserve(reservation)
 
     # -- evaluations -------------------------------------------------------------------
-    def record_evaluation(self, *, quick_stage: bool, failed: bool) -> None:
+    def record_evaluation(self, *, quick_stage: bool, failed: bool, free: bool = False) -> None:
         """One candidate evaluated: screened out by the quick stage (``quick_stage``), or
-        through to the full one; a quick plus a full evaluation counts once."""
+        through to the full one; a quick plus a full evaluation counts once. ``free``:
+        one of the free start's, which the evaluation budget does not count."""
         with self._lock:
-            self._state.evaluations += 1
+            if free:
+                self._state.free_evaluations += 1
+            else:
+                self._state.evaluations += 1
             if quick_stage:
                 self._state.quick_evaluations += 1
             else:
@@ -346,6 +351,10 @@ class Ledger:
             self._state.wall_seconds += seconds
 
     # -- reading -----------------------------------------------------------------------
+    def wall_seconds(self) -> float:
+        with self._lock:
+            return self._state.wall_seconds
+
     def wall_seconds_left(self, running_for: float = 0.0) -> float | None:
         if self.budget.max_wall_seconds is None:
             return None

@@ -56,9 +56,6 @@ class MutationRequest(BaseModel):
     # among them once it is quick-scored), with their quick scores: what a constant tuner
     # fits; filled only when refining
     relatives: list[Trial] = Field(default_factory=list)
-    # part of the free start (``spec.search.freeStart``): the built-in edits answer, no
-    # model is called
-    free: bool = False
 
 
 class MutationResult(BaseModel):

@@ -2,8 +2,8 @@
 mutation its kind, parent, inspirations and request.
 
 The planner reads the engine's state as the in-order application of results left it, and
-moves only what planning owns (the free start's count, the last paradigm call, the
-random stream), so a run that replays its results replays its plans.
+moves only what planning owns (the last paradigm call, the random stream), so a run that
+replays its results replays its plans.
 """
 
 from __future__ import annotations
@@ -50,11 +50,8 @@ class Planner:
         evaluations = state.applied - state.skipped_applied
         refining = config.explore is not None and evaluations >= config.explore
         elites = self._parents(refining)
-        free = self._free_start(evaluations)
-        # After a free start, the models' first candidates are their initial population.
-        first = index if free else index - state.free_started
-        if first < config.initial_population:
-            initial_strong = first - len(warm) <= config.tiering.initial_seeds
+        if index < config.initial_population:
+            initial_strong = index - len(warm) <= config.tiering.initial_seeds
             kind = MutationKind.INIT if initial_strong else MutationKind.MUTATE
         else:
             kind = choose_kind(
@@ -84,7 +81,6 @@ class Planner:
             candidate_index=index,
             phase=SearchPhase.REFINE if refining else SearchPhase.EXPLORE,
             relatives=list(state.trials.get(parent_skeleton or "", [])),
-            free=free,
         )
         return Candidate(
             index=index,
@@ -131,20 +127,3 @@ class Planner:
         times: asking the same mutator about them again mostly buys the same programs."""
         counts = self.state.repeats_by_parent
         return frozenset(i for i, n in counts.items() if n >= REPEATS_TO_EXHAUST)
-
-    def _free_start(self, evaluations: int) -> bool:
-        """Whether the candidate being planned is the free start's (the built-in edits,
-        no model call). Once past its limit, or once those edits stall, it is over."""
-        state, config = self.state, self.config
-        if not config.free_start or state.free_over:
-            return False
-        limit = config.free_start
-        if config.budget.max_evaluations is not None:
-            limit = min(limit, config.budget.max_evaluations // 3)
-        stall = config.tiering.stagnation_evaluations
-        stalled = bool(stall) and evaluations - state.last_improvement >= stall
-        if state.free_started >= limit or stalled:
-            state.free_over = True
-            return False
-        state.free_started += 1
-        return True

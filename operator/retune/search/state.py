@@ -6,7 +6,7 @@ import json
 import zlib
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from retune.evaluate.contract import EvaluationOutcome
 from retune.search.archive import ArchiveState, Elite
@@ -103,7 +103,10 @@ class EngineState(BaseModel):
     archive: ArchiveState
     ledger: LedgerState = Field(default_factory=LedgerState)
     history: list[HistoryPoint] = Field(default_factory=list)
-    best: Elite | None = None
+    best: Elite | None = None  # the run's best: this search's or its free start's
+    # the best score this search's own candidates reached: what its stall counts from
+    # (the free start's best aside, so a free start leaves the search as it was)
+    best_found: float | None = None
     seed_elite: Elite | None = None
     # elites of an earlier search, re-scored first (candidates 1..n): kept, so a resume
     # plans the ones not yet planned as they were meant to be
@@ -111,8 +114,9 @@ class EngineState(BaseModel):
     skipped_applied: int = 0  # applied candidates that were never evaluated
     last_improvement: int = 0  # evaluations count when the best last improved
     last_paradigm: int = 0  # evaluations count at the last paradigm call
-    free_started: int = 0  # candidates planned for the free start (``freeStart``)
-    free_over: bool = False  # the free start ended: every candidate since is the models'
+    # the free start (``spec.search.freeStart``): a search of the built-in edits of its
+    # own, run before this one, its state kept here so a resume finds it
+    free_start: EngineState | None = None
     usd_exhausted: bool = False
     # parent index -> answers for its children that repeated a known program (applied
     # candidates only, so a replay counts the same)
@@ -124,6 +128,21 @@ class EngineState(BaseModel):
     # constants and quick score), in index order
     trials: dict[str, list[Trial]] = Field(default_factory=dict)
     stop_reason: StopReason | None = None
+
+    @model_validator(mode="after")
+    def _best_found(self) -> EngineState:
+        # Checkpoints from before ``best_found``: without a free start, the best is the
+        # search's own.
+        if self.best_found is None and self.best is not None and self.free_start is None:
+            self.best_found = self.best.score
+        return self
+
+    @property
+    def best_from_free_start(self) -> bool:
+        """Whether the run's best is its free start's: the search never reached it."""
+        if self.free_start is None or self.best is None:
+            return False
+        return self.best_found is None or self.best.score > self.best_found
 
 
 def encode_state(state: EngineState) -> bytes:

@@ -206,26 +206,30 @@ EXPLORE_DEFAULT = 32
 """``spec.search.explore``'s default."""
 FREE_SHARE_DEFAULT = 0.6
 """``spec.search.freeShare``'s default."""
-FREE_START_DEFAULT = 0
+FREE_START_DEFAULT = 200
 """``spec.search.freeStart``'s default."""
 ADDED_SEARCH_SETTINGS: dict[str, object] = {
     "explore": EXPLORE_DEFAULT,
     "freeShare": FREE_SHARE_DEFAULT,
-    "freeStart": FREE_START_DEFAULT,
 }
 """Settings of ``spec.search`` added after targets could exist, with their defaults. At
 its default such a setting is left out of what identifies a search (the spec's search
 digest, a checkpoint's configuration), so upgrading the operator is not a spec change: no
 new search, no checkpoint refused, no library winner forgotten."""
+OUTSIDE_IDENTITY = frozenset({"freeStart"})
+"""Settings of ``spec.search`` that leave the search as it is, like its budget: the free
+start runs apart from the search and before it, so changing it is not a new search."""
 
 
 def search_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """``settings`` without the added ones that are at their default
+    """``settings`` without those outside a search's identity
+    (:data:`OUTSIDE_IDENTITY`) and the added ones at their default
     (:data:`ADDED_SEARCH_SETTINGS`): the part that identifies a search."""
     return {
         key: value
         for key, value in settings.items()
-        if not (key in ADDED_SEARCH_SETTINGS and value == ADDED_SEARCH_SETTINGS[key])
+        if key not in OUTSIDE_IDENTITY
+        and not (key in ADDED_SEARCH_SETTINGS and value == ADDED_SEARCH_SETTINGS[key])
     }
 
 
@@ -262,13 +266,14 @@ class SearchSpec(SpecModel):
     mutator's edits. They cost evaluations, not USD. 0 sends every mutation to the
     models."""
     free_start: int = Field(default=FREE_START_DEFAULT, ge=0)
-    """With the ``llm`` mutator, the most evaluations the search gives the built-in
-    mutator before its first model call, so no model is paid for what free edits find.
-    The models take over sooner once those edits stall (``tiering.stagnationEvaluations``
-    evaluations without a better best), and a search never spends more than a third of
-    ``budget.maxEvaluations`` so. The default, 0, calls the models from the first
-    candidate: on the benchmark a free start reached the peers' bests for nothing on two
-    problems and cost the final best on the other two."""
+    """With the ``llm`` mutator on a code policy, the most evaluations of the free start:
+    a search of the built-in mutator's edits, run before the models' search and apart
+    from it, so no model is paid for what free edits find. It takes at most a third of
+    ``budget.maxEvaluations``, on top of them (the built-in edits find better programs
+    in bursts, often 50-100 evaluations apart, so it does not stop early). Its best is the
+    run's until the models' search beats it; its programs stay out of the models'
+    archive and prompts, so the models' search is the one it would be without a free
+    start. 0: none."""
 
     @model_validator(mode="after")
     def _tiers(self) -> SearchSpec:

@@ -367,6 +367,7 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
         everything = str(read_target(api, namespace, "llm-tuned")) + str(
             event_reasons(api, namespace, "llm-tuned")
         )
+        tuned = checkpoint(api, namespace, "llm-tuned")
         delete("llm-tuned")
 
         # Given a second search with the models, when the operator is killed -9 while the
@@ -465,6 +466,11 @@ def test_an_llm_target_reads_its_key_from_a_secret_and_accounts_every_token(e2e:
     assert ledger["usd"] == pytest.approx(priced, abs=1e-6)
     assert 0 < ledger["usd"] <= 0.05
     assert ledger["evaluations"] == 8
+    # before the models, a free start of the built-in edits: a third of the 8, on top, in
+    # pods too, its programs kept out of the models' prompts
+    assert tuned is not None and tuned.free_start is not None
+    assert tuned.ledger.free_evaluations == 2 == len(tuned.free_start.history)
+    assert all(point.usd == 0 for point in tuned.free_start.history)
     # the money was written ahead to the target's spend journal, every call settled there
     assert written["open"] == []
     assert written["base"]["usd_spent"] == pytest.approx(ledger["usd"], abs=1e-6)

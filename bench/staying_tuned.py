@@ -371,7 +371,7 @@ class Operator:
         else:
             assert self.last is not None and self.last.state.best is not None
             assert self.last.state.seed_elite is not None
-            candidate, code = self.last.state.best.index, self.last.state.best.code
+            candidate, code = self.last.state.best_name, self.last.state.best.code
             stable = self.last.state.seed_elite.code
         evaluator = self.spec.evaluator
         if action.revision is not None:

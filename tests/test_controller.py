@@ -61,7 +61,7 @@ def progress(evaluations: int, best: float = 0.5, seed: float = 0.46) -> SearchP
         evaluations=evaluations,
         best_score=best,
         seed_score=seed,
-        best_candidate=7 if best > seed else 0,
+        best_candidate="c7" if best > seed else "c0",
         ledger=ledger,
         max_evaluations=24,
     )
@@ -95,7 +95,7 @@ def finished_validation(passed: bool = True) -> WorkReport:
         if passed
         else ["improvement +0.95% on held-out seeds is below the required 2.00%"],
     )
-    outcome = ValidationOutcome(candidate=7, candidate_code=BEST_CODE, report=report)
+    outcome = ValidationOutcome(candidate="c7", candidate_code=BEST_CODE, report=report)
     return WorkReport(kind=WorkKind.VALIDATION, state=WorkState.FINISHED, validation=outcome)
 
 
@@ -157,6 +157,15 @@ def test_progress_of_the_search_reaches_the_status() -> None:
     assert condition(status, "Ready")[:2] == ("False", "Searching")
 
 
+def test_a_free_start_shows_in_the_progress_beside_the_search() -> None:
+    report = progress(3)
+    report.ledger.free_evaluations = 8
+    status = decide(searching_status(), facts(work=running(progress=report)), T0).status
+    message = condition(status, "Searching")[2]
+    assert message.startswith("3/24 evaluations; best") and "; free start 8 evaluations" in message
+    assert status.ledger.evaluations == 3, "the budget counts the search's own"
+
+
 def test_a_model_tier_that_begins_a_rest_is_a_warning_once() -> None:
     quiet = decide(searching_status(), facts(work=running(12)), T0)
     assert "ModelTierResting" not in reasons(quiet)
@@ -190,7 +199,7 @@ def test_a_passed_validation_publishes_an_immutable_revision_and_is_ready() -> N
     assert name.startswith("cache-eviction-policy-")
     assert decision.actions == [
         ForgetWork(),
-        PublishRevision(name=name, code=BEST_CODE, candidate=7, score=0.53, stable_score=0.47),
+        PublishRevision(name=name, code=BEST_CODE, candidate="c7", score=0.53, stable_score=0.47),
     ]
     assert status.phase is Phase.READY and status.validated_revision == name
     assert status.validation is not None and status.validation.passed

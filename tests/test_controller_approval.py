@@ -39,7 +39,7 @@ CODE = "def priority(key, hits, age):\n    return hits * 2 - age\n"
 NEWER_CODE = "def priority(key, hits, age):\n    return hits * 3 - age\n"
 
 
-def validated(code: str = CODE, candidate: int = 7, score: float = 0.53) -> WorkReport:
+def validated(code: str = CODE, candidate: str = "c7", score: float = 0.53) -> WorkReport:
     """A finished validation that passed, with subscores."""
     report = ValidationReport(
         passed=True,
@@ -130,7 +130,7 @@ def test_a_newer_validated_winner_replaces_the_waiting_one() -> None:
     old = status.validated_revision
     validating = status.model_copy(update={"phase": Phase.VALIDATING})
     newer = decide(
-        validating, facts(work=validated(NEWER_CODE, 9, 0.55), approval=MANUAL), SOON
+        validating, facts(work=validated(NEWER_CODE, "c9", 0.55), approval=MANUAL), SOON
     ).status
     decision = decide(newer, facts(approval=MANUAL, watch=WatchReading()), SOON)
     status = decision.status

@@ -24,7 +24,7 @@ from tests.test_spec import MINIMAL_CLUSTER
 
 KEY = ("shop", "router")
 PROGRESS = SearchProgress(
-    evaluations=3, best_score=0.5, seed_score=0.4, best_candidate=2, ledger=LedgerState()
+    evaluations=3, best_score=0.5, seed_score=0.4, best_candidate="c2", ledger=LedgerState()
 )
 
 

@@ -138,6 +138,8 @@ def test_the_free_start_calls_no_model_and_its_best_is_the_runs_until_beaten(
     assert min(index for index, *_ in models.asked) == 1, "the models begin at their own 1"
     assert free.best.score > free.seed_elite.score  # type: ignore[union-attr]
     assert state.best.code == free.best.code and state.best_from_free_start
+    # named apart from the models' candidate of that number, in the status and Events
+    assert state.best_name == f"f{free.best.index}"
     assert state.best_found is not None and state.best_found < state.best.score
     # without a free start the run's best would be the models' best
     plain = engine(tmp_path / "plain", Models(offset=40.0), free_start=0).run()
@@ -152,7 +154,7 @@ def test_the_models_best_replaces_the_free_starts_once_higher(tmp_path: Path) ->
     free = state.free_start
     assert free is not None and free.best is not None and state.best is not None
     assert state.best_found == state.best.score > free.best.score
-    assert not state.best_from_free_start
+    assert not state.best_from_free_start and state.best_name == f"c{state.best.index}"
 
 
 def test_the_free_start_runs_its_budget_even_while_its_edits_find_nothing(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from retune.evaluate.contract import EvaluationContext
 from retune.local.references import read_baselines
-from retune.local.report import _diff_lines
+from retune.local.report import _cards, _diff_lines
 from retune.local.report_figures import score_figure, score_range
 from retune.search.state import HistoryPoint
 from retune.signals.hardware import FINGERPRINT_KEY
@@ -62,3 +62,11 @@ def test_the_diff_is_escaped_and_marks_the_changed_words() -> None:
     lines = "".join(_diff_lines(seed, best))
     assert "x &lt; <mark>2 and x &gt; 0</mark>" in lines.replace("<mark>2</mark><mark>", "<mark>2")
     assert 'class="l del"' in lines and 'class="l add"' in lines and "<script" not in lines
+
+
+def test_the_cards_count_a_free_start_beside_the_search() -> None:
+    result: dict[str, object] = {"best_score": 0.54, "evaluations": 600}
+    assert "<b>600</b><span>evaluations" in _cards(result, None)
+    free = _cards(result | {"free_start_evaluations": 200, "best_from_free_start": True}, None)
+    assert "<b>600 + 200 free</b><span>evaluations" in free
+    assert "<span>best score (the free start's)</span>" in free

@@ -25,7 +25,7 @@ from retune.controller.decision import (
     StopWork,
 )
 from retune.controller.digests import spec_digests
-from retune.controller.draft import candidate_id, ledger_status
+from retune.controller.draft import ledger_status
 from retune.controller.facts import (
     CanaryFailure,
     CanaryReading,
@@ -81,7 +81,6 @@ __all__ = [
     "WorkKind",
     "WorkReport",
     "WorkState",
-    "candidate_id",
     "decide",
     "ledger_status",
     "next_fire",

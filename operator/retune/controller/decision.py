@@ -67,7 +67,7 @@ class PublishRevision:
 
     name: str
     code: str
-    candidate: int | None
+    candidate: str | None  # its name in the search (``c12``)
     score: float | None
     stable_score: float | None
 

@@ -118,7 +118,7 @@ class Draft:
         """Take the engine's progress into the status: best and seed scores, the ledger."""
         self.status.best_score = progress.best_score
         self.status.seed_score = progress.seed_score
-        self.status.best_candidate = candidate_id(progress.best_candidate)
+        self.status.best_candidate = progress.best_candidate
         ledger = ledger_status(progress.ledger)
         add_progress(self.status, ledger.usd)
         for name, usage in ledger.models.items():
@@ -157,11 +157,6 @@ def backoff(draft: Draft, condition_type: str) -> float:
     waited = (draft.now - since).total_seconds() if since else 0.0
     low, high = BACKOFF
     return min(high, max(low, waited / 4))
-
-
-def candidate_id(index: int | None) -> str | None:
-    """How a candidate is named in the status and in events: ``c12``; the seed is ``c0``."""
-    return None if index is None else f"c{index}"
 
 
 def ledger_status(ledger: LedgerState) -> LedgerStatus:

@@ -116,7 +116,7 @@ class SearchProgress:
     evaluations: int
     best_score: float | None
     seed_score: float | None
-    best_candidate: int | None
+    best_candidate: str | None  # its name: ``c12``, or ``f12`` from the free start
     ledger: LedgerState
     max_evaluations: int | None = None
 
@@ -127,7 +127,7 @@ class SearchProgress:
             evaluations=state.ledger.evaluations,
             best_score=state.best.score if state.best else None,
             seed_score=state.seed_elite.score if state.seed_elite else None,
-            best_candidate=state.best.index if state.best else None,
+            best_candidate=state.best_name,
             ledger=state.ledger.model_copy(deep=True),
             max_evaluations=max_evaluations,
         )
@@ -151,8 +151,9 @@ class SearchOutcome:
 class ValidationOutcome:
     """The best candidate re-scored against the stable policy on held-out seeds."""
 
-    candidate: int | None
-    """The candidate's index in the search; None for a recalled revision."""
+    candidate: str | None
+    """The candidate's name (``c12``, ``f12``: :attr:`EngineState.best_name`); None for a
+    recalled revision."""
     candidate_code: str
     report: ValidationReport
 

@@ -27,7 +27,6 @@ from retune.controller.draft import (
     SIGNALS_READY,
     Draft,
     backoff,
-    candidate_id,
     replace_stale,
     score,
     stop_active_work,
@@ -352,7 +351,7 @@ def _validation_finished(draft: Draft, outcome: ValidationOutcome) -> Decision |
     if recalling(draft.status):
         return recall_validated(draft, outcome)
     status, report = draft.status, outcome.report
-    candidate = candidate_id(outcome.candidate) or "?"
+    candidate = outcome.candidate or "?"
     status.validation = validation_status(report, candidate, draft.now)
     if report.stable_score is not None:
         status.stable_score = report.stable_score

@@ -409,7 +409,7 @@ def run_validation(
 ) -> ValidationOutcome:
     """Re-score the checkpoint's best candidate and the seed side by side on held-out seeds;
     with ``recall``, a known context's winner and the stable revision instead."""
-    candidate: int | None
+    candidate: str | None
     if recall is not None:
         candidate = None
         candidate_code = _revision_code(settings, inputs, recall.revision)
@@ -429,7 +429,7 @@ def run_validation(
                 f"the search's checkpoint ({store.where}) is gone or holds no result",
                 permanent=True,
             )
-        candidate, candidate_code = state.best.index, state.best.code
+        candidate, candidate_code = state.best_name, state.best.code
         stable_code = state.seed_elite.code
     evaluator = inputs.target.spec.evaluator
     if recall is not None:

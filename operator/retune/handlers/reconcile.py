@@ -36,7 +36,6 @@ from retune.controller import (
     StartValidation,
     StopWork,
     WorkKind,
-    candidate_id,
     decide,
     spec_digests,
     status_worth_writing,
@@ -432,7 +431,7 @@ class TargetLoop:
                 file_name=target.spec.policy.volume.file_name,
                 values=_parameter_values(target, action.code),
                 annotations=revision_annotations(
-                    candidate=candidate_id(action.candidate) or "",
+                    candidate=action.candidate or "",
                     score=action.score,
                     stable_score=action.stable_score,
                     validated_at=datetime.now(UTC),

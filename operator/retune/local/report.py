@@ -151,6 +151,8 @@ def _number(value: object, digits: int = 4) -> str:
 
 
 def _cards(result: dict[str, object], report: ValidationReport | None) -> str:
+    """The headline numbers; the free start's evaluations (``spec.search.freeStart``),
+    beside the search's, and whether the best is its."""
     improvement = result.get("improvement")
     verdict = (
         '<b class="pass">passed</b>'
@@ -159,11 +161,19 @@ def _cards(result: dict[str, object], report: ValidationReport | None) -> str:
         if report
         else "<b>not run</b>"
     )
+    free = result.get("free_start_evaluations")
+    evaluations = _number(result.get("evaluations"))
+    if isinstance(free, int) and free:
+        evaluations += f" + {free} free"
+    found_free = result.get("best_from_free_start") is True
     cards = [
         (_number(result.get("seed_score")), "seed score"),
-        (_number(result.get("best_score")), "best score"),
+        (
+            _number(result.get("best_score")),
+            "best score (the free start's)" if found_free else "best score",
+        ),
         (f"{improvement:+.1%}" if isinstance(improvement, float) else "-", "over the seed"),
-        (_number(result.get("evaluations")), "evaluations"),
+        (evaluations, "evaluations"),
         (f"${result.get('cost_usd', 0.0):.4f}", "spent"),
         (_number(result.get("stop_reason")), "stopped because"),
     ]

@@ -138,6 +138,14 @@ class EngineState(BaseModel):
         return self
 
     @property
+    def best_name(self) -> str | None:
+        """How the run's best is named in the status and in Events: ``c12``, the
+        search's candidate 12 (the seed is ``c0``), or ``f12``, its free start's."""
+        if self.best is None:
+            return None
+        return f"{'f' if self.best_from_free_start else 'c'}{self.best.index}"
+
+    @property
     def best_from_free_start(self) -> bool:
         """Whether the run's best is its free start's: the search never reached it."""
         if self.free_start is None or self.best is None:

@@ -406,7 +406,8 @@ class TargetStatus(StatusModel):
     seed_score: float | None = None
     """Score of the seed policy, for comparison."""
     best_candidate: str | None = None
-    """Identifier of the best candidate found."""
+    """Identifier of the best candidate found: ``c12``, the search's candidate 12 (the
+    seed is ``c0``), or ``f12``, its free start's (``spec.search.freeStart``)."""
     stable_score: float | None = None
     """Held-out score of the policy the workload runs: a promoted revision's validated
     score, else the stable policy's score in the last validation."""

@@ -104,8 +104,8 @@ class EngineState(BaseModel):
     ledger: LedgerState = Field(default_factory=LedgerState)
     history: list[HistoryPoint] = Field(default_factory=list)
     best: Elite | None = None  # the run's best: this search's or its free start's
-    # the best score this search's own candidates reached: what its stall counts from
-    # (the free start's best aside, so a free start leaves the search as it was)
+    # the best score this search's own candidates reached: what its stagnation rule counts
+    # from (the free start's best aside, so a free start leaves the search as it was)
     best_found: float | None = None
     seed_elite: Elite | None = None
     # elites of an earlier search, re-scored first (candidates 1..n): kept, so a resume

@@ -268,12 +268,11 @@ class Engine:
         return StopReason.EVALUATIONS
 
     def _wall_time_exhausted(self) -> bool:
+        """Whether the wall time on the ledger (a free start's and its search's, shared)
+        reached this engine's limit: the search's, or its free start's third of it."""
+        limit = self.config.budget.max_wall_seconds
         running_for = time.monotonic() - self._last_tick
-        if self._outer is not None:  # the ledger's limit is the search's: a free start's is less
-            limit = self.config.budget.max_wall_seconds
-            return limit is not None and self.ledger.wall_seconds() + running_for >= limit
-        left = self.ledger.wall_seconds_left(running_for)
-        return left is not None and left <= 0
+        return limit is not None and self.ledger.wall_seconds() + running_for >= limit
 
     # -- planning ----------------------------------------------------------------------
     def _may_plan(self) -> bool:

@@ -355,11 +355,6 @@ class Ledger:
         with self._lock:
             return self._state.wall_seconds
 
-    def wall_seconds_left(self, running_for: float = 0.0) -> float | None:
-        if self.budget.max_wall_seconds is None:
-            return None
-        return self.budget.max_wall_seconds - self._state.wall_seconds - running_for
-
     @property
     def usd_spent(self) -> float:
         with self._lock:

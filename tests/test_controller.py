@@ -29,6 +29,7 @@ from retune.spec import Phase, Problem, RolloutSpec, TargetStatus
 from retune.spec.events import EventReason
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
+FIRST_SEARCH = f"1/{T0.isoformat()}"  # the id of the search started at T0 (generation 1)
 DIGESTS = SpecDigests(signals="sig", search="search", budget="budget")
 SIGNALS = Signals(
     profile={"request_rate": 2000.0, "zipf_alpha": 0.85},
@@ -132,7 +133,9 @@ def test_signals_start_a_fresh_search_on_them_and_are_recorded() -> None:
     decision = decide(TargetStatus(), facts(signals=SIGNALS), T0)
     status = decision.status
     assert status.phase is Phase.SEARCHING
-    assert decision.actions == [StartSearch(SIGNALS.profile, SIGNALS.hardware, resume=False)]
+    assert decision.actions == [
+        StartSearch(SIGNALS.profile, SIGNALS.hardware, resume=False, search_id=FIRST_SEARCH)
+    ]
     assert status.profile == SIGNALS.profile and status.profile_time == T0
     assert status.hardware == SIGNALS.hardware and status.hardware_fingerprint == "hw-abc"
     assert status.search is not None and status.search.started_at == T0
@@ -243,7 +246,9 @@ def test_a_ready_target_starts_the_canary_of_its_revision() -> None:
 def test_a_search_without_a_worker_resumes_on_its_recorded_signals() -> None:
     status = decide(searching_status(), facts(work=running(12)), T0).status
     decision = decide(status, facts(), T0 + timedelta(minutes=1))  # the operator restarted
-    assert decision.actions == [StartSearch(SIGNALS.profile, SIGNALS.hardware, resume=True)]
+    assert decision.actions == [
+        StartSearch(SIGNALS.profile, SIGNALS.hardware, resume=True, search_id=FIRST_SEARCH)
+    ]
     assert not decision.needs_signals  # Prometheus is not asked again
     assert decision.status.search is not None and decision.status.search.resumes == 1
     assert reasons(decision) == ["SearchResumed"]
@@ -355,7 +360,9 @@ def test_an_interrupted_worker_is_restarted_after_a_delay() -> None:
     assert reasons(soon) == ["Interrupted"]
     later = decide(soon.status, facts(work=failed), T0 + timedelta(seconds=30))
     assert later.actions[0] == ForgetWork()
-    assert later.actions[1] == StartSearch(SIGNALS.profile, SIGNALS.hardware, resume=True)
+    assert later.actions[1] == StartSearch(
+        SIGNALS.profile, SIGNALS.hardware, resume=True, search_id=FIRST_SEARCH
+    )
 
 
 def test_pausing_stops_the_search_and_unpausing_resumes_it() -> None:
@@ -368,7 +375,9 @@ def test_pausing_stops_the_search_and_unpausing_resumes_it() -> None:
 
     resumed = decide(paused.status, facts(generation=3), T0 + timedelta(minutes=5))
     assert resumed.status.phase is Phase.SEARCHING
-    assert resumed.actions == [StartSearch(SIGNALS.profile, SIGNALS.hardware, resume=True)]
+    assert resumed.actions == [
+        StartSearch(SIGNALS.profile, SIGNALS.hardware, resume=True, search_id=FIRST_SEARCH)
+    ]
     assert "Unpaused" in reasons(resumed)
 
 
@@ -385,7 +394,9 @@ def test_a_budget_change_resumes_the_running_search_under_it() -> None:
     more = SpecDigests(signals="sig", search="search", budget="budget-2")
     decision = decide(searching_status(), facts(generation=2, digests=more, work=running()), T0)
     assert isinstance(decision.actions[0], StopWork)
-    assert decision.actions[1] == StartSearch(SIGNALS.profile, SIGNALS.hardware, resume=True)
+    assert decision.actions[1] == StartSearch(
+        SIGNALS.profile, SIGNALS.hardware, resume=True, search_id=FIRST_SEARCH
+    )
     assert decision.status.search is not None
     assert decision.status.search.budget_digest == "budget-2"
 

@@ -225,6 +225,30 @@ def test_the_next_search_is_told_what_the_status_counted_of_the_last() -> None:
     (again,) = resumed.actions
     assert isinstance(again, StartSearch) and again.resume and again.counted_usd == 0.3
 
+    # Each attempt of a search carries the search's id, so a resume under another
+    # configuration knows the spend journal it finds for its own (the money stays), and
+    # the next search's differs (that journal is the last search's, and is replaced).
+    assert action.search_id and again.search_id == action.search_id
+    later = decision.status.model_copy(deep=True)
+    assert later.search is not None
+    later.search.finished_at, later.phase = T0 + HOUR, Phase.PROFILING
+    started = decide(later, facts(signals=SIGNALS, retune=LIMITED, calls_models=True), T0 + HOUR)
+    (next_search,) = started.actions
+    assert isinstance(next_search, StartSearch) and next_search.search_id != action.search_id
+
+
+def test_a_search_started_afresh_says_that_what_it_spent_before_still_counts() -> None:
+    from tests.test_controller import running
+
+    status = decide(TargetStatus(), facts(signals=SIGNALS), T0).status
+    report = running(
+        5, discarded="its checkpoint was made under another configuration", carried_usd=0.0123
+    )
+    after = decide(status, facts(work=report), T0 + timedelta(seconds=5))
+    _, _, message = condition(after.status, "Searching")
+    assert "started afresh: its checkpoint was made under another configuration" in message
+    assert "(the $0.0123 it had spent counts)" in message
+
 
 def test_past_the_records_kept_the_oldest_merge_and_the_window_counts_no_less() -> None:
     records = [(-0.001 * (300 - i), 0.01) for i in range(300)]  # 300 searches in 0.3 days

@@ -227,6 +227,38 @@ def test_a_search_restarted_before_its_first_checkpoint_keeps_its_money_and_anot
     assert stored(api, namespace)["search"] == "another-configuration"
 
 
+def test_the_same_search_restarted_under_another_configuration_keeps_its_money(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    # An upgraded operator resumes a search whose checkpoint its engine no longer takes:
+    # the search starts afresh, but what it spent (and the call it had in flight) stays.
+    api = cluster.api()
+    owner = owner_of(api, namespace)
+    first = journal(api, namespace, owner)
+    first.start(SEARCH, resume=False, owner="3/2026-12-06T04:00:00+00:00")
+    ledger = Ledger(Budget(max_usd=1.0), journal=first)
+    paid_call(ledger, 0.006, key="q1", candidate=1, answer=an_answer("program 1"))
+    assert ledger.reserve_usd(0.02, model="large") is not None  # in flight at the kill
+    assert stored(api, namespace)["owner"] == "3/2026-12-06T04:00:00+00:00"
+
+    again = journal(api, namespace, owner)
+    started = again.start("upgraded-engine", resume=True, owner="3/2026-12-06T04:00:00+00:00")
+    assert started == {}  # nothing abandoned: the money is carried, not handed back
+    assert again.carried_usd == pytest.approx(0.026)
+    restarted = Ledger(Budget(max_usd=0.03), journal=again)
+    assert restarted.usd_spent == pytest.approx(0.026)  # the open call at its worst case
+    assert restarted.reserve_usd(0.005) is None  # its budget counts what it spent before
+    document = stored(api, namespace)
+    assert (document["search"], document["answers"]) == ("upgraded-engine", [])
+
+    # a journal of another search (or from before journals had owners) is replaced
+    for other_owner in ("4/2026-12-06T05:00:00+00:00", ""):
+        other = journal(api, namespace, owner)
+        assert other.start("a-third-engine", resume=True, owner=other_owner) == {}
+        assert other.carried_usd == 0.0
+        assert Ledger(Budget(), journal=other).usd_spent == 0.0
+
+
 def test_a_write_whose_answer_was_lost_is_not_taken_for_a_second_writer(
     cluster: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -344,12 +376,17 @@ def search_in_the_operator(
     resume: bool,
     dies_at: int | None = None,
     watch: list[tuple[DyingStore, WatchedJournal]],
+    seed: int = 7,
+    max_usd: float | None = None,
+    search_id: str = "",
 ) -> None:
     """An LLM search of examples/01 as the operator runs one (the checkpoint and the spend
-    journal in ConfigMaps); its checkpoint store and journal go to ``watch``."""
+    journal in ConfigMaps); its checkpoint store and journal go to ``watch``. Another
+    ``seed`` is another configuration (its checkpoint is not resumed)."""
     options = RunOptions(
         output=output,
-        seed=7,
+        seed=seed,
+        max_usd=max_usd,
         max_evaluations=24,
         mutator="llm",
         llm_base_url=server.base_url,
@@ -365,7 +402,7 @@ def search_in_the_operator(
             seed_code=inputs.seed_code,
             evaluator_identity=inputs.evaluator_path.read_text(),
             budget=inputs.budget,
-            seed=7,
+            seed=seed,
             mutator=inputs.mutator,
             models=inputs.models,
         )
@@ -373,7 +410,7 @@ def search_in_the_operator(
     spend = WatchedJournal(
         KubernetesStore(api, namespace=namespace, target="cache", owner=owner, role=ROLE_SPEND)
     )
-    spend.start(builder.config.fingerprint, resume=resume)
+    spend.start(builder.config.fingerprint, resume=resume, owner=search_id)
     ledger = builder.ledger(spend)
     executor = LocalExecutor(
         inputs.evaluator_path,
@@ -382,6 +419,9 @@ def search_in_the_operator(
         workers=2,
     )
     checkpoints = KubernetesStore(api, namespace=namespace, target="cache", owner=owner)
+    document = checkpoints.load()  # resumed only under its own configuration, as run_search
+    resumable = resume and document is not None
+    resumable = resumable and decode_state(document).fingerprint == builder.config.fingerprint
     store = DyingStore(checkpoints, dies_at)
     watch.append((store, spend))
     try:
@@ -390,7 +430,7 @@ def search_in_the_operator(
             store=store,
             ledger=ledger,
             mutator=builder.mutator(ledger),
-            resume=resume,
+            resume=resumable,
         ).run()
     finally:
         executor.close()
@@ -429,3 +469,55 @@ def test_a_search_killed_and_resumed_asks_no_question_twice(
     assert journal_money["usd_spent"] == pytest.approx(
         sum(call_usd(c["model"], c["prompt_tokens"], c["completion_tokens"]) for c in served)
     )
+
+
+@pytest.mark.slow
+def test_a_search_restarted_under_another_configuration_spends_its_budget_once(
+    cluster: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    # Killed after a dozen checkpoints, the search is resumed by an operator whose engine
+    # configuration differs (here: another seed), so it starts afresh: with the budget of
+    # a search that has spent what the first attempt spent, not a new one.
+    api = cluster.api()
+    owner = owner_of(api, namespace)
+    watch: list[tuple[DyingStore, WatchedJournal]] = []
+    search_id = "1/2026-12-06T04:00:00+00:00"
+    with running_mutation_server(seed=1) as server:
+        with pytest.raises(Killed):
+            search_in_the_operator(
+                api,
+                namespace,
+                owner,
+                server,
+                tmp_path / "a",
+                resume=False,
+                dies_at=12,
+                watch=watch,
+                search_id=search_id,
+            )
+        first_usd = stored(api, namespace)["base"]["usd_spent"]
+        assert first_usd > 0
+        budget = round(first_usd + 0.002, 6)  # a few more cheap calls, not a second search
+        search_in_the_operator(
+            api,
+            namespace,
+            owner,
+            server,
+            tmp_path / "b",
+            resume=True,
+            watch=watch,
+            seed=8,
+            max_usd=budget,
+            search_id=search_id,
+        )
+        served = server.calls()
+        journal_money = stored(api, namespace)["base"]
+
+    every_call = sum(
+        call_usd(c["model"], c["prompt_tokens"], c["completion_tokens"]) for c in served
+    )
+    assert every_call <= budget + 1e-9  # the two attempts together stayed in the budget
+    assert journal_money["usd_spent"] == pytest.approx(every_call)  # both attempts' calls
+    assert journal_money["usd_spent"] > first_usd  # and the second did make calls
+    _, restarted = watch[-1]
+    assert restarted.carried_usd == pytest.approx(first_usd)

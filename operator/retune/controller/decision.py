@@ -34,6 +34,9 @@ class StartSearch:
     below the spec's own budget."""
     counted_usd: float = 0.0
     """What the status counted of the search before this one (its ledger's USD)."""
+    search_id: str = ""
+    """The search's own id, the same for each of its attempts (its spend journal's
+    ``owner``): a resume under another configuration keeps the money of its own journal."""
 
 
 @dataclass(frozen=True)

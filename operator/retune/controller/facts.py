@@ -171,6 +171,9 @@ class WorkReport:
     """Evaluations already in the checkpoint when a search resumed; None if it started fresh."""
     discarded: str | None = None
     """Why an existing checkpoint was not resumed, when it was not."""
+    carried_usd: float = 0.0
+    """What the search had spent before it started afresh (another configuration): its
+    money stays on its ledger."""
     error: str | None = None
     """What went wrong, for a failed worker."""
     error_path: str | None = None

@@ -266,7 +266,16 @@ def _start_search(
         warm_start=search.warm_start,
         usd_allowance=search.usd_allowance,
         counted_usd=search.previous_usd,
+        search_id=search_id(search),
     )
+
+
+def search_id(search: SearchStatus) -> str:
+    """The id of a search, the same for each of its attempts: the spec generation it was
+    started for and when ("" for a search started before searches had one)."""
+    if search.started_at is None:
+        return ""
+    return f"{search.generation}/{search.started_at.isoformat()}"
 
 
 def _queued(draft: Draft, work: WorkReport) -> None:
@@ -292,6 +301,8 @@ def _progress_message(draft: Draft, work: WorkReport) -> str:
         text += f"; resumed at {work.resumed_from} evaluations"
     if work.discarded:
         text += f"; started afresh: {work.discarded}"
+    if work.carried_usd:
+        text += f" (the ${work.carried_usd:.4f} it had spent counts)"
     return text
 
 

@@ -107,6 +107,8 @@ class SearchStart:
     counted_usd: float = 0.0
     """What the status counted of the search before this one: its spend journal may hold
     more (calls settled after the status last took its progress)."""
+    search_id: str = ""
+    """The search's id, the same for each of its attempts: its spend journal's owner."""
 
 
 @dataclass(frozen=True)
@@ -311,10 +313,13 @@ def run_search(
             config.fingerprint,
             resume=start.resume,
             carried=resumable.ledger if resumable else None,
+            owner=start.search_id,
         )
     except SpendJournalError as error:
         unreadable = isinstance(error, SpendJournalUnreadable)
         raise WorkFailed(str(error), permanent=unreadable) from None
+    if journal.carried_usd > 0:
+        handle.note(carried_usd=round(journal.carried_usd, 9))
     unsettled = uncounted_usd(abandoned, journal.replaced_usd, start.counted_usd)
     if unsettled > 0:
         handle.note(abandoned_usd=unsettled)

@@ -410,6 +410,7 @@ class TargetLoop:
                 warm_start=action.warm_start,
                 usd_allowance=action.usd_allowance,
                 counted_usd=action.counted_usd,
+                search_id=action.search_id,
             )
             job = partial(run_search, context.jobs, inputs, start)
             context.workers.start(self.key, WorkKind.SEARCH, job)

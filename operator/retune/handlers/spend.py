@@ -74,25 +74,36 @@ class ConfigMapSpendJournal:
         self._asking: frozenset[int] | None = None  # from the last checkpoint, to prune by
         self._conflict: SpendConflict | None = None  # once refused, always refused
         self._search = ""  # the fingerprint of the search whose money this is
+        self._owner = ""  # the controller's id of that search (its attempts share it)
         self.replaced_usd = 0.0  # what the settled calls of a journal start replaced add up to
+        self.carried_usd = 0.0  # what a search restarted under another configuration keeps
 
     @property
     def where(self) -> str:
         return self._store.where
 
     def start(
-        self, search: str, *, resume: bool, carried: LedgerState | None = None
+        self,
+        search: str,
+        *,
+        resume: bool,
+        carried: LedgerState | None = None,
+        owner: str = "",
     ) -> dict[str, float]:
-        """Read the journal, for the search ``search`` (its configuration's fingerprint).
+        """Read the journal, for the search ``search`` (its configuration's fingerprint)
+        that the controller calls ``owner`` (one id per search, whatever its attempts).
 
         A resumed search keeps what its journal holds, checkpointed or not (killed before
         its first checkpoint, it starts over with the money it spent); one checkpointed by
         an operator that kept no journal starts it from the checkpoint's money
-        (``carried``). Any other search starts an empty journal in place of the earlier
-        one, and gets back what that one's open reservations may have cost, by model:
-        calls sent and never settled, which no ledger will count any more (the caller
-        counts them); :attr:`replaced_usd` is then what that one's settled calls add up
-        to."""
+        (``carried``). A resumed search whose configuration changed under it (an upgraded
+        operator: its checkpoint is not resumed, the search starts afresh) keeps the money
+        too, when the journal is its own (``owner``): its budget and the spend limit
+        count what its earlier attempt spent (:attr:`carried_usd`). Any other search
+        starts an empty journal in place of the earlier one, and gets back what that
+        one's open reservations may have cost, by model: calls sent and never settled,
+        which no ledger will count any more (the caller counts them);
+        :attr:`replaced_usd` is then what that one's settled calls add up to."""
         try:
             found = self._read()
         except SpendJournalUnreadable:
@@ -100,9 +111,19 @@ class ConfigMapSpendJournal:
                 raise
             found = None  # replaced: a new search's money does not depend on it
         with self._lock:
-            self._search = search
+            self._search, self._owner = search, owner
             if resume and found is not None and found.search == search:
                 self._base, self._open, self._answers = found.base, found.open, found.answers
+                return {}
+            if resume and found is not None and owner and found.owner == owner:
+                # The same search under another configuration: its money stays, open
+                # reservations included (the ledger charges them at their worst case);
+                # its paid answers were for requests this configuration does not make.
+                self._base, self._open, self._answers = found.base, found.open, {}
+                self.carried_usd = found.base.usd_spent + sum(
+                    float(record.get("usd", 0.0)) for record in found.open.values()
+                )
+                self._write(self._base, self._open, self._answers)
                 return {}
             self.replaced_usd = found.base.usd_spent if found is not None else 0.0
             abandoned: dict[str, float] = {}
@@ -167,6 +188,7 @@ class ConfigMapSpendJournal:
                 raise ValueError(f"not a spend journal of format {FORMAT_VERSION}")
             return _Document(
                 search=str(parsed.get("search", "")),
+                owner=str(parsed.get("owner", "")),
                 base=Money.model_validate(parsed.get("base") or {}),
                 open={str(r["id"]): dict(r) for r in parsed.get("open") or []},
                 answers={str(r["id"]): dict(r) for r in parsed.get("answers") or []},
@@ -188,6 +210,7 @@ class ConfigMapSpendJournal:
         document = {
             "version": FORMAT_VERSION,
             "search": self._search,
+            "owner": self._owner,
             "base": base.model_dump(mode="json"),
             "open": list(still_open.values()),
             "answers": list(answers.values()),
@@ -217,6 +240,7 @@ class _Document:
     """A journal as read from its ConfigMap."""
 
     search: str  # the fingerprint of the search whose money it is
+    owner: str  # the controller's id of that search ("" in journals from before it)
     base: Money
     open: dict[str, dict[str, Any]]  # call id -> its reservation
     answers: dict[str, dict[str, Any]]  # call id -> its ``answer`` record

@@ -61,7 +61,8 @@ class WorkerHandle:
 
     def note(self, **how: Any) -> None:
         """How the search started: ``resumed_from`` a checkpoint, or why not
-        (``discarded``); how many ``warm_programs`` it re-scores first."""
+        (``discarded``, and the ``carried_usd`` it had spent before); how many
+        ``warm_programs`` it re-scores first."""
         self._update(**how)
 
     def check(self) -> None:

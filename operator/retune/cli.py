@@ -148,6 +148,18 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("crd", help="print the OptimizationTarget CRD generated from the models")
 
+    manifest = commands.add_parser(
+        "manifest",
+        help="print a target file as the cluster takes it (the seed file inlined)",
+        description="Print the target in TARGET ready for `kubectl apply -f -`: the seed "
+        "policy file inlined (the cluster cannot read files beside the target), the rest as "
+        "written. Refuses a target `retune check` refuses, and one the cluster would (no "
+        "spec.evaluator.image).",
+        epilog="exit codes: 0 printed; 2 problems found (one line each, with the field)",
+    )
+    manifest.add_argument("target", type=Path, help="the OptimizationTarget YAML")
+    manifest.add_argument("-n", "--namespace", help="set metadata.namespace")
+
     export = commands.add_parser(
         "export",
         help="write a target's validated revision, its evidence and diff as files",
@@ -232,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "check":
         return _check(args)
+    if args.command == "manifest":
+        return _manifest(args)
     if args.command == "export":
         return _export(args)
     if args.command == "operator":
@@ -327,6 +341,18 @@ def _check(args: argparse.Namespace) -> int:
         f"{args.target}: OptimizationTarget {inputs.target.metadata.name} is ready to run "
         f"(mutator {inputs.mutator}, model tiers: {tiers})"
     )
+    return EXIT_OK
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from retune.spec import TargetValidationError
+    from retune.spec.manifest import cluster_manifest
+
+    try:
+        sys.stdout.write(cluster_manifest(args.target, namespace=args.namespace))
+    except TargetValidationError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 

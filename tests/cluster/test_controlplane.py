@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
@@ -57,6 +58,28 @@ def test_optimization_target_with_an_invalid_field_is_rejected_naming_the_field(
     objects.create_namespaced_custom_object(*where, _optimization_target("cache", 10))
     created = objects.get_namespaced_custom_object(*where, "cache")
     assert created["spec"]["search"]["budget"]["maxEvaluations"] == 10
+
+
+@pytest.mark.parametrize("example", ["01-cache-eviction", "02-request-routing"])
+def test_retune_manifest_prints_what_the_api_server_takes_as_written(
+    cluster: ControlPlane, namespace: str, example: str
+) -> None:
+    from retune.spec import cluster_problems, parse_target
+    from retune.spec.manifest import cluster_manifest
+    from tests.llm_server import REPO
+
+    printed = yaml.safe_load(
+        cluster_manifest(REPO / "examples" / example / "target.yaml", namespace=namespace)
+    )
+    objects = client.CustomObjectsApi(cluster.api())
+    where = ("retune.dev", "v1alpha1", namespace, "optimizationtargets")
+    objects.create_namespaced_custom_object(*where, printed)
+    stored = objects.get_namespaced_custom_object(*where, printed["metadata"]["name"])
+    # the schema kept every field (none pruned) and the operator would take it
+    assert stored["spec"]["policy"]["seed"] == printed["spec"]["policy"]["seed"]
+    assert stored["spec"]["evaluator"]["image"] == printed["spec"]["evaluator"]["image"]
+    assert stored["spec"]["profile"]["queries"] == printed["spec"]["profile"]["queries"]
+    assert cluster_problems(parse_target(stored, "stored")) == []
 
 
 def test_gpu_job_runs_on_a_gpu_node_and_its_termination_message_is_read_back(

@@ -4,6 +4,8 @@ evaluation pod over its memory limit OOMKilled, and a host put back as it was fo
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -14,7 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from kubernetes import client
+import yaml
+from kubernetes import client, utils
 
 from retune.evaluate.contract import EvaluationContext, EvaluationTask, FailureReason
 from retune.evaluate.kubernetes import KubernetesExecutor
@@ -181,6 +184,55 @@ def test_the_cache_image_serves_behind_a_service_from_the_host_and_from_a_pod(
     assert phase == "Succeeded", core.read_namespaced_pod_log("client", namespace)
     # and its log comes back through the API server from the kubelet
     assert "serving on" in core.read_namespaced_pod_log("cache", namespace)
+
+
+def test_the_examples_manifest_runs_as_shipped_and_its_traffic_reaches_the_cache(
+    cluster: ControlPlane, real_node: KubeletNode, restricted: str
+) -> None:
+    # examples/01-cache-eviction/kubernetes.yaml, as docs/install.md applies it, plus only
+    # this node's placement (its taint keeps other pods off it)
+    api, namespace = cluster.api(), restricted
+    for document in yaml.safe_load_all((EXAMPLE / "kubernetes.yaml").read_text()):
+        if document["kind"] == "Deployment":
+            document["spec"]["template"]["spec"].update(copy.deepcopy(ON_THE_NODE))
+        utils.create_from_dict(api, document, namespace=namespace)
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+
+    def available() -> bool:
+        names = ("cache", "cache-loadgen")
+        found = [apps.read_namespaced_deployment(n, namespace).status for n in names]
+        return all((status.available_replicas or 0) == 1 for status in found)
+
+    def restarted() -> str | None:
+        for pod in core.list_namespaced_pod(namespace).items:
+            for status in pod.status.container_statuses or []:
+                if status.restart_count:
+                    log = core.read_namespaced_pod_log(pod.metadata.name, namespace, previous=True)
+                    return f"{pod.metadata.name} restarted: {status.last_state}\n{log}"
+        return None
+
+    wait_until(available, 120, "the cache and its load generator to be available", abort=restarted)
+    [cache] = core.list_namespaced_pod(namespace, label_selector="app=cache").items
+
+    def served() -> float:
+        url = f"http://{cache.status.pod_ip}:8080/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            lines = response.read().decode().splitlines()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in lines
+            if line.startswith("cache_requests_total{")
+        )
+
+    # the load generator's requests arrive through the Service (its ClusterIP, from the
+    # pod's environment), and the cache evicts by the policy of the manifest's ConfigMap
+    wait_until(lambda: served() > 200, 90, "the load generator's requests to reach the cache")
+    with urllib.request.urlopen(f"http://{cache.status.pod_ip}:8080/policy", timeout=2) as answer:
+        policy = json.loads(answer.read())
+    shipped = core.read_namespaced_config_map("cache-policy", namespace).data["policy.py"]
+    expected = hashlib.sha256(shipped.encode()).hexdigest()[: len(policy["active"]["hash"])]
+    assert (policy["active"]["hash"], policy["refused"]) == (expected, None)
+    assert restarted() is None
 
 
 def test_pod_security_restricted_refuses_a_pod_that_is_not_hardened(

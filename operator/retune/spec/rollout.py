@@ -33,7 +33,8 @@ class AnalysisQuery(SpecModel):
     name: Name
     """Name of the check."""
     query: PromQL
-    """PromQL returning one number; may use ``{{track}}`` and ``{{namespace}}``."""
+    """PromQL returning one number; may use ``{{track}}``, ``{{namespace}}`` and
+    ``{{target}}``."""
     threshold: float
     """The bound the value must respect."""
     comparison: Comparison = "below"

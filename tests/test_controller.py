@@ -29,7 +29,7 @@ from retune.spec import Phase, Problem, RolloutSpec, TargetStatus
 from retune.spec.events import EventReason
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-FIRST_SEARCH = f"1/{T0.isoformat()}"  # the id of the search started at T0 (generation 1)
+FIRST_SEARCH = "1/2025-01-01T00:00:00Z"  # the id of the search started at T0 (generation 1)
 DIGESTS = SpecDigests(signals="sig", search="search", budget="budget")
 SIGNALS = Signals(
     profile={"request_rate": 2000.0, "zipf_alpha": 0.85},

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from retune.controller import StartSearch, decide
+from retune.controller.phases import search_id
 from retune.controller.spend import fold_search, room, room_from, spent_within
 from retune.handlers.jobs import allowed_budget
 from retune.spec import (
@@ -235,6 +236,11 @@ def test_the_next_search_is_told_what_the_status_counted_of_the_last() -> None:
     started = decide(later, facts(signals=SIGNALS, retune=LIMITED, calls_models=True), T0 + HOUR)
     (next_search,) = started.actions
     assert isinstance(next_search, StartSearch) and next_search.search_id != action.search_id
+    # to the second: a store that keeps a status's times without their microseconds
+    # still gives the resumed attempt the id the first one had
+    precise = SearchStatus(started_at=T0 + timedelta(microseconds=123456), generation=4)
+    kept = SearchStatus(started_at=T0, generation=4)
+    assert search_id(precise) == search_id(kept) == "4/2025-01-01T00:00:00Z"
 
 
 def test_a_search_started_afresh_says_that_what_it_spent_before_still_counts() -> None:

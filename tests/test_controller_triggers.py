@@ -143,7 +143,7 @@ def test_a_sustained_slo_violation_starts_a_warm_retune_from_the_stable_revision
             seed_offset=1,
             warm_start=True,
             counted_usd=0.002,  # the first search's ledger, as its status counted it
-            search_id=f"1/{at.isoformat()}",
+            search_id=f"1/{at:%Y-%m-%dT%H:%M:%SZ}",
         )
     ]
     search = started.status.search

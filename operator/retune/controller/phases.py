@@ -9,6 +9,7 @@ decide what that phase does now.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC
 
 from retune.controller import spend
 from retune.controller.approval import awaiting_approval, settled
@@ -272,10 +273,11 @@ def _start_search(
 
 def search_id(search: SearchStatus) -> str:
     """The id of a search, the same for each of its attempts: the spec generation it was
-    started for and when ("" for a search started before searches had one)."""
+    started for and when, to the second (what any store of the status keeps); "" for a
+    search started before searches had one."""
     if search.started_at is None:
         return ""
-    return f"{search.generation}/{search.started_at.isoformat()}"
+    return f"{search.generation}/{search.started_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def _queued(draft: Draft, work: WorkReport) -> None:

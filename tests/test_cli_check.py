@@ -99,7 +99,13 @@ def test_a_problem_free_target_is_ready_for_check(
 ) -> None:
     code = main(["check", str(target), "--output", str(tmp_path / "out")])
     assert code == 0
-    assert "ready to run" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    assert "ready to run" in out[0]
+    # what the cluster would refuse is noted, not counted against a local run
+    assert out[1:] == [
+        "  in a cluster: spec.policy.seed.file: a file cannot be read in the cluster; use "
+        "inline or configMapRef (`retune manifest` inlines it)"
+    ]
 
 
 def test_every_problem_is_reported_at_once(

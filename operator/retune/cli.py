@@ -329,7 +329,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
 
 def _check(args: argparse.Namespace) -> int:
     from retune.local.inputs import prepare
-    from retune.spec import TargetValidationError
+    from retune.spec import TargetValidationError, cluster_problems
 
     try:
         inputs = prepare(args.target, _options(args))
@@ -341,6 +341,9 @@ def _check(args: argparse.Namespace) -> int:
         f"{args.target}: OptimizationTarget {inputs.target.metadata.name} is ready to run "
         f"(mutator {inputs.mutator}, model tiers: {tiers})"
     )
+    for problem in cluster_problems(inputs.target):  # not for `retune run`: a note only
+        fix = " (`retune manifest` inlines it)" if problem.path.endswith("seed.file") else ""
+        print(f"  in a cluster: {problem}{fix}")
     return EXIT_OK
 
 

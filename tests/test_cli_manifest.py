@@ -83,3 +83,19 @@ def test_a_seed_already_inline_or_in_a_config_map_is_kept(
     assert code == EXIT_OK
     seed = yaml.safe_load(out)["spec"]["policy"]["seed"]
     assert seed == {"configMapRef": {"name": "cache-seed", "key": "policy.py"}}
+
+
+def test_a_program_a_literal_block_cannot_hold_comes_out_exact(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    copy = tmp_path / "target"
+    shutil.copytree(EXAMPLES[0], copy, ignore=shutil.ignore_patterns("workload", "baselines*"))
+    program = (
+        "def priority(size, now, last_access, access_count, insert_time, evicted_count,\n"
+        "\tlast_evicted):  \n"  # a tab, and trailing spaces
+        "    return last_access\n"
+    )
+    (copy / "seed_policy.py").write_text(program)
+    code, out, _ = manifest(capsys, str(copy / "target.yaml"))
+    assert code == EXIT_OK
+    assert yaml.safe_load(out)["spec"]["policy"]["seed"] == {"inline": program}

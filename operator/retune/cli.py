@@ -342,8 +342,7 @@ def _check(args: argparse.Namespace) -> int:
         f"(mutator {inputs.mutator}, model tiers: {tiers})"
     )
     for problem in cluster_problems(inputs.target):  # not for `retune run`: a note only
-        fix = " (`retune manifest` inlines it)" if problem.path.endswith("seed.file") else ""
-        print(f"  in a cluster: {problem}{fix}")
+        print(f"  in a cluster: {problem}")
     return EXIT_OK
 
 

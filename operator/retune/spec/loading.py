@@ -205,7 +205,10 @@ def cluster_problems(target: OptimizationTarget) -> list[Problem]:
     not exist: the seed must be inline or in a ConfigMap, and the evaluator an image."""
     problems = []
     if target.spec.policy.seed.file is not None:
-        message = "a file cannot be read in the cluster; use inline or configMapRef"
+        message = (
+            "a file cannot be read in the cluster; use inline or configMapRef "
+            "(`retune manifest` inlines it)"
+        )
         problems.append(Problem("spec.policy.seed.file", message))
     if target.spec.evaluator.image is None:
         message = "required in the cluster (module is only used in local mode)"

@@ -46,20 +46,13 @@ def cluster_manifest(path: str | Path, *, namespace: str | None = None) -> str:
 
 
 class _BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (the program, PromQL, descriptions) as literal blocks."""
+    """Multi-line strings (the program, PromQL, descriptions) as literal blocks; the
+    emitter quotes instead any that a block cannot hold exactly (trailing spaces, tabs)."""
 
 
 def _string(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value and _literal_safe(value) else None
+    style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-def _literal_safe(value: str) -> bool:
-    """Whether a literal block holds ``value`` exactly: no trailing spaces on a line and no
-    tabs or carriage returns, which the block style cannot keep."""
-    return not any(line != line.rstrip(" ") for line in value.split("\n")) and not (
-        "\t" in value or "\r" in value
-    )
 
 
 _BlockDumper.add_representer(str, _string)
